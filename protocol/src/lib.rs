@@ -1,0 +1,37 @@
+//! Wire types of Webhook Connect, shared by `webhook-relay` and `webhook-connector`.
+//!
+//! This crate holds the relay ↔ connector contract of `spec/wire-protocol.md` as Rust types:
+//!
+//! - [`frames`]: WebSocket frames in both directions (v1 and v2), decoded leniently;
+//! - [`webhook`]: the flat `webhook` message that every transport carries;
+//! - [`envelope`]: the message as stored in the buffer, with the exact raw body bytes;
+//! - [`sse`]: SSE event encoding and a streaming, chunking-proof decoder;
+//! - [`poll`] and [`ack`]: long-poll and `POST /connect/ack` bodies and query parameters;
+//! - [`close`]: close codes and the v2 close notice;
+//! - [`ids`], [`names`], [`time`], [`token`], [`version`]: identifiers, name rules,
+//!   timestamps, `Authorization` parsing and version negotiation.
+//!
+//! It does no I/O and never panics on input: every decoder returns an error value.
+
+pub mod ack;
+pub mod close;
+pub mod envelope;
+pub mod frames;
+pub mod headers;
+pub mod ids;
+pub mod names;
+pub mod poll;
+pub mod sse;
+pub mod time;
+pub mod token;
+pub mod version;
+pub mod webhook;
+
+pub use close::{CloseNotice, CloseReason};
+pub use envelope::{DataType, Envelope, EnvelopeError};
+pub use frames::{ClientFrame, FrameError, FrameErrorCode, ServerFrame};
+pub use headers::Headers;
+pub use ids::{ConnectionId, ConnectionKind, MessageId};
+pub use time::Timestamp;
+pub use version::ProtocolVersion;
+pub use webhook::{PayloadEncoding, WebhookMessage};

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Checks the local servers the test suite talks to and starts any that is down.
+#
+#   scripts/services.sh          check and start all of them
+#   scripts/services.sh redis    only the ones named
+#
+# Servers: redis (6379), rabbitmq (5672), postgres (5432), mariadb (3306), mosquitto (1883),
+# nats (4222), all on 127.0.0.1. Each is started with the command a Debian machine of this
+# project's kind uses; a server that is not installed, or does not come up in time, fails the
+# script with a message that says which one and why.
+set -euo pipefail
+
+declare -A PORT=(
+  [redis]=6379 [rabbitmq]=5672 [postgres]=5432 [mariadb]=3306 [mosquitto]=1883 [nats]=4222
+)
+ORDER=(redis rabbitmq postgres mariadb mosquitto nats)
+
+is_up() { # port
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+start() { # name
+  case "$1" in
+    redis)
+      mkdir -p /var/lib/redis /var/log/redis
+      redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+        --dir /var/lib/redis --logfile /var/log/redis/ci.log ;;
+    rabbitmq)
+      rabbitmq-server -detached ;;
+    postgres)
+      pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start ;;
+    mariadb)
+      start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd ;;
+    mosquitto)
+      mosquitto -d -c /etc/mosquitto/mosquitto.conf ;;
+    nats)
+      start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
+        -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log ;;
+  esac
+}
+
+binary_of() { # name
+  case "$1" in
+    redis) echo redis-server ;; rabbitmq) echo rabbitmq-server ;; postgres) echo pg_ctlcluster ;;
+    mariadb) echo /usr/sbin/mariadbd ;; mosquitto) echo mosquitto ;; nats) echo /usr/sbin/nats-server ;;
+  esac
+}
+
+wanted=("$@")
+[ ${#wanted[@]} -eq 0 ] && wanted=("${ORDER[@]}")
+
+failed=0
+for name in "${wanted[@]}"; do
+  port=${PORT[$name]:-}
+  if [ -z "$port" ]; then
+    echo "services: unknown server '$name' (known: ${ORDER[*]})" >&2
+    exit 2
+  fi
+  if is_up "$port"; then
+    echo "services: $name is up on 127.0.0.1:$port"
+    continue
+  fi
+  if ! command -v "$(binary_of "$name")" >/dev/null 2>&1; then
+    echo "services: $name is down and not installed ($(binary_of "$name") not found)" >&2
+    failed=1
+    continue
+  fi
+  echo "services: starting $name"
+  if ! start "$name" >/tmp/services-"$name".log 2>&1; then
+    echo "services: starting $name failed:" >&2
+    cat /tmp/services-"$name".log >&2
+    failed=1
+    continue
+  fi
+  # RabbitMQ takes the longest to boot; 90 s covers a cold start on 2 cores.
+  for _ in $(seq 1 180); do
+    is_up "$port" && break
+    sleep 0.5
+  done
+  if is_up "$port"; then
+    echo "services: $name is up on 127.0.0.1:$port"
+  else
+    echo "services: $name did not open 127.0.0.1:$port within 90 s" >&2
+    failed=1
+  fi
+done
+exit $failed
