@@ -15,6 +15,7 @@
 
 pub mod ack;
 pub mod close;
+pub mod config_values;
 pub mod envelope;
 pub mod frames;
 pub mod headers;
