@@ -1,1 +1,4 @@
-//! Skeleton: filled by the relay issues.
+//! The Webhook Connect relay: ingest, buffering, streaming to connectors, admin API.
+
+pub mod auth;
+pub mod body;

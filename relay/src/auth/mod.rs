@@ -1,0 +1,1 @@
+//! Inbound validation of ingest requests (`auth-methods.md`). Being written.

@@ -1,0 +1,1 @@
+//! Decoding and checking ingest bodies (`auth-methods.md` §8.1). Being written.
