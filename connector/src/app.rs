@@ -1,0 +1,210 @@
+//! Starting and stopping the connector: clients, per-channel dispatchers and stream loops, the
+//! health listener, the `exit_on_stale_seconds` watchdog, and the drain on shutdown
+//!
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::completion::CompletionRecord;
+use crate::config::ConnectorConfig;
+use crate::dispatch::Dispatcher;
+use crate::health::{self, ChannelState, States};
+use crate::stream::{self, Shared};
+
+/// How the connector stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Graceful shutdown (exit status 0).
+    Shutdown,
+    /// A channel was stale or disconnected for `exit_on_stale_seconds` (exit status 3).
+    StaleExit,
+}
+
+impl RunOutcome {
+    /// The process exit status for this outcome (`config-formats.md` §4.6).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            RunOutcome::Shutdown => 0,
+            RunOutcome::StaleExit => 3,
+        }
+    }
+}
+
+/// The connector could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// TLS settings unusable (bad CA or client certificate).
+    #[error("{0}")]
+    Tls(String),
+    /// HTTP client could not be built (for example an invalid proxy URL).
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+    /// The health listener could not bind.
+    #[error("health_listen: cannot listen on {addr}: {error}")]
+    Health {
+        /// The address.
+        addr: SocketAddr,
+        /// The bind error.
+        error: std::io::Error,
+    },
+}
+
+impl RunError {
+    /// Start-up errors are configuration errors: exit status 2.
+    pub fn exit_code(&self) -> i32 {
+        2
+    }
+}
+
+/// A running connector.
+#[derive(Debug)]
+pub struct ConnectorHandle {
+    /// Where the health listener listens, when `health_listen` is set.
+    pub health_addr: Option<SocketAddr>,
+    /// Health and metrics of every channel, in configuration order.
+    pub states: States,
+    task: JoinHandle<RunOutcome>,
+}
+
+impl ConnectorHandle {
+    /// Waits until the connector stopped (after `shutdown` was cancelled and the drain ended,
+    /// or after the stale watchdog fired).
+    pub async fn wait(self) -> RunOutcome {
+        self.task.await.unwrap_or(RunOutcome::Shutdown)
+    }
+}
+
+fn relay_client(
+    config: &ConnectorConfig,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<reqwest::Client, RunError> {
+    let mut b = reqwest::Client::builder()
+        .use_preconfigured_tls((**tls).clone())
+        .connect_timeout(config.connection_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(60));
+    if let Some(proxy) = &config.proxy {
+        let mut p = reqwest::Proxy::all(proxy).map_err(|e| RunError::Client(e.to_string()))?;
+        if !config.no_proxy.is_empty() {
+            p = p.no_proxy(reqwest::NoProxy::from_string(&config.no_proxy.join(",")));
+        }
+        b = b.proxy(p);
+    }
+    b.build().map_err(|e| RunError::Client(e.to_string()))
+}
+
+/// Starts the connector. Cancelling `shutdown` drains every channel (in-flight messages finish
+/// within `drain_timeout` and are acked), closes the streams with 1000 and ends the task.
+pub async fn start(
+    config: ConnectorConfig,
+    shutdown: CancellationToken,
+) -> Result<ConnectorHandle, RunError> {
+    let config = Arc::new(config);
+    let tls = crate::tls::client_config(&config.tls).map_err(RunError::Tls)?;
+    let relay_client = relay_client(&config, &tls)?;
+    let target_client =
+        crate::forward::target_client(None).map_err(|e| RunError::Client(e.to_string()))?;
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        relay_client,
+        tls,
+    });
+    let states: States = Arc::new(
+        config
+            .channels
+            .iter()
+            .map(|c| Arc::new(ChannelState::new(&c.channel)))
+            .collect(),
+    );
+    // Internal stop: the caller's shutdown, or the stale watchdog.
+    let stop = CancellationToken::new();
+    let stale_fired = Arc::new(AtomicBool::new(false));
+    let listener_stop = CancellationToken::new();
+    let health_addr = match config.health_listen {
+        Some(addr) => {
+            let (local, _handle) = health::serve(addr, states.clone(), listener_stop.clone())
+                .await
+                .map_err(|error| RunError::Health { addr, error })?;
+            tracing::info!(addr = %local, "Health listener started");
+            Some(local)
+        }
+        None => None,
+    };
+    let tracker = TaskTracker::new();
+    for (channel, state) in config.channels.iter().zip(states.iter()) {
+        let channel = Arc::new(channel.clone());
+        let record = Arc::new(CompletionRecord::new(&config.completion_record));
+        let dispatcher = Arc::new(Dispatcher::new(
+            channel.clone(),
+            target_client.clone(),
+            record,
+            state.clone(),
+        ));
+        tracker.spawn(stream::run_channel(
+            shared.clone(),
+            channel,
+            dispatcher,
+            state.clone(),
+            stop.clone(),
+        ));
+    }
+    tracker.close();
+    if let Some(limit) = config.exit_on_stale {
+        let states = states.clone();
+        let stop = stop.clone();
+        let fired = stale_fired.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250).min(limit));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = stop.cancelled() => return,
+                }
+                if let Some(s) = states
+                    .iter()
+                    .find(|s| s.unhealthy_for().is_some_and(|d| d >= limit))
+                {
+                    tracing::error!(channel = %s.channel, limit_s = limit.as_secs_f64(), "Channel stale or disconnected too long; exiting");
+                    fired.store(true, Ordering::SeqCst);
+                    stop.cancel();
+                    return;
+                }
+            }
+        });
+    }
+    let task = tokio::spawn(async move {
+        tokio::select! {
+            () = shutdown.cancelled() => {
+                tracing::info!("Shutting down: draining in-flight messages");
+                stop.cancel();
+            }
+            () = stop.cancelled() => {}
+        }
+        tracker.wait().await;
+        listener_stop.cancel();
+        if stale_fired.load(Ordering::SeqCst) {
+            RunOutcome::StaleExit
+        } else {
+            RunOutcome::Shutdown
+        }
+    });
+    Ok(ConnectorHandle {
+        health_addr,
+        states,
+        task,
+    })
+}
+
+/// Runs the connector until `shutdown` is cancelled (exit 0) or the stale watchdog fires (exit 3).
+pub async fn run(
+    config: ConnectorConfig,
+    shutdown: CancellationToken,
+) -> Result<RunOutcome, RunError> {
+    Ok(start(config, shutdown).await?.wait().await)
+}

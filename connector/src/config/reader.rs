@@ -1,0 +1,221 @@
+//! Reads typed values out of one JSON object, recording every problem with its field path and
+//! its source (file, environment variable or flag). Numbers and booleans given as strings are
+//! accepted when they parse completely (`config-formats.md` §1.2).
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+use webhook_connect_protocol::config_values::lenient::parse_bool;
+
+use super::load::Problems;
+
+/// Where each overridden path came from; paths not listed come from `default_source`.
+#[derive(Debug, Default)]
+pub(crate) struct Origins {
+    pub(crate) default_source: String,
+    pub(crate) by_path: HashMap<String, String>,
+}
+
+impl Origins {
+    pub(crate) fn source_of(&self, path: &str) -> &str {
+        self.by_path
+            .get(path)
+            .map(String::as_str)
+            .unwrap_or(&self.default_source)
+    }
+}
+
+/// Joins an object path and a key.
+pub(crate) fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+pub(crate) struct Reader<'a> {
+    pub(crate) map: &'a Map<String, Value>,
+    pub(crate) path: String,
+    origins: &'a Origins,
+    known: Vec<&'static str>,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(map: &'a Map<String, Value>, path: String, origins: &'a Origins) -> Self {
+        Reader {
+            map,
+            path,
+            origins,
+            known: Vec::new(),
+        }
+    }
+
+    pub(crate) fn path_of(&self, key: &str) -> String {
+        join(&self.path, key)
+    }
+
+    pub(crate) fn error(&self, problems: &mut Problems, key: &str, message: impl AsRef<str>) {
+        let path = self.path_of(key);
+        problems.error(format!(
+            "{}: {path}: {}",
+            self.origins.source_of(&path),
+            message.as_ref()
+        ));
+    }
+
+    pub(crate) fn warn(&self, problems: &mut Problems, key: &str, message: impl AsRef<str>) {
+        let path = self.path_of(key);
+        problems.warn(format!(
+            "{}: {path}: {}",
+            self.origins.source_of(&path),
+            message.as_ref()
+        ));
+    }
+
+    /// The raw value of `key`; null counts as absent. Marks the key as known.
+    pub(crate) fn get(&mut self, key: &'static str) -> Option<&'a Value> {
+        self.known.push(key);
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    pub(crate) fn string(&mut self, p: &mut Problems, key: &'static str) -> Option<String> {
+        match self.get(key)? {
+            Value::String(s) => Some(s.clone()),
+            other => {
+                self.error(p, key, format!("expected a string, got {other}"));
+                None
+            }
+        }
+    }
+
+    pub(crate) fn number(&mut self, p: &mut Problems, key: &'static str) -> Option<f64> {
+        let v = self.get(key)?;
+        let parsed = match v {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.error(p, key, format!("expected a number, got {v}"));
+        }
+        parsed
+    }
+
+    /// A number checked against `ok`; `rule` describes the range in the error.
+    pub(crate) fn number_in(
+        &mut self,
+        p: &mut Problems,
+        key: &'static str,
+        default: f64,
+        ok: impl Fn(f64) -> bool,
+        rule: &str,
+    ) -> f64 {
+        match self.number(p, key) {
+            Some(n) if ok(n) => n,
+            Some(n) => {
+                self.error(p, key, format!("must be {rule}, got {n}"));
+                default
+            }
+            None => default,
+        }
+    }
+
+    /// A number that is clamped (with a warning) instead of rejected.
+    pub(crate) fn number_clamped(
+        &mut self,
+        p: &mut Problems,
+        key: &'static str,
+        default: f64,
+        min: f64,
+        max: f64,
+    ) -> f64 {
+        match self.number(p, key) {
+            Some(n) if n < min || n > max => {
+                let c = n.clamp(min, max);
+                self.warn(p, key, format!("{n} is outside {min}–{max}; using {c}"));
+                c
+            }
+            Some(n) => n,
+            None => default,
+        }
+    }
+
+    pub(crate) fn integer(&mut self, p: &mut Problems, key: &'static str) -> Option<i64> {
+        let v = self.get(key)?;
+        let parsed = match v {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.trim().parse::<i64>().ok(),
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.error(p, key, format!("expected an integer, got {v}"));
+        }
+        parsed
+    }
+
+    pub(crate) fn integer_in(
+        &mut self,
+        p: &mut Problems,
+        key: &'static str,
+        default: i64,
+        min: i64,
+        max: i64,
+    ) -> i64 {
+        match self.integer(p, key) {
+            Some(n) if (min..=max).contains(&n) => n,
+            Some(n) => {
+                self.error(
+                    p,
+                    key,
+                    format!("must be an integer between {min} and {max}, got {n}"),
+                );
+                default
+            }
+            None => default,
+        }
+    }
+
+    pub(crate) fn boolean(&mut self, p: &mut Problems, key: &'static str, default: bool) -> bool {
+        let Some(v) = self.get(key) else {
+            return default;
+        };
+        let parsed = match v {
+            Value::Bool(b) => Some(*b),
+            Value::String(s) => parse_bool(s.trim()),
+            _ => None,
+        };
+        parsed.unwrap_or_else(|| {
+            self.error(p, key, format!("expected a boolean, got {v}"));
+            default
+        })
+    }
+
+    pub(crate) fn object(
+        &mut self,
+        p: &mut Problems,
+        key: &'static str,
+    ) -> Option<&'a Map<String, Value>> {
+        match self.get(key)? {
+            Value::Object(m) => Some(m),
+            other => {
+                self.error(p, key, format!("expected an object, got {other}"));
+                None
+            }
+        }
+    }
+
+    /// Reports the keys nobody asked for: errors when `strict`, warnings otherwise.
+    pub(crate) fn finish(&self, p: &mut Problems, strict: bool) {
+        for key in self.map.keys() {
+            if self.known.iter().any(|k| k == key) {
+                continue;
+            }
+            if strict {
+                self.error(p, key, "unknown key");
+            } else {
+                self.warn(p, key, "unknown key (ignored)");
+            }
+        }
+    }
+}

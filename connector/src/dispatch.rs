@@ -1,0 +1,249 @@
+//! The per-channel dispatcher: takes each received message, skips the ones already completed
+//! forwards the others with at most `max_concurrent_requests` target calls at once, and
+//! sends the ack or nack on the connection that delivered the message.
+//!
+//! Memory is bounded: a message is held from receipt until its ack or nack is sent, under
+//! one of `2 × max_concurrent_requests` holding permits, and the stream readers wait for a permit
+//! before taking the next message. Ordered connections (the relay's `max_in_flight` is 1) are
+//! processed one message at a time in arrival order.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use webhook_connect_protocol::WebhookMessage;
+
+use crate::ack::{AckError, AckSink};
+use crate::completion::CompletionRecord;
+use crate::config::ChannelConfig;
+use crate::forward::{self, Decision};
+use crate::health::ChannelState;
+
+struct Job {
+    msg: Box<WebhookMessage>,
+    held: OwnedSemaphorePermit,
+    acks: AckSink,
+}
+
+struct Core {
+    channel: Arc<ChannelConfig>,
+    client: reqwest::Client,
+    permits: Semaphore,
+    record: Arc<CompletionRecord>,
+    state: Arc<ChannelState>,
+    /// Cancelled when the drain timeout ran out: remaining work stops and is nacked.
+    work_cancel: CancellationToken,
+    idle: Notify,
+}
+
+/// Dispatcher of one channel; shared by its successive connections.
+pub struct Dispatcher {
+    core: Arc<Core>,
+    holding: Arc<Semaphore>,
+    capacity: usize,
+    tracker: TaskTracker,
+    ordered_tx: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("channel", &self.core.channel.channel)
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl Dispatcher {
+    /// A dispatcher for `channel` delivering with `client`.
+    pub fn new(
+        channel: Arc<ChannelConfig>,
+        client: reqwest::Client,
+        record: Arc<CompletionRecord>,
+        state: Arc<ChannelState>,
+    ) -> Self {
+        let concurrency = channel.max_concurrent_requests.max(1);
+        let capacity = concurrency * 2;
+        let core = Arc::new(Core {
+            channel,
+            client,
+            permits: Semaphore::new(concurrency),
+            record,
+            state,
+            work_cancel: CancellationToken::new(),
+            idle: Notify::new(),
+        });
+        let (ordered_tx, mut rx) = mpsc::channel::<Job>(capacity);
+        let tracker = TaskTracker::new();
+        let worker = core.clone();
+        tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                worker.process(job).await;
+            }
+        });
+        Dispatcher {
+            core,
+            holding: Arc::new(Semaphore::new(capacity)),
+            capacity,
+            tracker,
+            ordered_tx,
+        }
+    }
+
+    /// Most messages held at once (`2 × max_concurrent_requests`).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Holding permits free now (long-poll asks for at most this many messages).
+    pub fn available(&self) -> usize {
+        self.holding.available_permits()
+    }
+
+    /// Waits for room to hold one more message.
+    pub async fn hold(&self) -> Option<OwnedSemaphorePermit> {
+        self.holding.clone().acquire_owned().await.ok()
+    }
+
+    /// Messages currently held.
+    pub fn in_flight(&self) -> u64 {
+        self.core.state.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Starts work on `msg`; its ack or nack goes to `acks`. `ordered` processes it after every
+    /// earlier ordered message.
+    pub async fn dispatch(
+        &self,
+        msg: Box<WebhookMessage>,
+        held: OwnedSemaphorePermit,
+        acks: AckSink,
+        ordered: bool,
+    ) {
+        self.core.state.received.fetch_add(1, Ordering::Relaxed);
+        self.core.state.in_flight.fetch_add(1, Ordering::Relaxed);
+        let job = Job { msg, held, acks };
+        if ordered {
+            if let Err(mpsc::error::SendError(job)) = self.ordered_tx.send(job).await {
+                // The worker is gone (cannot happen while self lives); process inline.
+                self.core.process(job).await;
+            }
+        } else {
+            let core = self.core.clone();
+            self.tracker.spawn(async move { core.process(job).await });
+        }
+    }
+
+    /// Waits up to `timeout` for every held message to be finished and acked or nacked; then
+    /// cancels the rest (they are nacked with `retry:true` where the connection allows) and
+    /// waits briefly for those nacks. Returns true when everything finished in time.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let finished = self.wait_idle(deadline).await;
+        if !finished {
+            tracing::warn!(
+                channel = %self.core.channel.channel,
+                in_flight = self.in_flight(),
+                "Drain timeout reached; cancelling unfinished messages"
+            );
+            self.core.work_cancel.cancel();
+            self.wait_idle(Instant::now() + Duration::from_secs(5))
+                .await;
+        }
+        finished
+    }
+
+    async fn wait_idle(&self, deadline: Instant) -> bool {
+        loop {
+            let notified = self.core.idle.notified();
+            if self.in_flight() == 0 {
+                return true;
+            }
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep_until(deadline) => return self.in_flight() == 0,
+            }
+        }
+    }
+}
+
+impl Core {
+    async fn process(&self, job: Job) {
+        let Job { msg, held, acks } = job;
+        let started = Instant::now();
+        let decision = if self.record.contains(&msg.message_id) {
+            self.state.deduplicated.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(message_id = %msg.message_id, "Already completed; acking again");
+            Decision::Ack
+        } else {
+            self.run(&msg, started).await
+        };
+        match &decision {
+            Decision::Ack => self.state.acked.fetch_add(1, Ordering::Relaxed),
+            Decision::Nack { retry: true, .. } => {
+                self.state.nacked_retry.fetch_add(1, Ordering::Relaxed)
+            }
+            Decision::Nack { retry: false, .. } => {
+                self.state.nacked_no_retry.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+        match acks.send(&msg.message_id, &decision).await {
+            Ok(()) => {}
+            Err(AckError::NotInFlight) => {
+                tracing::warn!(message_id = %msg.message_id, "Relay says the message is no longer in flight")
+            }
+            Err(e) => {
+                tracing::warn!(message_id = %msg.message_id, error = %e, "Could not send ack/nack")
+            }
+        }
+        drop(held);
+        if self.state.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    async fn run(&self, msg: &WebhookMessage, started: Instant) -> Decision {
+        let channel = &self.channel;
+        let Some(target) = channel.target_for(&msg.webhook_id) else {
+            tracing::warn!(message_id = %msg.message_id, webhook_id = %msg.webhook_id, "No target for webhook id");
+            return Decision::Nack {
+                retry: false,
+                reason: format!("no target for webhook id {}", msg.webhook_id),
+            };
+        };
+        let label = if channel.targets.contains_key(&msg.webhook_id) {
+            msg.webhook_id.as_str()
+        } else {
+            "default"
+        };
+        let delivery = forward::deliver(
+            &self.client,
+            msg,
+            target,
+            &channel.channel,
+            &self.permits,
+            &self.work_cancel,
+        )
+        .await;
+        self.state
+            .target_attempts
+            .fetch_add(u64::from(delivery.attempts), Ordering::Relaxed);
+        self.state.delivery_done(
+            label,
+            started.elapsed().as_secs_f64(),
+            &delivery.error_kinds,
+        );
+        match &delivery.decision {
+            Decision::Ack => {
+                self.record.record(&msg.message_id);
+                tracing::debug!(message_id = %msg.message_id, attempts = delivery.attempts, "Delivered");
+            }
+            Decision::Nack { retry, reason } => {
+                tracing::warn!(message_id = %msg.message_id, retry, reason = %reason, attempts = delivery.attempts, "Delivery failed");
+            }
+        }
+        delivery.decision
+    }
+}

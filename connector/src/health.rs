@@ -1,0 +1,395 @@
+//! Per-channel health state and metrics, and the optional local listener serving `/healthz`,
+//! `/readyz` and `/metrics` (`http-api.md` §8, R-85).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::json;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use webhook_connect_protocol::Timestamp;
+
+/// Connection state of one channel as reported on `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnState {
+    /// Trying to connect.
+    Connecting,
+    /// Connected and not stale.
+    Connected,
+    /// Connected, but nothing received for the stale timeout (C.1.8).
+    Stale,
+    /// The relay rejected the token.
+    Unauthorized,
+    /// Not connected.
+    Disconnected,
+}
+
+impl ConnState {
+    /// The spelling on `/readyz`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnState::Connecting => "connecting",
+            ConnState::Connected => "connected",
+            ConnState::Stale => "stale",
+            ConnState::Unauthorized => "unauthorized",
+            ConnState::Disconnected => "disconnected",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: ConnState,
+    since: Instant,
+    protocol: Option<&'static str>,
+    protocol_version: Option<u8>,
+    connection_id: Option<String>,
+    last_frame_at: Option<Timestamp>,
+}
+
+/// Buckets of the delivery-duration histogram, in seconds.
+const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// Health and metrics of one channel.
+#[derive(Debug)]
+pub struct ChannelState {
+    /// Channel name.
+    pub channel: String,
+    inner: Mutex<Inner>,
+    /// Messages received from the relay.
+    pub received: AtomicU64,
+    /// Acks sent.
+    pub acked: AtomicU64,
+    /// Nacks sent with `retry:true`.
+    pub nacked_retry: AtomicU64,
+    /// Nacks sent with `retry:false`.
+    pub nacked_no_retry: AtomicU64,
+    /// Redeliveries acked from the completion record.
+    pub deduplicated: AtomicU64,
+    /// Messages currently held (received, not yet acked or nacked).
+    pub in_flight: AtomicU64,
+    /// Target calls made (attempts).
+    pub target_attempts: AtomicU64,
+    reconnects: Mutex<BTreeMap<&'static str, u64>>,
+    durations: Mutex<BTreeMap<String, Histogram>>,
+    target_errors: Mutex<BTreeMap<(String, &'static str), u64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ChannelState {
+    /// A channel that has not connected yet.
+    pub fn new(channel: &str) -> Self {
+        ChannelState {
+            channel: channel.to_owned(),
+            inner: Mutex::new(Inner {
+                state: ConnState::Connecting,
+                since: Instant::now(),
+                protocol: None,
+                protocol_version: None,
+                connection_id: None,
+                last_frame_at: None,
+            }),
+            received: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            nacked_retry: AtomicU64::new(0),
+            nacked_no_retry: AtomicU64::new(0),
+            deduplicated: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            target_attempts: AtomicU64::new(0),
+            reconnects: Mutex::new(BTreeMap::new()),
+            durations: Mutex::new(BTreeMap::new()),
+            target_errors: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Current state.
+    pub fn state(&self) -> ConnState {
+        lock(&self.inner).state
+    }
+
+    /// Since when the channel has been not connected (or stale); `None` while connected.
+    pub fn unhealthy_for(&self) -> Option<Duration> {
+        let inner = lock(&self.inner);
+        (inner.state != ConnState::Connected).then(|| inner.since.elapsed())
+    }
+
+    /// Moves to `state`, keeping the time of the last change between healthy and not.
+    pub fn set_state(&self, state: ConnState) {
+        let mut inner = lock(&self.inner);
+        let was_ok = inner.state == ConnState::Connected;
+        let is_ok = state == ConnState::Connected;
+        if was_ok != is_ok {
+            inner.since = Instant::now();
+        }
+        inner.state = state;
+        if !is_ok && state != ConnState::Stale {
+            inner.connection_id = None;
+        }
+    }
+
+    /// A connection was established.
+    pub fn connected(&self, protocol: &'static str, version: u8, connection_id: &str) {
+        {
+            let mut inner = lock(&self.inner);
+            inner.protocol = Some(protocol);
+            inner.protocol_version = Some(version);
+            inner.connection_id = Some(connection_id.to_owned());
+            inner.last_frame_at = Some(Timestamp::now());
+        }
+        self.set_state(ConnState::Connected);
+    }
+
+    /// Something arrived on the stream.
+    pub fn frame_seen(&self) {
+        lock(&self.inner).last_frame_at = Some(Timestamp::now());
+    }
+
+    /// Counts a reconnect with its reason (`closed`, `error`, `stale`, `unauthorized`, …).
+    pub fn reconnect(&self, reason: &'static str) {
+        *lock(&self.reconnects).entry(reason).or_insert(0) += 1;
+    }
+
+    /// Records one finished delivery to `target`.
+    pub fn delivery_done(&self, target: &str, seconds: f64, errors: &[&'static str]) {
+        {
+            let mut d = lock(&self.durations);
+            let h = d.entry(target.to_owned()).or_default();
+            for (i, b) in BUCKETS.iter().enumerate() {
+                if seconds <= *b {
+                    h.counts[i] += 1;
+                }
+            }
+            h.count += 1;
+            h.sum += seconds;
+        }
+        if !errors.is_empty() {
+            let mut e = lock(&self.target_errors);
+            for kind in errors {
+                *e.entry((target.to_owned(), kind)).or_insert(0) += 1;
+            }
+        }
+    }
+
+    fn readiness(&self) -> serde_json::Value {
+        let inner = lock(&self.inner);
+        json!({
+            "state": inner.state.as_str(),
+            "protocol": inner.protocol,
+            "protocol_version": inner.protocol_version,
+            "connection_id": inner.connection_id,
+            "last_frame_at": inner.last_frame_at.map(|t| t.to_string()),
+            "in_flight": self.in_flight.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// The state of every channel of the process.
+pub type States = Arc<Vec<Arc<ChannelState>>>;
+
+/// `/readyz` body and whether every channel is connected.
+pub fn readiness(states: &States) -> (bool, serde_json::Value) {
+    let ready = states.iter().all(|s| s.state() == ConnState::Connected);
+    let channels: serde_json::Map<String, serde_json::Value> = states
+        .iter()
+        .map(|s| (s.channel.clone(), s.readiness()))
+        .collect();
+    (
+        ready,
+        json!({"status": if ready { "ready" } else { "not_ready" }, "channels": channels}),
+    )
+}
+
+/// Prometheus text exposition of every channel's metrics.
+pub fn metrics_text(states: &States) -> String {
+    let mut out = String::new();
+    let p = "webhook_connector";
+    type Getter = fn(&ChannelState) -> u64;
+    let counters: [(&str, &str, Getter); 4] = [
+        (
+            "messages_received_total",
+            "Messages received from the relay.",
+            |s| s.received.load(Ordering::Relaxed),
+        ),
+        ("messages_acked_total", "Acks sent.", |s| {
+            s.acked.load(Ordering::Relaxed)
+        }),
+        (
+            "messages_deduplicated_total",
+            "Redeliveries acked from the completion record.",
+            |s| s.deduplicated.load(Ordering::Relaxed),
+        ),
+        ("in_flight", "Messages held.", |s| {
+            s.in_flight.load(Ordering::Relaxed)
+        }),
+    ];
+    for (name, help, get) in counters {
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        let _ = writeln!(out, "# HELP {p}_{name} {help}\n# TYPE {p}_{name} {kind}");
+        for s in states.iter() {
+            let _ = writeln!(out, "{p}_{name}{{channel=\"{}\"}} {}", s.channel, get(s));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP {p}_messages_nacked_total Nacks sent.\n# TYPE {p}_messages_nacked_total counter"
+    );
+    for s in states.iter() {
+        let _ = writeln!(
+            out,
+            "{p}_messages_nacked_total{{channel=\"{}\",retry=\"true\"}} {}",
+            s.channel,
+            s.nacked_retry.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "{p}_messages_nacked_total{{channel=\"{}\",retry=\"false\"}} {}",
+            s.channel,
+            s.nacked_no_retry.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP {p}_stream_stale 1 while the stream is stale or disconnected.\n# TYPE {p}_stream_stale gauge"
+    );
+    for s in states.iter() {
+        let stale = u8::from(s.state() != ConnState::Connected);
+        let _ = writeln!(out, "{p}_stream_stale{{channel=\"{}\"}} {stale}", s.channel);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP {p}_reconnects_total Reconnects by reason.\n# TYPE {p}_reconnects_total counter"
+    );
+    for s in states.iter() {
+        for (reason, n) in lock(&s.reconnects).iter() {
+            let _ = writeln!(
+                out,
+                "{p}_reconnects_total{{channel=\"{}\",reason=\"{reason}\"}} {n}",
+                s.channel
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP {p}_target_errors_total Failed target attempts.\n# TYPE {p}_target_errors_total counter"
+    );
+    for s in states.iter() {
+        for ((target, kind), n) in lock(&s.target_errors).iter() {
+            let _ = writeln!(
+                out,
+                "{p}_target_errors_total{{channel=\"{}\",target=\"{}\",kind=\"{kind}\"}} {n}",
+                s.channel,
+                escape(target)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP {p}_delivery_duration_seconds Local delivery time.\n# TYPE {p}_delivery_duration_seconds histogram"
+    );
+    for s in states.iter() {
+        for (target, h) in lock(&s.durations).iter() {
+            let labels = format!("channel=\"{}\",target=\"{}\"", s.channel, escape(target));
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "{p}_delivery_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}",
+                    h.counts[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "{p}_delivery_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "{p}_delivery_duration_seconds_sum{{{labels}}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "{p}_delivery_duration_seconds_count{{{labels}}} {}",
+                h.count
+            );
+        }
+    }
+    out
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(states): State<States>) -> impl IntoResponse {
+    let (ready, body) = readiness(&states);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body))
+}
+
+async fn metrics(State(states): State<States>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics_text(&states),
+    )
+}
+
+/// Binds the health listener; returns its address and the serving future's handle.
+pub async fn serve(
+    addr: SocketAddr,
+    states: States,
+    shutdown: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(states);
+    let handle = tokio::spawn(async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "Health listener failed");
+        }
+    });
+    Ok((local, handle))
+}

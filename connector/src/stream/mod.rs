@@ -1,0 +1,340 @@
+//! Stream clients and the per-channel connect loop (`wire-protocol.md` C.7): reconnect with
+//! jittered exponential backoff, `auto` transport fallback on transport-level failures only
+//! `unauthorized` handling with the maximum delay and a re-read token file.
+
+pub mod long_poll;
+pub mod proxy;
+pub mod sse;
+pub mod websocket;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use tokio_util::sync::CancellationToken;
+use webhook_connect_protocol::config_values::Secret;
+use webhook_connect_protocol::frames::Connected;
+use webhook_connect_protocol::version::{
+    CONNECTOR_ID_HEADER, MAX_IN_FLIGHT_HEADER, PROTOCOL_HEADER,
+};
+
+use crate::backoff::Backoff;
+use crate::config::{ChannelConfig, ConnectorConfig, Protocol, VersionPreference};
+use crate::dispatch::Dispatcher;
+use crate::health::{ChannelState, ConnState};
+
+/// What every session of the process shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The whole configuration.
+    pub config: Arc<ConnectorConfig>,
+    /// HTTP client for SSE, long-poll and acks (relay TLS and proxy settings).
+    pub relay_client: reqwest::Client,
+    /// TLS for WebSocket connections (the same settings).
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+/// One connection attempt's inputs.
+#[derive(Debug)]
+pub struct SessionCtx<'a> {
+    /// Process-wide pieces.
+    pub shared: &'a Shared,
+    /// The channel.
+    pub channel: &'a ChannelConfig,
+    /// The token read for this attempt.
+    pub token: Secret,
+    /// The channel's dispatcher.
+    pub dispatcher: &'a Dispatcher,
+    /// The channel's health.
+    pub state: &'a ChannelState,
+    /// Cancelled when the process shuts down: the session drains and ends.
+    pub shutdown: &'a CancellationToken,
+}
+
+/// A connection attempt that never reached `connected`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// `401`/`403` or a 4001 close before `connected`.
+    Unauthorized(String),
+    /// The transport itself is unusable here (C.7 rule 4): `auto` moves to the next one.
+    Unusable(String),
+    /// Anything else (network, `503`, timeouts): back off on the same transport.
+    Other(String),
+}
+
+/// Why an established connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// Nothing received for the stale timeout (C.1.8).
+    Stale,
+    /// The relay closed the connection.
+    Closed(String),
+    /// v2 4001: the token is no longer valid.
+    TokenInvalid,
+    /// v2 4002: the channel was deleted.
+    ChannelDeleted,
+    /// The relay asked for a specific wait (4005 `retry_after_ms`).
+    RetryAfter(Duration),
+    /// A transport error.
+    Error(String),
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// Never connected.
+    Failed(Failure),
+    /// Was connected for `lasted`.
+    Ended {
+        /// How long the connection was up.
+        lasted: Duration,
+        /// Why it ended.
+        why: Ended,
+    },
+    /// Shut down after draining.
+    Drained,
+}
+
+/// Transports in `auto` order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// WebSocket.
+    WebSocket,
+    /// Server-Sent Events.
+    Sse,
+    /// Long-poll.
+    LongPoll,
+}
+
+impl Transport {
+    /// Name used in logs and on `/readyz`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "websocket",
+            Transport::Sse => "sse",
+            Transport::LongPoll => "long_poll",
+        }
+    }
+}
+
+/// Percent-encodes `segment` as one path segment.
+pub fn encode_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl SessionCtx<'_> {
+    /// `{base}/connect/stream/{channel}` plus `suffix`.
+    pub fn stream_url(&self, suffix: &str) -> String {
+        format!(
+            "{}/connect/stream/{}{suffix}",
+            self.shared.config.cloud_url,
+            encode_segment(&self.channel.channel)
+        )
+    }
+
+    /// True when v2 is asked for.
+    pub fn wants_v2(&self) -> bool {
+        self.channel.protocol_version != VersionPreference::V1
+    }
+
+    /// Headers sent on every stream request: token, version, in-flight limit, connector id.
+    pub fn stream_headers(&self) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(&format!("Bearer {}", self.token.expose())) {
+            let mut v = v;
+            v.set_sensitive(true);
+            h.insert(http::header::AUTHORIZATION, v);
+        }
+        if self.wants_v2() {
+            h.insert(
+                HeaderName::from_static(PROTOCOL_HEADER),
+                HeaderValue::from_static("2"),
+            );
+        }
+        h.insert(
+            HeaderName::from_static(MAX_IN_FLIGHT_HEADER),
+            HeaderValue::from(self.dispatcher.capacity().max(1) as u64),
+        );
+        if let Some(id) = &self.channel.connector_id
+            && let Ok(v) = HeaderValue::from_str(id)
+        {
+            h.insert(HeaderName::from_static(CONNECTOR_ID_HEADER), v);
+        }
+        h
+    }
+
+    /// The stale timeout: `heartbeat_timeout`, or with v2
+    /// `max(heartbeat_timeout, 2 × heartbeat_interval_ms + 5 s)` (C.1.8).
+    pub fn stale_timeout(&self, connected: &Connected) -> Duration {
+        let base = self.shared.config.heartbeat_timeout;
+        match connected.heartbeat_interval_ms {
+            Some(ms) => {
+                base.max(Duration::from_millis(ms.saturating_mul(2)) + Duration::from_secs(5))
+            }
+            None => base,
+        }
+    }
+}
+
+/// Awaits the future in `slot`, or never when the slot is empty (for `select!` branches).
+pub(crate) async fn maybe<F: Future + ?Sized>(slot: &mut Option<Pin<Box<F>>>) -> F::Output {
+    match slot {
+        Some(f) => f.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Classifies an HTTP status answered instead of a stream (C.7 rules 3 and 4).
+pub(crate) fn status_failure(status: u16, what: &str) -> Failure {
+    match status {
+        401 | 403 => Failure::Unauthorized(format!("{what} rejected with {status}")),
+        200 | 400 | 404 | 405 | 426 | 501 => {
+            Failure::Unusable(format!("{what} refused with {status}"))
+        }
+        _ => Failure::Other(format!("{what} answered {status}")),
+    }
+}
+
+/// Runs one channel until `shutdown`: connect, serve, reconnect.
+pub async fn run_channel(
+    shared: Arc<Shared>,
+    channel: Arc<ChannelConfig>,
+    dispatcher: Arc<Dispatcher>,
+    state: Arc<ChannelState>,
+    shutdown: CancellationToken,
+) {
+    let config = shared.config.clone();
+    let order: Vec<Transport> = match channel.protocol {
+        Protocol::Auto => vec![Transport::WebSocket, Transport::Sse, Transport::LongPoll],
+        Protocol::WebSocket => vec![Transport::WebSocket],
+        Protocol::Sse => vec![Transport::Sse],
+        Protocol::LongPoll => vec![Transport::LongPoll],
+    };
+    let mut idx = 0usize;
+    let mut backoff = Backoff::new(config.reconnect.clone());
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        if state.state() != ConnState::Unauthorized {
+            state.set_state(ConnState::Connecting);
+        }
+        let token = match channel.token.read() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(channel = %channel.channel, error = %e, "Cannot read token_file");
+                state.set_state(ConnState::Disconnected);
+                if !sleep_or_stop(backoff.next_delay(), &shutdown).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        let transport = order[idx % order.len()];
+        let ctx = SessionCtx {
+            shared: &shared,
+            channel: &channel,
+            token,
+            dispatcher: &dispatcher,
+            state: &state,
+            shutdown: &shutdown,
+        };
+        tracing::debug!(channel = %channel.channel, transport = transport.as_str(), "Connecting");
+        let end = match transport {
+            Transport::WebSocket => websocket::run(&ctx).await,
+            Transport::Sse => sse::run(&ctx).await,
+            Transport::LongPoll => long_poll::run(&ctx, order.len() > 1).await,
+        };
+        let wait = match end {
+            SessionEnd::Drained => return,
+            SessionEnd::Failed(Failure::Unauthorized(why)) => {
+                tracing::error!(channel = %channel.channel, transport = transport.as_str(), reason = %why, "Relay rejected the channel token");
+                state.set_state(ConnState::Unauthorized);
+                state.reconnect("unauthorized");
+                backoff.max_delay()
+            }
+            SessionEnd::Failed(Failure::Unusable(why)) if order.len() > 1 => {
+                idx = (idx + 1) % order.len();
+                let next = order[idx];
+                tracing::warn!(channel = %channel.channel, transport = transport.as_str(), next = next.as_str(), reason = %why, "Transport unusable; falling back");
+                state.set_state(ConnState::Disconnected);
+                state.reconnect("fallback");
+                if idx == 0 {
+                    backoff.next_delay()
+                } else {
+                    Duration::ZERO
+                }
+            }
+            SessionEnd::Failed(Failure::Unusable(why))
+            | SessionEnd::Failed(Failure::Other(why)) => {
+                tracing::warn!(channel = %channel.channel, transport = transport.as_str(), reason = %why, "Connect failed");
+                state.set_state(ConnState::Disconnected);
+                state.reconnect("connect_failed");
+                backoff.next_delay()
+            }
+            SessionEnd::Ended { lasted, why } => {
+                backoff.connection_ended(lasted);
+                tracing::info!(channel = %channel.channel, transport = transport.as_str(), reason = ?why, lasted_ms = lasted.as_millis() as u64, "Connection ended");
+                match why {
+                    Ended::Stale => {
+                        state.set_state(ConnState::Stale);
+                        state.reconnect("stale");
+                        backoff.next_delay()
+                    }
+                    Ended::TokenInvalid => {
+                        state.set_state(ConnState::Unauthorized);
+                        state.reconnect("token_invalid");
+                        let changed = match channel.token.read() {
+                            Ok(now) => now != ctx.token,
+                            Err(_) => false,
+                        };
+                        if changed {
+                            backoff.next_delay()
+                        } else {
+                            backoff.max_delay()
+                        }
+                    }
+                    Ended::ChannelDeleted => {
+                        state.set_state(ConnState::Disconnected);
+                        state.reconnect("channel_deleted");
+                        backoff.max_delay()
+                    }
+                    Ended::RetryAfter(d) => {
+                        state.set_state(ConnState::Disconnected);
+                        state.reconnect("closed");
+                        d.min(config.reconnect.max)
+                    }
+                    Ended::Closed(_) | Ended::Error(_) => {
+                        state.set_state(ConnState::Disconnected);
+                        state.reconnect("closed");
+                        backoff.next_delay()
+                    }
+                }
+            }
+        };
+        if !sleep_or_stop(wait, &shutdown).await {
+            break;
+        }
+    }
+    // Shut down while not connected: let held work finish (its acks may no longer reach the
+    // relay, which then redelivers; the completion record makes that cheap).
+    dispatcher.drain(config.drain_timeout).await;
+    state.set_state(ConnState::Disconnected);
+}
+
+async fn sleep_or_stop(wait: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(wait) => true,
+        () = shutdown.cancelled() => false,
+    }
+}

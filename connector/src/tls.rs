@@ -1,0 +1,114 @@
+//! One TLS configuration (rustls) for every connection to the relay: the WebSocket, the SSE
+//! stream, long-polls and the HTTP acks all use it, so a private CA or `verify_ssl: false` works
+//! for acks too.
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::config::TlsConfig;
+
+/// Builds the rustls client configuration described by `tls`.
+pub fn client_config(tls: &TlsConfig) -> Result<Arc<ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?;
+    let builder = if tls.verify {
+        let mut roots = RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        if let Some(path) = &tls.ca_cert_path {
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("ca_cert_path: cannot read {}: {e}", path.display()))?;
+            let mut added = 0;
+            for cert in certs {
+                let cert = cert
+                    .map_err(|e| format!("ca_cert_path: invalid PEM in {}: {e}", path.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("ca_cert_path: unusable certificate: {e}"))?;
+                added += 1;
+            }
+            if added == 0 {
+                return Err(format!(
+                    "ca_cert_path: no certificate in {}",
+                    path.display()
+                ));
+            }
+        }
+        builder.with_root_certificates(roots)
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+    };
+    let config = match &tls.client_cert {
+        None => builder.with_no_client_auth(),
+        Some((cert_path, key_path)) => {
+            let certs = CertificateDer::pem_file_iter(cert_path)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    format!("client_cert_path: cannot read {}: {e}", cert_path.display())
+                })?;
+            let key = PrivateKeyDer::from_pem_file(key_path)
+                .map_err(|e| format!("client_key_path: cannot read {}: {e}", key_path.display()))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| format!("client certificate rejected: {e}"))?
+        }
+    };
+    Ok(Arc::new(config))
+}
+
+/// `verify_ssl: false`: accepts any server certificate (signatures are still checked).
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
