@@ -11,10 +11,12 @@
 //! suite runs unchanged against each.
 
 mod delay;
+pub mod embedded;
 mod error;
 mod types;
 
 pub use delay::requeue_delay;
+pub use embedded::{EmbeddedBuffer, EmbeddedOptions};
 pub use error::BufferError;
 pub use types::{
     ChannelStats, DeadLetter, DeadLetterPage, DeadLetterQuery, DeadLetterReason, Lease, LeaseToken,

@@ -1,0 +1,8 @@
+//! Integration tests of the buffer backends: one binary, one module per concern.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod conformance;
+mod embedded;
+mod support;
