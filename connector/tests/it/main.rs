@@ -1,0 +1,11 @@
+//! Integration tests of the connector (one binary). Forwarding and configuration tests use a real
+//! local HTTP target; the stream tests are scripted-peer tests (see `streams`), because
+//! end-to-end tests against the real relay live in tests/ and come with the relay.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is a test failure
+
+mod config;
+mod forwarding;
+mod operations;
+mod streams;
+mod support;
