@@ -1,5 +1,15 @@
 //! The Webhook Connect relay: ingest, buffering, streaming to connectors, admin API.
+//!
+//! Start one in-process with [`app::run`] on any listener (tests use `127.0.0.1:0`).
 
+pub mod app;
 pub mod auth;
 pub mod body;
+pub mod channels;
 pub mod config;
+pub mod delivery;
+pub mod health;
+pub mod http_error;
+pub mod ingest;
+pub mod stats;
+pub mod transport;

@@ -1,6 +1,212 @@
-//! `webhook-relay` binary. Being written.
+//! `webhook-relay`: parses flags, sets up logging and runs the relay library.
+//!
+//! Exit statuses: 0 after a graceful shutdown, 1 for a runtime failure, 2 for a configuration
+//! error.
 
-fn main() {
-    eprintln!("webhook-relay: not built yet");
-    std::process::exit(2);
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use webhook_relay::app::{self, StartError};
+use webhook_relay::config::{self, FlagOverrides, LoadOptions, RelayConfig};
+
+#[derive(Debug, Parser)]
+#[command(name = "webhook-relay", version, about = "Webhook Connect relay")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    flags: Flags,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the relay (the default).
+    Run(Flags),
+    /// Validate the configuration, print every problem, exit 0 (valid) or 2 (errors).
+    CheckConfig(Flags),
+    /// Print the effective configuration, secrets as "***".
+    PrintConfig(Flags),
+}
+
+#[derive(Debug, Clone, Default, Args)]
+struct Flags {
+    /// Configuration file (.toml or .json); also WEBHOOK_RELAY_CONFIG.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Main listener address.
+    #[arg(long, global = true)]
+    listen: Option<String>,
+    /// Separate admin listener address.
+    #[arg(long, global = true)]
+    admin_listen: Option<String>,
+    /// Buffer backend: embedded, redis or rabbitmq.
+    #[arg(long, global = true)]
+    buffer: Option<String>,
+    /// An original webhooks.json.
+    #[arg(long, global = true)]
+    webhooks_config: Option<String>,
+    /// File holding the admin token.
+    #[arg(long, global = true)]
+    admin_token_file: Option<String>,
+    /// trace, debug, info, warn or error.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    /// text or json.
+    #[arg(long, global = true)]
+    log_format: Option<String>,
+}
+
+impl Flags {
+    fn load_options(self) -> LoadOptions {
+        let config_path = self.config.or_else(|| {
+            std::env::var_os("WEBHOOK_RELAY_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        });
+        LoadOptions::from_process_env(
+            config_path,
+            FlagOverrides {
+                listen: self.listen,
+                admin_listen: self.admin_listen,
+                buffer: self.buffer,
+                webhooks_config: self.webhooks_config,
+                admin_token_file: self.admin_token_file,
+                log_level: self.log_level,
+                log_format: self.log_format,
+            },
+        )
+    }
+}
+
+fn init_logging(config: &RelayConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.file.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.file.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load(flags: Flags) -> Result<RelayConfig, ExitCode> {
+    match config::load(&flags.load_options()) {
+        Ok(cfg) => Ok(cfg),
+        Err(e) => {
+            for w in &e.warnings {
+                eprintln!("warning: {w}");
+            }
+            for err in &e.errors {
+                eprintln!("error: {err}");
+            }
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (command, flags) = match cli.command {
+        None => ("run", cli.flags),
+        Some(Command::Run(f)) => ("run", f),
+        Some(Command::CheckConfig(f)) => ("check", f),
+        Some(Command::PrintConfig(f)) => ("print", f),
+    };
+    let config = match load(flags) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match command {
+        "check" => {
+            for w in &config.warnings {
+                println!("warning: {w}");
+            }
+            println!(
+                "configuration is valid: {} channel(s)",
+                config.channels.len()
+            );
+            ExitCode::SUCCESS
+        }
+        "print" => match serde_json::to_string_pretty(&config.file) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
+        _ => serve(config),
+    }
+}
+
+fn serve(config: RelayConfig) -> ExitCode {
+    init_logging(&config);
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let listen = config.file.server.listen.clone();
+        let listener = match tokio::net::TcpListener::bind(&listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(%listen, error = %e, "Cannot listen");
+                return ExitCode::from(1);
+            }
+        };
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            signal.cancel();
+        });
+        match app::run(config, listener, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(StartError::Config(e)) => {
+                for line in e.lines() {
+                    tracing::error!("{line}");
+                }
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Relay failed");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }

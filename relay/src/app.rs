@@ -1,0 +1,379 @@
+//! The relay as a library: state, router, start-up and graceful shutdown.
+//!
+//! [`run`] opens the buffer, creates every configured channel and its queues before accepting
+//! requests, serves until `shutdown` is cancelled, then shuts down as
+//! `wire-protocol.md` C.5 rule 3 says: refuse new streams and leases, wait up to
+//! `shutdown_grace_seconds` for outstanding acks, close every transport, keep unacked messages.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use webhook_connect_buffer::{BufferError, EmbeddedBuffer, EmbeddedOptions, SharedBuffer};
+use webhook_connect_protocol::CloseReason;
+
+use crate::auth::{AuthBuildOptions, TrustedProxies, WebhookAuth};
+use crate::channels::{Registry, WebhookRoute, channel_from_spec};
+use crate::config::{BackendKind, ChannelSpec, RelayConfig};
+use crate::delivery::{Hub, HubOptions};
+use crate::http_error::{ApiError, json_response};
+use crate::{health, ingest, transport};
+
+/// Shared state of a running relay.
+#[derive(Debug)]
+pub struct AppState {
+    /// The validated configuration.
+    pub config: Arc<RelayConfig>,
+    /// Channels and webhook routes.
+    pub registry: Registry,
+    /// The message buffer.
+    pub buffer: SharedBuffer,
+    /// Proxies whose forwarding headers are trusted (`server.trusted_proxies`).
+    pub trusted_proxies: TrustedProxies,
+    /// Cancelled when graceful shutdown begins.
+    pub shutdown: CancellationToken,
+    buffer_ok: AtomicBool,
+    /// Background tasks (dispatchers, releases, sweeps).
+    pub tracker: TaskTracker,
+    hub_options: HubOptions,
+}
+
+impl AppState {
+    /// Buffer reachable and not shutting down.
+    pub fn is_ready(&self) -> bool {
+        !self.shutdown.is_cancelled() && self.buffer_ok.load(Ordering::SeqCst)
+    }
+
+    /// Whether the last buffer probe succeeded.
+    pub fn buffer_ok(&self) -> bool {
+        self.buffer_ok.load(Ordering::SeqCst)
+    }
+}
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A configuration problem found at start-up (exit 2).
+    #[error("{0}")]
+    Config(String),
+    /// The buffer could not be opened (exit 1; e.g. the store is locked).
+    #[error("buffer: {0}")]
+    Buffer(#[from] BufferError),
+    /// The listener failed.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the configured buffer backend.
+pub async fn open_buffer(config: &RelayConfig) -> Result<SharedBuffer, StartError> {
+    match config.backend {
+        BackendKind::Embedded => {
+            let e = &config.file.buffer.embedded;
+            if let Some(dir) = std::path::Path::new(&e.path).parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir)?;
+            }
+            let options = EmbeddedOptions {
+                commit_max_delay: Duration::from_millis(e.commit_max_delay_ms),
+                operation_timeout: Duration::from_millis(5000),
+            };
+            Ok(Arc::new(EmbeddedBuffer::open(&e.path, options).await?))
+        }
+        BackendKind::Redis => Err(StartError::Config(
+            "buffer.backend: redis is not available in this build yet; use embedded".into(),
+        )),
+        BackendKind::RabbitMq => Err(StartError::Config(
+            "buffer.backend: rabbitmq is not available in this build yet; use embedded".into(),
+        )),
+    }
+}
+
+fn auth_options(config: &RelayConfig, trusted: &TrustedProxies) -> AuthBuildOptions {
+    AuthBuildOptions {
+        server_trusted_proxies: trusted.clone(),
+        nonce_cache_size: usize::try_from(config.file.limits.nonce_cache_size)
+            .unwrap_or(usize::MAX),
+        rate_limiter_max_keys: usize::try_from(config.file.limits.rate_limiter_max_keys)
+            .unwrap_or(usize::MAX),
+        strip_consumed_credentials: config.file.ingest.strip_consumed_credentials,
+    }
+}
+
+/// Builds the state: every channel and its queues exist before this returns.
+pub async fn build_state(
+    config: RelayConfig,
+    buffer: SharedBuffer,
+) -> Result<Arc<AppState>, StartError> {
+    let trusted =
+        TrustedProxies::parse(&config.file.server.trusted_proxies).map_err(StartError::Config)?;
+    let state = Arc::new(AppState {
+        config: Arc::new(config),
+        registry: Registry::default(),
+        buffer,
+        trusted_proxies: trusted,
+        shutdown: CancellationToken::new(),
+        buffer_ok: AtomicBool::new(true),
+        tracker: TaskTracker::new(),
+        hub_options: HubOptions::default(),
+    });
+    let options = auth_options(&state.config, &state.trusted_proxies);
+    let mut errors = Vec::new();
+    let default_channel = state
+        .config
+        .file
+        .ingest
+        .allow_default_webhook
+        .then(|| state.config.default_webhook.clone())
+        .flatten();
+    for spec in &state.config.channels {
+        let with_default = default_channel
+            .as_ref()
+            .is_some_and(|(c, _)| *c == spec.name);
+        if let Err(e) = add_channel(&state, spec, with_default, &options).await {
+            errors.push(e);
+        }
+    }
+    if let Some((channel_name, webhook)) = default_channel {
+        match (
+            state.registry.channel(&channel_name),
+            WebhookAuth::from_entry(&webhook.entry, &webhook.path, &options),
+        ) {
+            (Some(channel), Ok(auth)) => {
+                state
+                    .registry
+                    .set_default_route(Some(Arc::new(WebhookRoute {
+                        channel,
+                        queue: "default".into(),
+                        data_type: webhook.data_type,
+                        auth,
+                    })))
+            }
+            (None, _) => errors.push(format!(
+                "default webhook: channel \"{channel_name}\" is not defined"
+            )),
+            (_, Err(e)) => errors.extend(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(state)
+    } else {
+        Err(StartError::Config(errors.join("\n")))
+    }
+}
+
+async fn add_channel(
+    state: &Arc<AppState>,
+    spec: &ChannelSpec,
+    with_default_queue: bool,
+    options: &AuthBuildOptions,
+) -> Result<(), String> {
+    let mut queues: Vec<String> = spec.webhooks.iter().map(|w| w.id.clone()).collect();
+    if with_default_queue {
+        queues.push("default".into());
+    }
+    state
+        .buffer
+        .ensure_channel(&spec.name, &queues, &spec.settings.queue_settings())
+        .await
+        .map_err(|e| format!("channel \"{}\": cannot create its queues: {e}", spec.name))?;
+    let hub = Hub::new(
+        spec.name.clone(),
+        state.buffer.clone(),
+        spec.settings.clone(),
+        state.hub_options.clone(),
+        state.shutdown.clone(),
+        state.tracker.clone(),
+    );
+    let channel = Arc::new(channel_from_spec(spec, hub));
+    let mut errors = Vec::new();
+    for webhook in &spec.webhooks {
+        match WebhookAuth::from_entry(&webhook.entry, &webhook.path, options) {
+            Ok(auth) => state.registry.insert_route(
+                webhook.id.clone(),
+                Arc::new(WebhookRoute {
+                    channel: channel.clone(),
+                    queue: webhook.id.clone(),
+                    data_type: webhook.data_type,
+                    auth,
+                }),
+            ),
+            Err(e) => errors.extend(e),
+        }
+    }
+    state.registry.insert_channel(channel);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("\n"))
+    }
+}
+
+/// Decoded query pairs (lenient: undecodable bytes are replaced).
+pub fn parse_query(raw: Option<&str>) -> Vec<(String, String)> {
+    raw.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+async fn not_found() -> Response {
+    ApiError::new(StatusCode::NOT_FOUND, "Not Found").into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed").into_response()
+}
+
+async fn security_headers(response: Response) -> Response {
+    let mut response = response;
+    response.headers_mut().insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// The HTTP routes of the relay.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/webhook/{webhook_id}", post(ingest::plain))
+        .route(
+            "/webhook/{namespace}/{webhook_id}",
+            post(ingest::namespaced),
+        )
+        .route(
+            "/connect/stream/{channel}",
+            get(transport::websocket::handler),
+        )
+        .route(
+            "/connect/stream/{channel}/sse",
+            get(transport::sse::handler),
+        )
+        .route(
+            "/connect/stream/{channel}/poll",
+            get(transport::long_poll::handler),
+        )
+        .route("/connect/ack", post(transport::ack::handler))
+        .route("/connect/status/{channel}", get(transport::status::handler))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/health", get(health::health))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(state)
+}
+
+/// Runs a relay on `listener` until `shutdown` is cancelled, then shuts down gracefully.
+pub async fn run(
+    config: RelayConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    let buffer = open_buffer(&config).await?;
+    let state = build_state(config, buffer).await?;
+    serve(state, listener, shutdown).await
+}
+
+/// Serves an already built state (tests build it themselves).
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    spawn_background(&state);
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, channels = state.registry.channels().len(), "Relay listening");
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let graceful = {
+        let state = state.clone();
+        async move {
+            shutdown.cancelled().await;
+            begin_shutdown(&state).await;
+        }
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(graceful)
+        .await?;
+    state.tracker.close();
+    if tokio::time::timeout(Duration::from_secs(5), state.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("Background tasks did not finish within 5 s");
+    }
+    if let Err(e) = state.buffer.close().await {
+        tracing::warn!(error = %e, "Closing the buffer failed");
+    }
+    tracing::info!("Relay stopped");
+    Ok(())
+}
+
+async fn begin_shutdown(state: &AppState) {
+    tracing::info!("Shutting down: refusing new streams, waiting for outstanding acks");
+    state.shutdown.cancel();
+    let channels = state.registry.channels();
+    for c in &channels {
+        c.hub.stop_leasing();
+    }
+    let grace = Duration::from_secs(state.config.file.server.shutdown_grace_seconds);
+    let started = Instant::now();
+    while started.elapsed() < grace && channels.iter().any(|c| c.hub.in_flight_total() > 0) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for c in &channels {
+        c.hub.close_all(CloseReason::Shutdown);
+    }
+}
+
+fn spawn_background(state: &Arc<AppState>) {
+    let probe = state.clone();
+    state.tracker.spawn(async move {
+        let stop = probe.shutdown.clone();
+        loop {
+            let ok = matches!(
+                tokio::time::timeout(Duration::from_secs(1), probe.buffer.health_check()).await,
+                Ok(Ok(()))
+            );
+            if probe.buffer_ok.swap(ok, Ordering::SeqCst) != ok {
+                if ok {
+                    tracing::info!("Buffer reachable again");
+                } else {
+                    tracing::warn!("Buffer unreachable");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = stop.cancelled() => break,
+            }
+        }
+    });
+    let sweeper = state.clone();
+    state.tracker.spawn(async move {
+        let stop = sweeper.shutdown.clone();
+        let every = Duration::from_secs(sweeper.config.file.buffer.sweep_interval_seconds);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.cancelled() => break,
+            }
+            match sweeper.buffer.sweep_expired().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(count = n, "Expired messages moved to dead letters"),
+                Err(e) => tracing::warn!(error = %e, "Expiry sweep failed"),
+            }
+        }
+    });
+}
+
+/// A JSON `{"status":…}` body.
+pub fn status_body(status: StatusCode, body: serde_json::Value) -> Response {
+    json_response(status, body.to_string())
+}

@@ -1,0 +1,656 @@
+//! The per-channel hub: registered connections, the dispatcher that leases messages while at
+//! least one connection is registered, assignment to the least-loaded connection, settlement,
+//! and relay-side lease and long-poll session expiry.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use webhook_connect_buffer::{Lease, Settle, Settled, SharedBuffer};
+use webhook_connect_protocol::envelope::DeliveryInfo;
+use webhook_connect_protocol::{CloseReason, ConnectionId, ConnectionKind, ServerFrame, Timestamp};
+
+use super::conn::{Conn, ConnInfo, InFlight, Outbound, PollSlot, Session};
+use crate::config::settings::ChannelSettings;
+
+/// Tuning of a hub.
+#[derive(Debug, Clone)]
+pub struct HubOptions {
+    /// Consumer name of this relay instance in the buffer.
+    pub consumer: String,
+    /// How long one lease call waits for a message.
+    pub lease_wait: Duration,
+    /// Most messages leased per call.
+    pub max_batch: usize,
+    /// Extra outbound queue room per stream connection beyond its in-flight limit.
+    pub outbound_slack: usize,
+}
+
+impl Default for HubOptions {
+    fn default() -> Self {
+        HubOptions {
+            consumer: format!("relay-{}", uuid_like()),
+            lease_wait: Duration::from_millis(500),
+            max_batch: 256,
+            outbound_slack: 16,
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// Result of settling one message for one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettleOutcome {
+    /// Done and durable.
+    Done(Settled),
+    /// Not leased to this connection (any more).
+    NotInFlight,
+    /// The buffer failed; the lease is unchanged.
+    Error,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// WebSocket and SSE connections, and long-poll clients, by registration id.
+    conns: HashMap<ConnectionId, Arc<Conn>>,
+    /// Long-poll session id → its poll client.
+    sessions: HashMap<ConnectionId, Arc<Conn>>,
+    /// Long-poll clients by connector id.
+    poll_clients: HashMap<String, Arc<Conn>>,
+    dispatcher: Option<CancellationToken>,
+}
+
+/// Why a long-poll could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollOpenError {
+    /// The channel is at `max_connections`.
+    MaxConnections,
+    /// This session already has a poll open.
+    InProgress,
+}
+
+/// Delivery state of one channel.
+#[derive(Debug)]
+pub struct Hub {
+    channel: String,
+    buffer: SharedBuffer,
+    options: HubOptions,
+    settings: RwLock<Arc<ChannelSettings>>,
+    inner: Mutex<Inner>,
+    wake: Notify,
+    paused: AtomicBool,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Hub {
+    /// A hub for `channel`; `shutdown` stops every dispatcher of the relay.
+    pub fn new(
+        channel: String,
+        buffer: SharedBuffer,
+        settings: ChannelSettings,
+        options: HubOptions,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Arc<Self> {
+        Arc::new(Hub {
+            channel,
+            buffer,
+            options,
+            settings: RwLock::new(Arc::new(settings)),
+            inner: Mutex::new(Inner::default()),
+            wake: Notify::new(),
+            paused: AtomicBool::new(false),
+            shutdown,
+            tracker,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Channel name.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// The buffer.
+    pub fn buffer(&self) -> &SharedBuffer {
+        &self.buffer
+    }
+
+    /// Current settings.
+    pub fn settings(&self) -> Arc<ChannelSettings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the settings (admin update).
+    pub fn set_settings(&self, settings: ChannelSettings) {
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+        self.wake.notify_one();
+    }
+
+    /// Pauses or resumes new leases.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// True while paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
+    /// Registered connections (long-poll clients count once).
+    pub fn connections(&self) -> Vec<Arc<Conn>> {
+        self.lock().conns.values().cloned().collect()
+    }
+
+    /// The connection or long-poll session named `id`.
+    pub fn find(&self, id: &ConnectionId) -> Option<Arc<Conn>> {
+        let inner = self.lock();
+        inner
+            .conns
+            .get(id)
+            .or_else(|| inner.sessions.get(id))
+            .cloned()
+    }
+
+    /// Stream connections plus long-poll sessions with a poll open (`max_connections` counting).
+    fn counted(inner: &Inner) -> usize {
+        inner
+            .conns
+            .values()
+            .map(|c| match c.info.kind {
+                ConnectionKind::LongPoll => {
+                    c.lock().sessions.values().filter(|s| s.poll_open).count()
+                }
+                _ => 1,
+            })
+            .sum()
+    }
+
+    /// Registers a WebSocket or SSE connection. `None` at `max_connections`.
+    pub fn register_stream(
+        self: &Arc<Self>,
+        info: ConnInfo,
+    ) -> Option<(Arc<Conn>, mpsc::Receiver<Outbound>)> {
+        let max = self.settings().max_connections as usize;
+        let (tx, rx) = mpsc::channel(info.limit as usize + self.options.outbound_slack);
+        let conn = Arc::new(Conn::new(ConnectionId::generate(info.kind), info, Some(tx)));
+        {
+            let mut inner = self.lock();
+            if self.shutdown.is_cancelled() || Self::counted(&inner) >= max {
+                return None;
+            }
+            inner.conns.insert(conn.id.clone(), conn.clone());
+            self.ensure_dispatcher(&mut inner);
+        }
+        self.wake.notify_one();
+        Some((conn, rx))
+    }
+
+    /// Unregisters a connection and releases its leases at once.
+    pub fn unregister(self: &Arc<Self>, conn: &Arc<Conn>) {
+        let leases: Vec<InFlight> = {
+            let mut inner = self.lock();
+            if inner.conns.remove(&conn.id).is_none() {
+                return;
+            }
+            if conn.info.kind == ConnectionKind::LongPoll {
+                inner.poll_clients.retain(|_, c| !Arc::ptr_eq(c, conn));
+                inner.sessions.retain(|_, c| !Arc::ptr_eq(c, conn));
+            }
+            if inner.conns.is_empty()
+                && let Some(stop) = inner.dispatcher.take()
+            {
+                stop.cancel();
+            }
+            let mut state = conn.lock();
+            state.closing = true;
+            state.in_flight.drain().map(|(_, f)| f).collect()
+        };
+        conn.closed.cancel();
+        self.release(leases);
+        self.wake.notify_one();
+    }
+
+    fn release(&self, leases: Vec<InFlight>) {
+        if leases.is_empty() {
+            return;
+        }
+        let buffer = self.buffer.clone();
+        self.tracker.spawn(async move {
+            for lease in leases {
+                if let Err(e) = buffer.settle(&lease.token, Settle::Release).await {
+                    tracing::warn!(message_id = %lease.token.message_id, error = %e, "Release failed; the lease will expire");
+                }
+            }
+        });
+    }
+
+    /// Opens a long-poll for the poll client `connector_id`, resuming `resume` when it is a live
+    /// session of that client with no poll open.
+    pub fn open_poll(
+        self: &Arc<Self>,
+        info: ConnInfo,
+        resume: Option<&ConnectionId>,
+        max_messages: usize,
+    ) -> Result<(Arc<Conn>, ConnectionId, Arc<Notify>), PollOpenError> {
+        let max = self.settings().max_connections as usize;
+        let notify = Arc::new(Notify::new());
+        let mut inner = self.lock();
+        if self.shutdown.is_cancelled() || Self::counted(&inner) >= max {
+            return Err(PollOpenError::MaxConnections);
+        }
+        let client = match inner.poll_clients.get(&info.connector_id) {
+            Some(c) => c.clone(),
+            None => {
+                let id = ConnectionId::generate(ConnectionKind::LongPoll);
+                let c = Arc::new(Conn::new(id.clone(), info.clone(), None));
+                inner
+                    .poll_clients
+                    .insert(info.connector_id.clone(), c.clone());
+                inner.conns.insert(id, c.clone());
+                c
+            }
+        };
+        let session = {
+            let mut state = client.lock();
+            let resumed = resume
+                .filter(|id| state.sessions.contains_key(*id))
+                .cloned();
+            if let Some(id) = &resumed
+                && state.sessions.get(id).is_some_and(|s| s.poll_open)
+            {
+                return Err(PollOpenError::InProgress);
+            }
+            // One poll slot per client: a concurrent poll on another session of the same
+            // client gets no messages until the first returns (it ends with 204).
+            let session =
+                resumed.unwrap_or_else(|| ConnectionId::generate(ConnectionKind::LongPoll));
+            state.sessions.insert(
+                session.clone(),
+                Session {
+                    last_returned: Instant::now(),
+                    poll_open: true,
+                },
+            );
+            state.last_seen = Instant::now();
+            state.last_seen_at = Some(Timestamp::now());
+            if state.poll.is_none() {
+                state.poll = Some(PollSlot {
+                    session: session.clone(),
+                    version: info.version,
+                    room: max_messages,
+                    messages: Vec::new(),
+                    notify: notify.clone(),
+                });
+            }
+            session
+        };
+        inner.sessions.insert(session.clone(), client.clone());
+        self.ensure_dispatcher(&mut inner);
+        drop(inner);
+        self.wake.notify_one();
+        Ok((client, session, notify))
+    }
+
+    /// Messages handed to the open poll of `session` so far (without closing it).
+    pub fn poll_ready(&self, client: &Conn, session: &ConnectionId) -> usize {
+        let state = client.lock();
+        match &state.poll {
+            Some(slot) if slot.session == *session => slot.messages.len(),
+            _ => 0,
+        }
+    }
+
+    /// True when the poll of `session` can take no more messages.
+    pub fn poll_full(&self, client: &Conn, session: &ConnectionId) -> bool {
+        let state = client.lock();
+        match &state.poll {
+            Some(slot) if slot.session == *session => slot.room == 0,
+            _ => true,
+        }
+    }
+
+    /// Ends the poll of `session`; returns the encoded messages it got and whether more were
+    /// ready when it closed.
+    pub fn close_poll(&self, client: &Conn, session: &ConnectionId) -> Vec<String> {
+        let mut state = client.lock();
+        if let Some(s) = state.sessions.get_mut(session) {
+            s.poll_open = false;
+            s.last_returned = Instant::now();
+        }
+        match state.poll.take() {
+            Some(slot) if slot.session == *session => slot.messages,
+            other => {
+                state.poll = other;
+                Vec::new()
+            }
+        }
+    }
+
+    fn ensure_dispatcher(self: &Arc<Self>, inner: &mut Inner) {
+        if inner.dispatcher.is_some() || self.shutdown.is_cancelled() {
+            return;
+        }
+        let stop = self.shutdown.child_token();
+        inner.dispatcher = Some(stop.clone());
+        let hub = self.clone();
+        self.tracker
+            .spawn(async move { hub.run_dispatcher(stop).await });
+    }
+
+    /// Free in-flight room over eligible connections.
+    fn capacity(&self) -> usize {
+        let inner = self.lock();
+        inner
+            .conns
+            .values()
+            .map(|c| {
+                let s = c.lock();
+                if s.closing {
+                    return 0;
+                }
+                let free = (c.info.limit as usize).saturating_sub(s.in_flight.len());
+                match (&c.info.kind, &s.poll) {
+                    (ConnectionKind::LongPoll, Some(slot)) => free.min(slot.room),
+                    (ConnectionKind::LongPoll, None) => 0,
+                    _ => free,
+                }
+            })
+            .sum()
+    }
+
+    async fn run_dispatcher(self: Arc<Self>, stop: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        let mut last_sweep = Instant::now();
+        tracing::debug!(channel = %self.channel, "Dispatcher started");
+        loop {
+            if stop.is_cancelled() {
+                break;
+            }
+            if last_sweep.elapsed() >= Duration::from_millis(200) {
+                self.sweep();
+                last_sweep = Instant::now();
+            }
+            let capacity = if self.is_paused() { 0 } else { self.capacity() };
+            if capacity == 0 {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = stop.cancelled() => break,
+                }
+                continue;
+            }
+            let want = capacity.min(self.options.max_batch);
+            let leased = tokio::select! {
+                r = self.buffer.lease(&self.channel, want, self.options.lease_wait, &self.options.consumer) => r,
+                _ = stop.cancelled() => break,
+            };
+            match leased {
+                Ok(leases) => {
+                    backoff = Duration::from_millis(100);
+                    for lease in leases {
+                        self.assign(lease);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(channel = %self.channel, error = %e, "Lease failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.cancelled() => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        tracing::debug!(channel = %self.channel, "Dispatcher stopped");
+    }
+
+    /// Hands a lease to the eligible connection with the fewest in flight (ties: the one that
+    /// least recently received a message).
+    fn assign(self: &Arc<Self>, lease: Lease) {
+        let remaining = lease.lease_expires_at.0 - Timestamp::now().0;
+        let expires_at = Instant::now() + remaining.to_std().unwrap_or(Duration::ZERO);
+        let delivery = DeliveryInfo {
+            delivery_count: lease.delivery_count,
+            lease_expires_at: lease.lease_expires_at,
+        };
+        let message_id = lease.envelope.message_id.as_str().to_owned();
+        let mut encoded: [Option<String>; 2] = [None, None];
+        let mut tried: Vec<ConnectionId> = Vec::new();
+        loop {
+            let Some(conn) = self.pick(&tried) else {
+                tracing::debug!(channel = %self.channel, message_id, "No connection can take the message; releasing");
+                self.release(vec![InFlight {
+                    token: lease.token,
+                    expires_at,
+                }]);
+                return;
+            };
+            tried.push(conn.id.clone());
+            let version = {
+                let s = conn.lock();
+                match (&conn.info.kind, &s.poll) {
+                    (ConnectionKind::LongPoll, Some(slot)) => slot.version,
+                    _ => conn.info.version,
+                }
+            };
+            let slot = usize::from(version.is_v2());
+            let json = encoded[slot]
+                .get_or_insert_with(|| {
+                    ServerFrame::Webhook(Box::new(lease.envelope.to_webhook(version, delivery)))
+                        .to_json()
+                })
+                .clone();
+            let delivered = {
+                let mut s = conn.lock();
+                let sent = if s.closing {
+                    false
+                } else if conn.info.kind == ConnectionKind::LongPoll {
+                    match &mut s.poll {
+                        Some(slot) if slot.room > 0 => {
+                            slot.room -= 1;
+                            slot.messages.push(json);
+                            slot.notify.notify_one();
+                            true
+                        }
+                        _ => false,
+                    }
+                } else {
+                    match &conn.outbound {
+                        Some(tx) => match tx.try_send(Outbound::Webhook {
+                            message_id: message_id.clone(),
+                            json,
+                        }) {
+                            Ok(()) => true,
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                drop(s);
+                                tracing::info!(channel = %self.channel, connection_id = %conn.id, "Evicting slow connection");
+                                conn.close(CloseReason::Evicted);
+                                self.unregister(&conn);
+                                continue;
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => false,
+                        },
+                        None => false,
+                    }
+                };
+                if sent {
+                    s.in_flight.insert(
+                        message_id.clone(),
+                        InFlight {
+                            token: lease.token.clone(),
+                            expires_at,
+                        },
+                    );
+                    s.last_delivery = Some(Instant::now());
+                    s.last_message_at = Some(Timestamp::now());
+                    s.received += 1;
+                }
+                sent
+            };
+            if delivered {
+                return;
+            }
+        }
+    }
+
+    fn pick(&self, skip: &[ConnectionId]) -> Option<Arc<Conn>> {
+        let inner = self.lock();
+        inner
+            .conns
+            .values()
+            .filter(|c| !skip.contains(&c.id))
+            .filter_map(|c| {
+                let s = c.lock();
+                let eligible = !s.closing
+                    && s.in_flight.len() < c.info.limit as usize
+                    && (c.info.kind != ConnectionKind::LongPoll
+                        || s.poll.as_ref().is_some_and(|p| p.room > 0));
+                eligible.then(|| (s.in_flight.len(), s.last_delivery, c.clone()))
+            })
+            .min_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)))
+            .map(|(_, _, c)| c)
+    }
+
+    /// Expires relay-side leases (the buffer redelivers them itself) and forgets idle long-poll
+    /// sessions and clients.
+    fn sweep(self: &Arc<Self>) {
+        let now = Instant::now();
+        let ack_timeout = self.settings().ack_timeout();
+        let mut idle_clients = Vec::new();
+        {
+            let mut inner = self.lock();
+            let mut dead_sessions = Vec::new();
+            for conn in inner.conns.values() {
+                let mut s = conn.lock();
+                s.in_flight.retain(|_, f| f.expires_at > now);
+                if conn.info.kind == ConnectionKind::LongPoll {
+                    let holds = !s.in_flight.is_empty();
+                    s.sessions.retain(|id, session| {
+                        let keep = session.poll_open
+                            || holds
+                            || session.last_returned.elapsed() < ack_timeout;
+                        if !keep {
+                            dead_sessions.push(id.clone());
+                        }
+                        keep
+                    });
+                    if s.sessions.is_empty() && s.poll.is_none() && !holds {
+                        idle_clients.push(conn.clone());
+                    }
+                }
+            }
+            for id in dead_sessions {
+                inner.sessions.remove(&id);
+            }
+        }
+        for client in idle_clients {
+            self.unregister(&client);
+        }
+    }
+
+    /// Settles `message_id` for `conn`.
+    pub async fn settle(&self, conn: &Conn, message_id: &str, action: Settle) -> SettleOutcome {
+        let entry = {
+            let mut s = conn.lock();
+            let now = Instant::now();
+            match s.in_flight.get(message_id) {
+                Some(f) if f.expires_at <= now => {
+                    s.in_flight.remove(message_id);
+                    None
+                }
+                Some(f) => {
+                    let f = f.clone();
+                    if action != Settle::Touch {
+                        s.in_flight.remove(message_id);
+                    }
+                    Some(f)
+                }
+                None => None,
+            }
+        };
+        let Some(entry) = entry else {
+            return SettleOutcome::NotInFlight;
+        };
+        let is_touch = action == Settle::Touch;
+        let is_ack = action == Settle::Ack;
+        match self.buffer.settle(&entry.token, action).await {
+            Ok(Settled::NotInFlight) => {
+                conn.lock().in_flight.remove(message_id);
+                self.wake.notify_one();
+                SettleOutcome::NotInFlight
+            }
+            Ok(settled) => {
+                {
+                    let mut s = conn.lock();
+                    if let Settled::Extended(until) = &settled
+                        && let Some(f) = s.in_flight.get_mut(message_id)
+                    {
+                        let remaining = until.0 - Timestamp::now().0;
+                        f.expires_at =
+                            Instant::now() + remaining.to_std().unwrap_or(Duration::ZERO);
+                    }
+                    if is_ack {
+                        s.acked += 1;
+                    } else if !is_touch {
+                        s.nacked += 1;
+                    }
+                }
+                self.wake.notify_one();
+                SettleOutcome::Done(settled)
+            }
+            Err(e) => {
+                tracing::warn!(channel = %self.channel, message_id, error = %e, "Settle failed; lease kept");
+                if !is_touch {
+                    conn.lock().in_flight.insert(message_id.to_owned(), entry);
+                }
+                SettleOutcome::Error
+            }
+        }
+    }
+
+    /// Closes every connection with `reason` and stops the dispatcher (shutdown, deletion).
+    pub fn close_all(self: &Arc<Self>, reason: CloseReason) {
+        for conn in self.connections() {
+            conn.close(reason);
+            if conn.info.kind == ConnectionKind::LongPoll {
+                self.unregister(&conn);
+            }
+        }
+    }
+
+    /// Stops leasing new messages (relay shutdown step 1) without closing connections.
+    pub fn stop_leasing(&self) {
+        if let Some(stop) = self.lock().dispatcher.take() {
+            stop.cancel();
+        }
+    }
+
+    /// Total in flight over connections.
+    pub fn in_flight_total(&self) -> usize {
+        self.connections().iter().map(|c| c.in_flight()).sum()
+    }
+}
+
+/// The effective in-flight limit of a new connection: the channel's, lowered by the client's
+/// `X-Webhook-Connect-Max-In-Flight`.
+pub fn effective_limit(settings: &ChannelSettings, requested: Option<u32>) -> u32 {
+    requested
+        .map_or(settings.max_in_flight, |r| r.min(settings.max_in_flight))
+        .max(1)
+}

@@ -1,0 +1,93 @@
+//! Settling acks, nacks and touches from any transport: one code path for WebSocket frames and
+//! `POST /connect/ack`, so both report the same outcomes.
+
+use std::time::Duration;
+
+use webhook_connect_buffer::{Settle, Settled};
+use webhook_connect_protocol::frames::{AckItemResult, AckOutcome, AckStatus};
+
+use crate::delivery::{Conn, Hub, SettleOutcome};
+
+/// What to do with each id.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Ack.
+    Ack,
+    /// Nack.
+    Nack {
+        /// Requeue or dead-letter.
+        retry: bool,
+        /// Requested delay.
+        delay_ms: Option<u64>,
+        /// Reason text.
+        reason: Option<String>,
+    },
+    /// Extend the lease.
+    Touch,
+}
+
+impl Action {
+    fn to_settle(&self, max_delay_ms: u64) -> Settle {
+        match self {
+            Action::Ack => Settle::Ack,
+            Action::Touch => Settle::Touch,
+            Action::Nack {
+                retry,
+                delay_ms,
+                reason,
+            } => Settle::Nack {
+                retry: *retry,
+                delay: delay_ms.map(|ms| Duration::from_millis(ms.min(max_delay_ms))),
+                reason: reason.clone(),
+            },
+        }
+    }
+}
+
+/// The wire status and outcome of one settle.
+pub fn item_result(message_id: &str, outcome: &SettleOutcome) -> AckItemResult {
+    let (status, outcome) = match outcome {
+        SettleOutcome::Done(settled) => (
+            AckStatus::Ok,
+            Some(match settled {
+                Settled::Acked => AckOutcome::Acked,
+                Settled::Requeued { .. } => AckOutcome::Requeued,
+                Settled::DeadLettered(_) => AckOutcome::DeadLettered,
+                Settled::Extended(_) => AckOutcome::Extended,
+                Settled::NotInFlight => AckOutcome::Unknown,
+            }),
+        ),
+        SettleOutcome::NotInFlight => (AckStatus::NotInFlight, None),
+        SettleOutcome::Error => (AckStatus::Error, None),
+    };
+    AckItemResult {
+        message_id: message_id.to_owned(),
+        status,
+        outcome,
+    }
+}
+
+/// Settles every id in order. An id repeated in one request is processed once and reported for
+/// each occurrence (`wire-protocol.md` B.4).
+pub async fn settle_ids(
+    hub: &Hub,
+    conn: &Conn,
+    ids: &[String],
+    action: &Action,
+) -> Vec<AckItemResult> {
+    let max_delay = hub.settings().requeue_delay_max_ms;
+    let mut done: Vec<(String, SettleOutcome)> = Vec::new();
+    let mut results = Vec::with_capacity(ids.len());
+    for id in ids {
+        let outcome = match done.iter().find(|(d, _)| d == id) {
+            Some((_, o)) => o.clone(),
+            None => {
+                let o = hub.settle(conn, id, action.to_settle(max_delay)).await;
+                done.push((id.clone(), o.clone()));
+                o
+            }
+        };
+        results.push(item_result(id, &outcome));
+    }
+    results
+}

@@ -1,0 +1,280 @@
+//! `GET /connect/stream/{channel}` over WebSocket (`wire-protocol.md` A.1, B.3–B.6, C.1).
+//!
+//! One writer loop owns the socket's sink (deliveries, replies, timer-driven heartbeats, close);
+//! one reader task keeps reading at all times, so pings are answered and acks processed even
+//! while deliveries are blocked. Any client frame counts as life; silence past
+//! `heartbeat_timeout` evicts the connection with a real close frame.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use webhook_connect_protocol::frames::{AckResult, Connected, Heartbeat};
+use webhook_connect_protocol::version::PROTOCOL_HEADER;
+use webhook_connect_protocol::{
+    ClientFrame, CloseReason, ConnectionKind, ProtocolVersion, ServerFrame, Timestamp,
+};
+
+use super::settle::{Action, settle_ids};
+use super::{TokenSource, authorize_stream, conn_info, query_token};
+use crate::app::AppState;
+use crate::channels::Channel;
+use crate::delivery::{Conn, ConnInfo, Hub, Outbound};
+
+/// The upgrade handler: checks 1–4, then the upgrade itself (400 when invalid).
+pub async fn handler(
+    State(state): State<Arc<AppState>>,
+    Path(channel): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(raw_query): RawQuery,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let query = crate::app::parse_query(raw_query.as_deref());
+    let (channel, ip) = match authorize_stream(
+        &state,
+        &channel,
+        &headers,
+        query_token(&query),
+        peer,
+        TokenSource::HeaderOrQuery,
+    ) {
+        Ok(ok) => ok,
+        Err(e) => return e.into_response(),
+    };
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let info = conn_info(&channel, ConnectionKind::WebSocket, &headers, ip);
+    let version = info.version;
+    let max_frame = state.config.file.streaming.max_client_frame_bytes as usize;
+    let mut response = upgrade
+        .max_message_size(max_frame)
+        .max_frame_size(max_frame)
+        .on_upgrade(move |socket| serve(state, channel, info, socket));
+    if version.is_v2() {
+        response
+            .headers_mut()
+            .insert(PROTOCOL_HEADER, HeaderValue::from_static("2"));
+    }
+    response
+}
+
+fn text(json: String) -> Message {
+    Message::Text(json.into())
+}
+
+fn close_message(reason: CloseReason, version: ProtocolVersion) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: reason.code(version),
+        reason: reason.message().into(),
+    }))
+}
+
+async fn serve(state: Arc<AppState>, channel: Arc<Channel>, info: ConnInfo, socket: WebSocket) {
+    let hub = channel.hub.clone();
+    let version = info.version;
+    let (mut sink, stream) = socket.split();
+    let Some((conn, mut outbound)) = hub.register_stream(info) else {
+        let _ = sink
+            .send(close_message(CloseReason::MaxConnections, version))
+            .await;
+        return;
+    };
+    tracing::info!(channel = %channel.name, connection_id = %conn.id, protocol = "websocket", "Connector connected");
+    let settings = hub.settings();
+    let interval = settings.heartbeat_interval();
+    let timeout = interval * state.config.file.streaming.stale_multiplier as u32;
+    let connected = connected_frame(
+        &conn,
+        &channel.name,
+        version,
+        interval,
+        timeout,
+        settings.ack_timeout(),
+    );
+    let (reply_tx, mut replies) = mpsc::channel::<String>(64);
+    let mut reader = tokio::spawn(read_loop(
+        stream,
+        conn.clone(),
+        hub.clone(),
+        reply_tx,
+        version,
+        state.config.file.streaming.max_malformed_frames_per_minute as usize,
+    ));
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    let close: Option<CloseReason> = if sink.send(text(connected)).await.is_err() {
+        None
+    } else {
+        loop {
+            let message = tokio::select! {
+                Some(out) = outbound.recv() => match out {
+                    Outbound::Webhook { json, .. } => text(json),
+                },
+                Some(reply) = replies.recv() => text(reply),
+                _ = heartbeat.tick() => {
+                    if conn.silent_for() > timeout {
+                        break Some(CloseReason::Evicted);
+                    }
+                    let counts = version.is_v2().then(|| (conn.in_flight() as u64, 0));
+                    text(ServerFrame::Heartbeat(Heartbeat::now(counts)).to_json())
+                }
+                _ = conn.closed.cancelled() => break Some(conn.close_reason().unwrap_or(CloseReason::Normal)),
+                _ = &mut reader => break None,
+            };
+            let sent = tokio::time::timeout(interval, sink.send(message)).await;
+            match sent {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break None,
+                Err(_) => break Some(CloseReason::Evicted),
+            }
+        }
+    };
+    if let Some(reason) = close {
+        tracing::info!(channel = %channel.name, connection_id = %conn.id, reason = reason.as_str(), "Closing connection");
+        if version.is_v2() && reason != CloseReason::Normal {
+            let notice = ServerFrame::Close(reason.notice(Some(1000))).to_json();
+            let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(text(notice))).await;
+        }
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            sink.send(close_message(reason, version)),
+        )
+        .await;
+    }
+    hub.unregister(&conn);
+    reader.abort();
+    tracing::info!(channel = %channel.name, connection_id = %conn.id, "Connector disconnected");
+}
+
+fn connected_frame(
+    conn: &Conn,
+    channel: &str,
+    version: ProtocolVersion,
+    interval: Duration,
+    timeout: Duration,
+    ack_timeout: Duration,
+) -> String {
+    let v2 = version.is_v2();
+    let now = Timestamp::now();
+    ServerFrame::Connected(Connected {
+        connection_id: conn.id.as_str().to_owned(),
+        channel: channel.to_owned(),
+        timestamp: Some(now),
+        protocol: v2.then_some(2),
+        heartbeat_interval_ms: v2.then_some(interval.as_millis() as u64),
+        heartbeat_timeout_ms: v2.then_some(timeout.as_millis() as u64),
+        ack_timeout_ms: v2.then_some(ack_timeout.as_millis() as u64),
+        max_in_flight: v2.then_some(conn.info.limit),
+        server_time: v2.then_some(now),
+    })
+    .to_json()
+}
+
+/// The v2 connected frame, shared with SSE.
+pub fn connected_json(conn: &Conn, channel: &str, hub: &Hub, stale_multiplier: u32) -> String {
+    let settings = hub.settings();
+    let interval = settings.heartbeat_interval();
+    connected_frame(
+        conn,
+        channel,
+        conn.info.version,
+        interval,
+        interval * stale_multiplier,
+        settings.ack_timeout(),
+    )
+}
+
+async fn read_loop(
+    mut stream: futures_util::stream::SplitStream<WebSocket>,
+    conn: Arc<Conn>,
+    hub: Arc<Hub>,
+    replies: mpsc::Sender<String>,
+    version: ProtocolVersion,
+    max_malformed: usize,
+) {
+    let mut malformed: VecDeque<Instant> = VecDeque::new();
+    while let Some(message) = stream.next().await {
+        conn.touch_alive();
+        let decoded = match message {
+            Ok(Message::Text(t)) => ClientFrame::decode(t.as_str()),
+            Ok(Message::Binary(b)) => ClientFrame::decode_binary(&b),
+            Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => continue,
+            Ok(Message::Close(_)) => break,
+            Err(e) => {
+                let text = e.to_string();
+                if text.contains("too long")
+                    || text.contains("too big")
+                    || text.contains("Space limit")
+                {
+                    conn.close(CloseReason::FrameTooLarge);
+                }
+                break;
+            }
+        };
+        match decoded {
+            Err(error) => {
+                tracing::debug!(connection_id = %conn.id, error = %error, "Malformed client frame");
+                let now = Instant::now();
+                malformed.push_back(now);
+                while malformed
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+                {
+                    malformed.pop_front();
+                }
+                if malformed.len() > max_malformed {
+                    conn.close(CloseReason::ProtocolError);
+                    break;
+                }
+                if version.is_v2() && replies.send(error.to_frame().to_json()).await.is_err() {
+                    break;
+                }
+            }
+            Ok(frame) => {
+                let (ids, action, reference) = match frame {
+                    ClientFrame::Ack {
+                        message_ids,
+                        reference,
+                    } => (message_ids, Action::Ack, reference),
+                    ClientFrame::Nack {
+                        message_ids,
+                        retry,
+                        delay_ms,
+                        reason,
+                        reference,
+                    } => (
+                        message_ids,
+                        Action::Nack {
+                            retry,
+                            delay_ms,
+                            reason,
+                        },
+                        reference,
+                    ),
+                    ClientFrame::Touch {
+                        message_ids,
+                        reference,
+                    } => (message_ids, Action::Touch, reference),
+                    ClientFrame::Heartbeat { .. } | ClientFrame::Unknown(_) => continue,
+                };
+                let results = settle_ids(&hub, &conn, &ids, &action).await;
+                if version.is_v2() {
+                    let reply = ServerFrame::AckResult(AckResult { reference, results }).to_json();
+                    if replies.send(reply).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
