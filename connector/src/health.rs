@@ -146,6 +146,23 @@ impl ChannelState {
         }
     }
 
+    /// Marks the channel not connected, unless it is `stale` or `unauthorized`: those stay until
+    /// the next successful connect (`http-api.md` §8).
+    pub fn set_disconnected(&self) {
+        let current = self.state();
+        if !matches!(current, ConnState::Stale | ConnState::Unauthorized) {
+            self.set_state(ConnState::Disconnected);
+        }
+    }
+
+    /// A connect attempt starts: `connecting`, unless `stale` or `unauthorized` must stay.
+    pub fn set_connecting(&self) {
+        let current = self.state();
+        if !matches!(current, ConnState::Stale | ConnState::Unauthorized) {
+            self.set_state(ConnState::Connecting);
+        }
+    }
+
     /// A connection was established.
     pub fn connected(&self, protocol: &'static str, version: u8, connection_id: &str) {
         {

@@ -226,14 +226,12 @@ pub async fn run_channel(
         if shutdown.is_cancelled() {
             break;
         }
-        if state.state() != ConnState::Unauthorized {
-            state.set_state(ConnState::Connecting);
-        }
+        state.set_connecting();
         let token = match channel.token.read() {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(channel = %channel.channel, error = %e, "Cannot read token_file");
-                state.set_state(ConnState::Disconnected);
+                state.set_disconnected();
                 if !sleep_or_stop(backoff.next_delay(), &shutdown).await {
                     break;
                 }
@@ -267,7 +265,7 @@ pub async fn run_channel(
                 idx = (idx + 1) % order.len();
                 let next = order[idx];
                 tracing::warn!(channel = %channel.channel, transport = transport.as_str(), next = next.as_str(), reason = %why, "Transport unusable; falling back");
-                state.set_state(ConnState::Disconnected);
+                state.set_disconnected();
                 state.reconnect("fallback");
                 if idx == 0 {
                     backoff.next_delay()
@@ -278,7 +276,7 @@ pub async fn run_channel(
             SessionEnd::Failed(Failure::Unusable(why))
             | SessionEnd::Failed(Failure::Other(why)) => {
                 tracing::warn!(channel = %channel.channel, transport = transport.as_str(), reason = %why, "Connect failed");
-                state.set_state(ConnState::Disconnected);
+                state.set_disconnected();
                 state.reconnect("connect_failed");
                 backoff.next_delay()
             }

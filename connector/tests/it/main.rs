@@ -9,3 +9,4 @@ mod forwarding;
 mod operations;
 mod streams;
 mod support;
+mod tls;

@@ -220,7 +220,49 @@ async fn silent_stream_is_detected_as_stale_and_reopened_r79() {
     let handle = webhook_connector::start(config, shutdown.clone())
         .await
         .unwrap();
+    // Each silent connection is closed and reopened; the stale clock restarts on every connect,
+    // so every connection gets its own full timeout.
     assert!(eventually(LONG, || log.connections.load(Ordering::SeqCst) >= 3).await);
+    shutdown.cancel();
+    handle.wait().await;
+}
+
+#[tokio::test]
+async fn stale_channel_stays_stale_on_readyz_until_the_next_connect_r79_r85() {
+    let target = Target::start().await;
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let a = attempts.clone();
+    // First connection: `connected`, then silence. Later attempts: 503.
+    let peer = Peer::start(move |mut stream, req| {
+        let a = a.clone();
+        async move {
+            if a.fetch_add(1, Ordering::SeqCst) == 0 {
+                let mut ws = accept_ws(stream, &req, false).await;
+                let _ = ws
+                    .send(Message::Text(connected_frame_v1("wsc_s").into()))
+                    .await;
+                while let Some(Ok(_)) = ws.next().await {}
+            } else {
+                respond(&mut stream, 503, &[], r#"{"detail":"Service unavailable"}"#).await;
+            }
+        }
+    })
+    .await;
+    let mut config = connector_config(peer.addr, &target.url("/hook"));
+    config.channels[0].protocol = Protocol::WebSocket;
+    config.heartbeat_timeout = Duration::from_millis(300);
+    config.health_listen = Some("127.0.0.1:0".parse().unwrap());
+    let shutdown = CancellationToken::new();
+    let handle = webhook_connector::start(config, shutdown.clone())
+        .await
+        .unwrap();
+    assert!(eventually(LONG, || attempts.load(Ordering::SeqCst) >= 3).await);
+    assert_eq!(handle.states[0].state(), ConnState::Stale);
+    let url = format!("http://{}/readyz", handle.health_addr.unwrap());
+    let r = reqwest::get(&url).await.unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["channels"]["orders"]["state"], "stale");
     shutdown.cancel();
     handle.wait().await;
 }
