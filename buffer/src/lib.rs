@@ -13,8 +13,12 @@
 mod delay;
 pub mod embedded;
 mod error;
+mod notify;
+pub mod redis;
 mod types;
+mod unreadable;
 
+pub use self::redis::{RedisBuffer, RedisOptions};
 pub use delay::requeue_delay;
 pub use embedded::{EmbeddedBuffer, EmbeddedOptions};
 pub use error::BufferError;

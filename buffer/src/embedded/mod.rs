@@ -10,7 +10,6 @@
 //! - **Single instance.** The file is locked; a second process gets [`BufferError::Locked`]
 //!
 
-mod notify;
 mod records;
 mod state;
 mod writer;
@@ -24,11 +23,11 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 use webhook_connect_protocol::Envelope;
 
+use crate::notify::Notifiers;
 use crate::{
     Buffer, BufferError, ChannelStats, DeadLetterPage, DeadLetterQuery, Lease, LeaseToken,
     QueueSettings, Settle, Settled,
 };
-use notify::Notifiers;
 use writer::{Cmd, Reply, Writer};
 
 /// Commands waiting for the writer at most (callers beyond it wait for room).

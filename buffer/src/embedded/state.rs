@@ -9,8 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
-use serde_json::value::RawValue;
-use webhook_connect_protocol::{DataType, Envelope, Headers, MessageId, Timestamp};
+use webhook_connect_protocol::{Envelope, Timestamp};
 
 use super::records::{
     Counters, DeadRecord, MsgRecord, MsgState, dead_key, dead_key_id, decode_channel, duration_ms,
@@ -33,8 +32,7 @@ const MISC_LEASE_GEN: &str = "lease_generation";
 const MISC_NEXT_DEAD: &str = "next_dead_letter_id";
 const MISC_HEALTH: &str = "health_check";
 
-/// `last_error` of a stored entry that could not be read.
-pub(crate) const UNREADABLE: &str = "unreadable stored message";
+pub(crate) use crate::unreadable::UNREADABLE;
 
 /// Longest channel or queue name the store accepts (names are validated upstream to far less).
 const MAX_NAME_LEN: usize = 255;
@@ -215,27 +213,6 @@ fn check_name(kind: &str, name: &str) -> Result<(), BufferError> {
         )));
     }
     Ok(())
-}
-
-/// An envelope standing in for a stored entry that cannot be decoded: the raw bytes as body.
-fn placeholder(channel: &str, rec: &DeadRecord) -> Envelope {
-    Envelope {
-        message_id: MessageId::parse(&rec.message_id).unwrap_or_else(|_| MessageId::generate()),
-        channel: channel.to_owned(),
-        webhook_id: rec.queue.clone(),
-        namespace: None,
-        sequence: rec.seq,
-        received_at: ts(rec.received_ms),
-        expires_at: rec.expires_ms.map(ts),
-        headers: Headers::new(),
-        raw_headers: None,
-        data_type: DataType::Blob,
-        content_type: None,
-        payload: RawValue::NULL.to_owned(),
-        payload_encoding: None,
-        body_omitted: false,
-        body: rec.body.clone(),
-    }
 }
 
 /// Everything needed to move one message, already removed from its queue index, to the dead
@@ -1255,7 +1232,17 @@ fn to_dead_letter(channel: &str, rec: DeadRecord) -> DeadLetter {
             }
             e
         }
-        Err(_) => placeholder(channel, &rec),
+        Err(_) => crate::unreadable::placeholder(
+            crate::unreadable::Known {
+                channel,
+                queue: &rec.queue,
+                sequence: rec.seq,
+                message_id: &rec.message_id,
+                received_ms: rec.received_ms,
+                expires_ms: rec.expires_ms,
+            },
+            rec.body.clone(),
+        ),
     };
     DeadLetter {
         envelope,

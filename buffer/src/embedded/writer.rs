@@ -15,8 +15,8 @@ use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 use webhook_connect_protocol::Envelope;
 
-use super::notify::Notifiers;
 use super::state::{Batch, Fail, LeaseOut, Mem, SResult, Tables};
+use crate::notify::Notifiers;
 use crate::{
     BufferError, ChannelStats, DeadLetterPage, DeadLetterQuery, LeaseToken, QueueSettings, Settle,
     Settled,

@@ -1,0 +1,899 @@
+//! The `redis` backend (Redis ≥ 6.2): one Stream per webhook queue read through a consumer
+//! group, dead letters in one Stream per webhook, and every state change in one Lua script
+//! (`scripts.rs`), so several relay instances can share one Redis:
+//!
+//! - publish checks capacity, draws the sequence and XADDs in one step; it
+//!   never trims, and acked or dead-lettered entries are deleted, so the stream length is
+//!   the live depth;
+//! - a lease records a fencing generation; settling with an older generation, or after the
+//!   lease ran out, answers `NotInFlight`;
+//! - expired leases, requeue delays and TTL expiry are handled by the scripts with the Redis
+//!   server clock, by whichever instance runs next;
+//! - delivery counts are stored beside the entries and survive restarts.
+//!
+//! `lease` waits with a local wake-up (publishes of this process) and polls for other
+//! instances' publishes.
+
+mod keys;
+mod scripts;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{RedisError, Value};
+use async_trait::async_trait;
+use rand::Rng;
+use webhook_connect_protocol::{Envelope, Timestamp};
+
+use crate::notify::Notifiers;
+use crate::unreadable::{Known, UNREADABLE, placeholder};
+use crate::{
+    Buffer, BufferError, ChannelStats, DeadLetter, DeadLetterPage, DeadLetterQuery,
+    DeadLetterReason, Lease, LeaseToken, QueueSettings, QueueStats, Settle, Settled,
+};
+use keys::{channel_base, channels_key, generation_key, health_key, queue_key, valid_prefix};
+use scripts::Scripts;
+
+/// How often a waiting `lease` looks for messages published by other instances.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Dead letters read per round trip when scanning for replay or purge.
+const SCAN_PAGE: usize = 500;
+
+/// Options of the Redis backend (`buffer.redis.*`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// `redis://`, `rediss://` or `unix://` URL (a secret: may hold a password).
+    pub url: String,
+    /// Prefix of every key, `^[A-Za-z0-9_.-]{1,64}$`.
+    pub key_prefix: String,
+    /// Bound of every operation.
+    pub operation_timeout: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            url: "redis://127.0.0.1:6379/0".into(),
+            key_prefix: "webhook_connect".into(),
+            operation_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisOptions")
+            .field("url", &"<redacted>")
+            .field("key_prefix", &self.key_prefix)
+            .field("operation_timeout", &self.operation_timeout)
+            .finish()
+    }
+}
+
+/// Queues in Redis Streams.
+pub struct RedisBuffer {
+    conn: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+    scripts: Arc<Scripts>,
+    notifiers: Arc<Notifiers>,
+    closed: AtomicBool,
+}
+
+impl fmt::Debug for RedisBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBuffer")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: RedisError) -> BufferError {
+    BufferError::Unavailable(format!("redis: {}", e.kind_str()))
+}
+
+trait KindStr {
+    fn kind_str(&self) -> String;
+}
+
+impl KindStr for RedisError {
+    /// The error without the URL or arguments (they may hold secrets).
+    fn kind_str(&self) -> String {
+        match self.detail() {
+            Some(detail) => format!("{:?}: {detail}", self.kind()),
+            None => format!("{:?}", self.kind()),
+        }
+    }
+}
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        Value::Double(d) => Some(*d as i64),
+        _ => None,
+    }
+}
+
+fn bytes(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    bytes(v).and_then(|b| String::from_utf8(b.to_vec()).ok())
+}
+
+fn array(v: Value) -> Option<Vec<Value>> {
+    match v {
+        Value::Array(a) | Value::Set(a) => Some(a),
+        Value::Nil => Some(Vec::new()),
+        _ => None,
+    }
+}
+
+fn bad_reply(what: &str) -> BufferError {
+    BufferError::Unavailable(format!("redis: unexpected reply to {what}"))
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn ts(ms: i64) -> Timestamp {
+    Timestamp::from_unix_millis(ms).unwrap_or_else(Timestamp::now)
+}
+
+fn jitter() -> f64 {
+    rand::rng().random_range(0.8..=1.2)
+}
+
+/// One stream entry: id and its fields.
+type Entry = (String, HashMap<String, Vec<u8>>);
+
+fn entries(v: Value) -> Option<Vec<Entry>> {
+    let mut out = Vec::new();
+    for e in array(v)? {
+        let mut parts = array(e)?.into_iter();
+        let id = text(&parts.next()?)?;
+        let raw = array(parts.next()?)?;
+        let mut fields = HashMap::new();
+        let mut it = raw.iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            fields.insert(text(k)?, bytes(v)?.to_vec());
+        }
+        out.push((id, fields));
+    }
+    Some(out)
+}
+
+fn field_str(f: &HashMap<String, Vec<u8>>, k: &str) -> Option<String> {
+    f.get(k).and_then(|v| String::from_utf8(v.clone()).ok())
+}
+
+fn field_i64(f: &HashMap<String, Vec<u8>>, k: &str) -> Option<i64> {
+    field_str(f, k).and_then(|s| s.parse().ok())
+}
+
+/// The dead-letter id of a DLQ entry id `0-<n>`.
+fn dead_id(entry_id: &str) -> Option<u64> {
+    entry_id.strip_prefix("0-")?.parse().ok()
+}
+
+/// Reads a stored envelope, putting back the facts kept beside it.
+fn decode_stored(raw: &[u8], seq: u64, expires_ms: Option<i64>) -> Option<Envelope> {
+    let mut e = Envelope::decode(raw).ok()?;
+    e.sequence = seq;
+    if expires_ms != e.expires_at.map(|x| x.unix_millis()) {
+        e.expires_at = expires_ms.map(ts);
+    }
+    Some(e)
+}
+
+impl RedisBuffer {
+    /// Connects (bounded by the operation timeout). Fails with `Invalid` for a bad URL or
+    /// prefix and `Unavailable` when Redis cannot be reached.
+    pub async fn connect(options: RedisOptions) -> Result<RedisBuffer, BufferError> {
+        if !valid_prefix(&options.key_prefix) {
+            return Err(BufferError::Invalid(
+                "buffer.redis.key_prefix must match ^[A-Za-z0-9_.-]{1,64}$".into(),
+            ));
+        }
+        let client = ::redis::Client::open(options.url.as_str()).map_err(|_| {
+            BufferError::Invalid("buffer.redis.url is not a valid Redis URL".into())
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.operation_timeout))
+            .set_response_timeout(Some(options.operation_timeout))
+            .set_number_of_retries(2);
+        let conn = tokio::time::timeout(
+            options.operation_timeout,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| BufferError::Timeout)?
+        .map_err(unavailable)?;
+        Ok(RedisBuffer {
+            conn,
+            prefix: options.key_prefix,
+            timeout: options.operation_timeout,
+            scripts: Arc::new(Scripts::new()),
+            notifiers: Arc::new(Notifiers::default()),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// The key prefix.
+    pub fn key_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn conn(&self) -> Result<ConnectionManager, BufferError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(BufferError::Closed);
+        }
+        Ok(self.conn.clone())
+    }
+
+    async fn bounded<T>(
+        &self,
+        fut: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, BufferError> {
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| BufferError::Timeout)?
+            .map_err(unavailable)
+    }
+
+    async fn script(
+        &self,
+        script: &::redis::Script,
+        args: &[Vec<u8>],
+    ) -> Result<Value, BufferError> {
+        let mut conn = self.conn()?;
+        let mut inv = script.prepare_invoke();
+        for a in args {
+            inv.arg(a.as_slice());
+        }
+        self.bounded(inv.invoke_async::<Value>(&mut conn)).await
+    }
+
+    async fn query(&self, cmd: &::redis::Cmd) -> Result<Value, BufferError> {
+        let mut conn = self.conn()?;
+        self.bounded(cmd.query_async::<Value>(&mut conn)).await
+    }
+
+    fn base(&self, channel: &str) -> String {
+        channel_base(&self.prefix, channel)
+    }
+
+    async fn channel_exists(&self, base: &str) -> Result<bool, BufferError> {
+        let v = self
+            .query(::redis::cmd("EXISTS").arg(format!("{base}:meta")))
+            .await?;
+        Ok(int(&v) == Some(1))
+    }
+
+    async fn all_queues(&self, base: &str) -> Result<Vec<String>, BufferError> {
+        let v = self
+            .query(::redis::cmd("SMEMBERS").arg(format!("{base}:allq")))
+            .await?;
+        let mut qs: Vec<String> = array(v)
+            .ok_or_else(|| bad_reply("SMEMBERS"))?
+            .iter()
+            .filter_map(text)
+            .collect();
+        qs.sort();
+        Ok(qs)
+    }
+
+    /// One lease attempt: the leases, and in how many ms something may become leasable.
+    async fn lease_once(
+        &self,
+        channel: &str,
+        max: usize,
+    ) -> Result<(Vec<Lease>, Option<u64>), BufferError> {
+        let base = self.base(channel);
+        let reply = self
+            .script(
+                &self.scripts.lease,
+                &[
+                    base.clone().into_bytes(),
+                    max.to_string().into_bytes(),
+                    generation_key(&self.prefix).into_bytes(),
+                    jitter().to_string().into_bytes(),
+                ],
+            )
+            .await?;
+        let items = array(reply).ok_or_else(|| bad_reply("lease"))?;
+        let mut it = items.into_iter();
+        let wake = it
+            .next()
+            .and_then(|v| int(&v))
+            .ok_or_else(|| bad_reply("lease"))?;
+        if wake == -1 && it.len() == 0 {
+            // Either nothing to wait for, or an unknown channel.
+            if !self.channel_exists(&base).await? {
+                return Err(BufferError::UnknownChannel(channel.to_owned()));
+            }
+        }
+        let rest: Vec<Value> = it.collect();
+        let mut leases = Vec::new();
+        for chunk in rest.chunks(8) {
+            let [q, id, m, seq, n, gen_, lexp, exp] = chunk else {
+                return Err(bad_reply("lease"));
+            };
+            let (Some(queue), Some(entry_id), Some(raw)) = (text(q), text(id), bytes(m)) else {
+                return Err(bad_reply("lease"));
+            };
+            let seq = int(seq).unwrap_or(0).max(0) as u64;
+            let generation = int(gen_).unwrap_or(0);
+            let expires_ms = text(exp).and_then(|s| s.parse::<i64>().ok());
+            let handle = format!("{entry_id}|{generation}");
+            let Some(envelope) = decode_stored(raw, seq, expires_ms) else {
+                tracing::warn!(channel, webhook_id = %queue, entry_id = %entry_id, "Unreadable stored message dead-lettered");
+                self.settle_script(&base, &queue, &handle, "unreadable", -1, Some(UNREADABLE))
+                    .await?;
+                continue;
+            };
+            leases.push(Lease {
+                token: LeaseToken {
+                    channel: channel.to_owned(),
+                    queue,
+                    message_id: envelope.message_id.clone(),
+                    handle,
+                },
+                envelope,
+                delivery_count: u32::try_from(int(n).unwrap_or(1)).unwrap_or(u32::MAX),
+                lease_expires_at: ts(int(lexp).unwrap_or(0)),
+            });
+        }
+        Ok((leases, u64::try_from(wake).ok()))
+    }
+
+    async fn settle_script(
+        &self,
+        base: &str,
+        queue: &str,
+        handle: &str,
+        action: &str,
+        delay_ms: i64,
+        reason: Option<&str>,
+    ) -> Result<Settled, BufferError> {
+        let Some((entry_id, generation)) = handle.split_once('|') else {
+            return Ok(Settled::NotInFlight);
+        };
+        let reply = self
+            .script(
+                &self.scripts.settle,
+                &[
+                    base.as_bytes().to_vec(),
+                    queue.as_bytes().to_vec(),
+                    entry_id.as_bytes().to_vec(),
+                    generation.as_bytes().to_vec(),
+                    action.as_bytes().to_vec(),
+                    delay_ms.to_string().into_bytes(),
+                    reason.unwrap_or("").as_bytes().to_vec(),
+                    jitter().to_string().into_bytes(),
+                ],
+            )
+            .await?;
+        let items = array(reply).ok_or_else(|| bad_reply("settle"))?;
+        let code = items
+            .first()
+            .and_then(int)
+            .ok_or_else(|| bad_reply("settle"))?;
+        let arg = items.get(1);
+        Ok(match code {
+            0 => Settled::NotInFlight,
+            1 => Settled::Acked,
+            2 => Settled::Requeued {
+                ready_at: ts(arg.and_then(int).unwrap_or(0)),
+            },
+            3 => Settled::DeadLettered(match arg.and_then(text).as_deref() {
+                Some("max_attempts") => DeadLetterReason::MaxAttempts,
+                Some("expired") => DeadLetterReason::Expired,
+                _ => DeadLetterReason::Rejected,
+            }),
+            4 => Settled::Extended(ts(arg.and_then(int).unwrap_or(0))),
+            _ => return Err(bad_reply("settle")),
+        })
+    }
+
+    /// Runs the stats script (which also ends expired leases and buries expired messages).
+    async fn stats_script(
+        &self,
+        base: &str,
+    ) -> Result<Option<(u64, Vec<QueueStats>)>, BufferError> {
+        let reply = self
+            .script(
+                &self.scripts.stats,
+                &[base.as_bytes().to_vec(), jitter().to_string().into_bytes()],
+            )
+            .await?;
+        let items = array(reply).ok_or_else(|| bad_reply("stats"))?;
+        let moved = items
+            .first()
+            .and_then(int)
+            .ok_or_else(|| bad_reply("stats"))?;
+        if moved < 0 {
+            return Ok(None);
+        }
+        let mut queues = Vec::new();
+        for row in items[1..].chunks(10) {
+            let [
+                q,
+                queued,
+                held,
+                dl,
+                oldest,
+                published,
+                delivered,
+                nacked,
+                expired,
+                dead,
+            ] = row
+            else {
+                return Err(bad_reply("stats"));
+            };
+            let n = |v: &Value| int(v).unwrap_or(0).max(0) as u64;
+            let oldest = int(oldest).unwrap_or(-1);
+            queues.push(QueueStats {
+                webhook_id: text(q).unwrap_or_default(),
+                queued: n(queued),
+                in_flight: n(held),
+                dead_letters: n(dl),
+                oldest_queued_age_seconds: (oldest >= 0).then(|| oldest as f64 / 1000.0),
+                delivered: n(delivered),
+                nacked: n(nacked),
+                expired: n(expired),
+                dead_lettered: n(dead),
+                published: n(published),
+            });
+        }
+        Ok(Some((moved.max(0) as u64, queues)))
+    }
+
+    /// Dead letters of `channel` matching the filters, oldest first: (queue, entry id, fields).
+    async fn matching_dead(
+        &self,
+        base: &str,
+        webhook_id: Option<&str>,
+        message_id: Option<&str>,
+    ) -> Result<Vec<(String, Entry)>, BufferError> {
+        let queues = match webhook_id {
+            Some(w) => vec![w.to_owned()],
+            None => self.all_queues(base).await?,
+        };
+        let mut found = Vec::new();
+        for q in queues {
+            let key = queue_key(base, &q, "dlq");
+            let mut from = "-".to_owned();
+            loop {
+                let v = self
+                    .query(
+                        ::redis::cmd("XRANGE")
+                            .arg(&key)
+                            .arg(&from)
+                            .arg("+")
+                            .arg("COUNT")
+                            .arg(SCAN_PAGE),
+                    )
+                    .await?;
+                let page = entries(v).ok_or_else(|| bad_reply("XRANGE"))?;
+                let Some(last) = page.last().map(|e| e.0.clone()) else {
+                    break;
+                };
+                let full = page.len() == SCAN_PAGE;
+                for e in page {
+                    if message_id.is_some_and(|m| field_str(&e.1, "id").as_deref() != Some(m)) {
+                        continue;
+                    }
+                    found.push((q.clone(), e));
+                    if message_id.is_some() {
+                        return Ok(found);
+                    }
+                }
+                if !full {
+                    break;
+                }
+                from = format!("({last}");
+            }
+        }
+        Ok(found)
+    }
+
+    fn to_dead_letter(channel: &str, queue: String, f: &HashMap<String, Vec<u8>>) -> DeadLetter {
+        let seq = field_i64(f, "seq").unwrap_or(0).max(0) as u64;
+        let expires_ms = field_i64(f, "exp");
+        let raw = f.get("m").cloned().unwrap_or_default();
+        let envelope = decode_stored(&raw, seq, expires_ms).unwrap_or_else(|| {
+            let message_id = field_str(f, "id").unwrap_or_default();
+            placeholder(
+                Known {
+                    channel,
+                    queue: &queue,
+                    sequence: seq,
+                    message_id: &message_id,
+                    received_ms: field_i64(f, "rcv").unwrap_or(0),
+                    expires_ms,
+                },
+                raw.clone(),
+            )
+        });
+        let reason = match field_str(f, "reason").as_deref() {
+            Some("max_attempts") => DeadLetterReason::MaxAttempts,
+            Some("expired") => DeadLetterReason::Expired,
+            _ => DeadLetterReason::Rejected,
+        };
+        DeadLetter {
+            envelope,
+            queue,
+            reason,
+            dead_lettered_at: ts(field_i64(f, "at").unwrap_or(0)),
+            delivery_count: u32::try_from(field_i64(f, "count").unwrap_or(0)).unwrap_or(0),
+            last_error: field_str(f, "err"),
+        }
+    }
+}
+
+#[async_trait]
+impl Buffer for RedisBuffer {
+    async fn ensure_channel(
+        &self,
+        channel: &str,
+        webhook_ids: &[String],
+        settings: &QueueSettings,
+    ) -> Result<(), BufferError> {
+        if channel.is_empty() || webhook_ids.iter().any(|w| w.is_empty()) {
+            return Err(BufferError::Invalid("empty channel or webhook id".into()));
+        }
+        let mut args: Vec<Vec<u8>> = vec![
+            self.base(channel).into_bytes(),
+            channels_key(&self.prefix).into_bytes(),
+            channel.as_bytes().to_vec(),
+        ];
+        for v in [
+            ms(settings.ttl),
+            settings.max_queue_size,
+            settings.max_message_size,
+            u64::from(settings.max_delivery_attempts),
+            ms(settings.ack_timeout),
+            ms(settings.max_lease),
+            ms(settings.requeue_delay_initial),
+            ms(settings.requeue_delay_max),
+            u64::from(settings.ordered),
+        ] {
+            args.push(v.to_string().into_bytes());
+        }
+        args.extend(webhook_ids.iter().map(|w| w.as_bytes().to_vec()));
+        self.script(&self.scripts.ensure, &args).await?;
+        self.notifiers.wake(channel);
+        Ok(())
+    }
+
+    async fn delete_channel(&self, channel: &str) -> Result<(), BufferError> {
+        let reply = self
+            .script(
+                &self.scripts.delete,
+                &[
+                    self.base(channel).into_bytes(),
+                    channels_key(&self.prefix).into_bytes(),
+                    channel.as_bytes().to_vec(),
+                ],
+            )
+            .await?;
+        self.notifiers.remove(channel);
+        match int(&reply) {
+            Some(0) => Ok(()),
+            Some(1) => Err(BufferError::UnknownChannel(channel.to_owned())),
+            _ => Err(bad_reply("delete")),
+        }
+    }
+
+    async fn publish(&self, queue: &str, envelope: &mut Envelope) -> Result<u64, BufferError> {
+        let channel = envelope.channel.clone();
+        let reply = self
+            .script(
+                &self.scripts.publish,
+                &[
+                    self.base(&channel).into_bytes(),
+                    queue.as_bytes().to_vec(),
+                    envelope.encode(),
+                    envelope.message_id.as_str().as_bytes().to_vec(),
+                    envelope.received_at.unix_millis().to_string().into_bytes(),
+                    envelope
+                        .expires_at
+                        .map(|e| e.unix_millis().to_string())
+                        .unwrap_or_default()
+                        .into_bytes(),
+                    envelope.body.len().to_string().into_bytes(),
+                ],
+            )
+            .await?;
+        let items = array(reply).ok_or_else(|| bad_reply("publish"))?;
+        match items.first().and_then(int) {
+            Some(0) => {
+                let seq = items
+                    .get(1)
+                    .and_then(int)
+                    .and_then(|s| u64::try_from(s).ok())
+                    .ok_or_else(|| bad_reply("publish"))?;
+                envelope.sequence = seq;
+                self.notifiers.wake(&channel);
+                Ok(seq)
+            }
+            Some(1) => Err(BufferError::UnknownChannel(channel)),
+            Some(2) => Err(BufferError::UnknownChannel(format!("{channel}/{queue}"))),
+            Some(3) => Err(BufferError::TooLarge),
+            Some(4) => Err(BufferError::QueueFull),
+            _ => Err(bad_reply("publish")),
+        }
+    }
+
+    async fn lease(
+        &self,
+        channel: &str,
+        max: usize,
+        wait: Duration,
+        _consumer: &str,
+    ) -> Result<Vec<Lease>, BufferError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notify = self.notifiers.get(channel);
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (leases, wake_in) = self.lease_once(channel, max).await?;
+            if !leases.is_empty() || max == 0 {
+                return Ok(leases);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(leases);
+            }
+            let mut until = deadline.min(now + POLL_INTERVAL);
+            if let Some(ms) = wake_in {
+                until = until.min(now + Duration::from_millis(ms.max(1)));
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(until) => {}
+            }
+        }
+    }
+
+    async fn settle(&self, token: &LeaseToken, action: Settle) -> Result<Settled, BufferError> {
+        let base = self.base(&token.channel);
+        let (name, delay, reason) = match action {
+            Settle::Ack => ("ack", -1, None),
+            Settle::Nack {
+                retry: true,
+                delay,
+                reason,
+            } => (
+                "retry",
+                delay.map_or(-1, |d| i64::try_from(ms(d)).unwrap_or(i64::MAX)),
+                reason,
+            ),
+            Settle::Nack {
+                retry: false,
+                reason,
+                ..
+            } => ("reject", -1, reason),
+            Settle::Release => ("retry", -1, None),
+            Settle::Touch => ("touch", -1, None),
+        };
+        let settled = self
+            .settle_script(
+                &base,
+                &token.queue,
+                &token.handle,
+                name,
+                delay,
+                reason.as_deref(),
+            )
+            .await?;
+        if !matches!(settled, Settled::NotInFlight | Settled::Extended(_)) {
+            self.notifiers.wake(&token.channel);
+        }
+        Ok(settled)
+    }
+
+    async fn dead_letters(
+        &self,
+        channel: &str,
+        query: &DeadLetterQuery,
+    ) -> Result<DeadLetterPage, BufferError> {
+        if query.limit == 0 || query.limit > 1000 {
+            return Err(BufferError::Invalid("limit must be 1-1000".into()));
+        }
+        let end = match &query.cursor {
+            None => "+".to_owned(),
+            Some(c) => match c.parse::<u64>() {
+                Ok(id) => format!("(0-{id}"),
+                Err(_) => return Err(BufferError::Invalid("bad cursor".into())),
+            },
+        };
+        let base = self.base(channel);
+        if !self.channel_exists(&base).await? {
+            return Err(BufferError::UnknownChannel(channel.to_owned()));
+        }
+        let queues = match &query.webhook_id {
+            Some(w) => vec![w.clone()],
+            None => self.all_queues(&base).await?,
+        };
+        let mut pipe = ::redis::pipe();
+        for q in &queues {
+            pipe.cmd("XREVRANGE")
+                .arg(queue_key(&base, q, "dlq"))
+                .arg(&end)
+                .arg("-")
+                .arg("COUNT")
+                .arg(query.limit + 1);
+        }
+        let mut conn = self.conn()?;
+        let replies: Vec<Value> = self.bounded(pipe.query_async(&mut conn)).await?;
+        let mut all: Vec<(u64, String, HashMap<String, Vec<u8>>)> = Vec::new();
+        for (q, v) in queues.iter().zip(replies) {
+            for (id, fields) in entries(v).ok_or_else(|| bad_reply("XREVRANGE"))? {
+                if let Some(n) = dead_id(&id) {
+                    all.push((n, q.clone(), fields));
+                }
+            }
+        }
+        all.sort_by_key(|e| std::cmp::Reverse(e.0));
+        let more = all.len() > query.limit;
+        all.truncate(query.limit);
+        let next_cursor = if more {
+            all.last().map(|e| e.0.to_string())
+        } else {
+            None
+        };
+        let items = all
+            .into_iter()
+            .map(|(_, q, f)| Self::to_dead_letter(channel, q, &f))
+            .collect();
+        Ok(DeadLetterPage { items, next_cursor })
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        channel: &str,
+        webhook_id: Option<&str>,
+        message_id: Option<&str>,
+    ) -> Result<u64, BufferError> {
+        let base = self.base(channel);
+        if !self.channel_exists(&base).await? {
+            return Err(BufferError::UnknownChannel(channel.to_owned()));
+        }
+        let found = self.matching_dead(&base, webhook_id, message_id).await?;
+        let mut replayed = 0u64;
+        let mut blocked = 0u64;
+        for (q, (id, _)) in found {
+            let reply = self
+                .script(
+                    &self.scripts.replay,
+                    &[base.clone().into_bytes(), q.into_bytes(), id.into_bytes()],
+                )
+                .await?;
+            match array(reply).and_then(|a| a.first().and_then(int)) {
+                Some(0) => replayed += 1,
+                Some(1) => return Err(BufferError::UnknownChannel(channel.to_owned())),
+                Some(2) => {}
+                Some(4) => blocked += 1,
+                _ => return Err(bad_reply("replay")),
+            }
+        }
+        if replayed > 0 {
+            self.notifiers.wake(channel);
+        }
+        if replayed == 0 && blocked > 0 {
+            return Err(BufferError::QueueFull);
+        }
+        Ok(replayed)
+    }
+
+    async fn purge_dead_letters(
+        &self,
+        channel: &str,
+        webhook_id: Option<&str>,
+        message_id: Option<&str>,
+    ) -> Result<u64, BufferError> {
+        let base = self.base(channel);
+        if !self.channel_exists(&base).await? {
+            return Err(BufferError::UnknownChannel(channel.to_owned()));
+        }
+        let found = self.matching_dead(&base, webhook_id, message_id).await?;
+        let mut by_queue: HashMap<String, Vec<String>> = HashMap::new();
+        for (q, (id, _)) in found {
+            by_queue.entry(q).or_default().push(id);
+        }
+        let mut purged = 0u64;
+        for (q, ids) in by_queue {
+            for chunk in ids.chunks(SCAN_PAGE) {
+                let v = self
+                    .query(
+                        ::redis::cmd("XDEL")
+                            .arg(queue_key(&base, &q, "dlq"))
+                            .arg(chunk),
+                    )
+                    .await?;
+                purged += int(&v).unwrap_or(0).max(0) as u64;
+            }
+        }
+        Ok(purged)
+    }
+
+    async fn stats(&self, channel: &str) -> Result<ChannelStats, BufferError> {
+        let base = self.base(channel);
+        let Some((_, queues)) = self.stats_script(&base).await? else {
+            return Err(BufferError::UnknownChannel(channel.to_owned()));
+        };
+        let mut total = QueueStats::default();
+        for q in &queues {
+            total.queued += q.queued;
+            total.in_flight += q.in_flight;
+            total.dead_letters += q.dead_letters;
+            total.delivered += q.delivered;
+            total.nacked += q.nacked;
+            total.expired += q.expired;
+            total.dead_lettered += q.dead_lettered;
+            total.published += q.published;
+            total.oldest_queued_age_seconds =
+                match (total.oldest_queued_age_seconds, q.oldest_queued_age_seconds) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+        }
+        Ok(ChannelStats {
+            channel: channel.to_owned(),
+            total,
+            queues,
+        })
+    }
+
+    async fn sweep_expired(&self) -> Result<u64, BufferError> {
+        let v = self
+            .query(::redis::cmd("SMEMBERS").arg(channels_key(&self.prefix)))
+            .await?;
+        let channels: Vec<String> = array(v)
+            .ok_or_else(|| bad_reply("SMEMBERS"))?
+            .iter()
+            .filter_map(text)
+            .collect();
+        let mut moved = 0;
+        for channel in channels {
+            if let Some((n, _)) = self.stats_script(&self.base(&channel)).await? {
+                moved += n;
+            }
+        }
+        Ok(moved)
+    }
+
+    async fn health_check(&self) -> Result<(), BufferError> {
+        self.query(
+            ::redis::cmd("SET")
+                .arg(health_key(&self.prefix))
+                .arg(Timestamp::now().unix_millis())
+                .arg("EX")
+                .arg(60),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn close(&self) -> Result<(), BufferError> {
+        self.closed.store(true, Ordering::Release);
+        Ok(())
+    }
+}

@@ -1,0 +1,418 @@
+//! The Lua scripts of the Redis backend. Every state change is one script, so it is atomic
+//! across all relay instances sharing the Redis: capacity check + sequence + XADD at publish,
+//! lease selection + delivery count + lease record, and the fenced settle.
+//!
+//! Layout of one channel (`base` = `{prefix}:{<len>:<channel>}`, see `keys.rs`); per webhook
+//! queue `qk(q, x)` = `base:q:<len>:<queue>:x`:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `base:meta` | hash | settings |
+//! | `base:queues` / `base:allq` | set | declared queues / every queue still holding data |
+//! | `base:seq`, `base:dlid`, `base:rr` | string | sequence, dead-letter id, round-robin position |
+//! | `qk(s)` | stream | live messages (fields m, id, seq, rcv, exp); group `wc` |
+//! | `qk(l)` | hash | entry id → `gen|lease_expires_ms|delivered_ms` while leased |
+//! | `qk(e)` | zset | entry id by lease expiry |
+//! | `qk(d)` | zset | entry id by ready time, for requeued messages |
+//! | `qk(n)` | hash | entry id → delivery count |
+//! | `qk(t)` | zset | entry id by TTL expiry |
+//! | `qk(x)` | hash | entry id → last error |
+//! | `qk(c)` | hash | cumulative counters |
+//! | `qk(dlq)` | stream | dead letters, ids `0-<dlid>` increasing channel-wide |
+//!
+//! All times come from the Redis server clock (`TIME`), so instances agree.
+
+/// Functions shared by the scripts.
+const PRELUDE: &str = r#"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function qk(base, q, x)
+  return base .. ':q:' .. string.len(q) .. ':' .. q .. ':' .. x
+end
+local function settings(base)
+  local v = redis.call('HMGET', base .. ':meta', 'ttl', 'maxq', 'maxsize', 'maxatt', 'ack',
+    'maxlease', 'rqi', 'rqm', 'ordered')
+  if not v[1] then return nil end
+  return { ttl = tonumber(v[1]), maxq = tonumber(v[2]), maxsize = tonumber(v[3]),
+    maxatt = tonumber(v[4]), ack = tonumber(v[5]), maxlease = tonumber(v[6]),
+    rqi = tonumber(v[7]), rqm = tonumber(v[8]), ordered = tonumber(v[9]) }
+end
+local function count(base, q, field, n)
+  redis.call('HINCRBY', qk(base, q, 'c'), field, n)
+end
+local function fields_of(base, q, id)
+  local e = redis.call('XRANGE', qk(base, q, 's'), id, id)
+  if not e[1] then return nil end
+  local f = {}
+  local raw = e[1][2]
+  for i = 1, #raw, 2 do f[raw[i]] = raw[i + 1] end
+  return f
+end
+local function forget(base, q, id)
+  local s = qk(base, q, 's')
+  redis.call('XACK', s, 'wc', id)
+  redis.call('XDEL', s, id)
+  redis.call('HDEL', qk(base, q, 'l'), id)
+  redis.call('ZREM', qk(base, q, 'e'), id)
+  redis.call('ZREM', qk(base, q, 'd'), id)
+  redis.call('HDEL', qk(base, q, 'n'), id)
+  redis.call('ZREM', qk(base, q, 't'), id)
+  redis.call('HDEL', qk(base, q, 'x'), id)
+end
+local function bury(base, q, id, reason, err, now)
+  local f = fields_of(base, q, id) or {}
+  local n = redis.call('HGET', qk(base, q, 'n'), id) or '0'
+  local last = err or redis.call('HGET', qk(base, q, 'x'), id)
+  local dlid = redis.call('INCR', base .. ':dlid')
+  local args = { 'XADD', qk(base, q, 'dlq'), '0-' .. dlid, 'm', f['m'] or '', 'id', f['id'] or '',
+    'seq', f['seq'] or '0', 'rcv', f['rcv'] or '0', 'exp', f['exp'] or '', 'reason', reason,
+    'at', tostring(now), 'count', n }
+  if last then
+    table.insert(args, 'err')
+    table.insert(args, last)
+  end
+  redis.call(unpack(args))
+  forget(base, q, id)
+  count(base, q, 'dead_lettered', 1)
+  if reason == 'expired' then count(base, q, 'expired', 1) end
+end
+-- A failed attempt: requeue after the delay (delay < 0: computed), or bury with max_attempts.
+-- Returns the ready time, or -1 when buried.
+local function fail_attempt(base, q, id, delay, err, now, st, jitter)
+  redis.call('HDEL', qk(base, q, 'l'), id)
+  redis.call('ZREM', qk(base, q, 'e'), id)
+  count(base, q, 'nacked', 1)
+  if err then redis.call('HSET', qk(base, q, 'x'), id, err) end
+  local n = tonumber(redis.call('HGET', qk(base, q, 'n'), id) or '0')
+  if n >= st.maxatt then
+    bury(base, q, id, 'max_attempts', nil, now)
+    return -1
+  end
+  local d = delay
+  if d < 0 then
+    local e = math.max(n, 1) - 1
+    if e > 40 then e = 40 end
+    d = math.floor(math.min(st.rqi * (2 ^ e), st.rqm) * jitter)
+  elseif d > st.rqm then
+    d = st.rqm
+  end
+  local ready = now + d
+  redis.call('ZADD', qk(base, q, 'd'), ready, id)
+  return ready
+end
+local function reap(base, q, now, st, jitter)
+  local ids = redis.call('ZRANGEBYSCORE', qk(base, q, 'e'), '-inf', now, 'LIMIT', 0, 1000)
+  for _, id in ipairs(ids) do fail_attempt(base, q, id, -1, nil, now, st, jitter) end
+end
+local function expire_ttl(base, q, now)
+  local ids = redis.call('ZRANGEBYSCORE', qk(base, q, 't'), '-inf', now, 'LIMIT', 0, 1000)
+  local moved = 0
+  for _, id in ipairs(ids) do
+    if redis.call('HEXISTS', qk(base, q, 'l'), id) == 0 then
+      bury(base, q, id, 'expired', nil, now)
+      moved = moved + 1
+    end
+  end
+  return moved
+end
+local function sorted_queues(base)
+  local qs = redis.call('SMEMBERS', base .. ':allq')
+  table.sort(qs)
+  return qs
+end
+"#;
+
+/// ARGV: base, channels key, channel, ttl, maxq, maxsize, maxatt, ack, maxlease, rqi, rqm,
+/// ordered, queue names…
+const ENSURE: &str = r#"
+local base = ARGV[1]
+redis.call('HSET', base .. ':meta', 'ttl', ARGV[4], 'maxq', ARGV[5], 'maxsize', ARGV[6],
+  'maxatt', ARGV[7], 'ack', ARGV[8], 'maxlease', ARGV[9], 'rqi', ARGV[10], 'rqm', ARGV[11],
+  'ordered', ARGV[12])
+redis.call('DEL', base .. ':queues')
+local declared = {}
+for i = 13, #ARGV do
+  local q = ARGV[i]
+  declared[q] = true
+  redis.call('SADD', base .. ':queues', q)
+  redis.call('SADD', base .. ':allq', q)
+  redis.pcall('XGROUP', 'CREATE', qk(base, q, 's'), 'wc', '0', 'MKSTREAM')
+end
+for _, q in ipairs(redis.call('SMEMBERS', base .. ':allq')) do
+  if not declared[q] and redis.call('XLEN', qk(base, q, 's')) == 0
+      and redis.call('XLEN', qk(base, q, 'dlq')) == 0 then
+    redis.call('SREM', base .. ':allq', q)
+  end
+end
+redis.call('SADD', ARGV[2], ARGV[3])
+return 0
+"#;
+
+/// ARGV: base, channels key, channel. The sequence key stays.
+const DELETE: &str = r#"
+local base = ARGV[1]
+if redis.call('EXISTS', base .. ':meta') == 0 then return 1 end
+for _, q in ipairs(redis.call('SMEMBERS', base .. ':allq')) do
+  for _, x in ipairs({ 's', 'l', 'e', 'd', 'n', 't', 'x', 'c', 'dlq' }) do
+    redis.call('DEL', qk(base, q, x))
+  end
+end
+redis.call('DEL', base .. ':meta', base .. ':queues', base .. ':allq', base .. ':dlid',
+  base .. ':rr')
+redis.call('SREM', ARGV[2], ARGV[3])
+return 0
+"#;
+
+/// ARGV: base, queue, stored bytes, message id, received ms, expires ms or '', body length.
+/// Returns {0, seq} | {1} unknown channel | {2} unknown queue | {3} too large | {4} full.
+const PUBLISH: &str = r#"
+local base, q = ARGV[1], ARGV[2]
+local st = settings(base)
+if not st then return { 1 } end
+if redis.call('SISMEMBER', base .. ':queues', q) == 0 then return { 2 } end
+if tonumber(ARGV[7]) > st.maxsize then return { 3 } end
+local s = qk(base, q, 's')
+if redis.call('XLEN', s) >= st.maxq then return { 4 } end
+local seq = redis.call('INCR', base .. ':seq')
+local id = redis.call('XADD', s, '*', 'm', ARGV[3], 'id', ARGV[4], 'seq', seq, 'rcv', ARGV[5],
+  'exp', ARGV[6])
+if ARGV[6] ~= '' then redis.call('ZADD', qk(base, q, 't'), ARGV[6], id) end
+count(base, q, 'published', 1)
+return { 0, seq }
+"#;
+
+/// ARGV: base, max, generation key, jitter.
+/// Returns {-1} unknown channel, or {wake_in_ms (-1 none), then per lease: queue, entry id,
+/// stored bytes, seq, delivery count, generation, lease expiry ms, expires field}.
+const LEASE: &str = r#"
+local base, max, genkey, jitter = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local st = settings(base)
+if not st then return { -1 } end
+local now = now_ms()
+local queues = sorted_queues(base)
+local nq = #queues
+for _, q in ipairs(queues) do reap(base, q, now, st, jitter) end
+if st.ordered == 1 then
+  local held = 0
+  for _, q in ipairs(queues) do held = held + redis.call('ZCARD', qk(base, q, 'e')) end
+  if held > 0 then max = 0 elseif max > 1 then max = 1 end
+end
+local function take(q)
+  local s = qk(base, q, 's')
+  while true do
+    local id
+    if st.ordered == 1 then
+      local head = redis.call('XRANGE', s, '-', '+', 'COUNT', 1)
+      if not head[1] then return nil end
+      id = head[1][1]
+      local ready = redis.call('ZSCORE', qk(base, q, 'd'), id)
+      if ready then
+        if tonumber(ready) > now then return nil end
+        redis.call('ZREM', qk(base, q, 'd'), id)
+      elseif redis.call('HEXISTS', qk(base, q, 'l'), id) == 1 then
+        return nil
+      else
+        local r = redis.call('XREADGROUP', 'GROUP', 'wc', 'relay', 'COUNT', 1, 'STREAMS', s, '>')
+        if not r or not r[1] then return nil end
+        id = r[1][2][1][1]
+      end
+    else
+      local ready = redis.call('ZRANGEBYSCORE', qk(base, q, 'd'), '-inf', now, 'LIMIT', 0, 1)
+      if ready[1] then
+        id = ready[1]
+        redis.call('ZREM', qk(base, q, 'd'), id)
+      else
+        local r = redis.call('XREADGROUP', 'GROUP', 'wc', 'relay', 'COUNT', 1, 'STREAMS', s, '>')
+        if not r or not r[1] then return nil end
+        id = r[1][2][1][1]
+      end
+    end
+    local f = fields_of(base, q, id)
+    if not f then
+      forget(base, q, id)
+    elseif f['exp'] and f['exp'] ~= '' and tonumber(f['exp']) <= now then
+      bury(base, q, id, 'expired', nil, now)
+    else
+      local n = redis.call('HINCRBY', qk(base, q, 'n'), id, 1)
+      local gen = redis.call('INCR', genkey)
+      local lexp = now + st.ack
+      redis.call('HSET', qk(base, q, 'l'), id, gen .. '|' .. tostring(lexp) .. '|' .. tostring(now))
+      redis.call('ZADD', qk(base, q, 'e'), lexp, id)
+      return { q, id, f['m'] or '', f['seq'] or '0', n, gen, tostring(lexp), f['exp'] or '' }
+    end
+  end
+end
+local out = { -1 }
+local rr = tonumber(redis.call('GET', base .. ':rr') or '0') or 0
+local i, misses, taken = 0, 0, 0
+while taken < max and misses < nq do
+  local qi = (rr + i) % nq
+  i = i + 1
+  local got = take(queues[qi + 1])
+  if got then
+    for _, v in ipairs(got) do table.insert(out, v) end
+    taken = taken + 1
+    misses = 0
+    redis.call('SET', base .. ':rr', (qi + 1) % nq)
+  else
+    misses = misses + 1
+  end
+end
+local wake = nil
+for _, q in ipairs(queues) do
+  for _, z in ipairs({ 'd', 'e' }) do
+    local first = redis.call('ZRANGE', qk(base, q, z), 0, 0, 'WITHSCORES')
+    if first[2] then
+      local at = tonumber(first[2])
+      if not wake or at < wake then wake = at end
+    end
+  end
+end
+if wake then out[1] = math.max(wake - now, 0) end
+return out
+"#;
+
+/// ARGV: base, queue, entry id, generation, action (ack | retry | reject | unreadable | touch),
+/// delay ms (-1: computed), reason ('' none), jitter.
+/// Returns {0} not in flight | {1} acked | {2, ready_ms} requeued | {3, reason} buried |
+/// {4, lease_expires_ms} extended.
+const SETTLE: &str = r#"
+local base, q, id, gen, action = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local delay, reason, jitter = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
+if reason == '' then reason = nil end
+local st = settings(base)
+if not st then return { 0 } end
+local now = now_ms()
+local l = redis.call('HGET', qk(base, q, 'l'), id)
+if not l then return { 0 } end
+local g, lexp, delivered = string.match(l, '^(%d+)|(%d+)|(%d+)$')
+if g ~= gen or tonumber(lexp) <= now then return { 0 } end
+if action == 'ack' then
+  forget(base, q, id)
+  count(base, q, 'delivered', 1)
+  return { 1 }
+elseif action == 'reject' then
+  count(base, q, 'nacked', 1)
+  bury(base, q, id, 'rejected', reason, now)
+  return { 3, 'rejected' }
+elseif action == 'unreadable' then
+  bury(base, q, id, 'rejected', reason, now)
+  return { 3, 'rejected' }
+elseif action == 'retry' then
+  local ready = fail_attempt(base, q, id, delay, reason, now, st, jitter)
+  if ready < 0 then return { 3, 'max_attempts' } end
+  return { 2, tostring(ready) }
+elseif action == 'touch' then
+  local until_ms = math.min(now + st.ack, tonumber(delivered) + st.maxlease)
+  if until_ms < tonumber(lexp) then until_ms = tonumber(lexp) end
+  redis.call('HSET', qk(base, q, 'l'), id, gen .. '|' .. tostring(until_ms) .. '|' .. delivered)
+  redis.call('ZADD', qk(base, q, 'e'), until_ms, id)
+  return { 4, tostring(until_ms) }
+end
+return redis.error_reply('unknown action')
+"#;
+
+/// ARGV: base, jitter. Ends expired leases and buries expired messages of one channel, then
+/// reports per queue: name, queued, in flight, dead letters, oldest queued age ms (-1 none),
+/// published, delivered, nacked, expired, dead_lettered. Returns {-1} for an unknown channel,
+/// else {moved_expired, rows…}.
+const STATS: &str = r#"
+local base, jitter = ARGV[1], tonumber(ARGV[2])
+local st = settings(base)
+if not st then return { -1 } end
+local now = now_ms()
+local declared = {}
+for _, q in ipairs(redis.call('SMEMBERS', base .. ':queues')) do declared[q] = true end
+local out = { 0 }
+for _, q in ipairs(sorted_queues(base)) do
+  reap(base, q, now, st, jitter)
+  out[1] = out[1] + expire_ttl(base, q, now)
+  local s = qk(base, q, 's')
+  local live = redis.call('XLEN', s)
+  local held = redis.call('ZCARD', qk(base, q, 'e'))
+  local dl = redis.call('XLEN', qk(base, q, 'dlq'))
+  local oldest = -1
+  local from = '-'
+  local pages = 0
+  while oldest < 0 and pages < 20 do
+    local batch = redis.call('XRANGE', s, from, '+', 'COUNT', 100)
+    if not batch[1] then break end
+    for _, e in ipairs(batch) do
+      if redis.call('HEXISTS', qk(base, q, 'l'), e[1]) == 0 then
+        local raw = e[2]
+        for k = 1, #raw, 2 do
+          if raw[k] == 'rcv' then oldest = math.max(now - tonumber(raw[k + 1]), 0) end
+        end
+        break
+      end
+    end
+    from = '(' .. batch[#batch][1]
+    pages = pages + 1
+  end
+  if declared[q] or live > 0 or dl > 0 then
+    local c = redis.call('HMGET', qk(base, q, 'c'), 'published', 'delivered', 'nacked', 'expired',
+      'dead_lettered')
+    table.insert(out, q)
+    table.insert(out, live - held)
+    table.insert(out, held)
+    table.insert(out, dl)
+    table.insert(out, oldest)
+    for k = 1, 5 do table.insert(out, tonumber(c[k] or '0') or 0) end
+  end
+end
+return out
+"#;
+
+/// ARGV: base, queue, dead-letter entry id.
+/// Returns {0} replayed | {1} unknown channel | {2} gone | {4} queue full.
+const REPLAY: &str = r#"
+local base, q, dlid = ARGV[1], ARGV[2], ARGV[3]
+local st = settings(base)
+if not st then return { 1 } end
+local e = redis.call('XRANGE', qk(base, q, 'dlq'), dlid, dlid)
+if not e[1] then return { 2 } end
+local s = qk(base, q, 's')
+if redis.call('XLEN', s) >= st.maxq then return { 4 } end
+local f = {}
+local raw = e[1][2]
+for i = 1, #raw, 2 do f[raw[i]] = raw[i + 1] end
+local now = now_ms()
+local exp = f['exp'] or ''
+if exp ~= '' and tonumber(exp) <= now then exp = tostring(now + st.ttl) end
+redis.pcall('XGROUP', 'CREATE', s, 'wc', '0', 'MKSTREAM')
+local id = redis.call('XADD', s, '*', 'm', f['m'] or '', 'id', f['id'] or '', 'seq',
+  f['seq'] or '0', 'rcv', f['rcv'] or '0', 'exp', exp)
+if exp ~= '' then redis.call('ZADD', qk(base, q, 't'), exp, id) end
+redis.call('XDEL', qk(base, q, 'dlq'), dlid)
+redis.call('SADD', base .. ':allq', q)
+return { 0 }
+"#;
+
+/// All scripts, compiled once.
+#[derive(Debug)]
+pub(crate) struct Scripts {
+    pub ensure: ::redis::Script,
+    pub delete: ::redis::Script,
+    pub publish: ::redis::Script,
+    pub lease: ::redis::Script,
+    pub settle: ::redis::Script,
+    pub stats: ::redis::Script,
+    pub replay: ::redis::Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        let s = |body: &str| ::redis::Script::new(&format!("{PRELUDE}\n{body}"));
+        Scripts {
+            ensure: s(ENSURE),
+            delete: s(DELETE),
+            publish: s(PUBLISH),
+            lease: s(LEASE),
+            settle: s(SETTLE),
+            stats: s(STATS),
+            replay: s(REPLAY),
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The conformance suite on the Redis backend, on the real Redis at
+//! `WEBHOOK_CONNECT_TEST_REDIS_URL` (default `redis://127.0.0.1:6379/0`). Each test uses its own
+//! key prefix and deletes its keys when done.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use webhook_connect_buffer::{BufferError, RedisBuffer, RedisOptions, SharedBuffer};
+
+use crate::conformance::conformance_suite;
+use crate::support::{Harness, ensure, lease, publish, settings, unique};
+
+fn url() -> String {
+    std::env::var("WEBHOOK_CONNECT_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned())
+}
+
+/// A unique key prefix; every key under it is deleted on drop.
+pub struct RedisHarness {
+    prefix: String,
+}
+
+impl RedisHarness {
+    pub fn new() -> Self {
+        RedisHarness {
+            prefix: unique("wct").replace(['-'], "_"),
+        }
+    }
+
+    fn options(&self) -> RedisOptions {
+        RedisOptions {
+            url: url(),
+            key_prefix: self.prefix.clone(),
+            operation_timeout: Duration::from_secs(5),
+        }
+    }
+
+    async fn connect(&self) -> RedisBuffer {
+        RedisBuffer::connect(self.options())
+            .await
+            .expect("connect to the test Redis")
+    }
+}
+
+impl Drop for RedisHarness {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(url()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
+            return;
+        };
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+        let pattern = format!("{}:*", self.prefix);
+        let mut cursor: u64 = 0;
+        loop {
+            let Ok((next, keys)) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query::<(u64, Vec<String>)>(&mut conn)
+            else {
+                return;
+            };
+            if !keys.is_empty() {
+                let _ = redis::cmd("DEL").arg(&keys).query::<i64>(&mut conn);
+            }
+            if next == 0 {
+                return;
+            }
+            cursor = next;
+        }
+    }
+}
+
+#[async_trait]
+impl Harness for RedisHarness {
+    async fn open(&self) -> SharedBuffer {
+        Arc::new(self.connect().await)
+    }
+
+    async fn peer(&self, _buffer: &SharedBuffer) -> SharedBuffer {
+        self.open().await
+    }
+
+    async fn reopen(&self, buffer: SharedBuffer) -> SharedBuffer {
+        buffer.close().await.expect("close");
+        drop(buffer);
+        self.open().await
+    }
+}
+
+conformance_suite!(RedisHarness::new());
+
+#[tokio::test]
+async fn closed_handle_refuses_operations() {
+    let h = RedisHarness::new();
+    let b = h.open().await;
+    b.close().await.unwrap();
+    assert!(matches!(b.health_check().await, Err(BufferError::Closed)));
+}
+
+#[tokio::test]
+async fn bad_prefix_is_refused() {
+    let err = RedisBuffer::connect(RedisOptions {
+        key_prefix: "a:b".into(),
+        ..RedisOptions::default()
+    })
+    .await;
+    assert!(matches!(err, Err(BufferError::Invalid(_))));
+}
+
+#[tokio::test]
+async fn unreachable_redis_is_unavailable_not_a_hang() {
+    let err = RedisBuffer::connect(RedisOptions {
+        url: "redis://127.0.0.1:1/0".into(),
+        operation_timeout: Duration::from_millis(500),
+        ..RedisOptions::default()
+    })
+    .await;
+    assert!(
+        matches!(err, Err(BufferError::Unavailable(_) | BufferError::Timeout)),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn unreadable_stored_entry_is_dead_lettered_r63() {
+    let h = RedisHarness::new();
+    let b = h.open().await;
+    ensure(&b, "c", &["w"], &settings()).await;
+    // Write garbage the way a broken writer would: an entry of the queue's stream.
+    let client = redis::Client::open(url()).unwrap();
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let stream = format!("{}:{{1:c}}:q:1:w:s", h.prefix);
+    let _: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg("m")
+        .arg(b"\x00garbage".as_slice())
+        .arg("id")
+        .arg("msg_bad")
+        .arg("seq")
+        .arg(1)
+        .arg("rcv")
+        .arg(0)
+        .arg("exp")
+        .arg("")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let good = publish(&b, "c", "w", 1).await;
+    let got = lease(&b, "c", 10, 2_000).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].envelope.message_id, good.message_id);
+    let page = b
+        .dead_letters("c", &webhook_connect_buffer::DeadLetterQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(
+        page.items[0].reason,
+        webhook_connect_buffer::DeadLetterReason::Rejected
+    );
+    assert_eq!(
+        page.items[0].last_error.as_deref(),
+        Some("unreadable stored message")
+    );
+    assert_eq!(page.items[0].envelope.body, b"\x00garbage");
+}
+
+#[tokio::test]
+async fn queue_depth_counts_only_live_messages_r62() {
+    let h = RedisHarness::new();
+    let b = h.open().await;
+    let s = webhook_connect_buffer::QueueSettings {
+        max_queue_size: 2,
+        ..settings()
+    };
+    ensure(&b, "c", &["w"], &s).await;
+    for n in 0..2 {
+        publish(&b, "c", "w", n).await;
+    }
+    for l in lease(&b, "c", 10, 2_000).await {
+        b.settle(&l.token, webhook_connect_buffer::Settle::Ack)
+            .await
+            .unwrap();
+    }
+    // Acked entries are gone from the stream, so two more fit.
+    publish(&b, "c", "w", 3).await;
+    publish(&b, "c", "w", 4).await;
+    let mut e = crate::support::envelope("c", "w", 5);
+    assert!(matches!(
+        b.publish("w", &mut e).await,
+        Err(BufferError::QueueFull)
+    ));
+}
