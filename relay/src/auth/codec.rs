@@ -13,7 +13,7 @@ pub(crate) fn hex_encode(bytes: &[u8]) -> String {
 
 /// Decodes an even number of hex digits (either case).
 pub(crate) fn hex_decode(text: &[u8]) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     fn nibble(c: u8) -> Option<u8> {

@@ -102,9 +102,18 @@ pub(crate) struct HmacMethod {
     pub kind: HmacKind,
     /// The key bytes (for Standard Webhooks, the decoded secret).
     pub key: Secret,
-    pub key_bytes_b64: Option<Vec<u8>>,
+    pub key_bytes_b64: Option<KeyBytes>,
     /// Seconds; 0 disables the check.
     pub tolerance: i64,
+}
+
+/// Decoded key bytes; `Debug` redacts them.
+pub(crate) struct KeyBytes(pub Vec<u8>);
+
+impl std::fmt::Debug for KeyBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 fn missing(header: &str) -> Rejection {
@@ -138,7 +147,7 @@ fn parse_ts(text: &str) -> Option<i64> {
 impl HmacMethod {
     fn key(&self) -> &[u8] {
         match &self.key_bytes_b64 {
-            Some(k) => k,
+            Some(k) => &k.0,
             None => self.key.expose().as_bytes(),
         }
     }

@@ -799,7 +799,7 @@ fn build_hmac(b: &Block<'_>, d: &mut Diagnostics, auth: &mut WebhookAuth) {
         hmac_sig::HmacKind::Preset(hmac_sig::Preset::StandardWebhooks)
     ) {
         match hmac_sig::decode_standard_webhooks_secret(secret.expose()) {
-            Some(k) => key_bytes_b64 = Some(k),
+            Some(k) => key_bytes_b64 = Some(hmac_sig::KeyBytes(k)),
             None => {
                 b.error(
                     "secret",

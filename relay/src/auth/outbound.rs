@@ -53,7 +53,7 @@ struct PolicyResolver {
 impl Resolve for PolicyResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_ascii_lowercase();
-        let allowed = self.allowed_hosts.iter().any(|h| *h == host);
+        let allowed = self.allowed_hosts.contains(&host);
         Box::pin(async move {
             let addrs: Vec<SocketAddr> =
                 tokio::time::timeout(VERIFY_TIMEOUT, tokio::net::lookup_host((host.as_str(), 0)))

@@ -84,7 +84,7 @@ const CP1252_HIGH: [Option<char>; 32] = [
 ];
 
 fn utf16(bytes: &[u8], little_endian: bool) -> Option<String> {
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return None;
     }
     let units = bytes.chunks_exact(2).map(|p| {
