@@ -44,6 +44,8 @@ pub struct HttpAcker {
     pub connection_id: String,
     /// Ask for v2 on the ack request.
     pub v2: bool,
+    /// The relay granted v2 on the stream (touch is v2 only).
+    pub granted_v2: bool,
     /// Timeout of each ack request (`ack_timeout`).
     pub timeout: Duration,
 }
@@ -67,6 +69,37 @@ fn cut(reason: &str) -> String {
 }
 
 impl AckSink {
+    /// True when the relay speaks v2 here, so leases can be extended with `touch`.
+    pub fn supports_touch(&self) -> bool {
+        match self {
+            AckSink::WebSocket { version, .. } => version.is_v2(),
+            AckSink::Http(acker) => acker.granted_v2,
+        }
+    }
+
+    /// Extends the lease of `message_id` (v2 `touch`, B.4 / B.9).
+    pub async fn touch(&self, message_id: &str) -> Result<(), AckError> {
+        match self {
+            AckSink::WebSocket { tx, timeout, .. } => {
+                let frame = ClientFrame::Touch {
+                    message_ids: vec![message_id.to_owned()],
+                    reference: None,
+                };
+                tx.send_timeout(Message::Text(frame.to_json().into()), *timeout)
+                    .await
+                    .map_err(|_| AckError::ConnectionGone)
+            }
+            AckSink::Http(acker) => {
+                acker
+                    .request(&[
+                        ("message_id", message_id.to_owned()),
+                        ("status", "touch".to_owned()),
+                    ])
+                    .await
+            }
+        }
+    }
+
     /// Sends the decision for `message_id`.
     pub async fn send(&self, message_id: &str, decision: &Decision) -> Result<(), AckError> {
         match self {
@@ -110,6 +143,10 @@ impl HttpAcker {
                 }
             }
         }
+        self.request(&query).await
+    }
+
+    async fn request(&self, query: &[(&str, String)]) -> Result<(), AckError> {
         let mut last = String::new();
         // A 503 leaves the lease unchanged, so the same request may be sent again.
         for (i, pause_ms) in [0u64, 200, 1000].into_iter().enumerate() {
@@ -119,7 +156,7 @@ impl HttpAcker {
             let mut req = self
                 .client
                 .post(&self.url)
-                .query(&query)
+                .query(query)
                 .timeout(self.timeout)
                 .bearer_auth(self.token.expose())
                 .header(CONNECTION_ID_HEADER, &self.connection_id);
@@ -142,7 +179,7 @@ impl HttpAcker {
                 }
                 Err(e) => last = e.to_string(),
             }
-            tracing::debug!(message_id, attempt = i + 1, error = %last, "Ack request failed");
+            tracing::debug!(attempt = i + 1, error = %last, "Ack request failed");
         }
         Err(AckError::Failed(last))
     }

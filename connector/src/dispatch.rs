@@ -14,7 +14,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use webhook_connect_protocol::WebhookMessage;
+use webhook_connect_protocol::{Timestamp, WebhookMessage};
 
 use crate::ack::{AckError, AckSink};
 use crate::completion::CompletionRecord;
@@ -169,6 +169,26 @@ impl Dispatcher {
     }
 }
 
+/// While a message is worked on over v2, extends its lease with `touch` whenever half of it has
+/// passed (`modules.md` §6). Never returns while the lease can be kept.
+async fn keep_leased(msg: &WebhookMessage, acks: &AckSink) {
+    let remaining = match (&msg.lease_expires_at, acks.supports_touch()) {
+        (Some(expires), true) => expires.unix_millis() - Timestamp::now().unix_millis(),
+        _ => return std::future::pending().await,
+    };
+    // The relay's lease length, as seen at receipt (at least 1 s).
+    let half = Duration::from_millis(u64::try_from(remaining.max(1000) / 2).unwrap_or(500));
+    loop {
+        tokio::time::sleep(half).await;
+        match acks.touch(&msg.message_id).await {
+            Ok(()) => tracing::debug!(message_id = %msg.message_id, "Lease extended"),
+            Err(e) => {
+                tracing::debug!(message_id = %msg.message_id, error = %e, "Could not extend the lease");
+            }
+        }
+    }
+}
+
 impl Core {
     async fn process(&self, job: Job) {
         let Job { msg, held, acks } = job;
@@ -178,7 +198,10 @@ impl Core {
             tracing::debug!(message_id = %msg.message_id, "Already completed; acking again");
             Decision::Ack
         } else {
-            self.run(&msg, started).await
+            tokio::select! {
+                d = self.run(&msg, started) => d,
+                () = keep_leased(&msg, &acks) => Decision::Nack { retry: true, reason: "lease keeper stopped".into() },
+            }
         };
         match &decision {
             Decision::Ack => self.state.acked.fetch_add(1, Ordering::Relaxed),

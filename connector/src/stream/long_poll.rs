@@ -118,6 +118,7 @@ pub async fn run(ctx: &SessionCtx<'_>, auto: bool) -> SessionEnd {
                     token: ctx.token.clone(),
                     connection_id: poll.connection_id.clone(),
                     v2: ctx.wants_v2(),
+                    granted_v2: version.is_v2(),
                     timeout: config.ack_timeout,
                 }));
                 for msg in poll.messages {

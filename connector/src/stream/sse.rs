@@ -96,6 +96,7 @@ pub async fn run(ctx: &SessionCtx<'_>) -> SessionEnd {
         token: ctx.token.clone(),
         connection_id: connected.connection_id.clone(),
         v2: ctx.wants_v2(),
+        granted_v2: version.is_v2(),
         timeout: config.ack_timeout,
     }));
     let stale_timeout = ctx.stale_timeout(&connected);

@@ -236,12 +236,18 @@ fn ws_sink(capacity: usize) -> (AckSink, mpsc::Receiver<Message>) {
     )
 }
 
+/// The next ack or nack frame (lease `touch` frames are skipped).
 async fn next_ack(rx: &mut mpsc::Receiver<Message>) -> serde_json::Value {
-    let m = tokio::time::timeout(Duration::from_secs(20), rx.recv())
-        .await
-        .expect("ack within 20 s")
-        .expect("sink open");
-    serde_json::from_str(m.to_text().unwrap()).unwrap()
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("ack within 20 s")
+            .expect("sink open");
+        let v: serde_json::Value = serde_json::from_str(m.to_text().unwrap()).unwrap();
+        if v["type"] != "touch" {
+            return v;
+        }
+    }
 }
 
 #[tokio::test]

@@ -611,3 +611,31 @@ async fn shutdown_drains_in_flight_messages_then_closes_with_1000_r81() {
     assert_eq!(log.close_codes.lock().unwrap()[0], 1000);
     assert_eq!(target.hits("/hook"), 5, "no new message started");
 }
+
+#[tokio::test]
+async fn slow_delivery_over_v2_extends_the_lease_with_touch() {
+    let target = Target::start().await;
+    target.set_delay(Duration::from_millis(1500));
+    let log = Arc::new(WsLog::default());
+    let lease = webhook_connect_protocol::Timestamp::now().plus_millis(1000);
+    let frame = webhook_frame("msg_slow", 1, b"{}", "application/json")
+        .replace("2026-03-14T09:27:31.010204+00:00", &lease.to_string());
+    let peer = ws_peer(log.clone(), true, vec![frame]).await;
+    let mut config = connector_config(peer.addr, &target.url("/hook"));
+    config.channels[0].protocol = Protocol::WebSocket;
+    let shutdown = CancellationToken::new();
+    let handle = webhook_connector::start(config, shutdown.clone())
+        .await
+        .unwrap();
+    assert!(eventually(LONG, || !log.acks().is_empty()).await);
+    let frames = log.frames.lock().unwrap().clone();
+    let touch = frames.iter().position(|f| f["type"] == "touch");
+    let ack = frames.iter().position(|f| f["type"] == "ack");
+    assert!(
+        touch.is_some() && touch < ack,
+        "a touch precedes the ack: {frames:?}"
+    );
+    assert_eq!(frames[touch.unwrap()]["message_id"], "msg_slow");
+    shutdown.cancel();
+    handle.wait().await;
+}
