@@ -1,0 +1,18 @@
+//! Integration tests of the relay crate (one binary, modules per area).
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod auth_digest_oauth1;
+mod auth_fuzz;
+mod auth_ip_rate;
+mod auth_jwt;
+mod auth_keys;
+mod auth_methods;
+mod auth_network;
+mod auth_presets;
+mod auth_support;
+mod body_limits;
+mod delivery_http;
+mod delivery_ws;
+mod ingest_store;
+mod support;

@@ -1,0 +1,311 @@
+//! Starting a real relay in-process on `127.0.0.1:0`, with the embedded store in a temporary
+//! directory, and small raw clients (HTTP, WebSocket, SSE) that talk to it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_util::sync::CancellationToken;
+use webhook_connect_protocol::sse::{SseDecoder, SseEvent};
+use webhook_relay::config::{FlagOverrides, LoadOptions, load};
+
+/// The token of every test channel.
+pub const TOKEN: &str = "test-channel-token-0123456789";
+
+/// A running relay; stopped (and its directory removed) on drop.
+pub struct TestRelay {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub shutdown: CancellationToken,
+    pub join: Option<JoinHandle<Result<(), webhook_relay::app::StartError>>>,
+    pub dir: PathBuf,
+    pub http: reqwest::Client,
+}
+
+/// A fresh temporary directory.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "wc-relay-it-{tag}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl TestRelay {
+    /// A relay with one channel `orders` (webhook ids `shop` and `other`), `extra_channel`
+    /// settings appended to its `[[channels]]` entry, and `extra` appended to the file.
+    pub async fn start(tag: &str, extra_channel: &str, extra: &str) -> TestRelay {
+        Self::start_in(temp_dir(tag), extra_channel, extra).await
+    }
+
+    /// Like [`TestRelay::start`] in an existing directory (restarts keep the store).
+    pub async fn start_in(dir: PathBuf, extra_channel: &str, extra: &str) -> TestRelay {
+        let toml = format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace_seconds = 1
+[buffer.embedded]
+path = "{db}"
+commit_max_delay_ms = 1
+{extra}
+[[channels]]
+name = "orders"
+token = "{TOKEN}"
+{extra_channel}
+[channels.webhooks.shop]
+[channels.webhooks.other]
+"#,
+            db = dir.join("relay.db").display(),
+        );
+        let path = dir.join("relay.toml");
+        std::fs::write(&path, toml).unwrap();
+        let config = load(&LoadOptions {
+            config_path: Some(path),
+            flags: FlagOverrides::default(),
+            env: vec![],
+        })
+        .unwrap_or_else(|e| panic!("config: {e}"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let join = tokio::spawn(webhook_relay::app::run(config, listener, shutdown.clone()));
+        TestRelay {
+            addr,
+            base: format!("http://{addr}"),
+            shutdown,
+            join: Some(join),
+            dir,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// Stops the relay and waits for it (keeps the directory).
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(join) = self.join.take() {
+            tokio::time::timeout(Duration::from_secs(20), join)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    /// `POST /webhook/{id}` with a JSON body.
+    pub async fn post(&self, webhook_id: &str, body: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/webhook/{webhook_id}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Posts and asserts `200`; returns the message id.
+    pub async fn post_ok(&self, webhook_id: &str, body: &str) -> String {
+        let r = self.post(webhook_id, body).await;
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+        let v: serde_json::Value = r.json().await.unwrap();
+        v["message_id"].as_str().unwrap().to_owned()
+    }
+
+    /// `GET /connect/status/orders` → stats object.
+    pub async fn status(&self) -> serde_json::Value {
+        self.http
+            .get(format!("{}/connect/status/orders", self.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Opens a WebSocket on `orders`; `v2` adds the protocol header.
+    pub async fn ws(&self, v2: bool, extra: &[(&str, &str)]) -> Ws {
+        let mut request = format!("ws://{}/connect/stream/orders", self.addr)
+            .into_client_request()
+            .unwrap();
+        let h = request.headers_mut();
+        h.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {TOKEN}")).unwrap(),
+        );
+        if v2 {
+            h.insert("x-webhook-connect-protocol", HeaderValue::from_static("2"));
+        }
+        for (k, v) in extra {
+            h.insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        let (socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let granted = response
+            .headers()
+            .get("x-webhook-connect-protocol")
+            .map(|v| v.to_str().unwrap().to_owned());
+        Ws { socket, granted }
+    }
+
+    /// Opens an SSE stream on `orders`.
+    pub async fn sse(&self, v2: bool) -> Sse {
+        let mut r = self
+            .http
+            .get(format!("{}/connect/stream/orders/sse", self.base))
+            .bearer_auth(TOKEN);
+        if v2 {
+            r = r.header("x-webhook-connect-protocol", "2");
+        }
+        let response = r.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        Sse {
+            response,
+            decoder: SseDecoder::new(),
+            events: Vec::new(),
+        }
+    }
+}
+
+impl Drop for TestRelay {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A raw WebSocket client.
+pub struct Ws {
+    pub socket: Socket,
+    pub granted: Option<String>,
+}
+
+/// What the next read gave.
+#[derive(Debug)]
+pub enum WsEvent {
+    Json(serde_json::Value),
+    Closed(Option<u16>),
+}
+
+impl Ws {
+    /// The next text frame as JSON, or the close; skips pings. Fails after `wait`.
+    pub async fn next(&mut self, wait: Duration) -> WsEvent {
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            let msg = tokio::time::timeout(wait, self.socket.next())
+                .await
+                .expect("no frame in time");
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    return WsEvent::Json(serde_json::from_str(t.as_str()).unwrap());
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return WsEvent::Closed(frame.map(|f| u16::from(f.code)));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return WsEvent::Closed(None),
+            }
+        }
+    }
+
+    /// The next frame of `type`, skipping heartbeats.
+    pub async fn next_of(&mut self, kind: &str, wait: Duration) -> serde_json::Value {
+        loop {
+            match self.next(wait).await {
+                WsEvent::Json(v) if v["type"] == kind => return v,
+                WsEvent::Json(v) if v["type"] == "heartbeat" => continue,
+                other => panic!("expected {kind}, got {other:?}"),
+            }
+        }
+    }
+
+    /// Sends a text frame.
+    pub async fn send(&mut self, text: &str) {
+        use futures_util::SinkExt;
+        self.socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
+            .await
+            .unwrap();
+    }
+
+    /// Sends a binary frame.
+    pub async fn send_binary(&mut self, bytes: &[u8]) {
+        use futures_util::SinkExt;
+        self.socket
+            .send(tokio_tungstenite::tungstenite::Message::Binary(
+                bytes.to_vec().into(),
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+/// A raw SSE client.
+pub struct Sse {
+    response: reqwest::Response,
+    decoder: SseDecoder,
+    events: Vec<SseEvent>,
+}
+
+impl Sse {
+    /// The next event; fails after `wait`.
+    pub async fn next(&mut self, wait: Duration) -> Option<SseEvent> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if !self.events.is_empty() {
+                return Some(self.events.remove(0));
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .expect("no SSE event in time");
+            match chunk.unwrap() {
+                Some(bytes) => self.decoder.feed(&bytes, &mut self.events).unwrap(),
+                None => return None,
+            }
+        }
+    }
+
+    /// The next event named `name`, skipping heartbeats.
+    pub async fn next_named(&mut self, name: &str, wait: Duration) -> SseEvent {
+        loop {
+            let e = self.next(wait).await.expect("stream ended");
+            if e.name() == name {
+                return e;
+            }
+            assert_eq!(e.name(), "heartbeat", "unexpected event {e:?}");
+        }
+    }
+}
+
+/// Polls `check` until it holds or `wait` passes.
+pub async fn eventually<F, Fut>(wait: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
