@@ -42,6 +42,7 @@ use webhook_connect_protocol::config_values::Secret;
 pub use cleanup::{CleanupMode, CredentialCleanup};
 pub use client_ip::{IpList, IpNetwork, TrustedProxies, client_ip, try_client_ip};
 pub use ct::ct_eq;
+pub use oauth1::request_url;
 pub use rejection::Rejection;
 
 use config::{Block, Diagnostics, is_empty_value};
@@ -162,6 +163,8 @@ pub struct WebhookAuth {
     cleanup: Option<CredentialCleanup>,
     consumed: Vec<HeaderName>,
     warnings: Vec<String>,
+    /// The entry's path, for logs.
+    label: String,
 }
 
 /// Keys of a webhook entry this module reads.
@@ -201,6 +204,7 @@ impl WebhookAuth {
             cleanup: None,
             consumed: Vec::new(),
             warnings: Vec::new(),
+            label: String::new(),
         }
     }
 
@@ -214,6 +218,7 @@ impl WebhookAuth {
     ) -> Result<WebhookAuth, Vec<String>> {
         let mut d = Diagnostics::default();
         let mut auth = WebhookAuth::none();
+        auth.label = path.to_string();
 
         for key in AUTH_KEYS {
             if let Some(v) = entry.get(key)
@@ -532,6 +537,7 @@ impl WebhookAuth {
             };
             if let Err(r) = result {
                 tracing::info!(
+                    entry = %self.label,
                     method = m.name(),
                     client_ip = %req.client_ip,
                     status = r.status.as_u16(),

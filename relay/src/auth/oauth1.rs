@@ -101,6 +101,50 @@ pub(crate) fn normalize_base_uri(url: &str) -> Option<String> {
     Some(format!("{scheme}://{host}{port}{path}"))
 }
 
+/// The URL a request was made to, for the OAuth 1.0 base string (§7.2 rule 7), to pass as
+/// [`RequestView::full_url`](super::RequestView::full_url):
+///
+/// - with `public_base_url` set: that URL (scheme, host, port and path prefix) + path + query;
+/// - otherwise `https` when the request arrived over TLS, or when the peer is a trusted proxy
+///   that sent `X-Forwarded-Proto: https`; the host from `Host`, or from `X-Forwarded-Host`
+///   when the peer is a trusted proxy.
+///
+/// `None` when no host is known.
+pub fn request_url(
+    public_base_url: &str,
+    tls: bool,
+    peer_is_trusted_proxy: bool,
+    headers: &HeaderMap,
+    uri: &http::Uri,
+) -> Option<String> {
+    let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let base = public_base_url.trim();
+    if !base.is_empty() {
+        return Some(format!("{}{path_and_query}", base.trim_end_matches('/')));
+    }
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let forwarded_https = peer_is_trusted_proxy
+        && first("x-forwarded-proto").is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    let scheme = if tls || forwarded_https {
+        "https"
+    } else {
+        "http"
+    };
+    let host = peer_is_trusted_proxy
+        .then(|| first("x-forwarded-host"))
+        .flatten()
+        .or_else(|| first("host"))
+        .or_else(|| uri.authority().map(|a| a.as_str()))?;
+    Some(format!("{scheme}://{host}{path_and_query}"))
+}
+
 /// The signature base string (RFC 5849 §3.4.1).
 pub(crate) fn base_string(
     req: &OAuth1Request<'_>,
@@ -266,6 +310,32 @@ impl OAuth1 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_url_prefers_public_base_url_then_trusted_forwarding_headers() {
+        let uri: http::Uri = "/webhook/h?a=1".parse().expect("uri");
+        let mut h = HeaderMap::new();
+        h.insert("host", "relay.internal:8000".parse().expect("v"));
+        h.insert("x-forwarded-proto", "https".parse().expect("v"));
+        h.insert("x-forwarded-host", "hooks.example.com".parse().expect("v"));
+        assert_eq!(
+            request_url("https://pub.example.com/relay/", false, true, &h, &uri).as_deref(),
+            Some("https://pub.example.com/relay/webhook/h?a=1")
+        );
+        assert_eq!(
+            request_url("", false, true, &h, &uri).as_deref(),
+            Some("https://hooks.example.com/webhook/h?a=1")
+        );
+        assert_eq!(
+            request_url("", false, false, &h, &uri).as_deref(),
+            Some("http://relay.internal:8000/webhook/h?a=1")
+        );
+        assert_eq!(
+            request_url("", true, false, &h, &uri).as_deref(),
+            Some("https://relay.internal:8000/webhook/h?a=1")
+        );
+        assert_eq!(request_url("", false, false, &HeaderMap::new(), &uri), None);
+    }
 
     #[test]
     fn base_uri_is_normalised() {

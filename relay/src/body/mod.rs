@@ -3,6 +3,7 @@
 
 pub mod charset;
 pub mod depth;
+pub mod parser;
 
 use http::HeaderMap;
 use serde_json::Value;
@@ -55,9 +56,6 @@ pub struct ParsedBody {
     pub compact: Box<RawValue>,
 }
 
-/// Nesting that the parser (serde_json, recursion limit 128) is known to handle.
-const PARSER_SAFE_DEPTH: usize = 120;
-
 fn malformed() -> Rejection {
     Rejection::bad_request("Malformed JSON payload")
 }
@@ -105,8 +103,8 @@ pub fn check_headers(headers: &HeaderMap, limits: &HeaderLimits) -> Result<(), R
 }
 
 /// Steps 13–14 for `data_type: json`: decode by charset, parse (exact numbers, key order, last
-/// duplicate wins), then check depth and string lengths (keys and values), never recursing
-/// without bound: nesting is pre-scanned iteratively before the parser runs.
+/// duplicate wins) with an iterative parser that checks depth and string lengths (keys and
+/// values) as it goes and never recurses; a syntax error anywhere wins over a limit error.
 pub fn parse_json_body(
     body: &[u8],
     content_type: Option<&str>,
@@ -117,63 +115,22 @@ pub fn parse_json_body(
     }
     let text = charset::decode(body, charset::charset_of(content_type)).ok_or_else(malformed)?;
     let max_depth = limits.max_json_depth;
-    let scanned = depth::max_value_depth(text.as_bytes(), max_depth.max(PARSER_SAFE_DEPTH));
-    let too_deep = || {
-        Rejection::bad_request(format!(
+    let max_chars = limits.max_string_length;
+    let value = parser::parse(&text, max_depth, max_chars).map_err(|e| match e {
+        parser::ParseError::Malformed => malformed(),
+        parser::ParseError::TooDeep => Rejection::bad_request(format!(
             "JSON too deeply nested: {} levels (max: {max_depth})",
             max_depth + 1
-        ))
-    };
-    if scanned > PARSER_SAFE_DEPTH {
-        // Too deep for the parser: refused as too deep when over the configured limit.
-        return Err(if scanned > max_depth {
-            too_deep()
-        } else {
-            malformed()
-        });
-    }
-    let value: Value = serde_json::from_str(&text).map_err(|_| malformed())?;
-    if scanned > max_depth {
-        return Err(too_deep());
-    }
-    check_strings(&value, limits.max_string_length)?;
+        )),
+        parser::ParseError::StringTooLong(n) => {
+            Rejection::bad_request(format!("String too long: {n} chars (max: {max_chars})"))
+        }
+    })?;
     let compact = serde_json::to_string(&value)
         .ok()
         .and_then(|s| RawValue::from_string(s).ok())
         .ok_or_else(malformed)?;
     Ok(ParsedBody { value, compact })
-}
-
-/// The first key or string value (in document order) longer than `max` characters.
-fn check_strings(value: &Value, max: usize) -> Result<(), Rejection> {
-    let too_long =
-        |n: usize| Rejection::bad_request(format!("String too long: {n} chars (max: {max})"));
-    let check = |s: &str| {
-        // Cheap bound first: a string of at most `max` bytes has at most `max` chars.
-        if s.len() > max {
-            let n = s.chars().count();
-            if n > max {
-                return Err(too_long(n));
-            }
-        }
-        Ok(())
-    };
-    let mut stack: Vec<&Value> = vec![value];
-    while let Some(v) = stack.pop() {
-        match v {
-            Value::String(s) => check(s)?,
-            Value::Array(items) => stack.extend(items.iter().rev()),
-            Value::Object(map) => {
-                // Keys are checked when the object is reached, values in order after.
-                for (k, _) in map.iter() {
-                    check(k)?;
-                }
-                stack.extend(map.values().rev());
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

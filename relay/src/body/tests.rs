@@ -31,7 +31,7 @@ fn very_deep_json_is_refused_without_recursing() {
         parse(deep.as_bytes()).err().as_deref(),
         Some("JSON too deeply nested: 51 levels (max: 50)")
     );
-    let deep_objects = "{\"a\":".repeat(500_000);
+    let deep_objects = format!("{}1{}", "{\"a\":".repeat(500_000), "}".repeat(500_000));
     assert_eq!(
         parse(deep_objects.as_bytes()).err().as_deref(),
         Some("JSON too deeply nested: 51 levels (max: 50)")
@@ -301,5 +301,72 @@ fn header_forbidden_check_property() {
             check_headers(&h, &HeaderLimits::default()).is_err(),
             expect_bad
         );
+    }
+}
+
+#[test]
+fn unclosed_deep_json_is_malformed_not_too_deep() {
+    let unclosed = "{\"a\":".repeat(500_000);
+    assert_eq!(
+        parse(unclosed.as_bytes()).err().as_deref(),
+        Some("Malformed JSON payload")
+    );
+}
+
+#[test]
+fn configured_depth_above_serde_limit_is_honoured() {
+    let limits = BodyLimits {
+        max_json_depth: 1000,
+        ..BodyLimits::default()
+    };
+    assert!(parse_json_body(nested(1000, "1").as_bytes(), None, &limits).is_ok());
+    assert_eq!(
+        parse_json_body(nested(1001, "1").as_bytes(), None, &limits)
+            .err()
+            .map(|r| r.detail),
+        Some("JSON too deeply nested: 1001 levels (max: 1000)".into())
+    );
+}
+
+#[test]
+fn iterative_parser_agrees_with_serde_json_on_random_inputs() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(99);
+    let pieces = [
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        ":",
+        r#""k""#,
+        r#""a\"b""#,
+        r#""\u00e9""#,
+        r#""\ud83d\ude00""#,
+        r#""\ud83d""#,
+        "1",
+        "-0.5",
+        "2e3",
+        "01",
+        "true",
+        "null",
+        "fals",
+        " ",
+        "\n",
+        r#""\x""#,
+        "\"",
+    ];
+    for _ in 0..50_000 {
+        let n = rng.random_range(1..10);
+        let text: String = (0..n)
+            .map(|_| pieces[rng.random_range(0..pieces.len())])
+            .collect();
+        let ours = parser::parse(&text, 100, 1000);
+        let theirs = serde_json::from_str::<Value>(&text);
+        match (&ours, &theirs) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{text}"),
+            (Err(parser::ParseError::Malformed), Err(_)) => {}
+            _ => panic!("{text:?}: ours {ours:?}, serde {theirs:?}"),
+        }
     }
 }
