@@ -1,1 +1,5 @@
-//! End-to-end test support (filled by the delivery and connector issues).
+//! Support for end-to-end runs: a real local HTTP target ([`sink`]) and starters for a relay and
+//! a connector in one process ([`stack`]).
+
+pub mod sink;
+pub mod stack;

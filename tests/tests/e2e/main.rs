@@ -1,0 +1,6 @@
+//! End-to-end: a real relay (embedded store) and our connector in one process, delivering to a
+//! real local HTTP target.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod relay_to_target;

@@ -1,0 +1,239 @@
+//! Webhooks posted to the relay reach the local target through the connector, once each,
+//! byte for byte, over every transport, and survive failures of the target and the relay.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use webhook_connect_tests::sink::Sink;
+use webhook_connect_tests::stack::{Connector, Relay, TempDir, relay_toml};
+use webhook_connector::config::Protocol;
+
+const TOKEN: &str = "e2e-channel-token-0123456789";
+const SECRET: &str = "e2e-github-secret";
+
+fn channel(settings: &str) -> String {
+    format!(
+        "[[channels]]\nname = \"hooks\"\ntoken = \"{TOKEN}\"\n{settings}\n[channels.webhooks.github]\nhmac = {{ preset = \"github\", secret = \"{SECRET}\" }}\n"
+    )
+}
+
+fn github_signature(body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256={hex}")
+}
+
+async fn post_signed(http: &reqwest::Client, relay: &Relay, body: &[u8]) -> u16 {
+    http.post(format!("{}/webhook/github", relay.base))
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-hub-signature-256", github_signature(body))
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn relay_stats(http: &reqwest::Client, relay: &Relay) -> serde_json::Value {
+    let status: serde_json::Value = http
+        .get(format!("{}/connect/status/hooks", relay.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    status["stats"].clone()
+}
+
+async fn settled(http: &reqwest::Client, relay: &Relay) -> serde_json::Value {
+    for _ in 0..100 {
+        let stats = relay_stats(http, relay).await;
+        if stats["messages_queued"] == 0 && stats["messages_in_flight"] == 0 {
+            return stats;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    relay_stats(http, relay).await
+}
+
+async fn thousand_arrive_once_each(protocol: Protocol, tag: &str) {
+    let dir = TempDir::new(tag).unwrap();
+    let relay = Relay::start(&dir.0, &relay_toml(&dir.0, &channel("")), "127.0.0.1:0")
+        .await
+        .unwrap();
+    let sink = Sink::start("127.0.0.1:0".parse().unwrap(), false)
+        .await
+        .unwrap();
+    let mut connector = Connector::start(&relay.base, "hooks", TOKEN, protocol, &sink.url())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let mut bodies = HashSet::new();
+    for i in 0..1000 {
+        // Whitespace and key order a re-serialisation would change.
+        let body = format!("{{ \"zeta\": {i},\n  \"alpha\": \"grüß\", \"n\": 1.50 }}");
+        assert_eq!(post_signed(&http, &relay, body.as_bytes()).await, 200);
+        bodies.insert(body.into_bytes());
+    }
+    assert_eq!(sink.wait_for(1000, Duration::from_secs(60)).await, 1000);
+    let received = sink.received();
+    let ids: HashSet<_> = received
+        .iter()
+        .map(|r| r.header("x-webhook-message-id").unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 1000, "each message arrived exactly once");
+    for r in &received {
+        assert!(bodies.contains(&r.body), "body arrived byte-identical");
+        assert_eq!(
+            r.header("x-hub-signature-256").unwrap(),
+            github_signature(&r.body),
+            "signature header intact"
+        );
+        assert_eq!(r.header_count("content-type"), 1);
+    }
+    let stats = settled(&http, &relay).await;
+    assert_eq!(
+        (
+            stats["messages_queued"].as_u64(),
+            stats["messages_in_flight"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+    assert_eq!(stats["messages_delivered"], 1000);
+    connector.stop().await;
+    sink.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_webhooks_arrive_once_each_byte_identical_over_websocket() {
+    thousand_arrive_once_each(Protocol::WebSocket, "ws").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_webhooks_arrive_once_each_byte_identical_over_sse() {
+    thousand_arrive_once_each(Protocol::Sse, "sse").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_webhooks_arrive_once_each_byte_identical_over_long_poll() {
+    thousand_arrive_once_each(Protocol::LongPoll, "poll").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_failing_with_500_then_200_is_delivered_once_after_retries() {
+    let dir = TempDir::new("retry").unwrap();
+    let relay = Relay::start(&dir.0, &relay_toml(&dir.0, &channel("")), "127.0.0.1:0")
+        .await
+        .unwrap();
+    let sink = Sink::start("127.0.0.1:0".parse().unwrap(), false)
+        .await
+        .unwrap();
+    sink.script(&[500, 200]);
+    let _connector = Connector::start(
+        &relay.base,
+        "hooks",
+        TOKEN,
+        Protocol::WebSocket,
+        &sink.url(),
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    assert_eq!(post_signed(&http, &relay, b"{\"x\":1}").await, 200);
+    assert_eq!(sink.wait_for(2, Duration::from_secs(30)).await, 2);
+    let stats = settled(&http, &relay).await;
+    assert_eq!(stats["messages_delivered"], 1);
+    assert_eq!(stats["dead_letters_queued"], 0);
+    let received = sink.received();
+    assert_eq!(
+        received[0].header("x-webhook-message-id"),
+        received[1].header("x-webhook-message-id")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_answering_400_dead_letters_the_message() {
+    let dir = TempDir::new("reject").unwrap();
+    let relay = Relay::start(&dir.0, &relay_toml(&dir.0, &channel("")), "127.0.0.1:0")
+        .await
+        .unwrap();
+    let sink = Sink::start("127.0.0.1:0".parse().unwrap(), false)
+        .await
+        .unwrap();
+    sink.script(&[400]);
+    let _connector = Connector::start(&relay.base, "hooks", TOKEN, Protocol::Sse, &sink.url())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    assert_eq!(post_signed(&http, &relay, b"{\"x\":1}").await, 200);
+    let mut dead = serde_json::Value::Null;
+    for _ in 0..100 {
+        dead = relay_stats(&http, &relay).await["dead_letters_queued"].clone();
+        if dead == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(dead, 1);
+    assert_eq!(sink.received().len(), 1, "a 4xx is not retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_restart_loses_nothing_and_the_connector_reconnects_by_itself() {
+    let dir = TempDir::new("restart").unwrap();
+    let toml = relay_toml(&dir.0, &channel(""));
+    let mut relay = Relay::start(&dir.0, &toml, "127.0.0.1:0").await.unwrap();
+    let addr = relay.addr;
+    let sink = Sink::start("127.0.0.1:0".parse().unwrap(), false)
+        .await
+        .unwrap();
+    let _connector = Connector::start(
+        &relay.base,
+        "hooks",
+        TOKEN,
+        Protocol::WebSocket,
+        &sink.url(),
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    for i in 0..50 {
+        assert_eq!(
+            post_signed(&http, &relay, format!("{{\"a\":{i}}}").as_bytes()).await,
+            200
+        );
+    }
+    relay.stop().await.unwrap();
+    let relay = Relay::start(&dir.0, &toml, &addr.to_string())
+        .await
+        .unwrap();
+    for i in 0..50 {
+        assert_eq!(
+            post_signed(&http, &relay, format!("{{\"b\":{i}}}").as_bytes()).await,
+            200
+        );
+    }
+    sink.wait_for(100, Duration::from_secs(60)).await;
+    let distinct: HashSet<Vec<u8>> = sink.received().into_iter().map(|r| r.body).collect();
+    assert_eq!(distinct.len(), 100, "every accepted message arrived");
+    let stats = settled(&http, &relay).await;
+    assert_eq!(
+        (
+            stats["messages_queued"].as_u64(),
+            stats["messages_in_flight"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+}
