@@ -269,3 +269,46 @@ fn check_config_exits_0_for_valid_and_2_for_invalid_printing_every_error_r120() 
     let (code, _) = check_config(&["--config", "/nonexistent/connector.json"], &[]);
     assert_eq!(code, 2);
 }
+
+fn run_binary(args: &[&str]) -> (i32, String, Duration) {
+    let started = std::time::Instant::now();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_webhook-connector"));
+    cmd.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CONNECTOR_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().unwrap_or(-1), text, started.elapsed())
+}
+
+#[test]
+fn start_up_failures_exit_with_status_2_at_once_r73() {
+    let dir = tempfile::tempdir().unwrap();
+    // Module mode is not built yet: a webhooks_config is refused at load, never left hanging.
+    let module = write(
+        &dir,
+        "module.json",
+        r#"{"cloud_url": "http://127.0.0.1:9", "channel": "orders", "token": "t",
+            "webhooks_config": "/nonexistent/webhooks.json"}"#,
+    );
+    let (code, text, _) = run_binary(&["--config", module.to_str().unwrap()]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("webhooks_config"), "{text}");
+    // Invalid JSON.
+    let broken = write(&dir, "broken.json", r#"{"cloud_url": "#);
+    let (code, text, _) = run_binary(&["run", "--config", broken.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(text.contains("invalid JSON"), "{text}");
+    // A health listener that cannot bind is a start-up error too.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let good = write(&dir, "good.json", BASIC);
+    let (code, text, _) =
+        run_binary(&["--config", good.to_str().unwrap(), "--health-listen", &addr]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("health_listen"), "{text}");
+    drop(taken);
+}

@@ -639,3 +639,74 @@ async fn slow_delivery_over_v2_extends_the_lease_with_touch() {
     shutdown.cancel();
     handle.wait().await;
 }
+
+/// A minimal HTTP CONNECT proxy that counts tunnels.
+async fn connect_proxy(tunnels: Arc<AtomicUsize>) -> std::net::SocketAddr {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                return;
+            };
+            let tunnels = tunnels.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut b).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let mut parts = head.split_whitespace();
+                let (Some("CONNECT"), Some(dest)) = (parts.next(), parts.next()) else {
+                    let _ = client
+                        .write_all(b"HTTP/1.1 405 No\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                };
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(dest).await else {
+                    let _ = client
+                        .write_all(b"HTTP/1.1 502 Bad\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                };
+                tunnels.fetch_add(1, Ordering::SeqCst);
+                let _ = client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await;
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn websocket_goes_through_the_configured_http_proxy() {
+    let target = Target::start().await;
+    let log = Arc::new(WsLog::default());
+    let peer = ws_peer(
+        log.clone(),
+        true,
+        vec![webhook_frame("msg_proxied", 1, b"{}", "application/json")],
+    )
+    .await;
+    let tunnels = Arc::new(AtomicUsize::new(0));
+    let proxy = connect_proxy(tunnels.clone()).await;
+    let mut config = connector_config(peer.addr, &target.url("/hook"));
+    config.channels[0].protocol = Protocol::WebSocket;
+    config.proxy = Some(format!("http://{proxy}"));
+    let shutdown = CancellationToken::new();
+    let handle = webhook_connector::start(config, shutdown.clone())
+        .await
+        .unwrap();
+    assert!(eventually(LONG, || !log.acks().is_empty()).await);
+    assert_eq!(tunnels.load(Ordering::SeqCst), 1);
+    assert_eq!(target.hits("/hook"), 1);
+    shutdown.cancel();
+    handle.wait().await;
+}
