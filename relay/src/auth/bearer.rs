@@ -119,6 +119,13 @@ mod tests {
             detail(&m, &hdr("Bearer  s3cret")),
             "Invalid Bearer token format: token cannot start with whitespace"
         );
+        let at_limit = format!("Bearer {}", "a".repeat(8192 - 7));
+        assert_eq!(detail(&m, &hdr(&at_limit)), "Unauthorized");
+        let over = format!("Bearer {}", "a".repeat(8192 - 6));
+        assert_eq!(
+            detail(&m, &hdr(&over)),
+            "Header too long: 8193 characters (max: 8192)"
+        );
         let long = format!("Bearer {}", "a".repeat(8200));
         assert_eq!(
             detail(&m, &hdr(&long)),

@@ -268,4 +268,46 @@ mod tests {
         let h = headers(&[("x-forwarded-for", "5.5.5.5, not-an-ip")]);
         assert_eq!(try_client_ip(ip("10.0.0.1"), &h, &t), None);
     }
+
+    #[test]
+    fn client_ip_is_rightmost_untrusted_entry_property_r127() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let t = proxies(&["10.0.0.0/8"]);
+        for _ in 0..5000 {
+            let n = rng.random_range(0..6);
+            let entries: Vec<String> = (0..n)
+                .map(|_| {
+                    if rng.random_bool(0.5) {
+                        format!("10.0.0.{}", rng.random_range(0..255))
+                    } else {
+                        format!("203.0.113.{}", rng.random_range(0..255))
+                    }
+                })
+                .collect();
+            let joined = entries.join(", ");
+            let mut h = HeaderMap::new();
+            if !entries.is_empty() {
+                h.insert("x-forwarded-for", joined.parse().expect("value"));
+            }
+            let peer_trusted = rng.random_bool(0.7);
+            let peer = if peer_trusted {
+                ip("10.9.9.9")
+            } else {
+                ip("198.51.100.1")
+            };
+            let got = client_ip(peer, &h, &t);
+            let expected = if !peer_trusted {
+                peer
+            } else {
+                entries
+                    .iter()
+                    .rev()
+                    .map(|e| ip(e))
+                    .find(|e| !t.contains(*e))
+                    .unwrap_or(peer)
+            };
+            assert_eq!(got, expected, "peer {peer}, xff {joined:?}");
+        }
+    }
 }

@@ -30,7 +30,6 @@ mod recaptcha;
 pub mod rejection;
 mod schema;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -906,7 +905,7 @@ fn build_oauth2(b: &Block<'_>, d: &mut Diagnostics, auth: &mut WebhookAuth) {
                         client_secret,
                         client,
                         cache_seconds,
-                        cache: Mutex::new(HashMap::new()),
+                        cache: Mutex::new(oauth2::IntrospectionCache::default()),
                     })
                 }
                 Err(e) => b.error("introspection_endpoint", e, d),

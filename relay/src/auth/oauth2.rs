@@ -23,8 +23,7 @@ pub(crate) struct Introspection {
     pub client_secret: Option<Secret>,
     pub client: reqwest::Client,
     pub cache_seconds: i64,
-    /// SHA-256 of the token → expiry (unix seconds).
-    pub cache: Mutex<HashMap<[u8; 32], i64>>,
+    pub cache: Mutex<IntrospectionCache>,
 }
 
 #[derive(Debug)]
@@ -156,7 +155,7 @@ impl OAuth2Method {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         {
             let cache = intro.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if cache.get(&key).is_some_and(|&exp| exp > now) {
+            if cache.entries.get(&key).is_some_and(|&exp| exp > now) {
                 return Ok(());
             }
         }
@@ -212,13 +211,49 @@ impl OAuth2Method {
         }
         if until > now {
             let mut cache = intro.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if cache.len() >= INTROSPECTION_CACHE_MAX {
-                cache.retain(|_, exp| *exp > now);
-            }
-            if cache.len() < INTROSPECTION_CACHE_MAX {
-                cache.insert(key, until);
-            }
+            cache.insert(key, until, now);
         }
         Ok(())
+    }
+}
+
+/// Positive introspection results: SHA-256 of the token → expiry (unix seconds), at most
+/// [`INTROSPECTION_CACHE_MAX`] entries.
+#[derive(Debug, Default)]
+pub(crate) struct IntrospectionCache {
+    entries: HashMap<[u8; 32], i64>,
+    /// Expired entries are swept at most once per second, when the cache is full.
+    next_sweep: i64,
+}
+
+impl IntrospectionCache {
+    /// Remembers a positive result until `until`; nothing is added while the cache is full.
+    fn insert(&mut self, key: [u8; 32], until: i64, now: i64) {
+        if self.entries.len() >= INTROSPECTION_CACHE_MAX && now >= self.next_sweep {
+            self.entries.retain(|_, exp| *exp > now);
+            self.next_sweep = now + 1;
+        }
+        if self.entries.len() < INTROSPECTION_CACHE_MAX {
+            self.entries.insert(key, until);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn introspection_cache_stays_bounded_r134() {
+        let mut cache = IntrospectionCache::default();
+        for i in 0..1_000_000u32 {
+            let mut key = [0u8; 32];
+            key[..4].copy_from_slice(&i.to_be_bytes());
+            cache.insert(key, 1060, 1000);
+        }
+        assert_eq!(cache.entries.len(), INTROSPECTION_CACHE_MAX);
+        // After expiry, room is made again.
+        cache.insert([0; 32], 2060, 2000);
+        assert_eq!(cache.entries.len(), 1);
     }
 }
