@@ -195,6 +195,7 @@ pub async fn run(ctx: &SessionCtx<'_>) -> SessionEnd {
     let write_timeout = config.ack_timeout;
     let mut last = Instant::now();
     let mut notice_retry: Option<Duration> = None;
+    let mut pending = PendingRefs::new(queue * 2);
     let mut draining: Option<
         std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>>,
     > = None;
@@ -225,6 +226,7 @@ pub async fn run(ctx: &SessionCtx<'_>) -> SessionEnd {
                 return SessionEnd::Drained;
             }
             Some(out) = rx.recv() => {
+                let out = if version.is_v2() { pending.track(out) } else { out };
                 match tokio::time::timeout(write_timeout, sink.send(out)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => return SessionEnd::Ended { lasted: lasted(connected_at), why: Ended::Error(e.to_string()) },
@@ -262,6 +264,13 @@ pub async fn run(ctx: &SessionCtx<'_>) -> SessionEnd {
                         Ok(ServerFrame::AckResult(r)) => {
                             for item in r.results.iter().filter(|i| i.status != AckStatus::Ok) {
                                 tracing::warn!(message_id = %item.message_id, status = ?item.status, "Relay did not apply ack/nack");
+                            }
+                            let failed = r.results.iter().any(|i| i.status == AckStatus::Error);
+                            if let Some(retry) = pending.settle(r.reference.as_deref(), failed) {
+                                tracing::debug!("Relay failed to apply an ack; sending it again");
+                                if tokio::time::timeout(write_timeout, sink.send(retry)).await.is_err() {
+                                    return SessionEnd::Ended { lasted: lasted(connected_at), why: Ended::Error("write timed out".into()) };
+                                }
                             }
                         }
                         Ok(ServerFrame::Error(e)) => tracing::warn!(code = ?e.code, message = %e.message, "Relay reported an error"),
@@ -302,9 +311,121 @@ pub async fn run(ctx: &SessionCtx<'_>) -> SessionEnd {
     }
 }
 
+/// v2 ack, nack and touch frames waiting for their `ack_result` (B.4), by `ref`. A frame whose
+/// result reports `error` (the buffer failed; the lease is unchanged) is sent again, at most
+/// [`MAX_FRAME_RETRIES`] times. Bounded: the oldest entries are forgotten first.
+#[derive(Debug)]
+struct PendingRefs {
+    next: u64,
+    capacity: usize,
+    frames: std::collections::HashMap<String, (serde_json::Value, u8)>,
+    order: std::collections::VecDeque<String>,
+}
+
+/// How often one ack frame is sent again after an `error` result.
+const MAX_FRAME_RETRIES: u8 = 3;
+
+impl PendingRefs {
+    fn new(capacity: usize) -> Self {
+        PendingRefs {
+            next: 0,
+            capacity: capacity.max(16),
+            frames: std::collections::HashMap::new(),
+            order: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Gives an ack/nack/touch frame a `ref` and remembers it; other frames pass unchanged.
+    fn track(&mut self, out: Message) -> Message {
+        self.track_with(out, 0)
+    }
+
+    fn track_with(&mut self, out: Message, tries: u8) -> Message {
+        let Message::Text(text) = &out else {
+            return out;
+        };
+        let Ok(serde_json::Value::Object(mut frame)) = serde_json::from_str(text) else {
+            return out;
+        };
+        if !matches!(
+            frame.get("type").and_then(|t| t.as_str()),
+            Some("ack" | "nack" | "touch")
+        ) {
+            return out;
+        }
+        self.next += 1;
+        let reference = format!("c{}", self.next);
+        frame.insert("ref".into(), serde_json::Value::String(reference.clone()));
+        let value = serde_json::Value::Object(frame);
+        let text = value.to_string();
+        if self.order.len() >= self.capacity
+            && let Some(old) = self.order.pop_front()
+        {
+            self.frames.remove(&old);
+        }
+        self.order.push_back(reference.clone());
+        self.frames.insert(reference, (value, tries));
+        Message::Text(text.into())
+    }
+
+    /// Forgets `reference`; returns the frame to send again when the result was an error.
+    fn settle(&mut self, reference: Option<&str>, failed: bool) -> Option<Message> {
+        let reference = reference?;
+        let (mut frame, tries) = self.frames.remove(reference)?;
+        self.order.retain(|r| r != reference);
+        if !failed || tries >= MAX_FRAME_RETRIES {
+            return None;
+        }
+        if let serde_json::Value::Object(map) = &mut frame {
+            map.remove("ref");
+        }
+        Some(self.track_with(Message::Text(frame.to_string().into()), tries + 1))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_ack_frames_are_sent_again_a_bounded_number_of_times() {
+        let mut p = PendingRefs::new(16);
+        let heartbeat = Message::Text(r#"{"type":"heartbeat"}"#.into());
+        assert_eq!(p.track(heartbeat.clone()), heartbeat);
+        let sent = p.track(Message::Text(r#"{"type":"ack","message_id":"m1"}"#.into()));
+        assert_eq!(
+            sent.to_text().unwrap(),
+            r#"{"type":"ack","message_id":"m1","ref":"c1"}"#
+        );
+        // An ok result forgets the frame.
+        assert!(p.settle(Some("c1"), false).is_none());
+        assert!(p.settle(Some("c1"), true).is_none());
+        // An error result sends it again, with a new ref, at most three times.
+        p.track(Message::Text(
+            r#"{"type":"nack","message_id":"m2","retry":true}"#.into(),
+        ));
+        let mut reference = "c2".to_owned();
+        for _ in 0..MAX_FRAME_RETRIES {
+            let again = p.settle(Some(&reference), true).expect("sent again");
+            let v: serde_json::Value = serde_json::from_str(again.to_text().unwrap()).unwrap();
+            assert_eq!(v["message_id"], "m2");
+            reference = v["ref"].as_str().unwrap().to_owned();
+        }
+        assert!(p.settle(Some(&reference), true).is_none());
+        assert!(p.frames.is_empty() && p.order.is_empty());
+    }
+
+    #[test]
+    fn pending_refs_are_bounded() {
+        let mut p = PendingRefs::new(16);
+        for i in 0..100 {
+            p.track(Message::Text(
+                format!(r#"{{"type":"ack","message_id":"m{i}"}}"#).into(),
+            ));
+        }
+        assert_eq!(p.frames.len(), 16);
+        assert_eq!(p.order.len(), 16);
+    }
 
     #[test]
     fn host_and_port_come_from_the_url() {

@@ -710,3 +710,57 @@ async fn websocket_goes_through_the_configured_http_proxy() {
     shutdown.cancel();
     handle.wait().await;
 }
+
+#[tokio::test]
+async fn ack_is_sent_again_when_the_relay_answers_error_in_ack_result() {
+    let target = Target::start().await;
+    let acks = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
+    let a = acks.clone();
+    let peer = Peer::start(move |stream, req| {
+        let a = a.clone();
+        async move {
+            let mut ws = accept_ws(stream, &req, true).await;
+            let _ = ws.send(Message::Text(connected_frame("wsc_r", 20).into())).await;
+            let hook = webhook_frame("msg_retry", 1, b"{}", "application/json");
+            let _ = ws.send(Message::Text(hook.into())).await;
+            while let Some(Ok(Message::Text(t))) = ws.next().await {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                if v["type"] != "ack" {
+                    continue;
+                }
+                let n = {
+                    let mut acks = a.lock().unwrap();
+                    acks.push(v.clone());
+                    acks.len()
+                };
+                // First answer: the buffer failed. Second: done.
+                let (status, outcome) = if n == 1 { ("error", "") } else { ("ok", r#","outcome":"acked""#) };
+                let result = format!(
+                    r#"{{"type":"ack_result","ref":{},"results":[{{"message_id":"msg_retry","status":"{status}"{outcome}}}]}}"#,
+                    v["ref"]
+                );
+                let _ = ws.send(Message::Text(result.into())).await;
+            }
+        }
+    })
+    .await;
+    let mut config = connector_config(peer.addr, &target.url("/hook"));
+    config.channels[0].protocol = Protocol::WebSocket;
+    let shutdown = CancellationToken::new();
+    let handle = webhook_connector::start(config, shutdown.clone())
+        .await
+        .unwrap();
+    assert!(eventually(LONG, || acks.lock().unwrap().len() == 2).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let acks = acks.lock().unwrap().clone();
+    assert_eq!(
+        acks.len(),
+        2,
+        "sent once more after the error, not again after ok"
+    );
+    assert!(acks.iter().all(|a| a["message_id"] == "msg_retry"));
+    assert_ne!(acks[0]["ref"], acks[1]["ref"]);
+    assert_eq!(target.hits("/hook"), 1);
+    shutdown.cancel();
+    handle.wait().await;
+}
