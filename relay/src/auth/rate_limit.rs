@@ -14,9 +14,15 @@ pub(crate) enum RateKey {
     ClientIp,
 }
 
+/// Admissions closer together than this share one log entry, stamped with the latest of
+/// them, so a group leaves the window no earlier than its last member (never admits more).
+const GROUP: Duration = Duration::from_millis(1);
+
 #[derive(Debug)]
 struct Entry {
-    admitted: VecDeque<Instant>,
+    /// (time of the latest admission in the group, admissions in the group), oldest first.
+    admitted: VecDeque<(Instant, u32)>,
+    total: usize,
     seq: u64,
 }
 
@@ -81,6 +87,7 @@ impl RateLimiter {
                 key,
                 Entry {
                     admitted: VecDeque::new(),
+                    total: 0,
                     seq,
                 },
             );
@@ -92,15 +99,16 @@ impl RateLimiter {
             return Ok(());
         };
         entry.seq = seq;
-        while let Some(&front) = entry.admitted.front() {
+        while let Some(&(front, count)) = entry.admitted.front() {
             if now.saturating_duration_since(front) >= self.window {
                 entry.admitted.pop_front();
+                entry.total = entry.total.saturating_sub(count as usize);
             } else {
                 break;
             }
         }
-        if entry.admitted.len() >= self.max_requests {
-            let oldest = entry.admitted.front().copied().unwrap_or(now);
+        if entry.total >= self.max_requests {
+            let oldest = entry.admitted.front().map(|&(t, _)| t).unwrap_or(now);
             let wait = (oldest + self.window).saturating_duration_since(now);
             let n = ceil_secs(wait);
             return Err(Rejection::too_many_requests(
@@ -108,7 +116,14 @@ impl RateLimiter {
                 n,
             ));
         }
-        entry.admitted.push_back(now);
+        match entry.admitted.back_mut() {
+            Some((t, count)) if now.saturating_duration_since(*t) < GROUP && *count < u32::MAX => {
+                *t = (*t).max(now);
+                *count += 1;
+            }
+            _ => entry.admitted.push_back((now, 1)),
+        }
+        entry.total += 1;
         Ok(())
     }
 
@@ -146,6 +161,34 @@ mod tests {
             )
             .expect_err("limited");
         assert!(r.retry_after().unwrap_or(0) >= 1);
+    }
+
+    #[test]
+    fn burst_within_a_millisecond_uses_one_log_entry_and_stays_exact() {
+        let l = RateLimiter::new(1_000_000, 60, RateKey::Webhook, 10);
+        let t0 = Instant::now();
+        for i in 0..100_000u32 {
+            assert!(l.check(IP, t0 + Duration::from_nanos(u64::from(i))).is_ok());
+        }
+        let entries = l
+            .inner
+            .lock()
+            .map(|i| i.entries.values().map(|e| e.admitted.len()).sum::<usize>())
+            .unwrap_or(0);
+        assert!(entries <= 1, "{entries}");
+        let l = RateLimiter::new(2, 1, RateKey::Webhook, 10);
+        assert!(l.check(IP, t0).is_ok());
+        assert!(l.check(IP, t0 + Duration::from_micros(500)).is_ok());
+        assert!(l.check(IP, t0 + Duration::from_millis(999)).is_err());
+        // The group leaves the window with its latest member, never earlier.
+        assert!(l.check(IP, t0 + Duration::from_millis(1000)).is_err());
+        assert!(
+            l.check(
+                IP,
+                t0 + Duration::from_millis(1000) + Duration::from_micros(500)
+            )
+            .is_ok()
+        );
     }
 
     #[test]
