@@ -7,10 +7,11 @@
 //! before taking the next message. Ordered connections (the relay's `max_in_flight` is 1) are
 //! processed one message at a time in arrival order.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -37,6 +38,16 @@ struct Core {
     /// Cancelled when the drain timeout ran out: remaining work stops and is nacked.
     work_cancel: CancellationToken,
     idle: Notify,
+    /// Messages being worked on, so a redelivery that arrives meanwhile (for example after a
+    /// reconnect) waits for that work instead of calling the target a second time. Bounded by
+    /// the holding permits.
+    in_progress: Mutex<HashMap<String, watch::Receiver<Option<Decision>>>>,
+}
+
+/// Either the work on a message is ours to do, or someone else's to wait for.
+enum Claim {
+    Mine(watch::Sender<Option<Decision>>),
+    Theirs(watch::Receiver<Option<Decision>>),
 }
 
 /// Dispatcher of one channel; shared by its successive connections.
@@ -75,6 +86,7 @@ impl Dispatcher {
             state,
             work_cancel: CancellationToken::new(),
             idle: Notify::new(),
+            in_progress: Mutex::new(HashMap::new()),
         });
         let (ordered_tx, mut rx) = mpsc::channel::<Job>(capacity);
         let tracker = TaskTracker::new();
@@ -190,6 +202,22 @@ async fn keep_leased(msg: &WebhookMessage, acks: &AckSink) {
 }
 
 impl Core {
+    fn lock_in_progress(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, watch::Receiver<Option<Decision>>>> {
+        self.in_progress.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn claim(&self, message_id: &str) -> Claim {
+        let mut map = self.lock_in_progress();
+        if let Some(rx) = map.get(message_id) {
+            return Claim::Theirs(rx.clone());
+        }
+        let (tx, rx) = watch::channel(None);
+        map.insert(message_id.to_owned(), rx);
+        Claim::Mine(tx)
+    }
+
     async fn process(&self, job: Job) {
         let Job { msg, held, acks } = job;
         let started = Instant::now();
@@ -198,9 +226,31 @@ impl Core {
             tracing::debug!(message_id = %msg.message_id, "Already completed; acking again");
             Decision::Ack
         } else {
-            tokio::select! {
-                d = self.run(&msg, started) => d,
-                () = keep_leased(&msg, &acks) => Decision::Nack { retry: true, reason: "lease keeper stopped".into() },
+            match self.claim(&msg.message_id) {
+                Claim::Theirs(mut rx) => {
+                    self.state.deduplicated.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(message_id = %msg.message_id, "Redelivered while in progress; waiting for that work");
+                    loop {
+                        if let Some(d) = rx.borrow().clone() {
+                            break d;
+                        }
+                        if rx.changed().await.is_err() {
+                            break Decision::Nack {
+                                retry: true,
+                                reason: "earlier work on this message stopped".into(),
+                            };
+                        }
+                    }
+                }
+                Claim::Mine(tx) => {
+                    let d = tokio::select! {
+                        d = self.run(&msg, started) => d,
+                        () = keep_leased(&msg, &acks) => Decision::Nack { retry: true, reason: "lease keeper stopped".into() },
+                    };
+                    tx.send_replace(Some(d.clone()));
+                    self.lock_in_progress().remove(&msg.message_id);
+                    d
+                }
             }
         };
         match &decision {

@@ -395,3 +395,40 @@ async fn ordered_messages_are_delivered_one_at_a_time_in_order() {
         (0..6).map(|i| format!("msg_{i}")).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test]
+async fn redelivery_during_work_waits_for_it_instead_of_calling_the_target_twice_r82() {
+    let target = Target::start().await;
+    target.set_delay(Duration::from_millis(400));
+    let (d, _) = dispatcher(channel_with(fast_target(target.url("/hook")), 4));
+    // The first delivery's connection is gone by the time it finishes; the redelivery arrives
+    // on a new connection while the first is still at the target.
+    let (old_acks, old_rx) = ws_sink(4);
+    let (new_acks, mut new_rx) = ws_sink(4);
+    let held = d.hold().await.unwrap();
+    d.dispatch(
+        Box::new(v2_message("msg_twice", b"{}")),
+        held,
+        old_acks,
+        false,
+    )
+    .await;
+    assert!(
+        crate::support::eventually(Duration::from_secs(10), || target.hits("/hook") == 1).await
+    );
+    drop(old_rx);
+    let held = d.hold().await.unwrap();
+    d.dispatch(
+        Box::new(v2_message("msg_twice", b"{}")),
+        held,
+        new_acks,
+        false,
+    )
+    .await;
+    let a = next_ack(&mut new_rx).await;
+    assert_eq!(
+        (a["type"].as_str(), a["message_id"].as_str()),
+        (Some("ack"), Some("msg_twice"))
+    );
+    assert_eq!(target.hits("/hook"), 1);
+}
