@@ -560,6 +560,15 @@ impl WebhookAuth {
         }
     }
 
+    /// Takes back the admission [`check_rate_limit`](Self::check_rate_limit) made at `now` for
+    /// a request that failed afterwards (parse, schema, queue full, …), so rejected requests
+    /// leave the webhook's budget unchanged. Pass the same `client` and `now`.
+    pub fn refund_rate_limit(&self, client: IpAddr, now: Instant) {
+        if let Some(l) = &self.rate_limit {
+            l.refund(client, now);
+        }
+    }
+
     /// Step 15: the `json_schema` (400 `JSON schema validation failed`, R-08).
     pub fn validate_schema(&self, payload: &Value) -> Result<(), Rejection> {
         match &self.schema {

@@ -127,6 +127,30 @@ impl RateLimiter {
         Ok(())
     }
 
+    /// Takes back one admission made at `admitted_at` for `client` (the request failed later,
+    /// so it must not use up the budget: R-11).
+    pub fn refund(&self, client: IpAddr, admitted_at: Instant) {
+        let key = match self.key {
+            RateKey::Webhook => None,
+            RateKey::ClientIp => Some(client),
+        };
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = guard.entries.get_mut(&key) else {
+            return;
+        };
+        // Groups are stamped with their latest member: the first group not older than
+        // `admitted_at` holds it.
+        let at = entry.admitted.partition_point(|&(t, _)| t < admitted_at);
+        let Some(group) = entry.admitted.get_mut(at) else {
+            return;
+        };
+        group.1 = group.1.saturating_sub(1);
+        if group.1 == 0 {
+            entry.admitted.remove(at);
+        }
+        entry.total = entry.total.saturating_sub(1);
+    }
+
     #[cfg(test)]
     fn keys(&self) -> usize {
         self.inner.lock().map(|i| i.entries.len()).unwrap_or(0)
@@ -188,6 +212,24 @@ mod tests {
                 t0 + Duration::from_millis(1000) + Duration::from_micros(500)
             )
             .is_ok()
+        );
+    }
+
+    #[test]
+    fn refunded_admission_frees_its_slot_r11() {
+        let l = RateLimiter::new(2, 60, RateKey::Webhook, 10);
+        let t0 = Instant::now();
+        assert!(l.check(IP, t0).is_ok());
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(l.check(IP, t1).is_ok());
+        assert!(l.check(IP, t1).is_err());
+        l.refund(IP, t1);
+        assert!(l.check(IP, t1 + Duration::from_secs(1)).is_ok());
+        assert!(l.check(IP, t1 + Duration::from_secs(2)).is_err());
+        // Refunding for an unknown key or time changes nothing.
+        l.refund(
+            IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            t0 + Duration::from_secs(100),
         );
     }
 
