@@ -257,6 +257,8 @@ impl Writer {
         let Some(mem) = self.mem.as_mut() else {
             return Err(Fail("store not loaded".into()));
         };
+        let n = cmds.len();
+        let t0 = Instant::now();
         let txn = self.db.begin_write()?;
         let mut b = Batch::default();
         {
@@ -266,11 +268,19 @@ impl Writer {
             }
             mem.flush(&mut t, &mut b)?;
         }
+        let t1 = Instant::now();
         if b.wrote {
             txn.commit()?;
         } else {
             txn.abort()?;
         }
+        tracing::trace!(
+            commands = n,
+            apply_us = (t1 - t0).as_micros() as u64,
+            commit_us = t1.elapsed().as_micros() as u64,
+            wrote = b.wrote,
+            "Embedded store batch done"
+        );
         Ok(b)
     }
 }

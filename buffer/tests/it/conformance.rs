@@ -40,7 +40,9 @@ macro_rules! conformance_suite {
             lease_waits_for_a_publish,
             touch_extends_the_lease,
             delete_channel_removes_messages_and_dead_letters,
-            health_check_succeeds
+            health_check_succeeds,
+            stale_token_cannot_settle_a_newer_lease_on_any_instance,
+            large_backlog_is_delivered_completely_r61
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -410,7 +412,7 @@ pub async fn sequence_increases_and_survives_reopen_r24(h: &dyn Harness) {
 
 pub async fn delivery_count_survives_reopen_r23(h: &dyn Harness) {
     let s = QueueSettings {
-        ack_timeout: Duration::from_millis(500),
+        ack_timeout: Duration::from_millis(1500),
         ..settings()
     };
     let b = open_with(h, "orders", &["stripe"], &s).await;
@@ -913,4 +915,94 @@ pub async fn delete_channel_removes_messages_and_dead_letters(h: &dyn Harness) {
 pub async fn health_check_succeeds(h: &dyn Harness) {
     let b = h.open().await;
     b.health_check().await.unwrap();
+}
+
+pub async fn stale_token_cannot_settle_a_newer_lease_on_any_instance(h: &dyn Harness) {
+    let s = QueueSettings {
+        requeue_delay_initial: Duration::ZERO,
+        ..settings()
+    };
+    let b = open_with(h, "orders", &["stripe"], &s).await;
+    let peer = h.peer(&b).await;
+    publish(&b, "orders", "stripe", 1).await;
+    let first = lease_one(&b, "orders").await;
+    let r = b.settle(&first.token, Settle::Release).await.unwrap();
+    assert!(matches!(r, Settled::Requeued { .. }), "{r:?}");
+    let second = lease_one(&peer, "orders").await;
+    assert_eq!(second.delivery_count, 2);
+    for action in [
+        Settle::Ack,
+        Settle::Touch,
+        Settle::Release,
+        Settle::Nack {
+            retry: false,
+            delay: None,
+            reason: None,
+        },
+    ] {
+        assert_eq!(
+            b.settle(&first.token, action.clone()).await.unwrap(),
+            Settled::NotInFlight,
+            "{action:?} with a stale token"
+        );
+        assert_eq!(
+            peer.settle(&first.token, action).await.unwrap(),
+            Settled::NotInFlight
+        );
+    }
+    // A forged handle changes nothing either.
+    let mut forged = second.token.clone();
+    forged.handle.push('9');
+    assert_eq!(
+        b.settle(&forged, Settle::Ack).await.unwrap(),
+        Settled::NotInFlight
+    );
+    // The current holder's ack works from the other instance (C.2 rule 4).
+    assert_eq!(
+        b.settle(&second.token, Settle::Ack).await.unwrap(),
+        Settled::Acked
+    );
+}
+
+pub async fn large_backlog_is_delivered_completely_r61(h: &dyn Harness) {
+    const N: u64 = 15_000;
+    let s = QueueSettings {
+        max_queue_size: 20_000,
+        ..settings()
+    };
+    let b = open_with(h, "orders", &["stripe"], &s).await;
+    let publishers = (0..32u64).map(|p| {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let mut n = p;
+            while n < N {
+                let mut e = envelope("orders", "stripe", n);
+                b.publish("stripe", &mut e).await.expect("publish");
+                n += 32;
+            }
+        })
+    });
+    for p in join_all(publishers).await {
+        p.expect("publisher");
+    }
+    assert_eq!(b.stats("orders").await.unwrap().total.queued, N);
+    let mut seen = vec![false; N as usize];
+    let mut count = 0;
+    while count < N {
+        let got = lease(&b, "orders", 1000, 2_000).await;
+        assert!(!got.is_empty(), "only {count} of {N} delivered");
+        let acks = got.iter().map(|l| b.settle(&l.token, Settle::Ack));
+        for r in join_all(acks).await {
+            assert_eq!(r.unwrap(), Settled::Acked);
+        }
+        for l in &got {
+            let n = body_n(l) as usize;
+            assert!(!seen[n], "{n} delivered twice");
+            seen[n] = true;
+            count += 1;
+        }
+    }
+    let st = b.stats("orders").await.unwrap();
+    assert_eq!(st.total.queued, 0);
+    assert_eq!(st.total.delivered, N);
 }
