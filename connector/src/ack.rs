@@ -5,11 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use webhook_connect_protocol::ClientFrame;
 use webhook_connect_protocol::ProtocolVersion;
+use webhook_connect_protocol::ack::AckBatchResponse;
 use webhook_connect_protocol::config_values::Secret;
+use webhook_connect_protocol::frames::AckStatus;
 use webhook_connect_protocol::frames::MAX_REASON_CHARS;
 use webhook_connect_protocol::version::{CONNECTION_ID_HEADER, PROTOCOL_HEADER};
 
@@ -44,8 +46,9 @@ pub struct HttpAcker {
     pub connection_id: String,
     /// Ask for v2 on the ack request.
     pub v2: bool,
-    /// The relay granted v2 on the stream (touch is v2 only).
+    /// The relay granted v2 on the stream (touch and batches are v2 only).
     pub granted_v2: bool,
+    batch: Option<mpsc::Sender<BatchItem>>,
     /// Timeout of each ack request (`ack_timeout`).
     pub timeout: Duration,
 }
@@ -89,6 +92,13 @@ impl AckSink {
                     .await
                     .map_err(|_| AckError::ConnectionGone)
             }
+            AckSink::Http(acker) if acker.batch.is_some() => {
+                let entry = serde_json::json!({"message_id": message_id, "status": "touch"});
+                match &acker.batch {
+                    Some(tx) => acker.submit(tx, entry).await,
+                    None => Ok(()),
+                }
+            }
             AckSink::Http(acker) => {
                 acker
                     .request(&[
@@ -130,8 +140,82 @@ impl AckSink {
     }
 }
 
+/// One entry of a v2 batch ack (`{"acks":[…]}`, B.9) waiting to be sent.
+#[derive(Debug)]
+pub struct BatchItem {
+    entry: serde_json::Value,
+    done: oneshot::Sender<Result<(), AckError>>,
+}
+
+/// Most entries in one batch request (the relay accepts up to 1000).
+pub const MAX_BATCH: usize = 500;
+
 impl HttpAcker {
+    /// An acker for one SSE connection or long-poll session. With v2 granted, acks are sent in
+    /// batches: whatever is waiting when the previous request finished goes in the next one, so
+    /// a quiet channel pays no extra latency and a busy one sends far fewer requests.
+    pub fn new(
+        client: reqwest::Client,
+        url: String,
+        token: Secret,
+        connection_id: String,
+        v2: bool,
+        granted_v2: bool,
+        timeout: Duration,
+    ) -> Arc<Self> {
+        let batch = if granted_v2 {
+            let (tx, rx) = mpsc::channel::<BatchItem>(4 * MAX_BATCH);
+            let worker = BatchWorker {
+                client: client.clone(),
+                url: url.clone(),
+                token: token.clone(),
+                connection_id: connection_id.clone(),
+                timeout,
+            };
+            tokio::spawn(worker.run(rx));
+            Some(tx)
+        } else {
+            None
+        };
+        Arc::new(HttpAcker {
+            client,
+            url,
+            token,
+            connection_id,
+            v2,
+            granted_v2,
+            timeout,
+            batch,
+        })
+    }
+
+    async fn submit(
+        &self,
+        tx: &mpsc::Sender<BatchItem>,
+        entry: serde_json::Value,
+    ) -> Result<(), AckError> {
+        let (done, wait) = oneshot::channel();
+        tx.send_timeout(BatchItem { entry, done }, self.timeout)
+            .await
+            .map_err(|_| AckError::Failed("ack batcher unavailable".into()))?;
+        // The worker bounds each request by the timeout and retries at most three times.
+        match tokio::time::timeout(self.timeout * 4 + Duration::from_secs(2), wait).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(AckError::Failed("ack batcher stopped".into())),
+            Err(_) => Err(AckError::Failed("ack timed out".into())),
+        }
+    }
+
     async fn send(&self, message_id: &str, decision: &Decision) -> Result<(), AckError> {
+        if let Some(tx) = &self.batch {
+            let entry = match decision {
+                Decision::Ack => serde_json::json!({"message_id": message_id, "status": "ack"}),
+                Decision::Nack { retry, reason } => serde_json::json!({
+                    "message_id": message_id, "status": "nack", "retry": retry, "reason": cut(reason)
+                }),
+            };
+            return self.submit(tx, entry).await;
+        }
         let mut query: Vec<(&str, String)> = vec![("message_id", message_id.to_owned())];
         match decision {
             Decision::Ack => query.push(("status", "ack".into())),
@@ -182,5 +266,102 @@ impl HttpAcker {
             tracing::debug!(attempt = i + 1, error = %last, "Ack request failed");
         }
         Err(AckError::Failed(last))
+    }
+}
+
+/// Sends the batches of one [`HttpAcker`]; ends when the acker is dropped.
+#[derive(Debug)]
+struct BatchWorker {
+    client: reqwest::Client,
+    url: String,
+    token: Secret,
+    connection_id: String,
+    timeout: Duration,
+}
+
+impl BatchWorker {
+    async fn run(self, mut rx: mpsc::Receiver<BatchItem>) {
+        while let Some(first) = rx.recv().await {
+            let mut items = vec![first];
+            while items.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(item) => items.push(item),
+                    Err(_) => break,
+                }
+            }
+            let results = self.send(&items).await;
+            for (item, result) in items.into_iter().zip(results) {
+                let _ = item.done.send(result);
+            }
+        }
+    }
+
+    async fn send(&self, items: &[BatchItem]) -> Vec<Result<(), AckError>> {
+        let body = serde_json::json!({
+            "acks": items.iter().map(|i| i.entry.clone()).collect::<Vec<_>>()
+        });
+        let all = |e: AckError| -> Vec<Result<(), AckError>> {
+            items
+                .iter()
+                .map(|_| {
+                    Err(match &e {
+                        AckError::NotInFlight => AckError::NotInFlight,
+                        AckError::ConnectionGone => AckError::ConnectionGone,
+                        AckError::Failed(m) => AckError::Failed(m.clone()),
+                    })
+                })
+                .collect()
+        };
+        let mut last = String::new();
+        for pause_ms in [0u64, 200, 1000] {
+            if pause_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+            }
+            let response = self
+                .client
+                .post(&self.url)
+                .timeout(self.timeout)
+                .bearer_auth(self.token.expose())
+                .header(CONNECTION_ID_HEADER, &self.connection_id)
+                .header(PROTOCOL_HEADER, "2")
+                .json(&body)
+                .send()
+                .await;
+            match response {
+                Ok(resp) if resp.status().is_success() => {
+                    let parsed: Result<AckBatchResponse, _> = resp.json().await;
+                    let Ok(parsed) = parsed else {
+                        return all(AckError::Failed("unreadable batch ack response".into()));
+                    };
+                    // Results come in request order.
+                    return items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, _)| match parsed.results.get(i).map(|r| r.status) {
+                            Some(AckStatus::Ok) => Ok(()),
+                            Some(AckStatus::NotInFlight) => Err(AckError::NotInFlight),
+                            Some(_) | None => {
+                                Err(AckError::Failed("relay could not apply the ack".into()))
+                            }
+                        })
+                        .collect();
+                }
+                Ok(resp) if resp.status() == reqwest::StatusCode::NOT_FOUND => {
+                    return all(AckError::NotInFlight);
+                }
+                Ok(resp) if resp.status().is_server_error() => {
+                    last = format!("relay answered {}", resp.status());
+                }
+                Ok(resp) => {
+                    return all(AckError::Failed(format!(
+                        "relay answered {}",
+                        resp.status()
+                    )));
+                }
+                Err(e) => last = e.to_string(),
+            }
+            tracing::debug!(error = %last, entries = items.len(), "Batch ack request failed");
+        }
+        all(AckError::Failed(last))
     }
 }

@@ -3,7 +3,6 @@
 //! over `POST /connect/ack` with the session id. In `auto` mode long-poll is used only against a
 //! relay that grants v2 (A.6).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -24,6 +23,7 @@ pub async fn run(ctx: &SessionCtx<'_>, auto: bool) -> SessionEnd {
     let config = &ctx.shared.config;
     let mut session: Option<String> = None;
     let mut connected_at: Option<Instant> = None;
+    let mut acker: Option<(String, AckSink)> = None;
     let ended = |at: Option<Instant>, why: Ended| match at {
         Some(at) => SessionEnd::Ended {
             lasted: at.elapsed(),
@@ -112,15 +112,23 @@ pub async fn run(ctx: &SessionCtx<'_>, auto: bool) -> SessionEnd {
                 };
                 session = Some(poll.connection_id.clone());
                 mark_connected(ctx, &mut connected_at, version, session.as_deref());
-                let acks = AckSink::Http(Arc::new(HttpAcker {
-                    client: ctx.shared.relay_client.clone(),
-                    url: format!("{}/connect/ack", config.cloud_url),
-                    token: ctx.token.clone(),
-                    connection_id: poll.connection_id.clone(),
-                    v2: ctx.wants_v2(),
-                    granted_v2: version.is_v2(),
-                    timeout: config.ack_timeout,
-                }));
+                // One acker per session: v2 keeps the session across polls.
+                let acks = match &acker {
+                    Some((id, a)) if *id == poll.connection_id => a.clone(),
+                    _ => {
+                        let a = AckSink::Http(HttpAcker::new(
+                            ctx.shared.relay_client.clone(),
+                            format!("{}/connect/ack", config.cloud_url),
+                            ctx.token.clone(),
+                            poll.connection_id.clone(),
+                            ctx.wants_v2(),
+                            version.is_v2(),
+                            config.ack_timeout,
+                        ));
+                        acker = Some((poll.connection_id.clone(), a.clone()));
+                        a
+                    }
+                };
                 for msg in poll.messages {
                     let msg: WebhookMessage = msg;
                     let Some(held) = ctx.dispatcher.hold().await else {

@@ -228,6 +228,14 @@ pub async fn run_channel(
         }
         state.set_connecting();
         let token = match channel.token.read() {
+            Ok(t) if t.is_empty() => {
+                tracing::error!(channel = %channel.channel, "The token file is empty");
+                state.set_disconnected();
+                if !sleep_or_stop(backoff.next_delay(), &shutdown).await {
+                    break;
+                }
+                continue;
+            }
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(channel = %channel.channel, error = %e, "Cannot read token_file");

@@ -2,7 +2,6 @@
 //! protocol crate's byte-level [`SseDecoder`], acks over `POST /connect/ack` with the
 //! stream's client, stale detection on any received bytes, comments included.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -90,15 +89,15 @@ pub async fn run(ctx: &SessionCtx<'_>) -> SessionEnd {
     ctx.state
         .connected("sse", u8::from(version), &connected.connection_id);
     tracing::info!(channel = %ctx.channel.channel, connection_id = %connected.connection_id, protocol_version = u8::from(version), "Connected over SSE");
-    let acks = AckSink::Http(Arc::new(HttpAcker {
-        client: ctx.shared.relay_client.clone(),
-        url: format!("{}/connect/ack", config.cloud_url),
-        token: ctx.token.clone(),
-        connection_id: connected.connection_id.clone(),
-        v2: ctx.wants_v2(),
-        granted_v2: version.is_v2(),
-        timeout: config.ack_timeout,
-    }));
+    let acks = AckSink::Http(HttpAcker::new(
+        ctx.shared.relay_client.clone(),
+        format!("{}/connect/ack", config.cloud_url),
+        ctx.token.clone(),
+        connected.connection_id.clone(),
+        ctx.wants_v2(),
+        version.is_v2(),
+        config.ack_timeout,
+    ));
     let stale_timeout = ctx.stale_timeout(&connected);
     let ordered = connected.max_in_flight == Some(1);
     let mut last = Instant::now();

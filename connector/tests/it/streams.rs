@@ -764,3 +764,57 @@ async fn ack_is_sent_again_when_the_relay_answers_error_in_ack_result() {
     shutdown.cancel();
     handle.wait().await;
 }
+
+#[tokio::test]
+async fn v1_sse_relay_gets_query_form_acks_and_nacks() {
+    let target = Target::start().await;
+    target.script("/hook", &[400]);
+    let acks = Arc::new(Mutex::new(Vec::new()));
+    let a = acks.clone();
+    let peer = Peer::start(move |mut stream, req| {
+        let a = a.clone();
+        async move {
+            if req.method == "POST" {
+                assert!(req.header("x-webhook-connect-protocol").is_some(), "v2 is still asked for");
+                handle_http_ack(stream, &req, &a).await;
+                return;
+            }
+            start_sse(&mut stream, false).await;
+            // The v1 event forms of A.2.2.
+            let v1 = |id: &str| format!(
+                r#"{{"type":"webhook","message_id":"{id}","sequence":1,"webhook_id":"shop-orders","timestamp":"2026-03-14T09:27:01.004512+00:00","headers":{{"content-type":"application/json"}},"payload":{{"id":"t1"}}}}"#
+            );
+            let text = format!(
+                "event: connected\ndata: {{\"connection_id\":\"sse_v1\",\"channel\":\"orders\"}}\n\nevent: webhook\ndata: {}\n\nevent: webhook\ndata: {}\n\nevent: heartbeat\ndata: {{\"timestamp\":\"2026-03-14T09:27:31.004990+00:00\"}}\n\n",
+                v1("msg_v1a"),
+                v1("msg_v1b")
+            );
+            let _ = stream.write_all(text.as_bytes()).await;
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if stream.write_all(b": ping\n\n").await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let mut config = connector_config(peer.addr, &target.url("/hook"));
+    config.channels[0].protocol = Protocol::Sse;
+    let shutdown = CancellationToken::new();
+    let handle = webhook_connector::start(config, shutdown.clone())
+        .await
+        .unwrap();
+    assert!(eventually(LONG, || acks.lock().unwrap().len() == 2).await);
+    let mut acks = acks.lock().unwrap().clone();
+    acks.sort_by(|x, y| x.status.cmp(&y.status));
+    assert_eq!(acks[0].status, "ack");
+    assert_eq!(acks[1].status, "nack");
+    assert_eq!(acks[1].retry, Some(false));
+    assert!(
+        acks.iter()
+            .all(|a| a.connection_id.as_deref() == Some("sse_v1"))
+    );
+    shutdown.cancel();
+    handle.wait().await;
+}

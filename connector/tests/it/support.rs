@@ -155,6 +155,7 @@ pub struct Request {
     pub method: String,
     pub target: String,
     pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 impl Request {
@@ -227,11 +228,12 @@ pub async fn read_request(stream: &mut TcpStream) -> Option<Request> {
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(0);
     let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).await.ok()?; // consumed, not needed
+    stream.read_exact(&mut body).await.ok()?;
     Some(Request {
         method,
         target,
         headers,
+        body,
     })
 }
 
@@ -320,14 +322,46 @@ impl Peer {
     }
 }
 
-/// Records HTTP acks (`POST /connect/ack`) and answers 200 as the spec shows.
+/// Records HTTP acks (`POST /connect/ack`, single query form or v2 batch body) and answers as
+/// the spec shows.
 pub async fn handle_http_ack(mut stream: TcpStream, req: &Request, acks: &Mutex<Vec<AckSeen>>) {
+    let connection_id = req.header("x-connection-id").map(str::to_owned);
+    if req.query("message_id").is_none() {
+        let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+        let entries = body["acks"].as_array().cloned().unwrap_or_default();
+        let mut results = Vec::new();
+        for e in &entries {
+            let id = e["message_id"].as_str().unwrap_or("").to_owned();
+            let status = e["status"].as_str().unwrap_or("ack").to_owned();
+            acks.lock().unwrap().push(AckSeen {
+                message_id: id.clone(),
+                status: status.clone(),
+                retry: e["retry"].as_bool(),
+                connection_id: connection_id.clone(),
+            });
+            let outcome = match status.as_str() {
+                "ack" => "acked",
+                "touch" => "extended",
+                _ => "requeued",
+            };
+            results.push(serde_json::json!({"message_id": id, "status": "ok", "outcome": outcome}));
+        }
+        let body = serde_json::json!({ "results": results }).to_string();
+        respond(
+            &mut stream,
+            200,
+            &[("content-type", "application/json")],
+            &body,
+        )
+        .await;
+        return;
+    }
     let id = req.query("message_id").unwrap_or_default();
     acks.lock().unwrap().push(AckSeen {
         message_id: id.clone(),
         status: req.query("status").unwrap_or_else(|| "ack".into()),
         retry: req.query("retry").map(|r| r == "true"),
-        connection_id: req.header("x-connection-id").map(str::to_owned),
+        connection_id,
     });
     respond(
         &mut stream,
