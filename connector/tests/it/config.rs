@@ -312,3 +312,17 @@ fn start_up_failures_exit_with_status_2_at_once_r73() {
     assert!(text.contains("health_listen"), "{text}");
     drop(taken);
 }
+
+#[test]
+fn shipped_example_configurations_pass_check_config_r121() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let (code, text) = check_config(&["--config", path.to_str().unwrap()], &[]);
+        assert_eq!(code, 0, "{}: {text}", path.display());
+        assert!(!text.contains("warning"), "{}: {text}", path.display());
+        checked += 1;
+    }
+    assert!(checked >= 2);
+}
