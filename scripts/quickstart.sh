@@ -33,6 +33,9 @@ listen = "127.0.0.1:$RELAY_PORT"
 [buffer.embedded]
 path = "$work/relay.db"
 
+[state]
+path = "$work/state.json"
+
 [[channels]]
 name = "demo"
 token = "$channel_token"

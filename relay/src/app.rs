@@ -18,13 +18,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use webhook_connect_buffer::{BufferError, EmbeddedBuffer, EmbeddedOptions, SharedBuffer};
-use webhook_connect_protocol::CloseReason;
+use webhook_connect_protocol::{CloseReason, Timestamp};
 
+use crate::admin::AdminGuard;
 use crate::auth::{AuthBuildOptions, TrustedProxies, WebhookAuth};
-use crate::channels::{Registry, WebhookRoute, channel_from_spec};
+use crate::channels::{Channel, Registry, TokenState, WebhookRoute, channel_from_spec, hash_token};
 use crate::config::{BackendKind, ChannelSpec, RelayConfig};
 use crate::delivery::{Hub, HubOptions};
 use crate::http_error::{ApiError, json_response};
+use crate::state_store::{StateStore, from_hex, hex};
 use crate::{health, ingest, transport};
 
 /// Shared state of a running relay.
@@ -41,6 +43,10 @@ pub struct AppState {
     /// Cancelled when graceful shutdown begins.
     pub shutdown: CancellationToken,
     buffer_ok: AtomicBool,
+    /// Admin authentication.
+    pub admin: AdminGuard,
+    /// Persisted tokens, rotations and pause state.
+    pub state_store: StateStore,
     /// Background tasks (dispatchers, releases, sweeps).
     pub tracker: TaskTracker,
     hub_options: HubOptions,
@@ -115,6 +121,12 @@ pub async fn build_state(
 ) -> Result<Arc<AppState>, StartError> {
     let trusted =
         TrustedProxies::parse(&config.file.server.trusted_proxies).map_err(StartError::Config)?;
+    let state_store = StateStore::open(std::path::Path::new(&config.file.state.path))
+        .map_err(|e| StartError::Config(format!("state.path: {e}")))?;
+    let admin = AdminGuard::new(
+        config.admin_token.expose(),
+        config.file.admin.max_failed_auth_per_minute,
+    );
     let state = Arc::new(AppState {
         config: Arc::new(config),
         registry: Registry::default(),
@@ -122,6 +134,8 @@ pub async fn build_state(
         trusted_proxies: trusted,
         shutdown: CancellationToken::new(),
         buffer_ok: AtomicBool::new(true),
+        admin,
+        state_store,
         tracker: TaskTracker::new(),
         hub_options: HubOptions::default(),
     });
@@ -193,7 +207,9 @@ async fn add_channel(
         state.shutdown.clone(),
         state.tracker.clone(),
     );
-    let channel = Arc::new(channel_from_spec(spec, hub));
+    let mut channel = channel_from_spec(spec, hub);
+    restore_persisted(state, &mut channel, spec)?;
+    let channel = Arc::new(channel);
     let mut errors = Vec::new();
     for webhook in &spec.webhooks {
         match WebhookAuth::from_entry(&webhook.entry, &webhook.path, options) {
@@ -215,6 +231,58 @@ async fn add_channel(
     } else {
         Err(errors.join("\n"))
     }
+}
+
+/// Applies the state store to a config-defined channel: a token rotated through the admin API
+/// stays in force unless the configured token changed since (then the configured one wins and
+/// earlier tokens stop working); the pause state is restored.
+fn restore_persisted(
+    state: &AppState,
+    channel: &mut Channel,
+    spec: &ChannelSpec,
+) -> Result<(), String> {
+    let configured = hash_token(spec.token.expose().as_bytes());
+    let configured_hex = hex(&configured);
+    let now = Timestamp::now();
+    let record = state.state_store.get(&spec.name);
+    let keep_rotation = record
+        .as_ref()
+        .is_some_and(|r| r.configured_token.as_deref() == Some(configured_hex.as_str()));
+    if let Some(r) = &record {
+        if keep_rotation {
+            let current = from_hex(&r.current_token).unwrap_or(configured);
+            let previous = r
+                .previous_token
+                .as_ref()
+                .and_then(|(h, at)| from_hex(h).map(|h| (h, *at)))
+                .filter(|(_, at)| *at > now);
+            channel.set_tokens(TokenState {
+                current,
+                previous,
+                rotated_at: r.rotated_at,
+            });
+        } else {
+            tracing::warn!(channel = %spec.name, "Configured token changed; it replaces every earlier token");
+        }
+        channel.hub.set_paused(r.paused);
+        if let Some(created) = r.created_at {
+            channel.created_at = created;
+        }
+    }
+    let created_at = channel.created_at;
+    state
+        .state_store
+        .update(&spec.name, |r| {
+            r.configured_token = Some(configured_hex.clone());
+            if !keep_rotation {
+                r.current_token = configured_hex.clone();
+                r.previous_token = None;
+                r.rotated_at = None;
+            }
+            r.created_at.get_or_insert(created_at);
+        })
+        .map(|_| ())
+        .map_err(|e| format!("channel \"{}\": state store: {e}", spec.name))
 }
 
 /// Decoded query pairs (lenient: undecodable bytes are replaced).
@@ -265,6 +333,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/health", get(health::health))
+        .nest(
+            "/admin/webhook-connect",
+            crate::admin::router(state.clone()),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(security_headers))

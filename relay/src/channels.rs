@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use webhook_connect_protocol::DataType;
+use webhook_connect_protocol::{DataType, Timestamp};
 
 use crate::auth::WebhookAuth;
 use crate::config::settings::ChannelSettings;
@@ -32,10 +32,26 @@ pub struct Channel {
     pub name: String,
     /// Where it is defined.
     pub source: ChannelSource,
-    tokens: RwLock<Vec<TokenHash>>,
+    /// Attached webhook ids, in attach order.
+    pub webhook_ids: Vec<String>,
+    /// When it was first created (from the state store).
+    pub created_at: Timestamp,
+    tokens: RwLock<TokenState>,
     /// Delivery of its messages to connectors.
     pub hub: Arc<Hub>,
     rate: Mutex<RateWindow>,
+}
+
+/// The channel's valid tokens: the current one and, during a rotation's grace period, the
+/// previous one (`http-api.md` §5.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenState {
+    /// Always valid.
+    pub current: TokenHash,
+    /// Valid until its expiry.
+    pub previous: Option<(TokenHash, Timestamp)>,
+    /// When the token was last rotated.
+    pub rotated_at: Option<Timestamp>,
 }
 
 /// A one-second window counter for the channel's `rate_limit_per_second`.
@@ -47,11 +63,23 @@ struct RateWindow {
 
 impl Channel {
     /// A channel with one valid token.
-    pub fn new(name: String, source: ChannelSource, token: TokenHash, hub: Arc<Hub>) -> Self {
+    pub fn new(
+        name: String,
+        source: ChannelSource,
+        webhook_ids: Vec<String>,
+        token: TokenHash,
+        hub: Arc<Hub>,
+    ) -> Self {
         Channel {
             name,
             source,
-            tokens: RwLock::new(vec![token]),
+            webhook_ids,
+            created_at: Timestamp::now(),
+            tokens: RwLock::new(TokenState {
+                current: token,
+                previous: None,
+                rotated_at: None,
+            }),
             hub,
             rate: Mutex::new(RateWindow {
                 started: Instant::now(),
@@ -84,9 +112,27 @@ impl Channel {
     /// True when `presented` is a valid token of this channel (constant time per token).
     pub fn token_matches(&self, presented: &TokenHash) -> bool {
         let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
-        tokens
-            .iter()
-            .fold(false, |found, t| found | bool::from(t.ct_eq(presented)))
+        let current = bool::from(tokens.current.ct_eq(presented));
+        let previous = match &tokens.previous {
+            Some((hash, expires)) => {
+                bool::from(hash.ct_eq(presented)) & (Timestamp::now() < *expires)
+            }
+            None => false,
+        };
+        current | previous
+    }
+
+    /// The token state.
+    pub fn tokens(&self) -> TokenState {
+        self.tokens
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the token state (rotation, or restoring persisted state).
+    pub fn set_tokens(&self, state: TokenState) {
+        *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = state;
     }
 
     /// The current settings (held by the hub).
@@ -196,6 +242,7 @@ pub fn channel_from_spec(spec: &ChannelSpec, hub: Arc<Hub>) -> Channel {
     Channel::new(
         spec.name.clone(),
         spec.source,
+        spec.webhooks.iter().map(|w| w.id.clone()).collect(),
         hash_token(spec.token.expose().as_bytes()),
         hub,
     )

@@ -2,6 +2,7 @@
 //!
 //! Start one in-process with [`app::run`] on any listener (tests use `127.0.0.1:0`).
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod body;
@@ -11,5 +12,6 @@ pub mod delivery;
 pub mod health;
 pub mod http_error;
 pub mod ingest;
+pub mod state_store;
 pub mod stats;
 pub mod transport;

@@ -96,8 +96,9 @@ impl Drop for Relay {
 /// A relay config with one embedded store under `dir` and the given `[[channels]]` text.
 pub fn relay_toml(dir: &Path, channels: &str) -> String {
     format!(
-        "[server]\nshutdown_grace_seconds = 2\n[buffer.embedded]\npath = \"{}\"\ncommit_max_delay_ms = 1\n\n{channels}",
-        dir.join("relay.db").display()
+        "[server]\nshutdown_grace_seconds = 2\n[buffer.embedded]\npath = \"{}\"\ncommit_max_delay_ms = 1\n[state]\npath = \"{}\"\n\n{channels}",
+        dir.join("relay.db").display(),
+        dir.join("state.json").display()
     )
 }
 

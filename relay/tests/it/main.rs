@@ -11,6 +11,7 @@ mod auth_methods;
 mod auth_network;
 mod auth_presets;
 mod auth_support;
+mod admin_api;
 mod body_limits;
 mod delivery_http;
 mod delivery_ws;

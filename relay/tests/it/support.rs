@@ -54,6 +54,8 @@ shutdown_grace_seconds = 1
 [buffer.embedded]
 path = "{db}"
 commit_max_delay_ms = 1
+[state]
+path = "{state}"
 {extra}
 [[channels]]
 name = "orders"
@@ -63,6 +65,7 @@ token = "{TOKEN}"
 [channels.webhooks.other]
 "#,
             db = dir.join("relay.db").display(),
+            state = dir.join("state.json").display(),
         );
         let path = dir.join("relay.toml");
         std::fs::write(&path, toml).unwrap();

@@ -1,0 +1,64 @@
+//! The admin API under `/admin/webhook-connect` (`http-api.md` §4–§6).
+//!
+//! Every route but `GET /health` passes the admin guard first ([`guard`]): disabled unless a
+//! token is configured, constant-time comparison on bytes, and a per-IP limit on failures.
+
+mod channels;
+mod dead_letters;
+mod guard;
+mod views;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{delete, get, post};
+
+pub use guard::AdminGuard;
+
+use crate::app::AppState;
+
+/// Admin routes, to be nested under `/admin/webhook-connect`.
+pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
+    let guarded = Router::new()
+        .route("/channels", get(channels::list))
+        .route("/channels/{channel}", get(channels::details))
+        .route(
+            "/channels/{channel}/rotate-token",
+            post(channels::rotate_token),
+        )
+        .route("/channels/{channel}/pause", post(channels::pause))
+        .route("/channels/{channel}/resume", post(channels::resume))
+        .route("/channels/{channel}/stats", get(channels::stats))
+        .route(
+            "/channels/{channel}/webhook-stats",
+            get(channels::webhook_stats),
+        )
+        .route(
+            "/channels/{channel}/connections/{connection_id}",
+            delete(channels::disconnect),
+        )
+        .route(
+            "/channels/{channel}/dead-letters",
+            get(dead_letters::list).delete(dead_letters::purge_many),
+        )
+        .route(
+            "/channels/{channel}/dead-letters/replay",
+            post(dead_letters::replay_many),
+        )
+        .route(
+            "/channels/{channel}/dead-letters/{message_id}",
+            get(dead_letters::get_one).delete(dead_letters::purge_one),
+        )
+        .route(
+            "/channels/{channel}/dead-letters/{message_id}/replay",
+            post(dead_letters::replay_one),
+        )
+        .route("/overview", get(channels::overview))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state,
+            guard::require_admin,
+        ));
+    Router::new()
+        .route("/health", get(channels::health))
+        .merge(guarded)
+}
