@@ -818,3 +818,47 @@ async fn v1_sse_relay_gets_query_form_acks_and_nacks() {
     shutdown.cancel();
     handle.wait().await;
 }
+
+#[tokio::test]
+async fn unfinished_work_is_nacked_with_retry_when_the_drain_timeout_ends_r81() {
+    let target = Target::start().await;
+    target.set_delay(Duration::from_secs(5));
+    let log = Arc::new(WsLog::default());
+    let peer = ws_peer(
+        log.clone(),
+        true,
+        vec![webhook_frame(
+            "msg_slow_drain",
+            1,
+            b"{}",
+            "application/json",
+        )],
+    )
+    .await;
+    let mut config = connector_config(peer.addr, &target.url("/hook"));
+    config.channels[0].protocol = Protocol::WebSocket;
+    config.drain_timeout = Duration::from_millis(300);
+    let shutdown = CancellationToken::new();
+    let handle = webhook_connector::start(config, shutdown.clone())
+        .await
+        .unwrap();
+    assert!(eventually(LONG, || target.hits("/hook") == 1).await);
+    shutdown.cancel();
+    assert_eq!(
+        tokio::time::timeout(LONG, handle.wait()).await.unwrap(),
+        RunOutcome::Shutdown
+    );
+    let acks = log.acks();
+    assert_eq!(acks.len(), 1);
+    assert_eq!(acks[0]["type"], "nack");
+    assert_eq!(acks[0]["retry"], true);
+    assert!(
+        eventually(Duration::from_secs(5), || !log
+            .close_codes
+            .lock()
+            .unwrap()
+            .is_empty())
+        .await
+    );
+    assert_eq!(log.close_codes.lock().unwrap()[0], 1000);
+}
