@@ -14,6 +14,7 @@ mod delay;
 pub mod embedded;
 mod error;
 mod notify;
+mod reason;
 pub mod redis;
 mod types;
 mod unreadable;

@@ -225,7 +225,7 @@ impl Buffer for EmbeddedBuffer {
     async fn settle(&self, token: &LeaseToken, action: Settle) -> Result<Settled, BufferError> {
         self.call(|reply| Cmd::Settle {
             token: token.clone(),
-            action,
+            action: crate::reason::bound_action(action),
             reply,
         })
         .await

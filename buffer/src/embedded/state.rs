@@ -624,7 +624,11 @@ impl Mem {
         let Some(chan) = self.channels.get_mut(&channel) else {
             return Ok(Err(BufferError::UnknownChannel(channel)));
         };
-        let Some(q) = chan.queues.get_mut(queue) else {
+        let declared = chan
+            .webhook_ids
+            .binary_search_by(|w| w.as_str().cmp(queue))
+            .is_ok();
+        let Some(q) = chan.queues.get_mut(queue).filter(|_| declared) else {
             return Ok(Err(BufferError::UnknownChannel(format!(
                 "{channel}/{queue}"
             ))));

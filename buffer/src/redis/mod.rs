@@ -674,7 +674,7 @@ impl Buffer for RedisBuffer {
 
     async fn settle(&self, token: &LeaseToken, action: Settle) -> Result<Settled, BufferError> {
         let base = self.base(&token.channel);
-        let (name, delay, reason) = match action {
+        let (name, delay, reason) = match crate::reason::bound_action(action) {
             Settle::Ack => ("ack", -1, None),
             Settle::Nack {
                 retry: true,

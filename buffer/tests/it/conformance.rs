@@ -42,7 +42,13 @@ macro_rules! conformance_suite {
             delete_channel_removes_messages_and_dead_letters,
             health_check_succeeds,
             stale_token_cannot_settle_a_newer_lease_on_any_instance,
-            large_backlog_is_delivered_completely_r61
+            large_backlog_is_delivered_completely_r61,
+            ensure_channel_is_idempotent_and_keeps_messages,
+            publish_into_an_undeclared_queue_is_refused_r11,
+            removed_webhook_queue_is_drained_before_it_disappears,
+            lease_running_when_the_ttl_passes_still_accepts_its_ack,
+            expired_leases_count_toward_max_attempts_r19_r20,
+            long_nack_reason_is_kept_bounded
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -1005,4 +1011,152 @@ pub async fn large_backlog_is_delivered_completely_r61(h: &dyn Harness) {
     let st = b.stats("orders").await.unwrap();
     assert_eq!(st.total.queued, 0);
     assert_eq!(st.total.delivered, N);
+}
+
+pub async fn ensure_channel_is_idempotent_and_keeps_messages(h: &dyn Harness) {
+    let b = open_with(h, "orders", &["stripe"], &settings()).await;
+    dead_letter_n(&b, "orders", "stripe", 2).await;
+    let first = publish(&b, "orders", "stripe", 1).await;
+    let changed = QueueSettings {
+        max_queue_size: 5,
+        ..settings()
+    };
+    ensure(&b, "orders", &["stripe"], &changed).await;
+    ensure(&b, "orders", &["stripe"], &changed).await;
+    let st = b.stats("orders").await.unwrap();
+    assert_eq!(st.total.queued, 1);
+    assert_eq!(st.total.dead_letters, 1);
+    assert_eq!(st.total.published, 2);
+    let next = publish(&b, "orders", "stripe", 3).await;
+    assert!(next.sequence > first.sequence);
+    // The new limit applies.
+    // Live: `first`, `next` and three more make five; the dead letter does not count.
+    for n in 4..7 {
+        publish(&b, "orders", "stripe", n).await;
+    }
+    let mut e = envelope("orders", "stripe", 9);
+    assert!(matches!(
+        b.publish("stripe", &mut e).await,
+        Err(BufferError::QueueFull)
+    ));
+}
+
+pub async fn publish_into_an_undeclared_queue_is_refused_r11(h: &dyn Harness) {
+    let b = open_with(h, "orders", &["stripe"], &settings()).await;
+    let mut e = envelope("orders", "github", 1);
+    assert!(matches!(
+        b.publish("github", &mut e).await,
+        Err(BufferError::UnknownChannel(_))
+    ));
+    let next = publish(&b, "orders", "stripe", 2).await;
+    assert_eq!(
+        next.sequence, 1,
+        "a refused publish consumed a sequence number"
+    );
+    assert_eq!(b.stats("orders").await.unwrap().total.queued, 1);
+}
+
+pub async fn removed_webhook_queue_is_drained_before_it_disappears(h: &dyn Harness) {
+    let b = open_with(h, "orders", &["stripe", "github"], &settings()).await;
+    let kept = publish(&b, "orders", "github", 1).await;
+    ensure(&b, "orders", &["stripe"], &settings()).await;
+    let mut e = envelope("orders", "github", 2);
+    assert!(matches!(
+        b.publish("github", &mut e).await,
+        Err(BufferError::UnknownChannel(_))
+    ));
+    let st = b.stats("orders").await.unwrap();
+    assert_eq!(st.total.queued, 1);
+    let l = lease_one(&b, "orders").await;
+    assert_eq!(l.envelope.message_id, kept.message_id);
+    assert_eq!(
+        b.settle(&l.token, Settle::Ack).await.unwrap(),
+        Settled::Acked
+    );
+    ensure(&b, "orders", &["stripe"], &settings()).await;
+    let st = b.stats("orders").await.unwrap();
+    let names: Vec<&str> = st.queues.iter().map(|q| q.webhook_id.as_str()).collect();
+    assert_eq!(names, vec!["stripe"]);
+}
+
+pub async fn lease_running_when_the_ttl_passes_still_accepts_its_ack(h: &dyn Harness) {
+    let b = open_with(h, "orders", &["stripe"], &settings()).await;
+    let mut e = envelope("orders", "stripe", 1);
+    e.expires_at = Some(e.received_at.plus_millis(1_000));
+    b.publish("stripe", &mut e).await.unwrap();
+    let got = lease(&b, "orders", 1, 2_000).await;
+    if got.is_empty() {
+        // Too slow a machine: the message expired before the first lease; it must be a dead
+        // letter then, never delivered.
+        let page = b.dead_letters("orders", &dlq_all()).await.unwrap();
+        assert_eq!(page.items[0].reason, DeadLetterReason::Expired);
+        return;
+    }
+    let wait = got[0]
+        .envelope
+        .expires_at
+        .map(|t| t.unix_millis() - webhook_connect_protocol::Timestamp::now().unix_millis())
+        .unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(wait.max(0) as u64 + 200)).await;
+    assert_eq!(b.stats("orders").await.unwrap().total.in_flight, 1);
+    assert_eq!(
+        b.settle(&got[0].token, Settle::Ack).await.unwrap(),
+        Settled::Acked
+    );
+    assert!(
+        b.dead_letters("orders", &dlq_all())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+pub async fn expired_leases_count_toward_max_attempts_r19_r20(h: &dyn Harness) {
+    let s = QueueSettings {
+        max_delivery_attempts: 2,
+        ack_timeout: Duration::from_millis(300),
+        requeue_delay_initial: Duration::from_millis(10),
+        requeue_delay_max: Duration::from_millis(10),
+        ..settings()
+    };
+    let b = open_with(h, "orders", &["stripe"], &s).await;
+    let sent = publish(&b, "orders", "stripe", 1).await;
+    let first = lease_one(&b, "orders").await;
+    assert_eq!(first.delivery_count, 1);
+    let second = lease_one(&b, "orders").await;
+    assert_eq!(second.delivery_count, 2);
+    // The second lease runs out too: that was the last attempt.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(lease(&b, "orders", 10, 300).await.is_empty());
+    let page = b.dead_letters("orders", &dlq_all()).await.unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].reason, DeadLetterReason::MaxAttempts);
+    assert_eq!(page.items[0].delivery_count, 2);
+    assert_eq!(page.items[0].envelope.message_id, sent.message_id);
+}
+
+pub async fn long_nack_reason_is_kept_bounded(h: &dyn Harness) {
+    let b = open_with(h, "orders", &["stripe"], &settings()).await;
+    publish(&b, "orders", "stripe", 1).await;
+    let l = lease_one(&b, "orders").await;
+    let reason = "é".repeat(100_000);
+    b.settle(
+        &l.token,
+        Settle::Nack {
+            retry: false,
+            delay: None,
+            reason: Some(reason.clone()),
+        },
+    )
+    .await
+    .unwrap();
+    let page = b.dead_letters("orders", &dlq_all()).await.unwrap();
+    let kept = page.items[0].last_error.clone().unwrap_or_default();
+    assert!(
+        !kept.is_empty() && kept.len() <= 1024,
+        "{} bytes kept",
+        kept.len()
+    );
+    assert!(reason.starts_with(&kept));
 }
