@@ -154,7 +154,9 @@ impl DigestMethod {
         let mut ts_bytes = [0u8; 8];
         ts_bytes.copy_from_slice(&raw[..8]);
         let ts = i64::from_be_bytes(ts_bytes);
-        ct_eq(&raw[8..], &self.nonce_mac(ts)) && ts <= now && now.saturating_sub(ts) <= self.nonce_ttl
+        ct_eq(&raw[8..], &self.nonce_mac(ts))
+            && ts <= now
+            && now.saturating_sub(ts) <= self.nonce_ttl
     }
 
     fn fail(&self, detail: impl Into<String>, now: i64) -> Rejection {

@@ -8,9 +8,49 @@ use serde_json::{Map, Value};
 
 use super::rejection::Rejection;
 
-/// The algorithms of the whitelist (`none`, `HS1`, `MD5` and others are load errors).
-pub(crate) fn parse_algorithm(text: &str) -> Option<Algorithm> {
-    Some(match text.to_ascii_uppercase().as_str() {
+/// An algorithm of the whitelist (`none`, `HS1`, `MD5` and others are load errors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JwsAlg {
+    /// Verified by `jsonwebtoken`.
+    Std(Algorithm),
+    /// ECDSA P-521 with SHA-512, verified with `p521` (not supported by `jsonwebtoken`).
+    Es512,
+}
+
+impl JwsAlg {
+    /// The JWS `alg` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            JwsAlg::Es512 => "ES512",
+            JwsAlg::Std(a) => match a {
+                Algorithm::HS256 => "HS256",
+                Algorithm::HS384 => "HS384",
+                Algorithm::HS512 => "HS512",
+                Algorithm::RS256 => "RS256",
+                Algorithm::RS384 => "RS384",
+                Algorithm::RS512 => "RS512",
+                Algorithm::ES256 => "ES256",
+                Algorithm::ES384 => "ES384",
+                Algorithm::PS256 => "PS256",
+                Algorithm::PS384 => "PS384",
+                Algorithm::PS512 => "PS512",
+                Algorithm::EdDSA => "EdDSA",
+            },
+        }
+    }
+
+    /// True for the HMAC family.
+    pub fn is_hmac(self) -> bool {
+        matches!(
+            self,
+            JwsAlg::Std(Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+        )
+    }
+}
+
+/// Parses a whitelisted algorithm name, ignoring letter case.
+pub(crate) fn parse_algorithm(text: &str) -> Option<JwsAlg> {
+    Some(JwsAlg::Std(match text.to_ascii_uppercase().as_str() {
         "HS256" => Algorithm::HS256,
         "HS384" => Algorithm::HS384,
         "HS512" => Algorithm::HS512,
@@ -19,16 +59,12 @@ pub(crate) fn parse_algorithm(text: &str) -> Option<Algorithm> {
         "RS512" => Algorithm::RS512,
         "ES256" => Algorithm::ES256,
         "ES384" => Algorithm::ES384,
+        "ES512" => return Some(JwsAlg::Es512),
         "PS256" => Algorithm::PS256,
         "PS384" => Algorithm::PS384,
         "PS512" => Algorithm::PS512,
         _ => return None,
-    })
-}
-
-/// True for the HMAC family.
-pub(crate) fn is_hmac(alg: Algorithm) -> bool {
-    matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+    }))
 }
 
 /// The verification keys for one configured secret: the HMAC key, and the public key when the
@@ -37,6 +73,7 @@ pub(crate) struct JwtKeys {
     hmac: Option<DecodingKey>,
     rsa: Option<DecodingKey>,
     ec: Option<DecodingKey>,
+    p521: Option<p521::ecdsa::VerifyingKey>,
 }
 
 impl std::fmt::Debug for JwtKeys {
@@ -47,46 +84,76 @@ impl std::fmt::Debug for JwtKeys {
 
 impl JwtKeys {
     /// Builds keys for `algorithms`; the error never includes the secret.
-    pub fn new(secret: &str, algorithms: &[Algorithm]) -> Result<Self, String> {
+    pub fn new(secret: &str, algorithms: &[JwsAlg]) -> Result<Self, String> {
         let is_pem = secret.trim_start().starts_with("-----BEGIN");
         let mut keys = JwtKeys {
             hmac: None,
             rsa: None,
             ec: None,
+            p521: None,
         };
         for &alg in algorithms {
-            if is_hmac(alg) {
+            if alg.is_hmac() {
                 if !is_pem {
                     keys.hmac = Some(DecodingKey::from_secret(secret.as_bytes()));
                 }
-            } else if matches!(alg, Algorithm::ES256 | Algorithm::ES384) {
-                if !is_pem {
-                    return Err(format!("{alg:?} needs a PEM public key"));
+                continue;
+            }
+            if !is_pem {
+                return Err(format!("{} needs a PEM public key", alg.name()));
+            }
+            match alg {
+                JwsAlg::Es512 => {
+                    use p521::pkcs8::DecodePublicKey;
+                    let pk = p521::PublicKey::from_public_key_pem(secret.trim())
+                        .map_err(|_| "invalid PEM P-521 public key".to_string())?;
+                    keys.p521 = Some(
+                        p521::ecdsa::VerifyingKey::from_affine(*pk.as_affine())
+                            .map_err(|_| "invalid PEM P-521 public key".to_string())?,
+                    );
                 }
-                keys.ec = Some(
-                    DecodingKey::from_ec_pem(secret.as_bytes())
-                        .map_err(|_| "invalid PEM EC public key".to_string())?,
-                );
-            } else {
-                if !is_pem {
-                    return Err(format!("{alg:?} needs a PEM public key"));
+                JwsAlg::Std(Algorithm::ES256 | Algorithm::ES384) => {
+                    keys.ec = Some(
+                        DecodingKey::from_ec_pem(secret.as_bytes())
+                            .map_err(|_| "invalid PEM EC public key".to_string())?,
+                    );
                 }
-                keys.rsa = Some(
-                    DecodingKey::from_rsa_pem(secret.as_bytes())
-                        .map_err(|_| "invalid PEM RSA public key".to_string())?,
-                );
+                JwsAlg::Std(_) => {
+                    keys.rsa = Some(
+                        DecodingKey::from_rsa_pem(secret.as_bytes())
+                            .map_err(|_| "invalid PEM RSA public key".to_string())?,
+                    );
+                }
             }
         }
         Ok(keys)
     }
 
-    fn for_alg(&self, alg: Algorithm) -> Option<&DecodingKey> {
-        if is_hmac(alg) {
-            self.hmac.as_ref()
-        } else if matches!(alg, Algorithm::ES256 | Algorithm::ES384) {
-            self.ec.as_ref()
-        } else {
-            self.rsa.as_ref()
+    /// Verifies `signature_b64` (base64url) over `message` with `alg`.
+    fn verify(&self, alg: JwsAlg, message: &[u8], signature_b64: &str) -> Result<bool, JwsError> {
+        match alg {
+            JwsAlg::Es512 => {
+                use p521::ecdsa::signature::Verifier;
+                let key = self.p521.as_ref().ok_or(JwsError::Algorithm)?;
+                let raw = URL_SAFE_NO_PAD
+                    .decode(signature_b64)
+                    .map_err(|_| JwsError::Format)?;
+                let Ok(sig) = p521::ecdsa::Signature::from_slice(&raw) else {
+                    return Ok(false);
+                };
+                Ok(key.verify(message, &sig).is_ok())
+            }
+            JwsAlg::Std(a) => {
+                let key = if alg.is_hmac() {
+                    self.hmac.as_ref()
+                } else if matches!(a, Algorithm::ES256 | Algorithm::ES384) {
+                    self.ec.as_ref()
+                } else {
+                    self.rsa.as_ref()
+                }
+                .ok_or(JwsError::Algorithm)?;
+                Ok(jsonwebtoken::crypto::verify(signature_b64, message, key, a).unwrap_or(false))
+            }
         }
     }
 }
@@ -103,7 +170,7 @@ pub(crate) enum JwsError {
 /// name), and returns its claims object.
 pub(crate) fn verify_jws(
     token: &str,
-    allowed: &[Algorithm],
+    allowed: &[JwsAlg],
     keys: &JwtKeys,
 ) -> Result<Map<String, Value>, JwsError> {
     let mut parts = token.split('.');
@@ -132,14 +199,14 @@ pub(crate) fn verify_jws(
     let alg = allowed
         .iter()
         .copied()
-        .find(|a| format!("{a:?}") == alg_name)
+        .find(|a| a.name() == alg_name)
         .ok_or(JwsError::Algorithm)?;
-    let key = keys.for_alg(alg).ok_or(JwsError::Algorithm)?;
     let signing_input_len = h.len() + 1 + p.len();
     let message = &token.as_bytes()[..signing_input_len];
-    match jsonwebtoken::crypto::verify(s, message, key, alg) {
+    match keys.verify(alg, message, s) {
         Ok(true) => Ok(claims),
-        _ => Err(JwsError::Signature),
+        Ok(false) => Err(JwsError::Signature),
+        Err(e) => Err(e),
     }
 }
 
@@ -162,7 +229,7 @@ pub(crate) fn audience_matches(claims: &Map<String, Value>, expected: &str) -> b
 
 #[derive(Debug)]
 pub(crate) struct JwtMethod {
-    pub algorithm: Algorithm,
+    pub algorithm: JwsAlg,
     pub keys: JwtKeys,
     pub issuer: Option<String>,
     pub audience: Option<String>,

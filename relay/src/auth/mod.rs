@@ -934,7 +934,7 @@ fn build_oauth2(b: &Block<'_>, d: &mut Diagnostics, auth: &mut WebhookAuth) {
         let usable: Vec<_> = algorithms
             .iter()
             .copied()
-            .filter(|a| jwt::is_hmac(*a) != is_pem)
+            .filter(|a| a.is_hmac() != is_pem)
             .collect();
         if usable.is_empty() {
             b.error(

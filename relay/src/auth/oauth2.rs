@@ -4,12 +4,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use http::HeaderMap;
-use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use webhook_connect_protocol::config_values::Secret;
 
-use super::jwt::{JwsError, JwtKeys, audience_matches, numeric_claim, verify_jws};
+use super::jwt::{JwsAlg, JwsError, JwtKeys, audience_matches, numeric_claim, verify_jws};
 use super::outbound::form_body;
 use super::rejection::Rejection;
 
@@ -28,7 +27,7 @@ pub(crate) struct Introspection {
 
 #[derive(Debug)]
 pub(crate) struct JwtMode {
-    pub algorithms: Vec<Algorithm>,
+    pub algorithms: Vec<JwsAlg>,
     pub keys: JwtKeys,
 }
 

@@ -209,3 +209,68 @@ async fn oauth2_without_validation_accepts_any_present_token() {
         "Missing Authorization header",
     );
 }
+
+/// ES512 (P-521 with SHA-512), which `jsonwebtoken` lacks, is verified with `p521`.
+#[tokio::test]
+async fn jwt_es512_verifies_and_refuses_tampering() {
+    use p521::ecdsa::signature::RandomizedSigner;
+    use p521::elliptic_curve::rand_core::{CryptoRng, Error, RngCore};
+    use p521::pkcs8::{EncodePublicKey, LineEnding};
+
+    /// A deterministic generator for the ECDSA nonce (test only).
+    struct TestRng(u64);
+    impl RngCore for TestRng {
+        fn next_u32(&mut self) -> u32 {
+            (self.next_u64() >> 32) as u32
+        }
+        fn next_u64(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn fill_bytes(&mut self, dest: &mut [u8]) {
+            for b in dest {
+                *b = self.next_u64() as u8;
+            }
+        }
+        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), Error> {
+            self.fill_bytes(dest);
+            Ok(())
+        }
+    }
+    impl CryptoRng for TestRng {}
+
+    let mut scalar = [0x11u8; 66];
+    scalar[0] = 0;
+    let signing = p521::ecdsa::SigningKey::from_slice(&scalar).expect("scalar");
+    let verifying = p521::ecdsa::VerifyingKey::from(&signing);
+    let public = p521::PublicKey::from_affine(*verifying.as_affine()).expect("point");
+    let pem = public.to_public_key_pem(LineEnding::LF).expect("pem");
+
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"ES512","typ":"JWT"}"#);
+    let claims = URL_SAFE_NO_PAD.encode(br#"{"sub":"a"}"#);
+    let input = format!("{header}.{claims}");
+    let sig: p521::ecdsa::Signature =
+        signing.sign_with_rng(&mut TestRng(0x9e37_79b9_7f4a_7c15), input.as_bytes());
+    let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()));
+
+    let auth = build(json!({"jwt": {"secret": pem, "algorithm": "ES512"}}));
+    assert!(auth_now(&auth, &bearer(&token)).await.is_ok());
+    let tampered = format!(
+        "{header}.{}.{}",
+        URL_SAFE_NO_PAD.encode(br#"{"sub":"b"}"#),
+        URL_SAFE_NO_PAD.encode(sig.to_bytes())
+    );
+    assert_401(
+        auth_now(&auth, &bearer(&tampered)).await,
+        "Invalid JWT signature",
+    );
+    // An ES256 token on the ES512 configuration is an algorithm mismatch.
+    let key = EncodingKey::from_ec_pem(EC_PRIVATE_PEM.as_bytes()).expect("ec key");
+    let es256 = encode(&Header::new(Algorithm::ES256), &json!({"sub": "a"}), &key).expect("sign");
+    assert_401(
+        auth_now(&auth, &bearer(&es256)).await,
+        "Invalid JWT algorithm",
+    );
+}
