@@ -45,6 +45,9 @@ pub enum RunError {
     /// HTTP client could not be built (for example an invalid proxy URL).
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+    /// The completion record file cannot be used.
+    #[error("{0}")]
+    Completion(String),
     /// The health listener could not bind.
     #[error("health_listen: cannot listen on {addr}: {error}")]
     Health {
@@ -139,7 +142,10 @@ pub async fn start(
     let tracker = TaskTracker::new();
     for (channel, state) in config.channels.iter().zip(states.iter()) {
         let channel = Arc::new(channel.clone());
-        let record = Arc::new(CompletionRecord::new(&config.completion_record));
+        let record = Arc::new(
+            CompletionRecord::open(&config.completion_record, &channel.channel)
+                .map_err(RunError::Completion)?,
+        );
         let dispatcher = Arc::new(Dispatcher::new(
             channel.clone(),
             target_client.clone(),

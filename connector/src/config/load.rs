@@ -464,11 +464,6 @@ fn validate(
             let capacity = c.integer_in(p, "capacity", 10_000, 100, 10_000_000) as usize;
             let ttl = c.integer_in(p, "ttl_seconds", 86_400, 60, 2_592_000) as u64;
             let path = c.string(p, "path").map(PathBuf::from);
-            if path.is_some() {
-                p.warn(
-                    "completion_record.path: persistence is not implemented yet; the record is kept in memory".into(),
-                );
-            }
             c.finish(p, true);
             CompletionRecordConfig {
                 capacity,

@@ -260,7 +260,8 @@ pub struct CompletionRecordConfig {
     pub capacity: usize,
     /// `ttl_seconds` (default 86 400, 60–2 592 000).
     pub ttl: Duration,
-    /// `path` (default none). Accepted, but persistence is not implemented yet (warning).
+    /// `path` (default none): persist the record in `<path>.<channel>` so deduplication
+    /// survives restarts.
     pub path: Option<PathBuf>,
 }
 
