@@ -85,7 +85,7 @@ impl<'a> Block<'a> {
                     .push(format!("{}: missing field", self.field(key)));
                 None
             }
-            Some(Value::String(s)) if s.is_empty() => {
+            Some(Value::String(s)) if s.trim().is_empty() => {
                 diag.errors
                     .push(format!("{}: must not be empty", self.field(key)));
                 None

@@ -258,6 +258,17 @@ impl WebhookAuth {
         // authorization (§2.1).
         if let Some(v) = present("authorization") {
             match v {
+                // `"Bearer {$UNSET:}"` must not turn into "accept a bare `Bearer`".
+                Value::String(s)
+                    if s.trim().eq_ignore_ascii_case("bearer")
+                        || bearer::split_scheme(s.trim()).is_some_and(|(scheme, token)| {
+                            scheme.eq_ignore_ascii_case("bearer") && token.trim().is_empty()
+                        }) =>
+                {
+                    d.errors.push(format!(
+                        "{path}.authorization: empty configuration; remove the key to disable this method"
+                    ));
+                }
                 Value::String(s) => auth
                     .methods
                     .push(Method::Authorization(bearer::AuthorizationMethod::new(s))),

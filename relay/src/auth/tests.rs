@@ -16,6 +16,8 @@ fn empty_auth_blocks_are_load_errors_r114() {
         ("hmac", json!({})),
         ("authorization", json!("")),
         ("authorization", json!("  ")),
+        ("authorization", json!("Bearer ")),
+        ("authorization", json!("bearer")),
         ("basic_auth", json!(null)),
         ("ip_whitelist", json!([])),
         ("jwt", json!({})),
