@@ -2,18 +2,42 @@
 //! WebSocket, SSE or long-poll, deliver each one to a local HTTP target and ack it only after
 //! local success (`DESIGN.md`, `spec/wire-protocol.md`, `spec/modules.md` §7.1).
 //!
-//! Start it in-process with [`run`] (or [`start`] to learn the health listener's address):
+//! # Running it in-process
+//!
+//! [`start`] returns a [`ConnectorHandle`] (health listener address, per-channel health state);
+//! [`run`] is `start` + [`ConnectorHandle::wait`]. Cancelling the token drains: in-flight
+//! messages finish within `drain_timeout` and are acked, then the streams close with 1000.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), webhook_connector::RunError> {
-//! use webhook_connector::config::{ChannelConfig, ConnectorConfig, TargetConfig};
+//! use webhook_connector::config::{ChannelConfig, ConnectorConfig, Protocol, TargetConfig};
 //! let mut channel = ChannelConfig::new("orders", "ch_tok_secret");
+//! channel.protocol = Protocol::WebSocket; // default: Auto
 //! channel.default_target = Some(TargetConfig::new("http://127.0.0.1:3000/hook"));
-//! let config = ConnectorConfig::new("http://127.0.0.1:8080", channel);
+//! let mut config = ConnectorConfig::new("http://127.0.0.1:8080", channel);
+//! config.health_listen = Some("127.0.0.1:0".parse().unwrap());
 //! let shutdown = tokio_util::sync::CancellationToken::new();
-//! let outcome = webhook_connector::run(config, shutdown).await?;
-//! # let _ = outcome; Ok(()) }
+//! let handle = webhook_connector::start(config, shutdown.clone()).await?;
+//! println!("health on {:?}", handle.health_addr);
+//! shutdown.cancel();
+//! assert_eq!(handle.wait().await, webhook_connector::RunOutcome::Shutdown);
+//! # Ok(()) }
 //! ```
+//!
+//! A configuration can also be built from a JSON document with the file rules (strict target
+//! and channel objects, lenient top level) via [`config::load_from_value`], or from files,
+//! environment and flags via [`config::load`].
+//!
+//! # Layout
+//!
+//! - [`config`]: the configuration, its loading and validation (`check-config`);
+//! - [`stream`]: the per-channel connect loop and the WebSocket, SSE and long-poll clients;
+//! - [`dispatch`]: concurrency, ordering, memory bound and deduplication of received messages;
+//! - [`forward`]: the HTTP request to a local target and the ack/nack decision;
+//! - [`ack`]: acks and nacks back to the relay (frames, or `POST /connect/ack`);
+//! - [`completion`]: the completion record; [`backoff`]: reconnect delays;
+//! - [`health`]: `/healthz`, `/readyz`, `/metrics`; [`tls`]: TLS towards the relay;
+//! - [`app`]: start-up, the stale watchdog and shutdown.
 
 pub mod ack;
 pub mod app;
