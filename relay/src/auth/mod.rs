@@ -1067,7 +1067,13 @@ fn build_recaptcha(b: &Block<'_>, json_data: bool, d: &mut Diagnostics, auth: &m
             return;
         }
     }
-    let client = match outbound::build_client(None) {
+    // A loopback stand-in is reached directly, never through a configured proxy.
+    let loopback: Option<Vec<String>> = reqwest::Url::parse(&verify_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .filter(|h| matches!(h.as_str(), "127.0.0.1" | "localhost" | "[::1]"))
+        .map(|h| vec![h]);
+    let client = match outbound::build_client(loopback.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             b.error("verify_url", e, d);

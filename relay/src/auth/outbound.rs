@@ -71,7 +71,8 @@ impl Resolve for PolicyResolver {
 }
 
 /// A client with the verifier timeout and no redirects. With `ssrf_allowed_hosts`, restricted
-/// addresses are refused at resolution time except for the listed hosts.
+/// addresses are refused at resolution time except for the listed hosts, and proxy
+/// environment variables are ignored.
 pub(crate) fn build_client(
     ssrf_allowed_hosts: Option<&[String]>,
 ) -> Result<reqwest::Client, String> {
@@ -80,7 +81,9 @@ pub(crate) fn build_client(
         .connect_timeout(VERIFY_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none());
     if let Some(allowed) = ssrf_allowed_hosts {
-        builder = builder.dns_resolver(Arc::new(PolicyResolver {
+        // Through a proxy the target would be resolved by the proxy, out of the policy's
+        // reach: such calls go direct.
+        builder = builder.no_proxy().dns_resolver(Arc::new(PolicyResolver {
             allowed_hosts: allowed.iter().map(|h| h.to_ascii_lowercase()).collect(),
         }));
     }
