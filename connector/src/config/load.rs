@@ -451,12 +451,14 @@ fn validate(
             None
         }
     });
-    if let Some(policy) = r.string(p, "outbound_policy")
-        && policy != "permissive"
-        && policy != "strict"
-    {
-        r.error(p, "outbound_policy", "must be \"permissive\" or \"strict\"");
-    }
+    let strict = match r.string(p, "outbound_policy").as_deref() {
+        None | Some("permissive") => false,
+        Some("strict") => true,
+        Some(_) => {
+            r.error(p, "outbound_policy", "must be \"permissive\" or \"strict\"");
+            false
+        }
+    };
     let completion_record = match r.object(p, "completion_record") {
         None => CompletionRecordConfig::default(),
         Some(map) => {
@@ -489,7 +491,7 @@ fn validate(
     }
 
     // Channel defaults from the top level.
-    let defaults = channel_settings(&mut r, p, None, origins);
+    let defaults = channel_settings(&mut r, p, None, origins, strict);
     let channel_list = r.get("channels");
     let top_channel = r.string(p, "channel");
     let top_token = token_source(&mut r, p);
@@ -518,7 +520,7 @@ fn validate(
                 let mut c = Reader::new(map, path.clone(), origins);
                 let name = c.string(p, "channel");
                 let token = token_source(&mut c, p);
-                let settings = channel_settings(&mut c, p, Some(&defaults), origins);
+                let settings = channel_settings(&mut c, p, Some(&defaults), origins, strict);
                 c.finish(p, true);
                 match (name, token) {
                     (Some(name), Some(token)) => {
@@ -660,6 +662,7 @@ fn channel_settings(
     p: &mut Problems,
     defaults: Option<&ChannelDefaults>,
     origins: &Origins,
+    strict: bool,
 ) -> ChannelDefaults {
     let mut s = defaults.cloned().unwrap_or(ChannelDefaults {
         protocol: Protocol::Auto,
@@ -706,7 +709,7 @@ fn channel_settings(
         r.get("max_concurrent_requests");
     }
     if let Some(map) = r.object(p, "default_target") {
-        s.default_target = target(map, r.path_of("default_target"), origins, p);
+        s.default_target = target(map, r.path_of("default_target"), origins, p, strict);
     }
     if let Some(map) = r.object(p, "targets") {
         s.targets = BTreeMap::new();
@@ -715,7 +718,7 @@ fn channel_settings(
             let path = join(&base, id);
             match value {
                 Value::Object(t) => {
-                    if let Some(t) = target(t, path, origins, p) {
+                    if let Some(t) = target(t, path, origins, p, strict) {
                         s.targets.insert(id.clone(), t);
                     }
                 }
@@ -738,11 +741,20 @@ fn target(
     path: String,
     origins: &Origins,
     p: &mut Problems,
+    strict: bool,
 ) -> Option<TargetConfig> {
     let mut r = Reader::new(map, path, origins);
     let url = r.string(p, "url");
     let url = match url {
-        Some(u) if u.starts_with("http://") || u.starts_with("https://") => Some(u),
+        Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+            match super::outbound::check(&u, strict) {
+                None => Some(u),
+                Some(why) => {
+                    r.error(p, "url", why);
+                    None
+                }
+            }
+        }
         Some(u) => {
             r.error(
                 p,

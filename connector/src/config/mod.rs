@@ -7,6 +7,7 @@
 
 pub mod flags;
 pub mod load;
+pub mod outbound;
 mod reader;
 
 use std::collections::BTreeMap;
