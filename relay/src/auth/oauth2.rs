@@ -205,7 +205,10 @@ impl OAuth2Method {
             return Err(unauthorized("OAuth 2.0 token missing required scope"));
         }
         let mut until = now.saturating_add(intro.cache_seconds);
-        if let Some(exp) = result.get("exp").and_then(Value::as_i64) {
+        if let Some(exp) = result
+            .get("exp")
+            .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f.floor() as i64)))
+        {
             until = until.min(exp);
         }
         if until > now {
