@@ -42,6 +42,13 @@ impl Notifiers {
         self.shared.notify_waiters();
     }
 
+    /// Wakes the waiters of each channel.
+    pub(crate) fn wake_all<'a>(&self, channels: impl Iterator<Item = &'a str>) {
+        for channel in channels {
+            self.wake(channel);
+        }
+    }
+
     /// Forgets `channel` after waking its waiters.
     pub(crate) fn remove(&self, channel: &str) {
         let n = {

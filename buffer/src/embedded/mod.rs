@@ -79,6 +79,29 @@ impl Drop for Outstanding<'_> {
     }
 }
 
+/// The answer channel of a lease request. If the request is dropped (cancelled or timed out)
+/// after the writer answered but before the answer was read, the leases in it are handed back;
+/// if it is dropped before the writer answered, the writer hands them back itself.
+struct LeaseReply {
+    rx: Option<oneshot::Receiver<Result<state::LeaseOut, BufferError>>>,
+    tx: mpsc::Sender<Cmd>,
+}
+
+impl Drop for LeaseReply {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else {
+            return;
+        };
+        rx.close();
+        if let Ok(Ok(out)) = rx.try_recv() {
+            let tokens: Vec<LeaseToken> = out.leases.into_iter().map(|l| l.token).collect();
+            if !tokens.is_empty() && self.tx.try_send(Cmd::Unlease { tokens }).is_err() {
+                tracing::warn!("Could not hand back leases of a cancelled call; they will expire");
+            }
+        }
+    }
+}
+
 impl EmbeddedBuffer {
     /// Opens (or creates) the store at `path`, restoring leases of a previous process.
     ///
@@ -119,6 +142,32 @@ impl EmbeddedBuffer {
             options,
             path,
         })
+    }
+
+    async fn call_lease(&self, channel: &str, max: usize) -> Result<state::LeaseOut, BufferError> {
+        let _outstanding = Outstanding::new(&self.outstanding);
+        let (reply, rx) = oneshot::channel();
+        let mut guard = LeaseReply {
+            rx: Some(rx),
+            tx: self.tx.clone(),
+        };
+        let cmd = Cmd::Lease {
+            channel: channel.to_owned(),
+            max,
+            reply,
+        };
+        let exchange = async {
+            self.tx.send(cmd).await.map_err(|_| BufferError::Closed)?;
+            let rx = guard
+                .rx
+                .as_mut()
+                .ok_or_else(|| BufferError::Unavailable("lease answer lost".into()))?;
+            rx.await
+                .map_err(|_| BufferError::Unavailable("embedded store writer stopped".into()))?
+        };
+        tokio::time::timeout(self.options.operation_timeout, exchange)
+            .await
+            .map_err(|_| BufferError::Timeout)?
     }
 
     /// The store file.
@@ -196,13 +245,7 @@ impl Buffer for EmbeddedBuffer {
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let out = self
-                .call(|reply| Cmd::Lease {
-                    channel: channel.to_owned(),
-                    max,
-                    reply,
-                })
-                .await?;
+            let out = self.call_lease(channel, max).await?;
             if !out.leases.is_empty() || max == 0 {
                 return Ok(out.leases);
             }

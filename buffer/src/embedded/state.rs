@@ -949,6 +949,48 @@ impl Mem {
         }
     }
 
+    /// Undoes a lease whose caller never received it: ready again at once, and the delivery
+    /// does not count. Does nothing when the lease is no longer current.
+    pub(crate) fn unlease(
+        &mut self,
+        t: &mut Tables<'_>,
+        b: &mut Batch,
+        token: &LeaseToken,
+    ) -> SResult<()> {
+        let Some((seq, lease)) = token
+            .handle
+            .split_once('.')
+            .and_then(|(s, l)| Some((s.parse::<u64>().ok()?, l.parse::<u64>().ok()?)))
+        else {
+            return Ok(());
+        };
+        let channel = token.channel.as_str();
+        let queue = token.queue.as_str();
+        let Some(q) = self
+            .channels
+            .get_mut(channel)
+            .and_then(|c| c.queues.get_mut(queue))
+        else {
+            return Ok(());
+        };
+        if !q.msgs.get(&seq).is_some_and(
+            |r| matches!(r.state, MsgState::Leased { lease: held, .. } if held == lease),
+        ) {
+            return Ok(());
+        }
+        let Some(mut rec) = q.remove(seq) else {
+            return Ok(());
+        };
+        let now = now_ms();
+        rec.delivery_count = rec.delivery_count.saturating_sub(1);
+        rec.state = MsgState::Ready { ready_ms: now };
+        Self::put_meta(t, b, channel, queue, seq, &rec)?;
+        q.insert(seq, rec);
+        q.promote(now);
+        b.wake.insert(channel.to_owned());
+        Ok(())
+    }
+
     pub(crate) fn dead_letters(
         &mut self,
         t: &mut Tables<'_>,

@@ -82,6 +82,10 @@ pub(crate) enum Cmd {
     Health {
         reply: Reply<()>,
     },
+    /// Hand back leases a cancelled `lease` call received but never read.
+    Unlease {
+        tokens: Vec<LeaseToken>,
+    },
     Close {
         reply: oneshot::Sender<()>,
     },
@@ -89,7 +93,9 @@ pub(crate) enum Cmd {
 
 /// An answer held back until the batch is committed.
 trait Finish: Send {
-    fn finish(self: Box<Self>, failure: Option<&str>);
+    /// Answers the caller. Returns the leases of an answer nobody took (the caller gave up), so
+    /// they can be handed back.
+    fn finish(self: Box<Self>, failure: Option<&str>) -> Vec<LeaseToken>;
 }
 
 struct Done<T> {
@@ -98,13 +104,34 @@ struct Done<T> {
 }
 
 impl<T: Send> Finish for Done<T> {
-    fn finish(self: Box<Self>, failure: Option<&str>) {
+    fn finish(self: Box<Self>, failure: Option<&str>) -> Vec<LeaseToken> {
         let result = match failure {
             Some(msg) => Err(BufferError::Unavailable(msg.to_owned())),
             None => self.result,
         };
-        // The caller may have given up (timeout); nothing to do then.
+        // The caller may have given up (timeout); nothing to undo for these.
         let _ = self.reply.send(result);
+        Vec::new()
+    }
+}
+
+/// The answer to a lease: when its caller is gone (cancelled, timed out), the leases it would
+/// have received are handed back without counting an attempt.
+struct DoneLease {
+    reply: Reply<LeaseOut>,
+    result: Result<LeaseOut, BufferError>,
+}
+
+impl Finish for DoneLease {
+    fn finish(self: Box<Self>, failure: Option<&str>) -> Vec<LeaseToken> {
+        let result = match failure {
+            Some(msg) => Err(BufferError::Unavailable(msg.to_owned())),
+            None => self.result,
+        };
+        match self.reply.send(result) {
+            Err(Ok(out)) => out.leases.into_iter().map(|l| l.token).collect(),
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -231,11 +258,15 @@ impl Writer {
         let mut finished: Vec<Box<dyn Finish>> = Vec::with_capacity(cmds.len());
         match self.apply_all(cmds, &mut finished) {
             Ok(batch) => {
+                let mut orphans = Vec::new();
                 for f in finished {
-                    f.finish(None);
+                    orphans.extend(f.finish(None));
                 }
                 for channel in &batch.wake {
                     self.notifiers.wake(channel);
+                }
+                if !orphans.is_empty() {
+                    self.unlease(&orphans);
                 }
             }
             Err(fail) => {
@@ -245,6 +276,42 @@ impl Writer {
                 for f in finished {
                     f.finish(Some(&msg));
                 }
+            }
+        }
+    }
+
+    /// Hands back leases whose caller was gone: ready again at once, attempt not counted.
+    fn unlease(&mut self, tokens: &[LeaseToken]) {
+        let Some(mem) = self.mem.as_mut() else {
+            return;
+        };
+        let db = &self.db;
+        let result = (|| -> Result<Batch, Fail> {
+            let txn = db.begin_write()?;
+            let mut b = Batch::default();
+            {
+                let mut t = Tables::open(&txn)?;
+                for token in tokens {
+                    mem.unlease(&mut t, &mut b, token)?;
+                }
+                mem.flush(&mut t, &mut b)?;
+            }
+            txn.commit()?;
+            Ok(b)
+        })();
+        match result {
+            Ok(b) => {
+                tracing::debug!(
+                    count = tokens.len(),
+                    "Leases of a cancelled lease call handed back"
+                );
+                for channel in &b.wake {
+                    self.notifiers.wake(channel);
+                }
+            }
+            Err(fail) => {
+                tracing::warn!(error = %fail.0, "Could not hand back leases; they will expire");
+                self.mem = None;
             }
         }
     }
@@ -312,7 +379,10 @@ fn apply(
             channel,
             max,
             reply,
-        } => done(reply, mem.lease(t, b, &channel, max)?),
+        } => Box::new(DoneLease {
+            reply,
+            result: mem.lease(t, b, &channel, max)?,
+        }),
         Cmd::Settle {
             token,
             action,
@@ -346,6 +416,12 @@ fn apply(
         Cmd::Health { reply } => {
             mem.health(t, b)?;
             done(reply, Ok(()))
+        }
+        Cmd::Unlease { tokens } => {
+            for token in &tokens {
+                mem.unlease(t, b, token)?;
+            }
+            return Ok(());
         }
         Cmd::Close { reply } => {
             let _ = reply.send(());

@@ -74,14 +74,28 @@ impl fmt::Debug for RedisOptions {
     }
 }
 
-/// Queues in Redis Streams.
+/// Queues in Redis Streams. Cheap to clone; clones share the connection.
+#[derive(Clone)]
 pub struct RedisBuffer {
+    inner: Arc<Inner>,
+}
+
+/// The shared state of a [`RedisBuffer`] (spawned lease calls hold it too).
+pub struct Inner {
     conn: ConnectionManager,
     prefix: String,
     timeout: Duration,
-    scripts: Arc<Scripts>,
-    notifiers: Arc<Notifiers>,
+    scripts: Scripts,
+    notifiers: Notifiers,
     closed: AtomicBool,
+}
+
+impl std::ops::Deref for RedisBuffer {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
 }
 
 impl fmt::Debug for RedisBuffer {
@@ -89,6 +103,14 @@ impl fmt::Debug for RedisBuffer {
         f.debug_struct("RedisBuffer")
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inner")
+            .field("prefix", &self.prefix)
             .finish_non_exhaustive()
     }
 }
@@ -223,15 +245,19 @@ impl RedisBuffer {
         .map_err(|_| BufferError::Timeout)?
         .map_err(unavailable)?;
         Ok(RedisBuffer {
-            conn,
-            prefix: options.key_prefix,
-            timeout: options.operation_timeout,
-            scripts: Arc::new(Scripts::new()),
-            notifiers: Arc::new(Notifiers::default()),
-            closed: AtomicBool::new(false),
+            inner: Arc::new(Inner {
+                conn,
+                prefix: options.key_prefix,
+                timeout: options.operation_timeout,
+                scripts: Scripts::new(),
+                notifiers: Notifiers::default(),
+                closed: AtomicBool::new(false),
+            }),
         })
     }
+}
 
+impl Inner {
     /// The key prefix.
     pub fn key_prefix(&self) -> &str {
         &self.prefix
@@ -358,6 +384,26 @@ impl RedisBuffer {
             });
         }
         Ok((leases, u64::try_from(wake).ok()))
+    }
+
+    /// Hands back leases whose caller never received them: ready at once, attempt not counted.
+    async fn unlease(&self, leases: &[Lease]) {
+        for l in leases {
+            let Some((entry_id, generation)) = l.token.handle.split_once('|') else {
+                continue;
+            };
+            let args = [
+                self.base(&l.token.channel).into_bytes(),
+                l.token.queue.as_bytes().to_vec(),
+                entry_id.as_bytes().to_vec(),
+                generation.as_bytes().to_vec(),
+            ];
+            if let Err(e) = self.script(&self.scripts.unlease, &args).await {
+                tracing::warn!(message_id = %l.token.message_id, error = %e, "Could not hand back a lease; it will expire");
+            }
+        }
+        self.notifiers
+            .wake_all(leases.iter().map(|l| l.token.channel.as_str()));
     }
 
     async fn settle_script(
@@ -546,6 +592,63 @@ impl RedisBuffer {
     }
 }
 
+impl RedisBuffer {
+    /// One lease attempt in its own task: if this caller is cancelled while the script runs,
+    /// the task hands the leases back instead of leaving them to expire as failed attempts.
+    async fn lease_detached(
+        &self,
+        channel: &str,
+        max: usize,
+    ) -> Result<(Vec<Lease>, Option<u64>), BufferError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let inner = self.inner.clone();
+        let channel = channel.to_owned();
+        tokio::spawn(async move {
+            let result = inner.lease_once(&channel, max).await;
+            if let Err(Ok((leases, _))) = tx.send(result)
+                && !leases.is_empty()
+            {
+                inner.unlease(&leases).await;
+            }
+        });
+        let mut guard = DetachedLease {
+            rx: Some(rx),
+            inner: self.inner.clone(),
+        };
+        let rx = guard
+            .rx
+            .as_mut()
+            .ok_or_else(|| BufferError::Unavailable("lease answer lost".into()))?;
+        rx.await
+            .map_err(|_| BufferError::Unavailable("redis lease task stopped".into()))?
+    }
+}
+
+type LeaseAnswer = Result<(Vec<Lease>, Option<u64>), BufferError>;
+
+/// The answer channel of a detached lease call: if the caller is dropped after the answer
+/// arrived but before it was read, the leases in it are handed back.
+struct DetachedLease {
+    rx: Option<tokio::sync::oneshot::Receiver<LeaseAnswer>>,
+    inner: Arc<Inner>,
+}
+
+impl Drop for DetachedLease {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else {
+            return;
+        };
+        rx.close();
+        if let Ok(Ok((leases, _))) = rx.try_recv()
+            && !leases.is_empty()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let inner = self.inner.clone();
+            runtime.spawn(async move { inner.unlease(&leases).await });
+        }
+    }
+}
+
 #[async_trait]
 impl Buffer for RedisBuffer {
     async fn ensure_channel(
@@ -653,7 +756,7 @@ impl Buffer for RedisBuffer {
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (leases, wake_in) = self.lease_once(channel, max).await?;
+            let (leases, wake_in) = self.lease_detached(channel, max).await?;
             if !leases.is_empty() || max == 0 {
                 return Ok(leases);
             }
@@ -761,7 +864,7 @@ impl Buffer for RedisBuffer {
         };
         let items = all
             .into_iter()
-            .map(|(_, q, f)| Self::to_dead_letter(channel, q, &f))
+            .map(|(_, q, f)| Inner::to_dead_letter(channel, q, &f))
             .collect();
         Ok(DeadLetterPage { items, next_cursor })
     }

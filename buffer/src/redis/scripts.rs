@@ -390,6 +390,21 @@ redis.call('SADD', base .. ':allq', q)
 return { 0 }
 "#;
 
+/// ARGV: base, queue, entry id, generation. Undoes a lease nobody received: ready at once,
+/// delivery not counted. Returns 1 when undone, 0 when the lease was no longer current.
+const UNLEASE: &str = r#"
+local base, q, id, gen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local l = redis.call('HGET', qk(base, q, 'l'), id)
+if not l then return 0 end
+local g = string.match(l, '^(%d+)|')
+if g ~= gen then return 0 end
+redis.call('HDEL', qk(base, q, 'l'), id)
+redis.call('ZREM', qk(base, q, 'e'), id)
+redis.call('HINCRBY', qk(base, q, 'n'), id, -1)
+redis.call('ZADD', qk(base, q, 'd'), now_ms(), id)
+return 1
+"#;
+
 /// All scripts, compiled once.
 #[derive(Debug)]
 pub(crate) struct Scripts {
@@ -400,6 +415,7 @@ pub(crate) struct Scripts {
     pub settle: ::redis::Script,
     pub stats: ::redis::Script,
     pub replay: ::redis::Script,
+    pub unlease: ::redis::Script,
 }
 
 impl Scripts {
@@ -413,6 +429,7 @@ impl Scripts {
             settle: s(SETTLE),
             stats: s(STATS),
             replay: s(REPLAY),
+            unlease: s(UNLEASE),
         }
     }
 }

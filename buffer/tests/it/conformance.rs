@@ -48,7 +48,8 @@ macro_rules! conformance_suite {
             removed_webhook_queue_is_drained_before_it_disappears,
             lease_running_when_the_ttl_passes_still_accepts_its_ack,
             expired_leases_count_toward_max_attempts_r19_r20,
-            long_nack_reason_is_kept_bounded
+            long_nack_reason_is_kept_bounded,
+            cancelled_lease_call_costs_no_attempt_r27
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -1159,4 +1160,43 @@ pub async fn long_nack_reason_is_kept_bounded(h: &dyn Harness) {
         kept.len()
     );
     assert!(reason.starts_with(&kept));
+}
+
+pub async fn cancelled_lease_call_costs_no_attempt_r27(h: &dyn Harness) {
+    let b = open_with(h, "orders", &["stripe"], &settings()).await;
+    let mut cancelled = 0;
+    for n in 0..20 {
+        let sent = publish(&b, "orders", "stripe", n).await;
+        // One poll puts the request on its way; dropping the call then is what a relay does
+        // when the last connection leaves while it waits.
+        let mut call = b.lease("orders", 10, Duration::from_secs(5), "c");
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
+        drop(call);
+        let l = match first {
+            // On a busy machine the call can complete within that one poll; not a cancel then.
+            std::task::Poll::Ready(got) => {
+                let mut got = got.unwrap();
+                assert_eq!(got.len(), 1);
+                got.remove(0)
+            }
+            std::task::Poll::Pending => {
+                cancelled += 1;
+                lease_one(&b, "orders").await
+            }
+        };
+        assert_eq!(l.envelope.message_id, sent.message_id);
+        assert_eq!(
+            l.delivery_count, 1,
+            "a cancelled lease call counted an attempt"
+        );
+        assert_eq!(
+            b.settle(&l.token, Settle::Ack).await.unwrap(),
+            Settled::Acked
+        );
+        if cancelled == 3 {
+            break;
+        }
+    }
+    assert!(cancelled > 0, "no lease call could be cancelled");
+    assert_eq!(b.stats("orders").await.unwrap().total.nacked, 0);
 }
