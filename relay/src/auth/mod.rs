@@ -3,12 +3,17 @@
 //! A [`WebhookAuth`] is built once per webhook entry when the configuration loads
 //! ([`WebhookAuth::from_entry`]) and then used per request, in the order of `http-api.md` §1.2:
 //!
-//! 1. step 9: [`WebhookAuth::resolve_client_ip`] then [`WebhookAuth::check_ip`];
-//! 2. step 11: [`WebhookAuth::authenticate`];
-//! 3. step 12: [`WebhookAuth::check_rate_limit`];
-//! 4. steps 13–14: [`crate::body::parse_json_body`];
-//! 5. step 15: [`WebhookAuth::validate_schema`];
-//! 6. before storing: [`AuthPass::strip_headers`] and [`WebhookAuth::credential_cleanup`].
+//! 1. step 5: [`crate::body::check_headers`];
+//! 2. step 9: [`WebhookAuth::resolve_client_ip`] then [`WebhookAuth::check_ip`];
+//! 3. step 11: [`WebhookAuth::authenticate`] (or [`WebhookAuth::authenticate_at`], which also
+//!    names the failing method for `webhook_relay_auth_failures_total`), with
+//!    [`RequestView::full_url`] from [`request_url`];
+//! 4. step 12: [`WebhookAuth::check_rate_limit`]; if the request fails later,
+//!    [`WebhookAuth::refund_rate_limit`] so rejected requests change nothing;
+//! 5. steps 13–14: [`crate::body::parse_json_body`];
+//! 6. step 15: [`WebhookAuth::validate_schema`];
+//! 7. before storing: remove [`AuthPass::consumed_headers`] (already empty when stripping is
+//!    off for the webhook) and apply [`WebhookAuth::credential_cleanup`].
 
 mod api_key;
 mod basic;
