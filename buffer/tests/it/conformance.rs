@@ -49,7 +49,8 @@ macro_rules! conformance_suite {
             lease_running_when_the_ttl_passes_still_accepts_its_ack,
             expired_leases_count_toward_max_attempts_r19_r20,
             long_nack_reason_is_kept_bounded,
-            cancelled_lease_call_costs_no_attempt_r27
+            cancelled_lease_call_costs_no_attempt_r27,
+            large_binary_body_round_trips_byte_exact_r06
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -1199,4 +1200,33 @@ pub async fn cancelled_lease_call_costs_no_attempt_r27(h: &dyn Harness) {
     }
     assert!(cancelled > 0, "no lease call could be cancelled");
     assert_eq!(b.stats("orders").await.unwrap().total.nacked, 0);
+}
+
+pub async fn large_binary_body_round_trips_byte_exact_r06(h: &dyn Harness) {
+    let b = open_with(h, "orders", &["stripe"], &settings()).await;
+    let mut e = envelope("orders", "stripe", 1);
+    // 2 MiB of every byte value, not UTF-8, with CR/LF and NULs.
+    e.body = (0..2 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    e.data_type = webhook_connect_protocol::DataType::Blob;
+    e.raw_headers = Some(vec![("X-Signature".into(), "t=1,v1=abc".into())]);
+    b.publish("stripe", &mut e).await.unwrap();
+    let l = lease_one(&b, "orders").await;
+    assert_eq!(l.envelope.body, e.body);
+    assert_eq!(l.envelope.raw_headers, e.raw_headers);
+    assert_eq!(
+        l.envelope.data_type,
+        webhook_connect_protocol::DataType::Blob
+    );
+    b.settle(
+        &l.token,
+        Settle::Nack {
+            retry: false,
+            delay: None,
+            reason: None,
+        },
+    )
+    .await
+    .unwrap();
+    let page = b.dead_letters("orders", &dlq_all()).await.unwrap();
+    assert_eq!(page.items[0].envelope.body, e.body);
 }
