@@ -326,3 +326,21 @@ fn shipped_example_configurations_pass_check_config_r121() {
     }
     assert!(checked >= 2);
 }
+
+#[test]
+fn yaml_files_are_accepted_like_the_original() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "connector.yaml",
+        "cloud_url: https://relay.example.com\nchannel: orders\ntoken: \"{$T:abc}\"\nmax_concurrent_requests: 4\ndefault_target:\n  url: http://127.0.0.1:3000/hook\n  retry_enabled: false\n",
+    );
+    let flags = Flags {
+        config: Some(path),
+        ..Flags::default()
+    };
+    let (c, _) = load_with_env(&flags, &env(&[])).unwrap();
+    assert_eq!(c.channels[0].max_concurrent_requests, 4);
+    assert_eq!(c.channels[0].token.read().unwrap().expose(), "abc");
+    assert!(!c.channels[0].default_target.as_ref().unwrap().retry.enabled);
+}
