@@ -26,6 +26,7 @@ use crate::channels::{Channel, Registry, TokenState, WebhookRoute, channel_from_
 use crate::config::{BackendKind, ChannelSpec, RelayConfig};
 use crate::delivery::{Hub, HubOptions};
 use crate::http_error::{ApiError, json_response};
+use crate::metrics::Metrics;
 use crate::state_store::{StateStore, from_hex, hex};
 use crate::{health, ingest, transport};
 
@@ -47,6 +48,8 @@ pub struct AppState {
     pub admin: AdminGuard,
     /// Persisted tokens, rotations and pause state.
     pub state_store: StateStore,
+    /// Counters and histograms.
+    pub metrics: Arc<Metrics>,
     /// Background tasks (dispatchers, releases, sweeps).
     pub tracker: TaskTracker,
     hub_options: HubOptions,
@@ -127,6 +130,7 @@ pub async fn build_state(
         config.admin_token.expose(),
         config.file.admin.max_failed_auth_per_minute,
     );
+    let metrics = Arc::new(Metrics::default());
     let state = Arc::new(AppState {
         config: Arc::new(config),
         registry: Registry::default(),
@@ -137,7 +141,11 @@ pub async fn build_state(
         admin,
         state_store,
         tracker: TaskTracker::new(),
-        hub_options: HubOptions::default(),
+        hub_options: HubOptions {
+            metrics: metrics.clone(),
+            ..HubOptions::default()
+        },
+        metrics,
     });
     let options = auth_options(&state.config, &state.trusted_proxies);
     let mut errors = Vec::new();
@@ -333,6 +341,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/health", get(health::health))
+        .route("/metrics", get(health::metrics))
         .nest(
             "/admin/webhook-connect",
             crate::admin::router(state.clone()),

@@ -218,6 +218,14 @@ impl Registry {
             .clone()
     }
 
+    /// True when `webhook_id` has its own route.
+    pub fn has_route(&self, webhook_id: &str) -> bool {
+        self.webhooks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(webhook_id)
+    }
+
     /// The channel `name` if `presented` is one of its valid tokens. An unknown channel and a
     /// wrong token give the same `None` (no existence oracle).
     pub fn authorize(&self, name: &str, presented: &TokenHash) -> Option<Arc<Channel>> {

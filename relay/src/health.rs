@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use webhook_connect_protocol::ConnectionKind;
+
+use crate::metrics::GaugeSample;
 use serde_json::json;
 
 use crate::app::{AppState, status_body};
@@ -53,4 +56,69 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
             json!({"status": "unhealthy", "service": "webhook-relay", "timestamp": now, "components": {"webhook_connect": "unavailable"}}),
         )
     }
+}
+
+/// `GET /metrics`: counters and histograms, plus gauges read now from the buffer and hubs.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    if !state.config.file.metrics.enabled {
+        return crate::http_error::ApiError::new(StatusCode::NOT_FOUND, "Not Found")
+            .into_response();
+    }
+    let mut gauges = Vec::new();
+    for channel in state.registry.channels() {
+        let name = channel.name.clone();
+        if let Ok(stats) = state.buffer.stats(&name).await {
+            for q in &stats.queues {
+                gauges.push(GaugeSample {
+                    name: "webhook_relay_queue_depth",
+                    labels: vec![
+                        ("channel", name.clone()),
+                        ("webhook_id", q.webhook_id.clone()),
+                    ],
+                    value: q.queued as f64,
+                });
+            }
+            let t = &stats.total;
+            for (family, value) in [
+                ("webhook_relay_in_flight", t.in_flight as f64),
+                ("webhook_relay_dead_letters", t.dead_letters as f64),
+                (
+                    "webhook_relay_oldest_message_age_seconds",
+                    t.oldest_queued_age_seconds.unwrap_or(0.0),
+                ),
+            ] {
+                gauges.push(GaugeSample {
+                    name: family,
+                    labels: vec![("channel", name.clone())],
+                    value,
+                });
+            }
+        }
+        for kind in [
+            ConnectionKind::WebSocket,
+            ConnectionKind::Sse,
+            ConnectionKind::LongPoll,
+        ] {
+            let n = channel
+                .hub
+                .connections()
+                .iter()
+                .filter(|c| c.info.kind == kind)
+                .count();
+            gauges.push(GaugeSample {
+                name: "webhook_relay_connections",
+                labels: vec![
+                    ("channel", name.clone()),
+                    ("protocol", kind.as_str().to_owned()),
+                ],
+                value: n as f64,
+            });
+        }
+    }
+    let mut response = state.metrics.render(&gauges).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
 }

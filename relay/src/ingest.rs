@@ -45,19 +45,19 @@ pub async fn plain(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    respond(
-        ingest(
-            &state,
-            None,
-            &webhook_id,
-            peer,
-            &method,
-            &uri,
-            &headers,
-            body,
-        )
-        .await,
+    let started = Instant::now();
+    let result = ingest(
+        &state,
+        None,
+        &webhook_id,
+        peer,
+        &method,
+        &uri,
+        &headers,
+        body,
     )
+    .await;
+    respond(&state, &webhook_id, started, result)
 }
 
 /// `POST /webhook/{namespace}/{webhook_id}`
@@ -70,22 +70,51 @@ pub async fn namespaced(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    respond(
-        ingest(
-            &state,
-            Some(&namespace),
-            &webhook_id,
-            peer,
-            &method,
-            &uri,
-            &headers,
-            body,
-        )
-        .await,
+    let started = Instant::now();
+    let result = ingest(
+        &state,
+        Some(&namespace),
+        &webhook_id,
+        peer,
+        &method,
+        &uri,
+        &headers,
+        body,
     )
+    .await;
+    respond(&state, &webhook_id, started, result)
 }
 
-fn respond(result: Result<MessageId, ApiError>) -> Response {
+/// The `webhook_id` label: the id when it is configured, else a fixed value, so senders cannot
+/// grow the label set.
+fn metric_label<'a>(state: &AppState, webhook_id: &'a str) -> &'a str {
+    if state.registry.has_route(webhook_id) {
+        webhook_id
+    } else {
+        "_unknown"
+    }
+}
+
+fn respond(
+    state: &AppState,
+    webhook_id: &str,
+    started: Instant,
+    result: Result<MessageId, ApiError>,
+) -> Response {
+    let label = metric_label(state, webhook_id);
+    let status = match &result {
+        Ok(_) => "200".to_owned(),
+        Err(e) => e.status.as_u16().to_string(),
+    };
+    state.metrics.inc(
+        "webhook_relay_ingest_requests_total",
+        &[("webhook_id", label), ("status", &status)],
+    );
+    state.metrics.observe(
+        "webhook_relay_ingest_duration_seconds",
+        &[("webhook_id", label)],
+        started.elapsed().as_secs_f64(),
+    );
     match result {
         Ok(id) => json_response(
             StatusCode::OK,
@@ -223,7 +252,23 @@ async fn ingest(
         headers,
         client_ip,
     };
-    let pass = route.auth.authenticate(&view, &body).await?;
+    let pass = match route
+        .auth
+        .authenticate_at(&view, &body, std::time::SystemTime::now())
+        .await
+    {
+        Ok(pass) => pass,
+        Err((method, rejection)) => {
+            state.metrics.inc(
+                "webhook_relay_auth_failures_total",
+                &[
+                    ("webhook_id", metric_label(state, webhook_id)),
+                    ("method", method),
+                ],
+            );
+            return Err(rejection.into());
+        }
+    };
     // 12. Rate limits: the webhook's, then the channel's.
     route.auth.check_rate_limit(client_ip, Instant::now())?;
     route.channel.check_rate_limit()?;
@@ -274,6 +319,13 @@ async fn ingest(
     };
     match state.buffer.publish(&route.queue, &mut envelope).await {
         Ok(_) => {
+            state.metrics.inc(
+                "webhook_relay_messages_accepted_total",
+                &[
+                    ("channel", &envelope.channel),
+                    ("webhook_id", metric_label(state, webhook_id)),
+                ],
+            );
             tracing::debug!(channel = %envelope.channel, webhook_id, message_id = %envelope.message_id, "Webhook stored");
             Ok(envelope.message_id)
         }
@@ -293,6 +345,9 @@ async fn ingest(
             Err(ApiError::new(StatusCode::NOT_FOUND, "Webhook ID not found"))
         }
         Err(e) => {
+            state
+                .metrics
+                .inc("webhook_relay_buffer_errors_total", &[("op", "publish")]);
             tracing::warn!(channel = %envelope.channel, webhook_id, error = %e, "Store failed");
             Err(ApiError::unavailable())
         }

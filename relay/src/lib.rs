@@ -12,6 +12,7 @@ pub mod delivery;
 pub mod health;
 pub mod http_error;
 pub mod ingest;
+pub mod metrics;
 pub mod state_store;
 pub mod stats;
 pub mod transport;

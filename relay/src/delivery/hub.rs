@@ -16,6 +16,7 @@ use webhook_connect_protocol::{CloseReason, ConnectionId, ConnectionKind, Server
 
 use super::conn::{Conn, ConnInfo, InFlight, Outbound, PollSlot, Session};
 use crate::config::settings::ChannelSettings;
+use crate::metrics::Metrics;
 
 /// Tuning of a hub.
 #[derive(Debug, Clone)]
@@ -28,6 +29,8 @@ pub struct HubOptions {
     pub max_batch: usize,
     /// Extra outbound queue room per stream connection beyond its in-flight limit.
     pub outbound_slack: usize,
+    /// Where delivery events are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Default for HubOptions {
@@ -37,6 +40,7 @@ impl Default for HubOptions {
             lease_wait: Duration::from_millis(500),
             max_batch: 256,
             outbound_slack: 16,
+            metrics: Arc::new(Metrics::default()),
         }
     }
 }
@@ -115,6 +119,11 @@ impl Hub {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The metrics the hub counts into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.options.metrics
     }
 
     /// Channel name.
@@ -222,8 +231,27 @@ impl Hub {
             state.in_flight.drain().map(|(_, f)| f).collect()
         };
         conn.closed.cancel();
+        if let Some(reason) = conn.close_reason() {
+            self.count(
+                "webhook_relay_evictions_total",
+                &[("reason", reason.as_str())],
+            );
+        }
+        if !leases.is_empty() {
+            self.options.metrics.add(
+                "webhook_relay_redeliveries_total",
+                &[("channel", &self.channel), ("reason", "connection_lost")],
+                leases.len() as u64,
+            );
+        }
         self.release(leases);
         self.wake.notify_one();
+    }
+
+    fn count(&self, name: &'static str, extra: &[(&'static str, &str)]) {
+        let mut labels: Vec<(&'static str, &str)> = vec![("channel", &self.channel)];
+        labels.extend_from_slice(extra);
+        self.options.metrics.inc(name, &labels);
     }
 
     fn release(&self, leases: Vec<InFlight>) {
@@ -408,6 +436,9 @@ impl Hub {
                     }
                 }
                 Err(e) => {
+                    self.options
+                        .metrics
+                        .inc("webhook_relay_buffer_errors_total", &[("op", "lease")]);
                     tracing::warn!(channel = %self.channel, error = %e, "Lease failed");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -504,6 +535,7 @@ impl Hub {
                 sent
             };
             if delivered {
+                self.count("webhook_relay_messages_delivered_total", &[]);
                 return;
             }
         }
@@ -533,12 +565,15 @@ impl Hub {
         let now = Instant::now();
         let ack_timeout = self.settings().ack_timeout();
         let mut idle_clients = Vec::new();
+        let mut expired = 0u64;
         {
             let mut inner = self.lock();
             let mut dead_sessions = Vec::new();
             for conn in inner.conns.values() {
                 let mut s = conn.lock();
+                let before = s.in_flight.len();
                 s.in_flight.retain(|_, f| f.expires_at > now);
+                expired += (before - s.in_flight.len()) as u64;
                 if conn.info.kind == ConnectionKind::LongPoll {
                     let holds = !s.in_flight.is_empty();
                     s.sessions.retain(|id, session| {
@@ -558,6 +593,13 @@ impl Hub {
             for id in dead_sessions {
                 inner.sessions.remove(&id);
             }
+        }
+        if expired > 0 {
+            self.options.metrics.add(
+                "webhook_relay_redeliveries_total",
+                &[("channel", &self.channel), ("reason", "lease_expired")],
+                expired,
+            );
         }
         for client in idle_clients {
             self.unregister(&client);
@@ -589,6 +631,10 @@ impl Hub {
         };
         let is_touch = action == Settle::Touch;
         let is_ack = action == Settle::Ack;
+        let nack_retry = match &action {
+            Settle::Nack { retry, .. } => Some(*retry),
+            _ => None,
+        };
         match self.buffer.settle(&entry.token, action).await {
             Ok(Settled::NotInFlight) => {
                 conn.lock().in_flight.remove(message_id);
@@ -611,10 +657,32 @@ impl Hub {
                         s.nacked += 1;
                     }
                 }
+                if is_ack {
+                    self.count("webhook_relay_messages_acked_total", &[]);
+                }
+                if let Some(retry) = nack_retry {
+                    self.count(
+                        "webhook_relay_messages_nacked_total",
+                        &[("retry", if retry { "true" } else { "false" })],
+                    );
+                }
+                match &settled {
+                    Settled::Requeued { .. } => {
+                        self.count("webhook_relay_redeliveries_total", &[("reason", "nack")])
+                    }
+                    Settled::DeadLettered(reason) => self.count(
+                        "webhook_relay_dead_lettered_total",
+                        &[("reason", reason.as_str())],
+                    ),
+                    _ => {}
+                }
                 self.wake.notify_one();
                 SettleOutcome::Done(settled)
             }
             Err(e) => {
+                self.options
+                    .metrics
+                    .inc("webhook_relay_buffer_errors_total", &[("op", "settle")]);
                 tracing::warn!(channel = %self.channel, message_id, error = %e, "Settle failed; lease kept");
                 if !is_touch {
                     conn.lock().in_flight.insert(message_id.to_owned(), entry);

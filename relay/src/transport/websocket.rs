@@ -224,6 +224,22 @@ async fn read_loop(
         match decoded {
             Err(error) => {
                 tracing::debug!(connection_id = %conn.id, error = %error, "Malformed client frame");
+                hub.metrics().inc(
+                    "webhook_relay_protocol_errors_total",
+                    &[
+                        ("channel", hub.channel()),
+                        (
+                            "kind",
+                            if error.code
+                                == webhook_connect_protocol::FrameErrorCode::MalformedFrame
+                            {
+                                "malformed_frame"
+                            } else {
+                                "invalid_field"
+                            },
+                        ),
+                    ],
+                );
                 let now = Instant::now();
                 malformed.push_back(now);
                 while malformed

@@ -4,6 +4,7 @@
 
 mod auth_digest_oauth1;
 mod auth_fuzz;
+mod auth_ingest_http;
 mod auth_ip_rate;
 mod auth_jwt;
 mod auth_keys;
@@ -16,4 +17,5 @@ mod body_limits;
 mod delivery_http;
 mod delivery_ws;
 mod ingest_store;
+mod metrics_scrape;
 mod support;

@@ -1,0 +1,299 @@
+//! Relay metrics in the Prometheus text format 0.0.4 (`http-api.md` §2.4).
+//!
+//! Counters and histograms are kept here and bumped by [`Metrics::event`]-style helpers next to
+//! the log line they belong to; gauges (queue depth, in flight, connections, …) are read from the
+//! buffer and the hubs at scrape time, so they are never stale. Label values come only from
+//! configuration (channel and webhook names) or fixed sets, so label sets stay bounded.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+/// Upper bounds of the duration histograms, seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+type Key = (&'static str, Vec<(&'static str, String)>);
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// Counter and histogram families.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    counters: Mutex<BTreeMap<Key, u64>>,
+    histograms: Mutex<BTreeMap<Key, Histogram>>,
+}
+
+fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
+    (
+        name,
+        labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
+    )
+}
+
+const HELP: &[(&str, &str, &str)] = &[
+    (
+        "webhook_relay_ingest_requests_total",
+        "counter",
+        "Ingest requests by HTTP status.",
+    ),
+    (
+        "webhook_relay_ingest_duration_seconds",
+        "histogram",
+        "Time from request start to response.",
+    ),
+    (
+        "webhook_relay_messages_accepted_total",
+        "counter",
+        "Messages stored.",
+    ),
+    (
+        "webhook_relay_messages_delivered_total",
+        "counter",
+        "Leases created (deliveries and redeliveries).",
+    ),
+    (
+        "webhook_relay_messages_acked_total",
+        "counter",
+        "Acked messages.",
+    ),
+    (
+        "webhook_relay_messages_nacked_total",
+        "counter",
+        "Nacked messages.",
+    ),
+    (
+        "webhook_relay_redeliveries_total",
+        "counter",
+        "Messages made pending again, by cause.",
+    ),
+    (
+        "webhook_relay_dead_lettered_total",
+        "counter",
+        "Messages moved to dead letters, by reason.",
+    ),
+    (
+        "webhook_relay_evictions_total",
+        "counter",
+        "Connections closed by the relay, by reason.",
+    ),
+    (
+        "webhook_relay_protocol_errors_total",
+        "counter",
+        "Malformed client frames.",
+    ),
+    (
+        "webhook_relay_buffer_errors_total",
+        "counter",
+        "Failed buffer operations.",
+    ),
+    (
+        "webhook_relay_auth_failures_total",
+        "counter",
+        "Inbound authentication failures.",
+    ),
+    (
+        "webhook_relay_queue_depth",
+        "gauge",
+        "Messages waiting, per webhook queue.",
+    ),
+    ("webhook_relay_in_flight", "gauge", "Leased messages."),
+    ("webhook_relay_dead_letters", "gauge", "Dead-letter depth."),
+    (
+        "webhook_relay_oldest_message_age_seconds",
+        "gauge",
+        "Age of the oldest waiting message.",
+    ),
+    (
+        "webhook_relay_connections",
+        "gauge",
+        "Registered connections.",
+    ),
+];
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn labels_text(labels: &[(&'static str, String)], extra: Option<(&str, String)>) -> String {
+    let mut parts: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
+    if let Some((k, v)) = extra {
+        parts.push(format!("{k}=\"{v}\""));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", parts.join(","))
+    }
+}
+
+/// One gauge sample for [`Metrics::render`].
+#[derive(Debug, Clone)]
+pub struct GaugeSample {
+    /// Family name.
+    pub name: &'static str,
+    /// Labels.
+    pub labels: Vec<(&'static str, String)>,
+    /// Value.
+    pub value: f64,
+}
+
+impl Metrics {
+    /// Adds `by` to a counter.
+    pub fn add(&self, name: &'static str, labels: &[(&'static str, &str)], by: u64) {
+        let mut map = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry(key(name, labels)).or_insert(0) += by;
+    }
+
+    /// Adds one to a counter.
+    pub fn inc(&self, name: &'static str, labels: &[(&'static str, &str)]) {
+        self.add(name, labels, 1);
+    }
+
+    /// Records one observation (seconds) in a histogram.
+    pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], seconds: f64) {
+        let mut map = self.histograms.lock().unwrap_or_else(|p| p.into_inner());
+        let h = map.entry(key(name, labels)).or_default();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                h.counts[i] += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += seconds;
+    }
+
+    /// The value of a counter (tests and diagnostics).
+    pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> u64 {
+        let map = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&key(name, labels)).copied().unwrap_or(0)
+    }
+
+    /// The text exposition of every family, with `gauges` read at scrape time.
+    pub fn render(&self, gauges: &[GaugeSample]) -> String {
+        let counters = self
+            .counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let histograms = self
+            .histograms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut out = String::new();
+        for (family, kind, help) in HELP {
+            let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} {kind}");
+            match *kind {
+                "counter" => {
+                    for ((name, labels), value) in counters.iter().filter(|((n, _), _)| n == family)
+                    {
+                        let _ = writeln!(out, "{name}{} {value}", labels_text(labels, None));
+                    }
+                }
+                "histogram" => {
+                    for ((name, labels), h) in histograms.iter().filter(|((n, _), _)| n == family) {
+                        for (i, bound) in BUCKETS.iter().enumerate() {
+                            let _ = writeln!(
+                                out,
+                                "{name}_bucket{} {}",
+                                labels_text(labels, Some(("le", bound.to_string()))),
+                                h.counts[i]
+                            );
+                        }
+                        let _ = writeln!(
+                            out,
+                            "{name}_bucket{} {}",
+                            labels_text(labels, Some(("le", "+Inf".into()))),
+                            h.count
+                        );
+                        let _ = writeln!(out, "{name}_sum{} {}", labels_text(labels, None), h.sum);
+                        let _ =
+                            writeln!(out, "{name}_count{} {}", labels_text(labels, None), h.count);
+                    }
+                }
+                _ => {
+                    for g in gauges.iter().filter(|g| g.name == *family) {
+                        let _ = writeln!(
+                            out,
+                            "{}{} {}",
+                            g.name,
+                            labels_text(&g.labels, None),
+                            g.value
+                        );
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_histograms_and_gauges_in_text_format() {
+        let m = Metrics::default();
+        m.inc(
+            "webhook_relay_messages_acked_total",
+            &[("channel", "orders")],
+        );
+        m.add(
+            "webhook_relay_messages_acked_total",
+            &[("channel", "orders")],
+            2,
+        );
+        m.observe(
+            "webhook_relay_ingest_duration_seconds",
+            &[("webhook_id", "shop")],
+            0.003,
+        );
+        let text = m.render(&[GaugeSample {
+            name: "webhook_relay_connections",
+            labels: vec![("channel", "orders".into()), ("protocol", "sse".into())],
+            value: 2.0,
+        }]);
+        assert!(text.contains("webhook_relay_messages_acked_total{channel=\"orders\"} 3\n"));
+        assert!(text.contains(
+            "webhook_relay_ingest_duration_seconds_bucket{webhook_id=\"shop\",le=\"0.0025\"} 0\n"
+        ));
+        assert!(text.contains(
+            "webhook_relay_ingest_duration_seconds_bucket{webhook_id=\"shop\",le=\"0.005\"} 1\n"
+        ));
+        assert!(
+            text.contains("webhook_relay_ingest_duration_seconds_count{webhook_id=\"shop\"} 1\n")
+        );
+        assert!(
+            text.contains("webhook_relay_connections{channel=\"orders\",protocol=\"sse\"} 2\n")
+        );
+        assert!(text.contains("# TYPE webhook_relay_queue_depth gauge\n"));
+        assert_eq!(
+            m.counter(
+                "webhook_relay_messages_acked_total",
+                &[("channel", "orders")]
+            ),
+            3
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let m = Metrics::default();
+        m.inc("webhook_relay_evictions_total", &[("channel", "a\"b")]);
+        assert!(m.render(&[]).contains("channel=\"a\\\"b\""));
+    }
+}

@@ -1,0 +1,101 @@
+//! `/metrics` after real traffic: the counters and gauges moved as the traffic says.
+
+use std::time::Duration;
+
+use crate::support::{TestRelay, eventually};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_ingest_deliveries_acks_nacks_and_dead_letters() {
+    let relay = TestRelay::start("metrics", "", "").await;
+    let a = relay.post_ok("shop", "{}").await;
+    let b = relay.post_ok("shop", "{}").await;
+    assert_eq!(relay.post("no-such-hook", "{}").await.status(), 404);
+    let mut ws = relay.ws(true, &[]).await;
+    ws.next_of("connected", WAIT).await;
+    ws.next_of("webhook", WAIT).await;
+    ws.next_of("webhook", WAIT).await;
+    ws.send(&format!(r#"{{"type":"ack","message_id":"{a}"}}"#))
+        .await;
+    ws.next_of("ack_result", WAIT).await;
+    ws.send(&format!(
+        r#"{{"type":"nack","message_id":"{b}","retry":false}}"#
+    ))
+    .await;
+    ws.next_of("ack_result", WAIT).await;
+    ws.send("garbage").await;
+    ws.next_of("error", WAIT).await;
+    let scrape = || async {
+        relay
+            .http
+            .get(format!("{}/metrics", relay.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    assert!(
+        eventually(WAIT, || async {
+            value(
+                &scrape().await,
+                "webhook_relay_messages_acked_total{channel=\"orders\"}",
+            ) == Some(1.0)
+        })
+        .await
+    );
+    let text = scrape().await;
+    let check = |series: &str, expected: f64| {
+        assert_eq!(value(&text, series), Some(expected), "{series}\n{text}");
+    };
+    check(
+        "webhook_relay_ingest_requests_total{webhook_id=\"shop\",status=\"200\"}",
+        2.0,
+    );
+    check(
+        "webhook_relay_ingest_requests_total{webhook_id=\"_unknown\",status=\"404\"}",
+        1.0,
+    );
+    check(
+        "webhook_relay_messages_accepted_total{channel=\"orders\",webhook_id=\"shop\"}",
+        2.0,
+    );
+    check(
+        "webhook_relay_messages_delivered_total{channel=\"orders\"}",
+        2.0,
+    );
+    check(
+        "webhook_relay_messages_nacked_total{channel=\"orders\",retry=\"false\"}",
+        1.0,
+    );
+    check(
+        "webhook_relay_dead_lettered_total{channel=\"orders\",reason=\"rejected\"}",
+        1.0,
+    );
+    check(
+        "webhook_relay_protocol_errors_total{channel=\"orders\",kind=\"malformed_frame\"}",
+        1.0,
+    );
+    check(
+        "webhook_relay_connections{channel=\"orders\",protocol=\"websocket\"}",
+        1.0,
+    );
+    check("webhook_relay_dead_letters{channel=\"orders\"}", 1.0);
+    check(
+        "webhook_relay_queue_depth{channel=\"orders\",webhook_id=\"shop\"}",
+        0.0,
+    );
+    check(
+        "webhook_relay_ingest_duration_seconds_count{webhook_id=\"shop\"}",
+        2.0,
+    );
+}
