@@ -31,6 +31,12 @@ pub(crate) fn generation_key(prefix: &str) -> String {
     format!("{prefix}:lease_generation")
 }
 
+/// Pub/Sub channel on which every change that may let a waiting lease proceed is announced
+/// (payload: the channel name), so instances wake each other.
+pub(crate) fn wake_channel(prefix: &str) -> String {
+    format!("{prefix}:wake")
+}
+
 /// Written by health checks.
 pub(crate) fn health_key(prefix: &str) -> String {
     format!("{prefix}:health")

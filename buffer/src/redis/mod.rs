@@ -35,7 +35,9 @@ use crate::{
     Buffer, BufferError, ChannelStats, DeadLetter, DeadLetterPage, DeadLetterQuery,
     DeadLetterReason, Lease, LeaseToken, QueueSettings, QueueStats, Settle, Settled,
 };
-use keys::{channel_base, channels_key, generation_key, health_key, queue_key, valid_prefix};
+use keys::{
+    channel_base, channels_key, generation_key, health_key, queue_key, valid_prefix, wake_channel,
+};
 use scripts::Scripts;
 
 /// How often a waiting `lease` looks for messages published by other instances.
@@ -86,8 +88,10 @@ pub struct Inner {
     prefix: String,
     timeout: Duration,
     scripts: Scripts,
-    notifiers: Notifiers,
+    notifiers: Arc<Notifiers>,
     closed: AtomicBool,
+    /// Dropping it stops the wake-up listener.
+    stop_listener: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
 impl std::ops::Deref for RedisBuffer {
@@ -239,19 +243,29 @@ impl RedisBuffer {
             .set_number_of_retries(2);
         let conn = tokio::time::timeout(
             options.operation_timeout,
-            ConnectionManager::new_with_config(client, config),
+            ConnectionManager::new_with_config(client.clone(), config),
         )
         .await
         .map_err(|_| BufferError::Timeout)?
         .map_err(unavailable)?;
+        let notifiers = Arc::new(Notifiers::default());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(wake_listener(
+            client,
+            wake_channel(&options.key_prefix),
+            notifiers.clone(),
+            stop_rx,
+            options.operation_timeout,
+        ));
         Ok(RedisBuffer {
             inner: Arc::new(Inner {
                 conn,
                 prefix: options.key_prefix,
                 timeout: options.operation_timeout,
                 scripts: Scripts::new(),
-                notifiers: Notifiers::default(),
+                notifiers,
                 closed: AtomicBool::new(false),
+                stop_listener: std::sync::Mutex::new(Some(stop_tx)),
             }),
         })
     }
@@ -367,7 +381,7 @@ impl Inner {
             let handle = format!("{entry_id}|{generation}");
             let Some(envelope) = decode_stored(raw, seq, expires_ms) else {
                 tracing::warn!(channel, webhook_id = %queue, entry_id = %entry_id, "Unreadable stored message dead-lettered");
-                self.settle_script(&base, &queue, &handle, "unreadable", -1, Some(UNREADABLE))
+                self.settle_script(channel, &queue, &handle, "unreadable", -1, Some(UNREADABLE))
                     .await?;
                 continue;
             };
@@ -397,6 +411,8 @@ impl Inner {
                 l.token.queue.as_bytes().to_vec(),
                 entry_id.as_bytes().to_vec(),
                 generation.as_bytes().to_vec(),
+                wake_channel(&self.prefix).into_bytes(),
+                l.token.channel.as_bytes().to_vec(),
             ];
             if let Err(e) = self.script(&self.scripts.unlease, &args).await {
                 tracing::warn!(message_id = %l.token.message_id, error = %e, "Could not hand back a lease; it will expire");
@@ -408,7 +424,7 @@ impl Inner {
 
     async fn settle_script(
         &self,
-        base: &str,
+        channel: &str,
         queue: &str,
         handle: &str,
         action: &str,
@@ -422,7 +438,7 @@ impl Inner {
             .script(
                 &self.scripts.settle,
                 &[
-                    base.as_bytes().to_vec(),
+                    self.base(channel).into_bytes(),
                     queue.as_bytes().to_vec(),
                     entry_id.as_bytes().to_vec(),
                     generation.as_bytes().to_vec(),
@@ -430,6 +446,8 @@ impl Inner {
                     delay_ms.to_string().into_bytes(),
                     reason.unwrap_or("").as_bytes().to_vec(),
                     jitter().to_string().into_bytes(),
+                    wake_channel(&self.prefix).into_bytes(),
+                    channel.as_bytes().to_vec(),
                 ],
             )
             .await?;
@@ -624,6 +642,47 @@ impl RedisBuffer {
     }
 }
 
+/// Listens on the wake-up channel and wakes this process's waiting lease calls, so a message
+/// published through another instance is leased at once rather than at the next poll.
+/// Reconnects after a second on failure; ends when the buffer is closed or dropped.
+async fn wake_listener(
+    client: ::redis::Client,
+    channel: String,
+    notifiers: Arc<Notifiers>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+    timeout: Duration,
+) {
+    use futures_util::StreamExt;
+    loop {
+        let session = async {
+            let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
+                .await
+                .ok()?
+                .ok()?;
+            tokio::time::timeout(timeout, pubsub.subscribe(&channel))
+                .await
+                .ok()?
+                .ok()?;
+            let mut messages = pubsub.into_on_message();
+            while let Some(msg) = messages.next().await {
+                if let Ok(name) = msg.get_payload::<String>() {
+                    notifiers.wake(&name);
+                }
+            }
+            Some(())
+        };
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = session => {}
+        }
+        tracing::debug!("Redis wake-up subscription lost; retrying");
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
 type LeaseAnswer = Result<(Vec<Lease>, Option<u64>), BufferError>;
 
 /// The answer channel of a detached lease call: if the caller is dropped after the answer
@@ -720,6 +779,8 @@ impl Buffer for RedisBuffer {
                         .unwrap_or_default()
                         .into_bytes(),
                     envelope.body.len().to_string().into_bytes(),
+                    wake_channel(&self.prefix).into_bytes(),
+                    channel.as_bytes().to_vec(),
                 ],
             )
             .await?;
@@ -776,7 +837,6 @@ impl Buffer for RedisBuffer {
     }
 
     async fn settle(&self, token: &LeaseToken, action: Settle) -> Result<Settled, BufferError> {
-        let base = self.base(&token.channel);
         let (name, delay, reason) = match crate::reason::bound_action(action) {
             Settle::Ack => ("ack", -1, None),
             Settle::Nack {
@@ -798,7 +858,7 @@ impl Buffer for RedisBuffer {
         };
         let settled = self
             .settle_script(
-                &base,
+                &token.channel,
                 &token.queue,
                 &token.handle,
                 name,
@@ -886,7 +946,13 @@ impl Buffer for RedisBuffer {
             let reply = self
                 .script(
                     &self.scripts.replay,
-                    &[base.clone().into_bytes(), q.into_bytes(), id.into_bytes()],
+                    &[
+                        base.clone().into_bytes(),
+                        q.into_bytes(),
+                        id.into_bytes(),
+                        wake_channel(&self.prefix).into_bytes(),
+                        channel.as_bytes().to_vec(),
+                    ],
                 )
                 .await?;
             match array(reply).and_then(|a| a.first().and_then(int)) {
@@ -997,6 +1063,10 @@ impl Buffer for RedisBuffer {
 
     async fn close(&self) -> Result<(), BufferError> {
         self.closed.store(true, Ordering::Release);
+        self.stop_listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         Ok(())
     }
 }

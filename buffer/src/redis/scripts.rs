@@ -117,6 +117,11 @@ local function expire_ttl(base, q, now)
   end
   return moved
 end
+-- Tells every instance's waiting lease calls to look again: the last two ARGV of a script
+-- that calls it are the wake-up Pub/Sub channel and the channel name.
+local function wake_others()
+  redis.call('PUBLISH', ARGV[#ARGV - 1], ARGV[#ARGV])
+end
 local function sorted_queues(base)
   local qs = redis.call('SMEMBERS', base .. ':allq')
   table.sort(qs)
@@ -165,7 +170,8 @@ redis.call('SREM', ARGV[2], ARGV[3])
 return 0
 "#;
 
-/// ARGV: base, queue, stored bytes, message id, received ms, expires ms or '', body length.
+/// ARGV: base, queue, stored bytes, message id, received ms, expires ms or '', body length,
+/// wake channel, channel.
 /// Returns {0, seq} | {1} unknown channel | {2} unknown queue | {3} too large | {4} full.
 const PUBLISH: &str = r#"
 local base, q = ARGV[1], ARGV[2]
@@ -180,6 +186,7 @@ local id = redis.call('XADD', s, '*', 'm', ARGV[3], 'id', ARGV[4], 'seq', seq, '
   'exp', ARGV[6])
 if ARGV[6] ~= '' then redis.call('ZADD', qk(base, q, 't'), ARGV[6], id) end
 count(base, q, 'published', 1)
+wake_others()
 return { 0, seq }
 "#;
 
@@ -275,7 +282,7 @@ return out
 "#;
 
 /// ARGV: base, queue, entry id, generation, action (ack | retry | reject | unreadable | touch),
-/// delay ms (-1: computed), reason ('' none), jitter.
+/// delay ms (-1: computed), reason ('' none), jitter, wake channel, channel.
 /// Returns {0} not in flight | {1} acked | {2, ready_ms} requeued | {3, reason} buried |
 /// {4, lease_expires_ms} extended.
 const SETTLE: &str = r#"
@@ -292,16 +299,20 @@ if g ~= gen or tonumber(lexp) <= now then return { 0 } end
 if action == 'ack' then
   forget(base, q, id)
   count(base, q, 'delivered', 1)
+  wake_others()
   return { 1 }
 elseif action == 'reject' then
   count(base, q, 'nacked', 1)
   bury(base, q, id, 'rejected', reason, now)
+  wake_others()
   return { 3, 'rejected' }
 elseif action == 'unreadable' then
   bury(base, q, id, 'rejected', reason, now)
+  wake_others()
   return { 3, 'rejected' }
 elseif action == 'retry' then
   local ready = fail_attempt(base, q, id, delay, reason, now, st, jitter)
+  wake_others()
   if ready < 0 then return { 3, 'max_attempts' } end
   return { 2, tostring(ready) }
 elseif action == 'touch' then
@@ -365,7 +376,7 @@ end
 return out
 "#;
 
-/// ARGV: base, queue, dead-letter entry id.
+/// ARGV: base, queue, dead-letter entry id, wake channel, channel.
 /// Returns {0} replayed | {1} unknown channel | {2} gone | {4} queue full.
 const REPLAY: &str = r#"
 local base, q, dlid = ARGV[1], ARGV[2], ARGV[3]
@@ -387,10 +398,11 @@ local id = redis.call('XADD', s, '*', 'm', f['m'] or '', 'id', f['id'] or '', 's
 if exp ~= '' then redis.call('ZADD', qk(base, q, 't'), exp, id) end
 redis.call('XDEL', qk(base, q, 'dlq'), dlid)
 redis.call('SADD', base .. ':allq', q)
+wake_others()
 return { 0 }
 "#;
 
-/// ARGV: base, queue, entry id, generation. Undoes a lease nobody received: ready at once,
+/// ARGV: base, queue, entry id, generation, wake channel, channel. Undoes a lease nobody received: ready at once,
 /// delivery not counted. Returns 1 when undone, 0 when the lease was no longer current.
 const UNLEASE: &str = r#"
 local base, q, id, gen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -402,6 +414,7 @@ redis.call('HDEL', qk(base, q, 'l'), id)
 redis.call('ZREM', qk(base, q, 'e'), id)
 redis.call('HINCRBY', qk(base, q, 'n'), id, -1)
 redis.call('ZADD', qk(base, q, 'd'), now_ms(), id)
+wake_others()
 return 1
 "#;
 

@@ -201,3 +201,24 @@ async fn queue_depth_counts_only_live_messages_r62() {
         Err(BufferError::QueueFull)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_lease_on_one_instance_gets_a_publish_from_another() {
+    let h = RedisHarness::new();
+    let a = h.open().await;
+    let b = h.open().await;
+    ensure(&a, "c", &["w"], &settings()).await;
+    let waiter = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            b.lease("c", 1, Duration::from_secs(10), "other-instance")
+                .await
+                .expect("lease")
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sent = publish(&a, "c", "w", 1).await;
+    let got = waiter.await.expect("waiter");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].envelope.message_id, sent.message_id);
+}
