@@ -17,5 +17,6 @@ mod body_limits;
 mod delivery_http;
 mod delivery_ws;
 mod ingest_store;
+mod liveness_order;
 mod metrics_scrape;
 mod support;
