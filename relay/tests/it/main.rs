@@ -19,4 +19,5 @@ mod delivery_ws;
 mod ingest_store;
 mod liveness_order;
 mod metrics_scrape;
+mod shipped_examples;
 mod support;
