@@ -21,6 +21,8 @@ digest_auth = { username = "alice", password = "wonder" }
 ip_whitelist = ["10.0.0.0/8"]
 [channels.webhooks.schema]
 json_schema = { type = "object", required = ["id"] }
+[channels.webhooks.cleaned]
+credential_cleanup = { enabled = true, mode = "mask" }
 "#;
 
 async fn post(
@@ -174,4 +176,35 @@ async fn schema_and_depth_failures_answer_400_r08_r14() {
     );
     let r = post(&relay, "shop", &[], "{\"a\":").await;
     assert_eq!(detail(r).await, (400, "Malformed JSON payload".to_string()));
+}
+
+#[tokio::test]
+async fn credential_cleanup_masks_payload_and_headers_when_enabled_r131() {
+    let relay = TestRelay::start("auth-cleanup", WEBHOOKS, "").await;
+    let body = r#"{"user":"a","password":"p","nested":{"api_key":"k","n":1},"amount":10.50}"#;
+    let r = post(&relay, "cleaned", &[("x-api-key", "hdr-secret")], body).await;
+    assert_eq!(r.status(), 200);
+    // Not enabled elsewhere: business payloads are relayed unchanged (off by default).
+    assert_eq!(
+        post(&relay, "shop", &[], r#"{"password":"p"}"#)
+            .await
+            .status(),
+        200
+    );
+
+    let mut ws = relay.ws(false, &[]).await;
+    let _ = ws.next_of("connected", WAIT).await;
+    let cleaned = ws.next_of("webhook", WAIT).await;
+    let expected: serde_json::Value = serde_json::from_str(
+        r#"{"user":"a","password":"***REDACTED***","nested":{"api_key":"***REDACTED***","n":1},"amount":10.50}"#,
+    )
+    .expect("json");
+    assert_eq!(cleaned["payload"], expected, "masked, number text kept");
+    let header = cleaned["headers"]
+        .as_object()
+        .and_then(|h| h.iter().find(|(k, _)| k.eq_ignore_ascii_case("x-api-key")))
+        .map(|(_, v)| v.clone());
+    assert_eq!(header, Some(serde_json::json!("***REDACTED***")));
+    let plain = ws.next_of("webhook", WAIT).await;
+    assert_eq!(plain["payload"], serde_json::json!({"password":"p"}));
 }
