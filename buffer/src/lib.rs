@@ -7,8 +7,19 @@
 //! `ack_timeout` comes back on its own, counted as a failed attempt. Delivery counts, sequences,
 //! dead letters and cumulative counters all live in the store, so they survive restarts.
 //!
-//! Backends: `embedded` (one file, the default), `redis` (Streams), `rabbitmq`. One conformance
-//! suite runs unchanged against each.
+//! Backends: `embedded` (one file, the default), `redis` (Streams), `rabbitmq` (not built yet).
+//! One conformance suite (`tests/it/conformance.rs`) runs unchanged against each.
+//!
+//! ```text
+//! let buffer: SharedBuffer = match backend {
+//!     Embedded => Arc::new(EmbeddedBuffer::open(path, EmbeddedOptions { commit_max_delay, operation_timeout }).await?),
+//!     Redis => Arc::new(RedisBuffer::connect(RedisOptions { url, key_prefix, operation_timeout }).await?),
+//! };
+//! ```
+//!
+//! Both backends keep time with the wall clock (the Redis one with the Redis server's), so
+//! lease and delay logic cannot be driven by `tokio::time::pause`; their tests use short real
+//! timeouts instead.
 
 mod delay;
 pub mod embedded;

@@ -162,12 +162,20 @@ impl EmbeddedBuffer {
                 .rx
                 .as_mut()
                 .ok_or_else(|| BufferError::Unavailable("lease answer lost".into()))?;
-            rx.await
-                .map_err(|_| BufferError::Unavailable("embedded store writer stopped".into()))?
+            rx.await.map_err(|_| self.writer_gone())?
         };
         tokio::time::timeout(self.options.operation_timeout, exchange)
             .await
             .map_err(|_| BufferError::Timeout)?
+    }
+
+    /// Why an answer never came: closed on purpose, or the writer failed.
+    fn writer_gone(&self) -> BufferError {
+        if self.tx.is_closed() {
+            BufferError::Closed
+        } else {
+            BufferError::Unavailable("embedded store writer stopped".into())
+        }
     }
 
     /// The store file.
@@ -181,8 +189,7 @@ impl EmbeddedBuffer {
         let cmd = make(reply);
         let exchange = async {
             self.tx.send(cmd).await.map_err(|_| BufferError::Closed)?;
-            rx.await
-                .map_err(|_| BufferError::Unavailable("embedded store writer stopped".into()))?
+            rx.await.map_err(|_| self.writer_gone())?
         };
         tokio::time::timeout(self.options.operation_timeout, exchange)
             .await
