@@ -164,7 +164,7 @@ fn enc(s: &str) -> String {
 
 /// A standard OAuth 1.0 HMAC-SHA1 signer, written from RFC 5849 independently of the relay:
 /// the base URI from the full URL, and every oauth and query parameter.
-fn oauth1_header(url: &str, nonce: &str, ts: u64, secret: &str) -> String {
+pub(crate) fn oauth1_header(url: &str, nonce: &str, ts: u64, secret: &str) -> String {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut params: Vec<(String, String)> = vec![
         ("oauth_consumer_key".into(), "ck".into()),

@@ -21,6 +21,11 @@ digest_auth = { username = "alice", password = "wonder" }
 ip_whitelist = ["10.0.0.0/8"]
 [channels.webhooks.schema]
 json_schema = { type = "object", required = ["id"] }
+[channels.webhooks.proxied]
+ip_whitelist = ["203.0.113.0/24"]
+trusted_proxies = ["127.0.0.1"]
+[channels.webhooks.oauth]
+oauth1 = { consumer_key = "ck", consumer_secret = "cs" }
 [channels.webhooks.cleaned]
 credential_cleanup = { enabled = true, mode = "mask" }
 "#;
@@ -207,4 +212,56 @@ async fn credential_cleanup_masks_payload_and_headers_when_enabled_r131() {
     assert_eq!(header, Some(serde_json::json!("***REDACTED***")));
     let plain = ws.next_of("webhook", WAIT).await;
     assert_eq!(plain["payload"], serde_json::json!({"password":"p"}));
+}
+
+#[tokio::test]
+async fn forwarded_client_is_rightmost_untrusted_entry_on_the_wire_r127() {
+    let relay = TestRelay::start("auth-xff", WEBHOOKS, "").await;
+    // The sender forged the leftmost entry; the proxy (the trusted peer) appended the real one.
+    let ok = post(
+        &relay,
+        "proxied",
+        &[("x-forwarded-for", "198.51.100.1, 203.0.113.5")],
+        "{}",
+    )
+    .await;
+    assert_eq!(ok.status(), 200);
+    let r = post(
+        &relay,
+        "proxied",
+        &[("x-forwarded-for", "203.0.113.5, 198.51.100.1")],
+        "{}",
+    )
+    .await;
+    assert_eq!(
+        detail(r).await,
+        (403, "IP 198.51.100.1 not in whitelist".to_string())
+    );
+}
+
+#[tokio::test]
+async fn oauth1_standard_client_with_query_verifies_over_http_and_replay_fails_r128() {
+    let relay = TestRelay::start("auth-oauth1", WEBHOOKS, "").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let url = format!("{}/webhook/oauth?b=2&a=%C3%A9", relay.base);
+    let header = crate::auth_digest_oauth1::oauth1_header(&url, "n-http-1", now, "cs");
+    let send = || {
+        relay
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("authorization", &header)
+            .body("{}")
+            .send()
+    };
+    let r = send().await.expect("request");
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let r = send().await.expect("request");
+    assert_eq!(
+        detail(r).await,
+        (401, "OAuth 1.0 nonce already used".to_string())
+    );
 }
