@@ -52,7 +52,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Background tasks (dispatchers, releases, sweeps).
     pub tracker: TaskTracker,
-    hub_options: HubOptions,
+    pub(crate) hub_options: HubOptions,
 }
 
 impl AppState {
@@ -106,7 +106,7 @@ pub async fn open_buffer(config: &RelayConfig) -> Result<SharedBuffer, StartErro
     }
 }
 
-fn auth_options(config: &RelayConfig, trusted: &TrustedProxies) -> AuthBuildOptions {
+pub(crate) fn auth_options(config: &RelayConfig, trusted: &TrustedProxies) -> AuthBuildOptions {
     AuthBuildOptions {
         server_trusted_proxies: trusted.clone(),
         nonce_cache_size: usize::try_from(config.file.limits.nonce_cache_size)
@@ -164,6 +164,7 @@ pub async fn build_state(
             errors.push(e);
         }
     }
+    restore_admin_channels(&state, &options, &mut errors).await;
     if let Some((channel_name, webhook)) = default_channel {
         match (
             state.registry.channel(&channel_name),
@@ -192,12 +193,25 @@ pub async fn build_state(
     }
 }
 
-async fn add_channel(
+/// Creates a channel's queues, hub and routes. Every webhook's authentication is built first,
+/// so a definition that fails changes nothing.
+pub(crate) async fn add_channel(
     state: &Arc<AppState>,
     spec: &ChannelSpec,
     with_default_queue: bool,
     options: &AuthBuildOptions,
 ) -> Result<(), String> {
+    let mut auths = Vec::new();
+    let mut errors = Vec::new();
+    for webhook in &spec.webhooks {
+        match WebhookAuth::from_entry(&webhook.entry, &webhook.path, options) {
+            Ok(auth) => auths.push(auth),
+            Err(e) => errors.extend(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors.join("\n"));
+    }
     let mut queues: Vec<String> = spec.webhooks.iter().map(|w| w.id.clone()).collect();
     if with_default_queue {
         queues.push("default".into());
@@ -218,26 +232,50 @@ async fn add_channel(
     let mut channel = channel_from_spec(spec, hub);
     restore_persisted(state, &mut channel, spec)?;
     let channel = Arc::new(channel);
-    let mut errors = Vec::new();
-    for webhook in &spec.webhooks {
-        match WebhookAuth::from_entry(&webhook.entry, &webhook.path, options) {
-            Ok(auth) => state.registry.insert_route(
-                webhook.id.clone(),
-                Arc::new(WebhookRoute {
-                    channel: channel.clone(),
-                    queue: webhook.id.clone(),
-                    data_type: webhook.data_type,
-                    auth,
-                }),
-            ),
-            Err(e) => errors.extend(e),
-        }
+    for (webhook, auth) in spec.webhooks.iter().zip(auths) {
+        state.registry.insert_route(
+            webhook.id.clone(),
+            Arc::new(WebhookRoute {
+                channel: channel.clone(),
+                queue: webhook.id.clone(),
+                data_type: webhook.data_type,
+                auth,
+            }),
+        );
     }
     state.registry.insert_channel(channel);
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("\n"))
+    Ok(())
+}
+
+/// Rebuilds the channels created through the admin API from the state store (unless the
+/// configuration now defines a channel of the same name, which takes it over).
+async fn restore_admin_channels(
+    state: &Arc<AppState>,
+    options: &AuthBuildOptions,
+    errors: &mut Vec<String>,
+) {
+    for (name, record) in state.state_store.all() {
+        let Some(mut definition) = record.definition.clone() else {
+            continue;
+        };
+        if state.registry.channel(&name).is_some() {
+            tracing::warn!(channel = %name, "A configured channel takes over the admin-created channel of the same name");
+            continue;
+        }
+        // The token is known only as a hash; restore_persisted sets it from the record.
+        definition.insert(
+            "token".into(),
+            serde_json::Value::String("restored-from-state".into()),
+        );
+        match crate::config::channel_spec_from_json(definition, &state.config.file) {
+            Ok((mut spec, _)) => {
+                spec.source = crate::config::ChannelSource::Admin;
+                if let Err(e) = add_channel(state, &spec, false, options).await {
+                    errors.push(e);
+                }
+            }
+            Err(e) => errors.push(format!("state store: channel \"{name}\": {}", e.join("; "))),
+        }
     }
 }
 
@@ -249,10 +287,32 @@ fn restore_persisted(
     channel: &mut Channel,
     spec: &ChannelSpec,
 ) -> Result<(), String> {
-    let configured = hash_token(spec.token.expose().as_bytes());
-    let configured_hex = hex(&configured);
     let now = Timestamp::now();
     let record = state.state_store.get(&spec.name);
+    if spec.source == crate::config::ChannelSource::Admin {
+        // Admin-created: the record written at creation (or rotation) is the truth.
+        if let Some(r) = &record {
+            if let Some(current) = from_hex(&r.current_token) {
+                let previous = r
+                    .previous_token
+                    .as_ref()
+                    .and_then(|(h, at)| from_hex(h).map(|h| (h, *at)))
+                    .filter(|(_, at)| *at > now);
+                channel.set_tokens(TokenState {
+                    current,
+                    previous,
+                    rotated_at: r.rotated_at,
+                });
+            }
+            channel.hub.set_paused(r.paused);
+            if let Some(created) = r.created_at {
+                channel.created_at = created;
+            }
+        }
+        return Ok(());
+    }
+    let configured = hash_token(spec.token.expose().as_bytes());
+    let configured_hex = hex(&configured);
     let keep_rotation = record
         .as_ref()
         .is_some_and(|r| r.configured_token.as_deref() == Some(configured_hex.as_str()));
@@ -282,6 +342,7 @@ fn restore_persisted(
         .state_store
         .update(&spec.name, |r| {
             r.configured_token = Some(configured_hex.clone());
+            r.definition = None;
             if !keep_rotation {
                 r.current_token = configured_hex.clone();
                 r.previous_token = None;

@@ -169,6 +169,27 @@ impl Registry {
         map.insert(channel.name.clone(), channel);
     }
 
+    /// Removes a channel and every route to it; returns it.
+    pub fn remove_channel(&self, name: &str) -> Option<Arc<Channel>> {
+        let removed = self
+            .channels
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        self.webhooks
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, route| route.channel.name != name);
+        let mut default = self
+            .default_route
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if default.as_ref().is_some_and(|r| r.channel.name == name) {
+            *default = None;
+        }
+        removed
+    }
+
     /// Adds a webhook route.
     pub fn insert_route(&self, webhook_id: String, route: Arc<WebhookRoute>) {
         let mut map = self.webhooks.write().unwrap_or_else(|p| p.into_inner());

@@ -30,6 +30,10 @@ pub struct ChannelRecord {
     pub paused: bool,
     /// First seen.
     pub created_at: Option<Timestamp>,
+    /// For channels created through the admin API: their definition (without the token), so
+    /// they are rebuilt at start-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -119,6 +123,15 @@ impl StateStore {
         self.write(&next)?;
         *doc = next;
         Ok(record)
+    }
+
+    /// Every record, by channel name.
+    pub fn all(&self) -> BTreeMap<String, ChannelRecord> {
+        self.doc
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .channels
+            .clone()
     }
 
     /// Forgets `channel`.

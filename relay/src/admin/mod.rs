@@ -6,6 +6,7 @@
 mod channels;
 mod dead_letters;
 mod guard;
+mod lifecycle;
 mod views;
 
 use std::sync::Arc;
@@ -20,8 +21,11 @@ use crate::app::AppState;
 /// Admin routes, to be nested under `/admin/webhook-connect`.
 pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
     let guarded = Router::new()
-        .route("/channels", get(channels::list))
-        .route("/channels/{channel}", get(channels::details))
+        .route("/channels", get(channels::list).post(lifecycle::create))
+        .route(
+            "/channels/{channel}",
+            get(channels::details).delete(lifecycle::delete),
+        )
         .route(
             "/channels/{channel}/rotate-token",
             post(channels::rotate_token),

@@ -667,6 +667,36 @@ fn validate_sections(
     }
 }
 
+/// A channel definition given as JSON (admin `POST /channels`, or one stored by it), checked
+/// like a `[[channels]]` entry. Errors are `"<field path>: <problem>"`.
+pub fn channel_spec_from_json(
+    map: serde_json::Map<String, Value>,
+    file: &RelayFile,
+) -> Result<(ChannelSpec, Vec<String>), Vec<String>> {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let entry = ChannelEntry::from_map(map, "").map_err(strip_root)?;
+    let spec = channel_from_entry(
+        entry,
+        &file.channel_defaults,
+        file,
+        "",
+        &mut errors,
+        &mut warnings,
+    );
+    match spec {
+        Some(spec) if errors.is_empty() => Ok((spec, warnings)),
+        _ => Err(strip_root(errors)),
+    }
+}
+
+fn strip_root(errors: Vec<String>) -> Vec<String> {
+    errors
+        .into_iter()
+        .map(|e| e.strip_prefix('.').map(str::to_owned).unwrap_or(e))
+        .collect()
+}
+
 fn channel_from_entry(
     entry: ChannelEntry,
     defaults: &ChannelOverrides,

@@ -487,3 +487,142 @@ async fn closed_connections_leave_the_admin_listing_promptly() {
         .await
     );
 }
+
+#[tokio::test]
+async fn channels_can_be_created_used_persisted_and_deleted_r55() {
+    let dir = crate::support::temp_dir("admin-create");
+    let mut relay = TestRelay::start_in(dir.clone(), "", &admin_section()).await;
+    let definition = r#"{"name":"payments","webhooks":{"stripe":{"authorization":"Bearer sender-secret"}},"max_queue_size":5,"ack_timeout_seconds":60}"#;
+    let (status, created) =
+        admin(&relay, reqwest::Method::POST, "/channels", Some(definition)).await;
+    assert_eq!(status, 201, "{created}");
+    let token = created["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("ch_tok_"));
+    assert_eq!(created["config"]["source"], "admin");
+    assert_eq!(created["config"]["max_queue_size"], 5);
+    let (status, body) = admin(&relay, reqwest::Method::POST, "/channels", Some(definition)).await;
+    assert_eq!(
+        (status, body["detail"].as_str()),
+        (409, Some("Channel already exists"))
+    );
+    let (status, body) = admin(
+        &relay,
+        reqwest::Method::POST,
+        "/channels",
+        Some(r#"{"name":"x2","webhooks":{"shop":{}}}"#),
+    )
+    .await;
+    assert_eq!(
+        (status, body["detail"].as_str()),
+        (409, Some("Webhook ID already in use: shop"))
+    );
+    let (status, body) = admin(
+        &relay,
+        reqwest::Method::POST,
+        "/channels",
+        Some(r#"{"name":"a*b"}"#),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("name: Invalid channel name format"),
+        "{body}"
+    );
+    let (status, body) = admin(
+        &relay,
+        reqwest::Method::POST,
+        "/channels",
+        Some(r#"{"name":"ok","bogus":1}"#),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(body["detail"].as_str().unwrap().contains("bogus"), "{body}");
+    let (status, body) = admin(&relay, reqwest::Method::DELETE, "/channels/orders", None).await;
+    assert_eq!(
+        (status, body["detail"].as_str()),
+        (409, Some("Channel is defined in configuration"))
+    );
+    // The new channel takes webhooks at once.
+    let post = |auth: &'static str| {
+        relay
+            .http
+            .post(format!("{}/webhook/stripe", relay.base))
+            .header("authorization", auth)
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+    };
+    assert_eq!(post("Bearer sender-secret").await.unwrap().status(), 200);
+    assert_eq!(post("Bearer wrong").await.unwrap().status(), 401);
+    let status_of = |token: String| {
+        let http = relay.http.clone();
+        let url = format!("{}/connect/status/payments", relay.base);
+        async move {
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        status_of(token.clone()).await["stats"]["messages_queued"],
+        1
+    );
+    relay.stop().await;
+    assert!(
+        !std::fs::read_to_string(dir.join("state.json"))
+            .unwrap()
+            .contains(&token)
+    );
+    let relay = TestRelay::start_in(dir, "", &admin_section()).await;
+    let status_of = |token: String| {
+        let http = relay.http.clone();
+        let url = format!("{}/connect/status/payments", relay.base);
+        async move { http.get(url).bearer_auth(token).send().await.unwrap() }
+    };
+    let after = status_of(token.clone()).await;
+    assert_eq!(
+        after.status(),
+        200,
+        "the admin-created channel and its token survive a restart"
+    );
+    assert_eq!(
+        after.json::<serde_json::Value>().await.unwrap()["stats"]["messages_queued"],
+        1
+    );
+    let (status, body) = admin(&relay, reqwest::Method::DELETE, "/channels/payments", None).await;
+    assert_eq!(
+        (status, body["detail"].as_str()),
+        (409, Some("Channel is not empty; use force=true"))
+    );
+    let (status, body) = admin(
+        &relay,
+        reqwest::Method::DELETE,
+        "/channels/payments?force=true",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (body["status"].as_str(), body["messages_deleted"].as_u64()),
+        (Some("deleted"), Some(1))
+    );
+    let gone = relay
+        .http
+        .post(format!("{}/webhook/stripe", relay.base))
+        .header("authorization", "Bearer sender-secret")
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+    assert_eq!(status_of(token).await.status(), 401);
+}

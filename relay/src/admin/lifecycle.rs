@@ -1,0 +1,153 @@
+//! Creating and deleting channels through the admin API (`http-api.md` §6.1, §6.3, R-55).
+//! Admin-created channels are persisted (definition, token hash) and rebuilt at start-up.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use serde_json::{Value, json};
+use webhook_connect_protocol::{CloseReason, Timestamp};
+
+use super::channels::{details_json, find, new_token};
+use crate::app::{AppState, add_channel, auth_options, parse_query, status_body};
+use crate::channels::hash_token;
+use crate::config::{ChannelSource, channel_spec_from_json};
+use crate::http_error::ApiError;
+use crate::state_store::hex;
+
+/// `POST /channels`
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::unprocessable("Body must be a JSON object"))?;
+    let Value::Object(mut definition) = value else {
+        return Err(ApiError::unprocessable("Body must be a JSON object"));
+    };
+    if definition.contains_key("token_file") {
+        return Err(ApiError::unprocessable(
+            "token_file: not allowed here; give token or let the relay generate one",
+        ));
+    }
+    let token = match definition.get("token") {
+        None | Some(Value::Null) => new_token(),
+        Some(Value::String(t)) if !t.is_empty() => t.clone(),
+        Some(_) => return Err(ApiError::unprocessable("token: must be a non-empty string")),
+    };
+    definition.insert("token".into(), Value::String(token.clone()));
+    let (mut spec, _warnings) = channel_spec_from_json(definition.clone(), &state.config.file)
+        .map_err(|errors| ApiError::unprocessable(errors.join("; ")))?;
+    spec.source = ChannelSource::Admin;
+    if state.registry.channel(&spec.name).is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "Channel already exists",
+        ));
+    }
+    if let Some(w) = spec
+        .webhooks
+        .iter()
+        .find(|w| state.registry.has_route(&w.id))
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("Webhook ID already in use: {}", w.id),
+        ));
+    }
+    if state.registry.channels().len() as u64 >= state.config.file.limits.max_channels {
+        return Err(ApiError::new(StatusCode::CONFLICT, "Channel limit reached"));
+    }
+    definition.remove("token");
+    let now = Timestamp::now();
+    let token_hash = hex(&hash_token(token.as_bytes()));
+    state
+        .state_store
+        .update(&spec.name, |r| {
+            r.current_token = token_hash.clone();
+            r.previous_token = None;
+            r.configured_token = None;
+            r.rotated_at = None;
+            r.paused = false;
+            r.created_at = Some(now);
+            r.definition = Some(definition.clone());
+        })
+        .map_err(|_| ApiError::unavailable())?;
+    let options = auth_options(&state.config, &state.trusted_proxies);
+    if let Err(e) = add_channel(&state, &spec, false, &options).await {
+        let _ = state.state_store.remove(&spec.name);
+        tracing::info!(action = "create-channel", channel = %spec.name, result = "failed", client_ip = %peer.ip(), "Admin change");
+        return Err(ApiError::unprocessable(e));
+    }
+    let channel = find(&state, &spec.name)?;
+    let mut body = details_json(&channel).await?;
+    body["token"] = json!(token);
+    tracing::info!(action = "create-channel", channel = %spec.name, result = "ok", client_ip = %peer.ip(), "Admin change");
+    let mut response = status_body(StatusCode::CREATED, body);
+    if let Ok(location) =
+        HeaderValue::from_str(&format!("/admin/webhook-connect/channels/{}", spec.name))
+    {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// `DELETE /channels/{channel}?force=false`
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let channel = find(&state, &name)?;
+    if channel.source == ChannelSource::Config {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "Channel is defined in configuration",
+        ));
+    }
+    let force = parse_query(raw.as_deref())
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "force")
+        .is_some_and(|(_, v)| webhook_connect_protocol::ack::parse_bool(v) == Some(true));
+    let stats = state
+        .buffer
+        .stats(&name)
+        .await
+        .map_err(|_| ApiError::unavailable())?;
+    let t = &stats.total;
+    let busy = !channel.hub.connections().is_empty()
+        || t.queued > 0
+        || t.in_flight > 0
+        || t.dead_letters > 0;
+    if busy && !force {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "Channel is not empty; use force=true",
+        ));
+    }
+    state.registry.remove_channel(&name);
+    channel.hub.close_all(CloseReason::ChannelDeleted);
+    channel.hub.stop_leasing();
+    state
+        .buffer
+        .delete_channel(&name)
+        .await
+        .map_err(|_| ApiError::unavailable())?;
+    let _ = state.state_store.remove(&name);
+    tracing::info!(action = "delete-channel", channel = %name, result = "ok", client_ip = %peer.ip(), "Admin change");
+    Ok(status_body(
+        StatusCode::OK,
+        json!({
+            "status": "deleted",
+            "channel": name,
+            "messages_deleted": t.queued + t.in_flight,
+            "dead_letters_deleted": t.dead_letters,
+        }),
+    ))
+}
