@@ -103,6 +103,8 @@ pub trait Buffer: Send + Sync + std::fmt::Debug + 'static {
     /// - `Nack { retry: false }` dead-letters at once with reason `rejected`.
     /// - `Touch` extends the lease to now + `ack_timeout`, but never past `max_lease` after the
     ///   delivery.
+    /// - `Return` makes the message ready again at once without counting the delivery
+    ///   (answers `Requeued`).
     async fn settle(&self, token: &LeaseToken, action: Settle) -> Result<Settled, BufferError>;
 
     /// Lists dead letters of `channel`, newest first, at most `query.limit` (≤ 1000).

@@ -90,6 +90,10 @@ pub enum Settle {
     Release,
     /// Extend the lease.
     Touch,
+    /// The message was never handed to any connection (e.g. none could take it after all):
+    /// ready again at once, and this delivery does not count as an attempt (C.2 rule 11,
+    /// Not for messages a connector may have seen; use `Release` for those.
+    Return,
 }
 
 /// What settling did.

@@ -928,6 +928,18 @@ impl Mem {
             Settle::Release => Ok(Ok(
                 self.fail_attempt(t, b, channel, queue, seq, None, None, now)?
             )),
+            Settle::Return => {
+                let Some(mut rec) = q.remove(seq) else {
+                    return Ok(Ok(Settled::NotInFlight));
+                };
+                rec.delivery_count = rec.delivery_count.saturating_sub(1);
+                rec.state = MsgState::Ready { ready_ms: now };
+                Self::put_meta(t, b, channel, queue, seq, &rec)?;
+                q.insert(seq, rec);
+                q.promote(now);
+                b.wake.insert(channel.to_owned());
+                Ok(Ok(Settled::Requeued { ready_at: ts(now) }))
+            }
             Settle::Touch => {
                 let cap = delivered_ms.saturating_add(ms(settings.max_lease));
                 let new_expiry = now

@@ -855,6 +855,7 @@ impl Buffer for RedisBuffer {
             } => ("reject", -1, reason),
             Settle::Release => ("retry", -1, None),
             Settle::Touch => ("touch", -1, None),
+            Settle::Return => ("return", -1, None),
         };
         let settled = self
             .settle_script(

@@ -281,7 +281,8 @@ if wake then out[1] = math.max(wake - now, 0) end
 return out
 "#;
 
-/// ARGV: base, queue, entry id, generation, action (ack | retry | reject | unreadable | touch),
+/// ARGV: base, queue, entry id, generation, action (ack | retry | reject | unreadable | return |
+/// touch),
 /// delay ms (-1: computed), reason ('' none), jitter, wake channel, channel.
 /// Returns {0} not in flight | {1} acked | {2, ready_ms} requeued | {3, reason} buried |
 /// {4, lease_expires_ms} extended.
@@ -315,6 +316,13 @@ elseif action == 'retry' then
   wake_others()
   if ready < 0 then return { 3, 'max_attempts' } end
   return { 2, tostring(ready) }
+elseif action == 'return' then
+  redis.call('HDEL', qk(base, q, 'l'), id)
+  redis.call('ZREM', qk(base, q, 'e'), id)
+  redis.call('HINCRBY', qk(base, q, 'n'), id, -1)
+  redis.call('ZADD', qk(base, q, 'd'), now, id)
+  wake_others()
+  return { 2, tostring(now) }
 elseif action == 'touch' then
   local until_ms = math.min(now + st.ack, tonumber(delivered) + st.maxlease)
   if until_ms < tonumber(lexp) then until_ms = tonumber(lexp) end

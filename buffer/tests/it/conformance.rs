@@ -50,7 +50,8 @@ macro_rules! conformance_suite {
             expired_leases_count_toward_max_attempts_r19_r20,
             long_nack_reason_is_kept_bounded,
             cancelled_lease_call_costs_no_attempt_r27,
-            large_binary_body_round_trips_byte_exact_r06
+            large_binary_body_round_trips_byte_exact_r06,
+            returned_lease_is_ready_at_once_without_counting_r27
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -1229,4 +1230,32 @@ pub async fn large_binary_body_round_trips_byte_exact_r06(h: &dyn Harness) {
     .unwrap();
     let page = b.dead_letters("orders", &dlq_all()).await.unwrap();
     assert_eq!(page.items[0].envelope.body, e.body);
+}
+
+pub async fn returned_lease_is_ready_at_once_without_counting_r27(h: &dyn Harness) {
+    let s = QueueSettings {
+        requeue_delay_initial: Duration::from_secs(30),
+        requeue_delay_max: Duration::from_secs(30),
+        ..settings()
+    };
+    let b = open_with(h, "orders", &["stripe"], &s).await;
+    let sent = publish(&b, "orders", "stripe", 1).await;
+    let first = lease_one(&b, "orders").await;
+    assert_eq!(first.delivery_count, 1);
+    let r = b.settle(&first.token, Settle::Return).await.unwrap();
+    assert!(matches!(r, Settled::Requeued { .. }), "{r:?}");
+    // Ready at once (the 30 s requeue delay does not apply), and still the first delivery.
+    let again = lease_one(&b, "orders").await;
+    assert_eq!(again.envelope.message_id, sent.message_id);
+    assert_eq!(again.delivery_count, 1);
+    assert_eq!(
+        b.settle(&first.token, Settle::Return).await.unwrap(),
+        Settled::NotInFlight
+    );
+    assert_eq!(
+        b.settle(&again.token, Settle::Ack).await.unwrap(),
+        Settled::Acked
+    );
+    let st = b.stats("orders").await.unwrap();
+    assert_eq!(st.total.nacked, 0);
 }
