@@ -51,7 +51,8 @@ macro_rules! conformance_suite {
             long_nack_reason_is_kept_bounded,
             cancelled_lease_call_costs_no_attempt_r27,
             large_binary_body_round_trips_byte_exact_r06,
-            returned_lease_is_ready_at_once_without_counting_r27
+            returned_lease_is_ready_at_once_without_counting_r27,
+            lease_held_at_restart_counts_as_an_attempt_r23
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -1258,4 +1259,26 @@ pub async fn returned_lease_is_ready_at_once_without_counting_r27(h: &dyn Harnes
     );
     let st = b.stats("orders").await.unwrap();
     assert_eq!(st.total.nacked, 0);
+}
+
+pub async fn lease_held_at_restart_counts_as_an_attempt_r23(h: &dyn Harness) {
+    let s = QueueSettings {
+        max_delivery_attempts: 1,
+        ack_timeout: Duration::from_millis(800),
+        ..settings()
+    };
+    let b = open_with(h, "orders", &["stripe"], &s).await;
+    let sent = publish(&b, "orders", "stripe", 1).await;
+    let held = lease_one(&b, "orders").await;
+    let b = h.reopen(b).await;
+    // The only allowed attempt was used by the lease that the restart ended.
+    assert!(lease(&b, "orders", 10, 2_000).await.is_empty());
+    let page = b.dead_letters("orders", &dlq_all()).await.unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].reason, DeadLetterReason::MaxAttempts);
+    assert_eq!(page.items[0].envelope.message_id, sent.message_id);
+    assert_eq!(
+        b.settle(&held.token, Settle::Ack).await.unwrap(),
+        Settled::NotInFlight
+    );
 }
