@@ -61,6 +61,8 @@ pub struct EmbeddedBuffer {
     outstanding: Arc<AtomicUsize>,
     options: EmbeddedOptions,
     path: PathBuf,
+    /// Set by `close`, to tell "closed" from "the writer died".
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// Counts an operation as on its way to the writer (see the group-commit window).
@@ -141,6 +143,7 @@ impl EmbeddedBuffer {
             outstanding,
             options,
             path,
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -157,7 +160,7 @@ impl EmbeddedBuffer {
             reply,
         };
         let exchange = async {
-            self.tx.send(cmd).await.map_err(|_| BufferError::Closed)?;
+            self.tx.send(cmd).await.map_err(|_| self.writer_gone())?;
             let rx = guard
                 .rx
                 .as_mut()
@@ -171,7 +174,7 @@ impl EmbeddedBuffer {
 
     /// Why an answer never came: closed on purpose, or the writer failed.
     fn writer_gone(&self) -> BufferError {
-        if self.tx.is_closed() {
+        if self.closed.load(Ordering::Acquire) {
             BufferError::Closed
         } else {
             BufferError::Unavailable("embedded store writer stopped".into())
@@ -188,7 +191,7 @@ impl EmbeddedBuffer {
         let (reply, rx) = oneshot::channel();
         let cmd = make(reply);
         let exchange = async {
-            self.tx.send(cmd).await.map_err(|_| BufferError::Closed)?;
+            self.tx.send(cmd).await.map_err(|_| self.writer_gone())?;
             rx.await.map_err(|_| self.writer_gone())?
         };
         tokio::time::timeout(self.options.operation_timeout, exchange)
@@ -341,6 +344,7 @@ impl Buffer for EmbeddedBuffer {
     }
 
     async fn close(&self) -> Result<(), BufferError> {
+        self.closed.store(true, Ordering::Release);
         let (reply, rx) = oneshot::channel();
         if self.tx.send(Cmd::Close { reply }).await.is_err() {
             return Ok(());
