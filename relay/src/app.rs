@@ -17,7 +17,9 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use webhook_connect_buffer::{BufferError, EmbeddedBuffer, EmbeddedOptions, SharedBuffer};
+use webhook_connect_buffer::{
+    BufferError, EmbeddedBuffer, EmbeddedOptions, RedisBuffer, RedisOptions, SharedBuffer,
+};
 use webhook_connect_protocol::{CloseReason, Timestamp};
 
 use crate::admin::AdminGuard;
@@ -97,9 +99,15 @@ pub async fn open_buffer(config: &RelayConfig) -> Result<SharedBuffer, StartErro
             };
             Ok(Arc::new(EmbeddedBuffer::open(&e.path, options).await?))
         }
-        BackendKind::Redis => Err(StartError::Config(
-            "buffer.backend: redis is not available in this build yet; use embedded".into(),
-        )),
+        BackendKind::Redis => {
+            let r = &config.file.buffer.redis;
+            let options = RedisOptions {
+                url: r.url.expose().to_owned(),
+                key_prefix: r.key_prefix.clone(),
+                operation_timeout: Duration::from_millis(r.operation_timeout_ms),
+            };
+            Ok(Arc::new(RedisBuffer::connect(options).await?))
+        }
         BackendKind::RabbitMq => Err(StartError::Config(
             "buffer.backend: rabbitmq is not available in this build yet; use embedded".into(),
         )),

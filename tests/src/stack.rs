@@ -93,6 +93,80 @@ impl Drop for Relay {
     }
 }
 
+/// Which buffer a test relay uses.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// The embedded store in the test directory.
+    Embedded,
+    /// Redis at `WEBHOOK_CONNECT_TEST_REDIS_URL` (default `redis://127.0.0.1:6379/0`) under a
+    /// key prefix unique to the test.
+    Redis {
+        /// Key prefix.
+        prefix: String,
+    },
+}
+
+impl Backend {
+    /// Redis with a fresh unique prefix.
+    pub fn redis() -> Backend {
+        Backend::Redis {
+            prefix: format!("wc_e2e_{:016x}", rand::random::<u64>()),
+        }
+    }
+
+    fn redis_url() -> String {
+        std::env::var("WEBHOOK_CONNECT_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+    }
+
+    /// The `[buffer]` text for this backend.
+    pub fn toml(&self, dir: &Path) -> String {
+        match self {
+            Backend::Embedded => format!(
+                "[buffer.embedded]\npath = \"{}\"\ncommit_max_delay_ms = 1\n",
+                dir.join("relay.db").display()
+            ),
+            Backend::Redis { prefix } => format!(
+                "[buffer]\nbackend = \"redis\"\n[buffer.redis]\nurl = \"{}\"\nkey_prefix = \"{prefix}\"\n",
+                Self::redis_url()
+            ),
+        }
+    }
+
+    /// Deletes what the test left in the backend: every key under its prefix on Redis.
+    pub async fn cleanup(&self) {
+        if let Backend::Redis { prefix } = self {
+            let Ok(client) = redis::Client::open(Self::redis_url()) else {
+                return;
+            };
+            let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+                return;
+            };
+            let pattern = format!("{prefix}:*");
+            let keys: Vec<String> = match redis::cmd("KEYS")
+                .arg(&pattern)
+                .query_async(&mut conn)
+                .await
+            {
+                Ok(k) => k,
+                Err(_) => return,
+            };
+            if !keys.is_empty() {
+                let _: Result<u64, _> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
+            }
+        }
+    }
+}
+
+/// A relay config with `backend`, a state file under `dir` and the given `[[channels]]` text.
+pub fn relay_toml_with(dir: &Path, backend: &Backend, channels: &str) -> String {
+    format!(
+        "[server]\nshutdown_grace_seconds = 2\n{}[state]\npath = \"{}\"\n\n{channels}",
+        backend.toml(dir),
+        dir.join("state.json").display()
+    )
+}
+
 /// A relay config with one embedded store under `dir` and the given `[[channels]]` text.
 pub fn relay_toml(dir: &Path, channels: &str) -> String {
     format!(

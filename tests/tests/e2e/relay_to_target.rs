@@ -7,7 +7,9 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use webhook_connect_tests::sink::Sink;
-use webhook_connect_tests::stack::{Connector, Relay, TempDir, relay_toml};
+use webhook_connect_tests::stack::{
+    Backend, Connector, Relay, TempDir, relay_toml, relay_toml_with,
+};
 use webhook_connector::config::Protocol;
 
 const TOKEN: &str = "e2e-channel-token-0123456789";
@@ -68,11 +70,10 @@ async fn settled(http: &reqwest::Client, relay: &Relay) -> serde_json::Value {
     relay_stats(http, relay).await
 }
 
-async fn thousand_arrive_once_each(protocol: Protocol, tag: &str) {
+async fn thousand_arrive_once_each(protocol: Protocol, backend: Backend, tag: &str) {
     let dir = TempDir::new(tag).unwrap();
-    let relay = Relay::start(&dir.0, &relay_toml(&dir.0, &channel("")), "127.0.0.1:0")
-        .await
-        .unwrap();
+    let toml = relay_toml_with(&dir.0, &backend, &channel(""));
+    let mut relay = Relay::start(&dir.0, &toml, "127.0.0.1:0").await.unwrap();
     let sink = Sink::start("127.0.0.1:0".parse().unwrap(), false)
         .await
         .unwrap();
@@ -114,21 +115,38 @@ async fn thousand_arrive_once_each(protocol: Protocol, tag: &str) {
     assert_eq!(stats["messages_delivered"], 1000);
     connector.stop().await;
     sink.stop();
+    relay.stop().await.unwrap();
+    backend.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_webhooks_arrive_once_each_byte_identical_over_websocket() {
-    thousand_arrive_once_each(Protocol::WebSocket, "ws").await;
+    thousand_arrive_once_each(Protocol::WebSocket, Backend::Embedded, "ws").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_webhooks_arrive_once_each_byte_identical_over_sse() {
-    thousand_arrive_once_each(Protocol::Sse, "sse").await;
+    thousand_arrive_once_each(Protocol::Sse, Backend::Embedded, "sse").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_webhooks_arrive_once_each_byte_identical_over_long_poll() {
-    thousand_arrive_once_each(Protocol::LongPoll, "poll").await;
+    thousand_arrive_once_each(Protocol::LongPoll, Backend::Embedded, "poll").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_webhooks_arrive_once_each_over_websocket_on_redis() {
+    thousand_arrive_once_each(Protocol::WebSocket, Backend::redis(), "ws-redis").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_webhooks_arrive_once_each_over_sse_on_redis() {
+    thousand_arrive_once_each(Protocol::Sse, Backend::redis(), "sse-redis").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_webhooks_arrive_once_each_over_long_poll_on_redis() {
+    thousand_arrive_once_each(Protocol::LongPoll, Backend::redis(), "poll-redis").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
