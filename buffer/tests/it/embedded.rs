@@ -198,16 +198,22 @@ async fn every_confirmed_publish_survives_sigkill_r30() {
 
     let b = h.open().await;
     let mut stored = std::collections::HashSet::new();
+    let mut max_sequence = 0;
     loop {
         let got = lease(&b, "crash", 1000, 300).await;
         if got.is_empty() {
             break;
         }
         for l in got {
+            assert_eq!(l.delivery_count, 1, "never leased before the crash");
+            max_sequence = max_sequence.max(l.envelope.sequence);
             stored.insert(l.envelope.message_id.to_string());
             b.settle(&l.token, Settle::Ack).await.expect("ack");
         }
     }
+    // numbering goes on above everything stored before the crash.
+    let after = crate::support::publish(&b, "crash", "w", 0).await;
+    assert!(after.sequence > max_sequence);
     let missing: Vec<&String> = confirmed
         .iter()
         .filter(|id| !stored.contains(*id))
