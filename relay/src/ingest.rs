@@ -237,14 +237,10 @@ async fn ingest(
             Ok(Ok(b)) => b,
         };
     // 11. Authentication.
-    let full_url = (!server.public_base_url.is_empty()).then(|| {
-        let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        format!(
-            "{}{}",
-            server.public_base_url.trim_end_matches('/'),
-            path_and_query
-        )
-    });
+    let peer_trusted = route.auth.trusted_proxies().contains(peer.ip())
+        || state.trusted_proxies.contains(peer.ip());
+    let full_url =
+        crate::auth::request_url(&server.public_base_url, false, peer_trusted, headers, uri);
     let view = RequestView {
         method,
         uri,
@@ -271,7 +267,9 @@ async fn ingest(
     };
     // 12. Rate limits: the webhook's, then the channel's.
     route.auth.check_rate_limit(client_ip, Instant::now())?;
-    route.channel.check_rate_limit()?;
+    // From here on a rejection hands the rate-limit admission back.
+    let refund = || route.auth.refund_rate_limit(client_ip, Instant::now());
+    route.channel.check_rate_limit().inspect_err(|_| refund())?;
     // 13–15. Payload.
     let (payload, payload_encoding) = match route.data_type {
         DataType::Json => {
@@ -279,8 +277,12 @@ async fn ingest(
                 max_json_depth: server.max_json_depth as usize,
                 max_string_length: usize::try_from(server.max_string_length).unwrap_or(usize::MAX),
             };
-            let parsed = parse_json_body(&body, content_type.as_deref(), &limits)?;
-            route.auth.validate_schema(&parsed.value)?;
+            let parsed = parse_json_body(&body, content_type.as_deref(), &limits)
+                .inspect_err(|_| refund())?;
+            route
+                .auth
+                .validate_schema(&parsed.value)
+                .inspect_err(|_| refund())?;
             match route.auth.credential_cleanup() {
                 Some(cleanup) => {
                     let mut value = parsed.value;
@@ -297,8 +299,7 @@ async fn ingest(
         DataType::Blob => blob_payload(&body),
     };
     // 16. Store.
-    let strip = state.config.file.ingest.strip_consumed_credentials;
-    let relayed = relayed_headers(headers, &pass.consumed_headers, strip, &route);
+    let relayed = relayed_headers(headers, &pass.consumed_headers, &route);
     let received_at = Timestamp::now();
     let mut envelope = Envelope {
         message_id: MessageId::generate(),
@@ -317,7 +318,11 @@ async fn ingest(
         body_omitted: route.auth.credential_cleanup().is_some(),
         body: body.to_vec(),
     };
-    match state.buffer.publish(&route.queue, &mut envelope).await {
+    let stored = state.buffer.publish(&route.queue, &mut envelope).await;
+    if stored.is_err() {
+        refund();
+    }
+    match stored {
         Ok(_) => {
             state.metrics.inc(
                 "webhook_relay_messages_accepted_total",
@@ -363,17 +368,17 @@ fn latin1(bytes: &[u8]) -> String {
 }
 
 /// The headers relayed with the message: lower-case names, repeated values joined, hop-by-hop
-/// and consumed credential headers removed, credential cleanup applied when configured.
+/// and consumed credential headers removed (`consumed` is empty when the webhook or the relay
+/// turned stripping off), credential cleanup applied when configured.
 fn relayed_headers(
     headers: &HeaderMap,
     consumed: &[axum::http::HeaderName],
-    strip: bool,
     route: &WebhookRoute,
 ) -> Headers {
     let mut pairs: Vec<(String, String)> = headers
         .iter()
         .filter(|(name, _)| !is_hop_by_hop(name.as_str()))
-        .filter(|(name, _)| !(strip && consumed.contains(name)))
+        .filter(|(name, _)| !consumed.contains(name))
         .map(|(name, value)| (name.as_str().to_owned(), latin1(value.as_bytes())))
         .collect();
     if let Some(cleanup) = route.auth.credential_cleanup() {

@@ -129,7 +129,9 @@ async fn serve(state: Arc<AppState>, channel: Arc<Channel>, info: ConnInfo, sock
                     text(ServerFrame::Heartbeat(Heartbeat::now(counts)).to_json())
                 }
                 _ = conn.closed.cancelled() => break Some(conn.close_reason().unwrap_or(CloseReason::Normal)),
-                _ = &mut reader => break None,
+                // The reader may end because it asked for a close (too many malformed frames,
+                // an oversized frame); that close must still be sent.
+                _ = &mut reader => break conn.close_reason(),
             };
             let sent = tokio::time::timeout(interval, sink.send(message)).await;
             match sent {
