@@ -462,7 +462,10 @@ impl Mem {
         q.counters.nacked += 1;
         b.dirty_counters
             .insert((channel.to_owned(), queue.to_owned()));
-        b.wake.insert(channel.to_owned());
+        if settings.ordered {
+            // The channel's one slot is free again.
+            b.wake.insert(channel.to_owned());
+        }
         if last_error.is_some() {
             rec.last_error = last_error;
         }
@@ -490,6 +493,9 @@ impl Mem {
             ),
         };
         let ready_ms = now.saturating_add(ms(delay));
+        if ready_ms <= now {
+            b.wake.insert(channel.to_owned());
+        }
         rec.state = MsgState::Ready { ready_ms };
         Self::put_meta(t, b, channel, queue, seq, &rec)?;
         q.insert(seq, rec);
@@ -888,7 +894,9 @@ impl Mem {
                 b.wrote = true;
                 b.dirty_counters
                     .insert((channel.to_owned(), queue.to_owned()));
-                b.wake.insert(channel.to_owned());
+                if settings.ordered {
+                    b.wake.insert(channel.to_owned());
+                }
                 Ok(Ok(Settled::Acked))
             }
             Settle::Nack {
@@ -902,7 +910,9 @@ impl Mem {
                 q.counters.nacked += 1;
                 b.dirty_counters
                     .insert((channel.to_owned(), queue.to_owned()));
-                b.wake.insert(channel.to_owned());
+                if settings.ordered {
+                    b.wake.insert(channel.to_owned());
+                }
                 rec.last_error = reason;
                 self.bury(
                     t,

@@ -457,6 +457,11 @@ impl Inner {
             .and_then(int)
             .ok_or_else(|| bad_reply("settle"))?;
         let arg = items.get(1);
+        // The scripts end with 1 when waiting lease calls should look again.
+        let woke = items.len() >= 2 && items.last().and_then(int) == Some(1);
+        if woke {
+            self.notifiers.wake(channel);
+        }
         Ok(match code {
             0 => Settled::NotInFlight,
             1 => Settled::Acked,
@@ -867,9 +872,6 @@ impl Buffer for RedisBuffer {
                 reason.as_deref(),
             )
             .await?;
-        if !matches!(settled, Settled::NotInFlight | Settled::Extended(_)) {
-            self.notifiers.wake(&token.channel);
-        }
         Ok(settled)
     }
 

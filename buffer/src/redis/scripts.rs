@@ -285,7 +285,8 @@ return out
 /// touch),
 /// delay ms (-1: computed), reason ('' none), jitter, wake channel, channel.
 /// Returns {0} not in flight | {1} acked | {2, ready_ms} requeued | {3, reason} buried |
-/// {4, lease_expires_ms} extended.
+/// {4, lease_expires_ms} extended; a last element 1 means waiting lease calls were woken
+/// (ordered channel, or something ready at once).
 const SETTLE: &str = r#"
 local base, q, id, gen, action = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local delay, reason, jitter = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
@@ -300,29 +301,33 @@ if g ~= gen or tonumber(lexp) <= now then return { 0 } end
 if action == 'ack' then
   forget(base, q, id)
   count(base, q, 'delivered', 1)
-  wake_others()
-  return { 1 }
+  if st.ordered == 1 then wake_others() end
+  return { 1, st.ordered }
 elseif action == 'reject' then
   count(base, q, 'nacked', 1)
   bury(base, q, id, 'rejected', reason, now)
-  wake_others()
-  return { 3, 'rejected' }
+  if st.ordered == 1 then wake_others() end
+  return { 3, 'rejected', st.ordered }
 elseif action == 'unreadable' then
   bury(base, q, id, 'rejected', reason, now)
-  wake_others()
-  return { 3, 'rejected' }
+  if st.ordered == 1 then wake_others() end
+  return { 3, 'rejected', st.ordered }
 elseif action == 'retry' then
   local ready = fail_attempt(base, q, id, delay, reason, now, st, jitter)
-  wake_others()
-  if ready < 0 then return { 3, 'max_attempts' } end
-  return { 2, tostring(ready) }
+  local woke = 0
+  if st.ordered == 1 or (ready >= 0 and ready <= now) then
+    wake_others()
+    woke = 1
+  end
+  if ready < 0 then return { 3, 'max_attempts', woke } end
+  return { 2, tostring(ready), woke }
 elseif action == 'return' then
   redis.call('HDEL', qk(base, q, 'l'), id)
   redis.call('ZREM', qk(base, q, 'e'), id)
   redis.call('HINCRBY', qk(base, q, 'n'), id, -1)
   redis.call('ZADD', qk(base, q, 'd'), now, id)
   wake_others()
-  return { 2, tostring(now) }
+  return { 2, tostring(now), 1 }
 elseif action == 'touch' then
   local until_ms = math.min(now + st.ack, tonumber(delivered) + st.maxlease)
   if until_ms < tonumber(lexp) then until_ms = tonumber(lexp) end
