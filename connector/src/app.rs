@@ -83,7 +83,7 @@ impl ConnectorHandle {
     }
 }
 
-fn relay_client(
+fn http_client(
     config: &ConnectorConfig,
     tls: &Arc<rustls::ClientConfig>,
 ) -> Result<reqwest::Client, RunError> {
@@ -110,9 +110,10 @@ pub async fn start(
 ) -> Result<ConnectorHandle, RunError> {
     let config = Arc::new(config);
     let tls = crate::tls::client_config(&config.tls).map_err(RunError::Tls)?;
-    let relay_client = relay_client(&config, &tls)?;
-    let target_client =
-        crate::forward::target_client(None).map_err(|e| RunError::Client(e.to_string()))?;
+    let relay_client = http_client(&config, &tls)?;
+    // Targets get the same TLS and proxy settings (`modules.md` §7.1); list local targets in
+    // `no_proxy` when a proxy is configured. A separate client keeps the pools apart.
+    let target_client = http_client(&config, &tls)?;
     let shared = Arc::new(Shared {
         config: config.clone(),
         relay_client,

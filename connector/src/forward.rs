@@ -63,7 +63,8 @@ pub struct Delivery {
     pub error_kinds: Vec<&'static str>,
 }
 
-/// Builds the HTTP client used for local targets: no redirects, no cookies.
+/// A plain HTTP client for local targets: no redirects, default TLS (the connector itself uses
+/// one built with its TLS and proxy settings).
 pub fn target_client(proxy: Option<&str>) -> Result<reqwest::Client, reqwest::Error> {
     let mut b = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

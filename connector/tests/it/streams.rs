@@ -699,7 +699,11 @@ async fn websocket_goes_through_the_configured_http_proxy() {
     let proxy = connect_proxy(tunnels.clone()).await;
     let mut config = connector_config(peer.addr, &target.url("/hook"));
     config.channels[0].protocol = Protocol::WebSocket;
+    // The relay is reached by name through the proxy; the local target (127.0.0.1) is listed
+    // in no_proxy, as the spec expects for local targets.
+    config.cloud_url = format!("http://localhost:{}", peer.addr.port());
     config.proxy = Some(format!("http://{proxy}"));
+    config.no_proxy = vec!["127.0.0.1".into()];
     let shutdown = CancellationToken::new();
     let handle = webhook_connector::start(config, shutdown.clone())
         .await
