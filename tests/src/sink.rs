@@ -23,6 +23,8 @@ pub struct Received {
     pub headers: Vec<(String, String)>,
     /// Exact body bytes.
     pub body: Vec<u8>,
+    /// When it arrived (wall clock, for end-to-end latency).
+    pub at: std::time::SystemTime,
 }
 
 impl Received {
@@ -78,6 +80,7 @@ async fn record(
             })
             .collect(),
         body: body.to_vec(),
+        at: std::time::SystemTime::now(),
     };
     if inner.print {
         println!("--- {} {} ---", received.method, received.uri);

@@ -1,0 +1,479 @@
+//! `webhook-connect-bench`: measures the relay and connector on this machine and prints a table
+//! (and `--json FILE`). Not a test: numbers depend on the machine and what else runs on it.
+//!
+//!   webhook-connect-bench [--backend embedded|redis] [--messages N] [--json FILE]
+//!
+//! Measurements, each on a fresh relay started in this process:
+//! 1. ingest: HMAC-signed 1 KiB webhooks at concurrency 1, 16 and 64 → accepted/s, p50/p99;
+//! 2. end to end: relay → connector (WebSocket) → local HTTP sink → ack, at saturation and at a
+//!    fixed 1,000/s → messages/s, p50/p95/p99 from POST to arrival, lost and duplicated;
+//! 3. the limit: the same backend driven directly through the Buffer trait (publish, lease, ack)
+//!    and, for the embedded store, a bare append+fsync loop.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use webhook_connect_buffer::{Buffer, QueueSettings, Settle};
+use webhook_connect_protocol::{DataType, Envelope, Headers, MessageId, Timestamp};
+use webhook_connect_tests::sink::Sink;
+use webhook_connect_tests::stack::{Backend, Connector, Relay, TempDir, relay_toml_with};
+use webhook_connector::config::Protocol;
+
+const TOKEN: &str = "bench-channel-token-0123456789";
+const SECRET: &str = "bench-secret";
+
+fn channel_toml() -> String {
+    format!(
+        "[[channels]]\nname = \"bench\"\ntoken = \"{TOKEN}\"\nmax_queue_size = 1000000\nmax_in_flight = 1000\n[channels.webhooks.github]\nhmac = {{ preset = \"github\", secret = \"{SECRET}\" }}\n"
+    )
+}
+
+fn sign(body: &[u8]) -> String {
+    let mut mac = match Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()) {
+        Ok(m) => m,
+        Err(_) => return String::new(),
+    };
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256={hex}")
+}
+
+fn now_micros() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0)
+}
+
+/// A ~1 KiB JSON body carrying its send time and a sequence number.
+fn body(i: usize) -> Vec<u8> {
+    format!(
+        "{{\"i\":{i},\"sent_us\":{},\"pad\":\"{}\"}}",
+        now_micros(),
+        "x".repeat(960)
+    )
+    .into_bytes()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+#[derive(Debug, Default, Clone)]
+struct Row {
+    name: String,
+    rate: f64,
+    p50_ms: f64,
+    p95_ms: f64,
+    p99_ms: f64,
+    note: String,
+}
+
+async fn post_all(
+    relay: &Relay,
+    n: usize,
+    concurrency: usize,
+    pace: Option<f64>,
+) -> (f64, Vec<f64>, usize) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .unwrap_or_default();
+    let url = format!("{}/webhook/github", relay.base);
+    let started = Instant::now();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url, next) = (client.clone(), url.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut failed = 0;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if i >= n {
+                    break;
+                }
+                if let Some(rate) = pace {
+                    let due = started + Duration::from_secs_f64(i as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let b = body(i);
+                let t = Instant::now();
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("x-hub-signature-256", sign(&b))
+                    .body(b)
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == 200 => lat.push(t.elapsed().as_secs_f64() * 1000.0),
+                    _ => failed += 1,
+                }
+            }
+            (lat, failed)
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut failed = 0;
+    for t in tasks {
+        if let Ok((l, f)) = t.await {
+            lat.extend(l);
+            failed += f;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    (n as f64 / secs, lat, failed)
+}
+
+async fn ingest(backend: &Backend, n: usize) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for concurrency in [1usize, 16, 64] {
+        let Ok(dir) = TempDir::new("bench-ingest") else {
+            continue;
+        };
+        let backend = match backend {
+            Backend::Embedded => Backend::Embedded,
+            Backend::Redis { .. } => Backend::redis(),
+        };
+        let toml = relay_toml_with(&dir.0, &backend, &channel_toml());
+        let Ok(mut relay) = Relay::start(&dir.0, &toml, "127.0.0.1:0").await else {
+            continue;
+        };
+        let count = if concurrency == 1 { n / 4 } else { n };
+        let (rate, lat, failed) = post_all(&relay, count, concurrency, None).await;
+        rows.push(Row {
+            name: format!("ingest c={concurrency}"),
+            rate,
+            p50_ms: percentile(&lat, 0.5),
+            p95_ms: percentile(&lat, 0.95),
+            p99_ms: percentile(&lat, 0.99),
+            note: format!("{count} x 1 KiB, HMAC, {failed} failed"),
+        });
+        let _ = relay.stop().await;
+        backend.cleanup().await;
+    }
+    rows
+}
+
+async fn end_to_end(backend: &Backend, n: usize, pace: Option<f64>) -> Option<Row> {
+    let dir = TempDir::new("bench-e2e").ok()?;
+    let backend = match backend {
+        Backend::Embedded => Backend::Embedded,
+        Backend::Redis { .. } => Backend::redis(),
+    };
+    let toml = relay_toml_with(&dir.0, &backend, &channel_toml());
+    let mut relay = Relay::start(&dir.0, &toml, "127.0.0.1:0").await.ok()?;
+    let sink = Sink::start("127.0.0.1:0".parse().ok()?, false).await.ok()?;
+    let mut ch = webhook_connector::config::ChannelConfig::new("bench", TOKEN);
+    ch.protocol = Protocol::WebSocket;
+    ch.max_concurrent_requests = 64;
+    ch.default_target = Some(webhook_connector::config::TargetConfig::new(sink.url()));
+    let mut connector =
+        Connector::start_with(webhook_connector::ConnectorConfig::new(&relay.base, ch))
+            .await
+            .ok()?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let (_, _, failed) = post_all(&relay, n, 32, pace).await;
+    let got = sink.wait_for(n, Duration::from_secs(120)).await;
+    let secs = started.elapsed().as_secs_f64();
+    let received = sink.received();
+    let mut seen = HashSet::new();
+    let mut duplicates = 0;
+    let mut lat = Vec::new();
+    for r in &received {
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        if !seen.insert(v["i"].as_u64()) {
+            duplicates += 1;
+        }
+        let sent = v["sent_us"].as_u64().unwrap_or(0) as u128;
+        let at =
+            r.at.duration_since(UNIX_EPOCH)
+                .map(|d| d.as_micros())
+                .unwrap_or(0);
+        lat.push(at.saturating_sub(sent) as f64 / 1000.0);
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let lost = n.saturating_sub(seen.len());
+    connector.stop().await;
+    sink.stop();
+    let _ = relay.stop().await;
+    backend.cleanup().await;
+    Some(Row {
+        name: match pace {
+            Some(r) => format!("e2e ws at {r}/s"),
+            None => "e2e ws saturation".into(),
+        },
+        rate: got as f64 / secs,
+        p50_ms: percentile(&lat, 0.5),
+        p95_ms: percentile(&lat, 0.95),
+        p99_ms: percentile(&lat, 0.99),
+        note: format!("{n} msgs, lost {lost}, duplicated {duplicates}, post failures {failed}"),
+    })
+}
+
+fn envelope(i: usize) -> Envelope {
+    let now = Timestamp::now();
+    Envelope {
+        message_id: MessageId::generate(),
+        channel: "limit".into(),
+        webhook_id: "w".into(),
+        namespace: None,
+        sequence: 0,
+        received_at: now,
+        expires_at: Some(now.plus_millis(86_400_000)),
+        headers: Headers::new(),
+        raw_headers: None,
+        data_type: DataType::Json,
+        content_type: Some("application/json".into()),
+        payload: serde_json::value::to_raw_value(&i).unwrap_or_default(),
+        payload_encoding: None,
+        body_omitted: false,
+        body: vec![b'x'; 1024],
+    }
+}
+
+/// The backend through the Buffer trait alone: 64 concurrent publishers, then lease+ack.
+async fn buffer_limit(backend: &Backend, n: usize) -> Vec<Row> {
+    let Ok(dir) = TempDir::new("bench-limit") else {
+        return Vec::new();
+    };
+    let backend = match backend {
+        Backend::Embedded => Backend::Embedded,
+        Backend::Redis { .. } => Backend::redis(),
+    };
+    let buffer: std::sync::Arc<dyn Buffer> = match &backend {
+        Backend::Embedded => {
+            let options = webhook_connect_buffer::EmbeddedOptions {
+                commit_max_delay: Duration::from_millis(2),
+                operation_timeout: Duration::from_secs(30),
+            };
+            match webhook_connect_buffer::EmbeddedBuffer::open(dir.0.join("limit.db"), options)
+                .await
+            {
+                Ok(b) => std::sync::Arc::new(b),
+                Err(_) => return Vec::new(),
+            }
+        }
+        Backend::Redis { prefix } => {
+            let options = webhook_connect_buffer::RedisOptions {
+                url: std::env::var("WEBHOOK_CONNECT_TEST_REDIS_URL")
+                    .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into()),
+                key_prefix: prefix.clone(),
+                operation_timeout: Duration::from_secs(30),
+            };
+            match webhook_connect_buffer::RedisBuffer::connect(options).await {
+                Ok(b) => std::sync::Arc::new(b),
+                Err(_) => return Vec::new(),
+            }
+        }
+    };
+    let settings = QueueSettings {
+        max_queue_size: 10_000_000,
+        ..QueueSettings::default()
+    };
+    if buffer
+        .ensure_channel("limit", &["w".into()], &settings)
+        .await
+        .is_err()
+    {
+        return Vec::new();
+    }
+    let started = Instant::now();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (buffer, next) = (buffer.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if i >= n {
+                    break;
+                }
+                let _ = buffer.publish("w", &mut envelope(i)).await;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let publish_rate = n as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let Ok(leases) = buffer
+            .lease("limit", 1000, Duration::from_millis(100), "bench")
+            .await
+        else {
+            break;
+        };
+        if leases.is_empty() {
+            break;
+        }
+        let acks = leases.iter().map(|l| buffer.settle(&l.token, Settle::Ack));
+        done += futures_ack(acks).await;
+    }
+    let consume_rate = done as f64 / started.elapsed().as_secs_f64();
+    let _ = buffer.delete_channel("limit").await;
+    let _ = buffer.close().await;
+    backend.cleanup().await;
+    vec![
+        Row {
+            name: "buffer publish c=64".into(),
+            rate: publish_rate,
+            note: format!("{n} x 1 KiB via the Buffer trait"),
+            ..Row::default()
+        },
+        Row {
+            name: "buffer lease+ack".into(),
+            rate: consume_rate,
+            note: format!("{done} leased in batches of 1000, acks concurrent"),
+            ..Row::default()
+        },
+    ]
+}
+
+async fn futures_ack<
+    F: std::future::Future<
+            Output = Result<webhook_connect_buffer::Settled, webhook_connect_buffer::BufferError>,
+        >,
+>(
+    acks: impl Iterator<Item = F>,
+) -> usize {
+    let mut n = 0;
+    let mut set = Vec::new();
+    for a in acks {
+        set.push(a);
+    }
+    for r in futures_util::future::join_all(set).await {
+        if r.is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// A bare append + fsync loop: the floor an embedded store pays without group commit.
+fn fsync_floor(n: usize) -> Option<Row> {
+    use std::io::Write;
+    let dir = TempDir::new("bench-fsync").ok()?;
+    let mut f = std::fs::File::create(dir.0.join("append.log")).ok()?;
+    let block = vec![b'x'; 1024];
+    let started = Instant::now();
+    for _ in 0..n {
+        f.write_all(&block).ok()?;
+        f.sync_data().ok()?;
+    }
+    Some(Row {
+        name: "bare append+fsync".into(),
+        rate: n as f64 / started.elapsed().as_secs_f64(),
+        note: format!("{n} x 1 KiB, one fsync each"),
+        ..Row::default()
+    })
+}
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let backend = match arg("--backend").as_deref() {
+        Some("redis") => Backend::redis(),
+        Some("embedded") | None => Backend::Embedded,
+        Some(other) => {
+            eprintln!("unknown backend {other}; use embedded or redis");
+            std::process::exit(2);
+        }
+    };
+    let n: usize = arg("--messages")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let label = if matches!(backend, Backend::Redis { .. }) {
+        "redis"
+    } else {
+        "embedded"
+    };
+    let mut rows = Vec::new();
+    rows.extend(buffer_limit(&backend, n).await);
+    if matches!(backend, Backend::Embedded) {
+        rows.extend(fsync_floor(2000));
+    }
+    rows.extend(ingest(&backend, n).await);
+    rows.extend(end_to_end(&backend, n, None).await);
+    rows.extend(end_to_end(&backend, 10_000.min(n), Some(1000.0)).await);
+    println!(
+        "backend: {label}   cores: {}   process RSS after run: {:.1} MB",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        rss_mb()
+    );
+    println!(
+        "{:<24} {:>12} {:>9} {:>9} {:>9}  notes",
+        "measurement", "per second", "p50 ms", "p95 ms", "p99 ms"
+    );
+    let fmt = |v: f64| {
+        if v.is_nan() {
+            "-".to_owned()
+        } else {
+            format!("{v:.2}")
+        }
+    };
+    for r in &rows {
+        println!(
+            "{:<24} {:>12.0} {:>9} {:>9} {:>9}  {}",
+            r.name,
+            r.rate,
+            fmt(r.p50_ms),
+            fmt(r.p95_ms),
+            fmt(r.p99_ms),
+            r.note
+        );
+    }
+    if let Some(path) = arg("--json") {
+        let json: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| serde_json::json!({"backend": label, "name": r.name, "per_second": r.rate, "p50_ms": r.p50_ms, "p95_ms": r.p95_ms, "p99_ms": r.p99_ms, "note": r.note}))
+            .collect();
+        if let Err(e) = std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&json).unwrap_or_default(),
+        ) {
+            eprintln!("cannot write {path}: {e}");
+        }
+    }
+}
