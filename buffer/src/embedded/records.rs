@@ -186,6 +186,18 @@ impl DeadRecord {
         out
     }
 
+    /// Queue and message id only, without copying the body.
+    pub(crate) fn decode_head(bytes: &[u8]) -> Option<(String, String)> {
+        let mut r = Reader::new(bytes);
+        if r.u8()? != VERSION {
+            return None;
+        }
+        let queue = r.str()?;
+        let _seq = r.u64()?;
+        let message_id = r.str()?;
+        Some((queue, message_id))
+    }
+
     pub(crate) fn decode(bytes: &[u8]) -> Option<DeadRecord> {
         let mut r = Reader::new(bytes);
         if r.u8()? != VERSION {
@@ -470,6 +482,10 @@ mod tests {
             last_error: None,
             body: vec![0, 1, 2, 255],
         };
+        assert_eq!(
+            DeadRecord::decode_head(&d.encode()),
+            Some(("q".to_owned(), "msg_2".to_owned()))
+        );
         assert_eq!(DeadRecord::decode(&d.encode()), Some(d));
         let c = Counters {
             published: 1,

@@ -288,14 +288,14 @@ impl Mem {
             let key = k.value();
             let Some(id) = dead_key_id(key) else { continue };
             mem.next_dead_id = mem.next_dead_id.max(id + 1);
-            let Some(rec) = DeadRecord::decode(v.value()) else {
+            let Some((queue, _)) = DeadRecord::decode_head(v.value()) else {
                 continue;
             };
             let Some((channel, _)) = split_dead_key(key) else {
                 continue;
             };
             if let Some(chan) = mem.channels.get_mut(&channel) {
-                chan.queues.entry(rec.queue).or_default().dead += 1;
+                chan.queues.entry(queue).or_default().dead += 1;
             }
         }
         if restore {
@@ -1038,16 +1038,19 @@ impl Mem {
         let mut more = false;
         for row in t.dead.range(start.as_slice()..=end.as_slice())?.rev() {
             let (k, v) = row?;
-            let Some(rec) = DeadRecord::decode(v.value()) else {
+            let Some((queue, _)) = DeadRecord::decode_head(v.value()) else {
                 continue;
             };
-            if query.webhook_id.as_ref().is_some_and(|w| *w != rec.queue) {
+            if query.webhook_id.as_ref().is_some_and(|w| *w != queue) {
                 continue;
             }
             if items.len() == query.limit {
                 more = true;
                 break;
             }
+            let Some(rec) = DeadRecord::decode(v.value()) else {
+                continue;
+            };
             last_id = dead_key_id(k.value());
             items.push(to_dead_letter(channel, rec));
         }
@@ -1067,21 +1070,19 @@ impl Mem {
         channel: &str,
         webhook_id: Option<&str>,
         message_id: Option<&str>,
-    ) -> SResult<Vec<(Vec<u8>, DeadRecord)>> {
+    ) -> SResult<Vec<(Vec<u8>, String)>> {
         let start = dead_key(channel, 0);
         let end = dead_key(channel, u64::MAX);
         let mut found = Vec::new();
         for row in t.dead.range(start.as_slice()..=end.as_slice())? {
             let (k, v) = row?;
-            let Some(rec) = DeadRecord::decode(v.value()) else {
+            let Some((queue, id)) = DeadRecord::decode_head(v.value()) else {
                 continue;
             };
-            if webhook_id.is_some_and(|w| w != rec.queue)
-                || message_id.is_some_and(|m| m != rec.message_id)
-            {
+            if webhook_id.is_some_and(|w| w != queue) || message_id.is_some_and(|m| m != id) {
                 continue;
             }
-            found.push((k.value().to_vec(), rec));
+            found.push((k.value().to_vec(), queue));
             if message_id.is_some() {
                 break;
             }
@@ -1105,7 +1106,15 @@ impl Mem {
         let ttl = ms(chan.settings.ttl);
         let mut replayed = 0u64;
         let mut blocked = 0u64;
-        for (key, rec) in found {
+        for (key, _) in found {
+            // One record in memory at a time.
+            let Some(rec) = t
+                .dead
+                .get(key.as_slice())?
+                .and_then(|g| DeadRecord::decode(g.value()))
+            else {
+                continue;
+            };
             let q = chan.queues.entry(rec.queue.clone()).or_default();
             if q.msgs.len() as u64 >= chan.settings.max_queue_size || q.msgs.contains_key(&rec.seq)
             {
@@ -1156,14 +1165,14 @@ impl Mem {
         }
         let found = Self::matching_dead(t, channel, webhook_id, message_id)?;
         let mut purged = 0u64;
-        for (key, rec) in found {
+        for (key, queue) in found {
             t.dead.remove(key.as_slice())?;
             b.wrote = true;
             purged += 1;
             if let Some(q) = self
                 .channels
                 .get_mut(channel)
-                .and_then(|c| c.queues.get_mut(&rec.queue))
+                .and_then(|c| c.queues.get_mut(&queue))
             {
                 q.dead = q.dead.saturating_sub(1);
             }

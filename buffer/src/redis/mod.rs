@@ -381,8 +381,14 @@ impl Inner {
             let handle = format!("{entry_id}|{generation}");
             let Some(envelope) = decode_stored(raw, seq, expires_ms) else {
                 tracing::warn!(channel, webhook_id = %queue, entry_id = %entry_id, "Unreadable stored message dead-lettered");
-                self.settle_script(channel, &queue, &handle, "unreadable", -1, Some(UNREADABLE))
-                    .await?;
+                // On failure the lease runs out and the entry comes back here later; the other
+                // leases of this call must not be lost over it.
+                if let Err(e) = self
+                    .settle_script(channel, &queue, &handle, "unreadable", -1, Some(UNREADABLE))
+                    .await
+                {
+                    tracing::warn!(channel, error = %e, "Could not dead-letter an unreadable entry");
+                }
                 continue;
             };
             leases.push(Lease {
@@ -532,13 +538,14 @@ impl Inner {
         Ok(Some((moved.max(0) as u64, queues)))
     }
 
-    /// Dead letters of `channel` matching the filters, oldest first: (queue, entry id, fields).
+    /// Dead letters of `channel` matching the filters, oldest first: (queue, entry id). Pages
+    /// are read one at a time and only ids are kept, so large DLQs do not fill memory.
     async fn matching_dead(
         &self,
         base: &str,
         webhook_id: Option<&str>,
         message_id: Option<&str>,
-    ) -> Result<Vec<(String, Entry)>, BufferError> {
+    ) -> Result<Vec<(String, String)>, BufferError> {
         let queues = match webhook_id {
             Some(w) => vec![w.to_owned()],
             None => self.all_queues(base).await?,
@@ -567,7 +574,7 @@ impl Inner {
                     if message_id.is_some_and(|m| field_str(&e.1, "id").as_deref() != Some(m)) {
                         continue;
                     }
-                    found.push((q.clone(), e));
+                    found.push((q.clone(), e.0));
                     if message_id.is_some() {
                         return Ok(found);
                     }
@@ -945,7 +952,7 @@ impl Buffer for RedisBuffer {
         let found = self.matching_dead(&base, webhook_id, message_id).await?;
         let mut replayed = 0u64;
         let mut blocked = 0u64;
-        for (q, (id, _)) in found {
+        for (q, id) in found {
             let reply = self
                 .script(
                     &self.scripts.replay,
@@ -987,7 +994,7 @@ impl Buffer for RedisBuffer {
         }
         let found = self.matching_dead(&base, webhook_id, message_id).await?;
         let mut by_queue: HashMap<String, Vec<String>> = HashMap::new();
-        for (q, (id, _)) in found {
+        for (q, id) in found {
             by_queue.entry(q).or_default().push(id);
         }
         let mut purged = 0u64;
