@@ -52,6 +52,8 @@ pub struct AppState {
     pub state_store: StateStore,
     /// Counters and histograms.
     pub metrics: Arc<Metrics>,
+    /// The OpenAPI document, rendered once at start-up.
+    pub openapi: String,
     /// Background tasks (dispatchers, releases, sweeps).
     pub tracker: TaskTracker,
     pub(crate) hub_options: HubOptions,
@@ -139,6 +141,7 @@ pub async fn build_state(
         config.file.admin.max_failed_auth_per_minute,
     );
     let metrics = Arc::new(Metrics::default());
+    let openapi = crate::openapi::document(&config.file.server.public_base_url).to_string();
     let state = Arc::new(AppState {
         config: Arc::new(config),
         registry: Registry::default(),
@@ -149,6 +152,7 @@ pub async fn build_state(
         admin,
         state_store,
         tracker: TaskTracker::new(),
+        openapi,
         hub_options: HubOptions {
             metrics: metrics.clone(),
             ..HubOptions::default()
@@ -411,6 +415,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/health", get(health::health))
         .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(health::openapi))
         .nest(
             "/admin/webhook-connect",
             crate::admin::router(state.clone()),

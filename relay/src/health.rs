@@ -122,3 +122,12 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     );
     response
 }
+
+/// `GET /openapi.json`, served from memory (`404` when `server.openapi = false`).
+pub async fn openapi(State(state): State<Arc<AppState>>) -> Response {
+    if !state.config.file.server.openapi {
+        return crate::http_error::ApiError::new(StatusCode::NOT_FOUND, "Not Found")
+            .into_response();
+    }
+    crate::http_error::json_response(StatusCode::OK, state.openapi.clone())
+}

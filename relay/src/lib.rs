@@ -13,6 +13,7 @@ pub mod health;
 pub mod http_error;
 pub mod ingest;
 pub mod metrics;
+pub mod openapi;
 pub mod state_store;
 pub mod stats;
 pub mod transport;

@@ -19,5 +19,6 @@ mod delivery_ws;
 mod ingest_store;
 mod liveness_order;
 mod metrics_scrape;
+mod openapi_routes;
 mod shipped_examples;
 mod support;
