@@ -88,6 +88,22 @@ impl Channel {
         }
     }
 
+    /// The same channel (hub, tokens, creation time) with another set of webhook ids.
+    pub fn with_webhooks(&self, webhook_ids: Vec<String>) -> Channel {
+        Channel {
+            name: self.name.clone(),
+            source: self.source,
+            webhook_ids,
+            created_at: self.created_at,
+            tokens: RwLock::new(self.tokens()),
+            hub: self.hub.clone(),
+            rate: Mutex::new(RateWindow {
+                started: Instant::now(),
+                count: 0,
+            }),
+        }
+    }
+
     /// The channel's ingest rate limit (step 12 of ingest): `429` with `Retry-After: 1`.
     pub fn check_rate_limit(&self) -> Result<(), ApiError> {
         let Some(limit) = self.settings().rate_limit_per_second else {
@@ -188,6 +204,31 @@ impl Registry {
             *default = None;
         }
         removed
+    }
+
+    /// Swaps in an updated channel and its routes: detached webhook ids stop routing at once.
+    pub fn replace_channel(
+        &self,
+        channel: Arc<Channel>,
+        routes: Vec<(String, DataType, WebhookAuth)>,
+    ) {
+        let name = channel.name.clone();
+        {
+            let mut webhooks = self.webhooks.write().unwrap_or_else(|p| p.into_inner());
+            webhooks.retain(|_, route| route.channel.name != name);
+            for (id, data_type, auth) in routes {
+                webhooks.insert(
+                    id.clone(),
+                    Arc::new(WebhookRoute {
+                        channel: channel.clone(),
+                        queue: id,
+                        data_type,
+                        auth,
+                    }),
+                );
+            }
+        }
+        self.insert_channel(channel);
     }
 
     /// Adds a webhook route.

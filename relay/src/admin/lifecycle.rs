@@ -151,3 +151,98 @@ pub async fn delete(
         }),
     ))
 }
+
+/// RFC 7396 merge patch: objects merge key by key, `null` removes, anything else replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+/// `PATCH /channels/{channel}`
+pub async fn update(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let channel = find(&state, &name)?;
+    if channel.source == ChannelSource::Config {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "Channel is defined in configuration",
+        ));
+    }
+    let patch: Value = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::unprocessable("Body must be a JSON object"))?;
+    let Value::Object(patch_map) = &patch else {
+        return Err(ApiError::unprocessable("Body must be a JSON object"));
+    };
+    for fixed in ["name", "token", "token_file"] {
+        if patch_map.contains_key(fixed) {
+            return Err(ApiError::unprocessable(format!(
+                "{fixed}: cannot be changed (tokens change only through rotate-token)"
+            )));
+        }
+    }
+    let record = state
+        .state_store
+        .get(&name)
+        .ok_or_else(ApiError::unavailable)?;
+    let mut definition = Value::Object(record.definition.clone().unwrap_or_default());
+    merge_patch(&mut definition, &patch);
+    let Value::Object(definition) = definition else {
+        return Err(ApiError::unprocessable("Body must be a JSON object"));
+    };
+    let mut with_token = definition.clone();
+    with_token.insert("token".into(), Value::String("unchanged".into()));
+    let (mut spec, _) = channel_spec_from_json(with_token, &state.config.file)
+        .map_err(|errors| ApiError::unprocessable(errors.join("; ")))?;
+    spec.source = ChannelSource::Admin;
+    if let Some(w) = spec.webhooks.iter().find(|w| {
+        state
+            .registry
+            .route(&w.id)
+            .is_some_and(|r| r.channel.name != name)
+            && state.registry.has_route(&w.id)
+    }) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("Webhook ID already in use: {}", w.id),
+        ));
+    }
+    let options = auth_options(&state.config, &state.trusted_proxies);
+    let mut routes = Vec::new();
+    for webhook in &spec.webhooks {
+        let auth = crate::auth::WebhookAuth::from_entry(&webhook.entry, &webhook.path, &options)
+            .map_err(|e| ApiError::unprocessable(e.join("; ")))?;
+        routes.push((webhook.id.clone(), webhook.data_type, auth));
+    }
+    let ids: Vec<String> = spec.webhooks.iter().map(|w| w.id.clone()).collect();
+    state
+        .buffer
+        .ensure_channel(&name, &ids, &spec.settings.queue_settings())
+        .await
+        .map_err(|_| ApiError::unavailable())?;
+    state
+        .state_store
+        .update(&name, |r| r.definition = Some(definition.clone()))
+        .map_err(|_| ApiError::unavailable())?;
+    channel.hub.set_settings(spec.settings.clone());
+    let replacement = Arc::new(channel.with_webhooks(ids));
+    state.registry.replace_channel(replacement.clone(), routes);
+    tracing::info!(action = "update-channel", channel = %name, result = "ok", client_ip = %peer.ip(), "Admin change");
+    Ok(status_body(
+        StatusCode::OK,
+        details_json(&replacement).await?,
+    ))
+}

@@ -24,7 +24,9 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/channels", get(channels::list).post(lifecycle::create))
         .route(
             "/channels/{channel}",
-            get(channels::details).delete(lifecycle::delete),
+            get(channels::details)
+                .delete(lifecycle::delete)
+                .patch(lifecycle::update),
         )
         .route(
             "/channels/{channel}/rotate-token",

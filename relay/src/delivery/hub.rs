@@ -244,7 +244,7 @@ impl Hub {
                 leases.len() as u64,
             );
         }
-        self.release(leases);
+        self.release(leases, Settle::Release);
         self.wake.notify_one();
     }
 
@@ -254,14 +254,16 @@ impl Hub {
         self.options.metrics.inc(name, &labels);
     }
 
-    fn release(&self, leases: Vec<InFlight>) {
+    /// Hands leases back to the buffer in the background: `Release` counts a failed attempt
+    /// (the connection had them), `Return` does not (they never reached a connection).
+    fn release(&self, leases: Vec<InFlight>, action: Settle) {
         if leases.is_empty() {
             return;
         }
         let buffer = self.buffer.clone();
         self.tracker.spawn(async move {
             for lease in leases {
-                if let Err(e) = buffer.settle(&lease.token, Settle::Release).await {
+                if let Err(e) = buffer.settle(&lease.token, action.clone()).await {
                     tracing::warn!(message_id = %lease.token.message_id, error = %e, "Release failed; the lease will expire");
                 }
             }
@@ -465,11 +467,14 @@ impl Hub {
         let mut tried: Vec<ConnectionId> = Vec::new();
         loop {
             let Some(conn) = self.pick(&tried) else {
-                tracing::debug!(channel = %self.channel, message_id, "No connection can take the message; releasing");
-                self.release(vec![InFlight {
-                    token: lease.token,
-                    expires_at,
-                }]);
+                tracing::debug!(channel = %self.channel, message_id, "No connection can take the message; returning it");
+                self.release(
+                    vec![InFlight {
+                        token: lease.token,
+                        expires_at,
+                    }],
+                    Settle::Return,
+                );
                 return;
             };
             tried.push(conn.id.clone());

@@ -626,3 +626,93 @@ async fn channels_can_be_created_used_persisted_and_deleted_r55() {
     assert_eq!(gone.status(), 404);
     assert_eq!(status_of(token).await.status(), 401);
 }
+
+#[tokio::test]
+async fn patch_merges_limits_and_webhooks_and_refuses_config_channels_r55() {
+    let relay = TestRelay::start("admin-patch", "", &admin_section()).await;
+    let (status, _) = admin(
+        &relay,
+        reqwest::Method::POST,
+        "/channels",
+        Some(r#"{"name":"pay","webhooks":{"a":{},"b":{}},"max_queue_size":1}"#),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(relay.post("a", "{}").await.status(), 200);
+    assert_eq!(
+        relay.post("a", "{}").await.status(),
+        429,
+        "max_queue_size 1"
+    );
+    let (status, details) = admin(
+        &relay,
+        reqwest::Method::PATCH,
+        "/channels/pay",
+        Some(
+            r#"{"max_queue_size":5,"webhooks":{"b":null,"c":{"authorization":"Bearer c-secret"}}}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{details}");
+    assert_eq!(details["config"]["max_queue_size"], 5);
+    assert_eq!(
+        details["config"]["webhook_ids"],
+        serde_json::json!(["a", "c"])
+    );
+    assert_eq!(
+        relay.post("a", "{}").await.status(),
+        200,
+        "the new limit applies at once"
+    );
+    assert_eq!(
+        relay.post("b", "{}").await.status(),
+        404,
+        "a detached webhook stops routing"
+    );
+    let c = relay
+        .http
+        .post(format!("{}/webhook/c", relay.base))
+        .header("authorization", "Bearer c-secret")
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(c.status(), 200);
+    let (status, body) = admin(
+        &relay,
+        reqwest::Method::PATCH,
+        "/channels/pay",
+        Some(r#"{"name":"x"}"#),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = admin(
+        &relay,
+        reqwest::Method::PATCH,
+        "/channels/pay",
+        Some(r#"{"ttl_seconds":0}"#),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(
+        body["detail"].as_str().unwrap().contains("ttl_seconds"),
+        "{body}"
+    );
+    let (status, _) = admin(
+        &relay,
+        reqwest::Method::PATCH,
+        "/channels/pay",
+        Some(r#"{"webhooks":{"shop":{}}}"#),
+    )
+    .await;
+    assert_eq!(status, 409, "shop belongs to orders");
+    let (status, _) = admin(
+        &relay,
+        reqwest::Method::PATCH,
+        "/channels/orders",
+        Some(r#"{"max_queue_size":5}"#),
+    )
+    .await;
+    assert_eq!(status, 409);
+}
