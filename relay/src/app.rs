@@ -391,7 +391,7 @@ async fn security_headers(response: Response) -> Response {
 
 /// The HTTP routes of the relay.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let main = Router::new()
         .route("/webhook/{webhook_id}", post(ingest::plain))
         .route(
             "/webhook/{namespace}/{webhook_id}",
@@ -415,11 +415,32 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/health", get(health::health))
         .route("/metrics", get(health::metrics))
-        .route("/openapi.json", get(health::openapi))
-        .nest(
+        .route("/openapi.json", get(health::openapi));
+    // With `admin.listen` set, the admin routes live only on that listener (http-api.md §4).
+    let main = if state.config.file.admin.listen.is_empty() {
+        main.nest(
             "/admin/webhook-connect",
             crate::admin::router(state.clone()),
         )
+    } else {
+        main
+    };
+    finish(main, state)
+}
+
+/// The admin routes alone, for the separate `admin.listen` listener.
+pub fn admin_router(state: Arc<AppState>) -> Router {
+    finish(
+        Router::new().nest(
+            "/admin/webhook-connect",
+            crate::admin::router(state.clone()),
+        ),
+        state,
+    )
+}
+
+fn finish(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(security_headers))
@@ -447,6 +468,20 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, channels = state.registry.channels().len(), "Relay listening");
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let admin_task = if state.config.file.admin.listen.is_empty() {
+        None
+    } else {
+        let admin_listener = TcpListener::bind(&state.config.file.admin.listen).await?;
+        tracing::info!(addr = %admin_listener.local_addr()?, "Admin API listening");
+        let admin_app =
+            admin_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let stop = shutdown.clone();
+        Some(tokio::spawn(async move {
+            axum::serve(admin_listener, admin_app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }))
+    };
     let graceful = {
         let state = state.clone();
         async move {
@@ -457,6 +492,9 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(graceful)
         .await?;
+    if let Some(task) = admin_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
     state.tracker.close();
     if tokio::time::timeout(Duration::from_secs(5), state.tracker.wait())
         .await

@@ -716,3 +716,44 @@ async fn patch_merges_limits_and_webhooks_and_refuses_config_channels_r55() {
     .await;
     assert_eq!(status, 409);
 }
+
+#[tokio::test]
+async fn with_admin_listen_the_admin_api_is_served_only_there() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let relay = TestRelay::start(
+        "admin-listen",
+        "",
+        &format!("[admin]\ntoken = \"{ADMIN}\"\nlisten = \"127.0.0.1:{port}\""),
+    )
+    .await;
+    let main = relay
+        .http
+        .get(format!("{}/admin/webhook-connect/channels", relay.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(main.status(), 404);
+    let mut ok = false;
+    for _ in 0..50 {
+        if let Ok(r) = relay
+            .http
+            .get(format!(
+                "http://127.0.0.1:{port}/admin/webhook-connect/channels"
+            ))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+        {
+            assert_eq!(r.status(), 200);
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "the admin listener answered");
+}
