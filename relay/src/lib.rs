@@ -3,6 +3,7 @@
 //! Start one in-process with [`app::run`] on any listener (tests use `127.0.0.1:0`).
 
 pub mod admin;
+pub mod admin_cli;
 pub mod app;
 pub mod auth;
 pub mod body;

@@ -13,6 +13,7 @@ mod auth_network;
 mod auth_presets;
 mod auth_support;
 mod admin_api;
+mod admin_commands;
 mod body_limits;
 mod delivery_http;
 mod delivery_ws;
