@@ -866,3 +866,61 @@ async fn unfinished_work_is_nacked_with_retry_when_the_drain_timeout_ends_r81() 
     );
     assert_eq!(log.close_codes.lock().unwrap()[0], 1000);
 }
+
+#[tokio::test]
+async fn token_invalid_close_is_counted_and_reconnects_after_the_maximum_delay() {
+    let target = Target::start().await;
+    let connections = Arc::new(AtomicUsize::new(0));
+    let c = connections.clone();
+    let peer = Peer::start(move |stream, req| {
+        let c = c.clone();
+        async move {
+            c.fetch_add(1, Ordering::SeqCst);
+            let mut ws = accept_ws(stream, &req, true).await;
+            let _ = ws.send(Message::Text(connected_frame("wsc_t", 20).into())).await;
+            let notice = r#"{"type":"close","code":4001,"reason":"token_invalid","message":"Token no longer valid","reconnect":false}"#;
+            let _ = ws.send(Message::Text(notice.into())).await;
+            let _ = ws
+                .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                    code: 4001.into(),
+                    reason: "token_invalid".into(),
+                }))
+                .await;
+        }
+    })
+    .await;
+    let mut config = connector_config(peer.addr, &target.url("/hook"));
+    config.channels[0].protocol = Protocol::WebSocket;
+    let shutdown = CancellationToken::new();
+    let handle = webhook_connector::start(config, shutdown.clone())
+        .await
+        .unwrap();
+    assert!(eventually(LONG, || connections.load(Ordering::SeqCst) >= 2).await);
+    let metrics = webhook_connector::health::metrics_text(&handle.states);
+    assert!(
+        metrics.contains(
+            "webhook_connector_reconnects_total{channel=\"orders\",reason=\"token_invalid\"}"
+        ),
+        "{metrics}"
+    );
+    shutdown.cancel();
+    handle.wait().await;
+}
+
+#[tokio::test]
+async fn protocol_version_1_asks_for_no_v2() {
+    let target = Target::start().await;
+    let log = Arc::new(WsLog::default());
+    let peer = ws_peer(log.clone(), true, vec![]).await;
+    let mut config = connector_config(peer.addr, &target.url("/hook"));
+    config.channels[0].protocol = Protocol::WebSocket;
+    config.channels[0].protocol_version = webhook_connector::config::VersionPreference::V1;
+    let shutdown = CancellationToken::new();
+    let handle = webhook_connector::start(config, shutdown.clone())
+        .await
+        .unwrap();
+    assert!(eventually(LONG, || handle.states[0].state() == ConnState::Connected).await);
+    assert_eq!(log.protocol_headers.lock().unwrap()[0], None);
+    shutdown.cancel();
+    handle.wait().await;
+}
