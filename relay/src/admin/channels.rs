@@ -180,6 +180,30 @@ pub async fn rotate_token(
         previous: (grace > 0).then_some((old.current, expires)),
         rotated_at: Some(now),
     });
+    // Connections that used the previous token close when it stops being valid (C.5 rule 2).
+    let hub = channel.hub.clone();
+    let previous = old.current;
+    if let Some((older, _)) = old.previous {
+        // Only one previous token is kept: the one before it ends now.
+        hub.close_token(&older);
+    }
+    if grace == 0 {
+        hub.close_token(&previous);
+    } else {
+        let stop = state.shutdown.clone();
+        let check = channel.clone();
+        state.tracker.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(grace)) => {
+                    // A later rotation may have ended it already; close only if it is not valid.
+                    if !check.token_matches(&previous) {
+                        hub.close_token(&previous);
+                    }
+                }
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
     audit("rotate-token", &name, "ok", peer);
     Ok(status_body(
         StatusCode::OK,

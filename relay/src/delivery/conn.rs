@@ -39,6 +39,8 @@ pub struct ConnInfo {
     pub remote_ip: Option<IpAddr>,
     /// `User-Agent`.
     pub user_agent: Option<String>,
+    /// Hash of the token it authenticated with (closed when that token stops being valid).
+    pub token: [u8; 32],
 }
 
 /// A lease held by a connection.

@@ -707,6 +707,21 @@ impl Hub {
         }
     }
 
+    /// Closes the connections that authenticated with `token` (it is no longer valid; 4001/1008).
+    pub fn close_token(self: &Arc<Self>, token: &[u8; 32]) -> usize {
+        let mut closed = 0;
+        for conn in self.connections() {
+            if conn.info.token == *token {
+                conn.close(CloseReason::TokenInvalid);
+                if conn.info.kind == ConnectionKind::LongPoll {
+                    self.unregister(&conn);
+                }
+                closed += 1;
+            }
+        }
+        closed
+    }
+
     /// Stops leasing new messages (relay shutdown step 1) without closing connections.
     pub fn stop_leasing(&self) {
         if let Some(stop) = self.lock().dispatcher.take() {

@@ -51,7 +51,7 @@ pub async fn handler(
     headers: HeaderMap,
 ) -> Response {
     let query = crate::app::parse_query(raw_query.as_deref());
-    let (channel, ip) = match authorize_stream(
+    let (channel, ip, token) = match authorize_stream(
         &state,
         &channel,
         &headers,
@@ -66,7 +66,7 @@ pub async fn handler(
         Ok(p) => p,
         Err(e) => return ApiError::unprocessable(e.to_string()).into_response(),
     };
-    let info = conn_info(&channel, ConnectionKind::LongPoll, &headers, ip);
+    let info = conn_info(&channel, ConnectionKind::LongPoll, &headers, ip, token);
     let version = info.version;
     let resume = if version.is_v2() {
         headers

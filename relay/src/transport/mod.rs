@@ -79,7 +79,7 @@ pub fn authorize_stream(
     query_token: Option<&str>,
     peer: SocketAddr,
     source: TokenSource,
-) -> Result<(Arc<Channel>, IpAddr), ApiError> {
+) -> Result<(Arc<Channel>, IpAddr, TokenHash), ApiError> {
     if !state.is_ready() {
         return Err(ApiError::unavailable());
     }
@@ -92,7 +92,7 @@ pub fn authorize_stream(
     };
     let ip = client_ip(state, peer, headers);
     check_allowed_ip(&channel, ip)?;
-    Ok((channel, ip))
+    Ok((channel, ip, token))
 }
 
 /// The channel's `allowed_ips` (when set) must contain `ip`.
@@ -117,6 +117,7 @@ pub fn conn_info(
     kind: ConnectionKind,
     headers: &HeaderMap,
     ip: IpAddr,
+    token: TokenHash,
 ) -> ConnInfo {
     let connector_id = headers
         .get(CONNECTOR_ID_HEADER)
@@ -135,6 +136,7 @@ pub fn conn_info(
             .get(axum::http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.chars().take(256).collect()),
+        token,
     }
 }
 

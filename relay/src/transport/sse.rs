@@ -53,7 +53,7 @@ pub async fn handler(
     headers: HeaderMap,
 ) -> Response {
     let query = crate::app::parse_query(raw_query.as_deref());
-    let (channel, ip) = match authorize_stream(
+    let (channel, ip, token) = match authorize_stream(
         &state,
         &channel,
         &headers,
@@ -64,7 +64,7 @@ pub async fn handler(
         Ok(ok) => ok,
         Err(e) => return e.into_response(),
     };
-    let info = conn_info(&channel, ConnectionKind::Sse, &headers, ip);
+    let info = conn_info(&channel, ConnectionKind::Sse, &headers, ip, token);
     let version = info.version;
     let hub = channel.hub.clone();
     let Some((conn, outbound)) = hub.register_stream(info) else {

@@ -39,7 +39,7 @@ pub async fn handler(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let query = crate::app::parse_query(raw_query.as_deref());
-    let (channel, ip) = match authorize_stream(
+    let (channel, ip, token) = match authorize_stream(
         &state,
         &channel,
         &headers,
@@ -54,7 +54,7 @@ pub async fn handler(
         Ok(u) => u,
         Err(rejection) => return rejection.into_response(),
     };
-    let info = conn_info(&channel, ConnectionKind::WebSocket, &headers, ip);
+    let info = conn_info(&channel, ConnectionKind::WebSocket, &headers, ip, token);
     let version = info.version;
     let max_frame = state.config.file.streaming.max_client_frame_bytes as usize;
     let mut response = upgrade

@@ -757,3 +757,24 @@ async fn with_admin_listen_the_admin_api_is_served_only_there() {
     }
     assert!(ok, "the admin listener answered");
 }
+
+#[tokio::test]
+async fn connections_on_a_token_that_stopped_being_valid_are_closed_with_4001() {
+    let relay = TestRelay::start("admin-4001", "", &admin_section()).await;
+    let mut ws = relay.ws(true, &[]).await;
+    ws.next_of("connected", WAIT).await;
+    let (status, _) = admin(
+        &relay,
+        reqwest::Method::POST,
+        "/channels/orders/rotate-token",
+        Some(r#"{"grace_period_seconds": 0}"#),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let notice = ws.next_of("close", WAIT).await;
+    assert_eq!(
+        (notice["code"].as_u64(), notice["reconnect"].as_bool()),
+        (Some(4001), Some(false))
+    );
+    assert!(matches!(ws.next(WAIT).await, WsEvent::Closed(Some(4001))));
+}
