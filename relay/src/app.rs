@@ -291,6 +291,26 @@ async fn restore_admin_channels(
     }
 }
 
+/// The token state a record holds (the current hash, or `fallback` when it is unreadable; the
+/// previous token only while its grace lasts).
+fn stored_tokens(
+    r: &crate::state_store::ChannelRecord,
+    fallback: Option<crate::channels::TokenHash>,
+    now: Timestamp,
+) -> Option<TokenState> {
+    let current = from_hex(&r.current_token).or(fallback)?;
+    let previous = r
+        .previous_token
+        .as_ref()
+        .and_then(|(h, at)| from_hex(h).map(|h| (h, *at)))
+        .filter(|(_, at)| *at > now);
+    Some(TokenState {
+        current,
+        previous,
+        rotated_at: r.rotated_at,
+    })
+}
+
 /// Applies the state store to a config-defined channel: a token rotated through the admin API
 /// stays in force unless the configured token changed since (then the configured one wins and
 /// earlier tokens stop working); the pause state is restored.
@@ -304,17 +324,8 @@ fn restore_persisted(
     if spec.source == crate::config::ChannelSource::Admin {
         // Admin-created: the record written at creation (or rotation) is the truth.
         if let Some(r) = &record {
-            if let Some(current) = from_hex(&r.current_token) {
-                let previous = r
-                    .previous_token
-                    .as_ref()
-                    .and_then(|(h, at)| from_hex(h).map(|h| (h, *at)))
-                    .filter(|(_, at)| *at > now);
-                channel.set_tokens(TokenState {
-                    current,
-                    previous,
-                    rotated_at: r.rotated_at,
-                });
+            if let Some(tokens) = stored_tokens(r, None, now) {
+                channel.set_tokens(tokens);
             }
             channel.hub.set_paused(r.paused);
             if let Some(created) = r.created_at {
@@ -330,17 +341,9 @@ fn restore_persisted(
         .is_some_and(|r| r.configured_token.as_deref() == Some(configured_hex.as_str()));
     if let Some(r) = &record {
         if keep_rotation {
-            let current = from_hex(&r.current_token).unwrap_or(configured);
-            let previous = r
-                .previous_token
-                .as_ref()
-                .and_then(|(h, at)| from_hex(h).map(|h| (h, *at)))
-                .filter(|(_, at)| *at > now);
-            channel.set_tokens(TokenState {
-                current,
-                previous,
-                rotated_at: r.rotated_at,
-            });
+            if let Some(tokens) = stored_tokens(r, Some(configured), now) {
+                channel.set_tokens(tokens);
+            }
         } else {
             tracing::warn!(channel = %spec.name, "Configured token changed; it replaces every earlier token");
         }

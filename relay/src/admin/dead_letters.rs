@@ -42,6 +42,40 @@ fn matches(d: &DeadLetter, reason: &Option<String>) -> bool {
     reason.as_deref().is_none_or(|r| r == d.reason.as_str())
 }
 
+/// Ids of the dead letters of `channel` (optionally of one webhook) that pass `keep`, newest
+/// first, reading every page (bounded to 100 000 ids).
+async fn collect_ids(
+    state: &AppState,
+    channel: &str,
+    webhook_id: &Option<String>,
+    keep: impl Fn(&DeadLetter) -> bool,
+) -> Result<Vec<String>, ApiError> {
+    let mut ids = Vec::new();
+    let mut cursor = None;
+    loop {
+        let query = DeadLetterQuery {
+            webhook_id: webhook_id.clone(),
+            limit: 1000,
+            cursor,
+        };
+        let page = state
+            .buffer
+            .dead_letters(channel, &query)
+            .await
+            .map_err(buffer_error)?;
+        ids.extend(
+            page.items
+                .iter()
+                .filter(|d| keep(d))
+                .map(|d| d.envelope.message_id.as_str().to_owned()),
+        );
+        match page.next_cursor {
+            Some(c) if ids.len() < 100_000 => cursor = Some(c),
+            _ => return Ok(ids),
+        }
+    }
+}
+
 /// `GET /channels/{channel}/dead-letters`
 pub async fn list(
     State(state): State<Arc<AppState>>,
@@ -229,32 +263,7 @@ pub async fn replay_many(
             })?,
     };
     // Oldest first, one message at a time, so a full queue stops the run cleanly.
-    let mut ids = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = state
-            .buffer
-            .dead_letters(
-                &name,
-                &DeadLetterQuery {
-                    webhook_id: webhook_id.clone(),
-                    limit: 1000,
-                    cursor,
-                },
-            )
-            .await
-            .map_err(buffer_error)?;
-        ids.extend(
-            page.items
-                .iter()
-                .filter(|d| matches(d, &reason))
-                .map(|d| d.envelope.message_id.as_str().to_owned()),
-        );
-        match page.next_cursor {
-            Some(c) if ids.len() < 100_000 => cursor = Some(c),
-            _ => break,
-        }
-    }
+    let mut ids = collect_ids(&state, &name, &webhook_id, |d| matches(d, &reason)).await?;
     ids.reverse();
     let mut replayed = 0u64;
     let mut stopped = None;
@@ -339,34 +348,10 @@ pub async fn purge_many(
             .await
             .map_err(buffer_error)?
     } else {
-        let mut ids = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = state
-                .buffer
-                .dead_letters(
-                    &name,
-                    &DeadLetterQuery {
-                        webhook_id: webhook_id.clone(),
-                        limit: 1000,
-                        cursor,
-                    },
-                )
-                .await
-                .map_err(buffer_error)?;
-            ids.extend(
-                page.items
-                    .iter()
-                    .filter(|d| {
-                        matches(d, &reason) && before.is_none_or(|b| d.dead_lettered_at < b)
-                    })
-                    .map(|d| d.envelope.message_id.as_str().to_owned()),
-            );
-            match page.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
-        }
+        let ids = collect_ids(&state, &name, &webhook_id, |d| {
+            matches(d, &reason) && before.is_none_or(|b| d.dead_lettered_at < b)
+        })
+        .await?;
         let mut n = 0;
         for id in ids {
             n += state

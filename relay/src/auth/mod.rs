@@ -172,7 +172,7 @@ pub struct WebhookAuth {
 }
 
 /// Keys of a webhook entry this module reads.
-const AUTH_KEYS: [&str; 14] = [
+pub const AUTH_KEYS: [&str; 14] = [
     "authorization",
     "basic_auth",
     "digest_auth",

@@ -21,26 +21,18 @@ use webhook_connect_protocol::names::{validate_channel_name, validate_webhook_id
 use self::file::{ChannelEntry, RelayFile};
 use self::settings::{ChannelOverrides, ChannelSettings};
 
-/// Keys a webhook entry of our own format may hold (`config-formats.md` §2.5).
-pub const INBOUND_KEYS: &[&str] = &[
+/// Keys a webhook entry of our own format may hold besides the authentication keys
+/// (`config-formats.md` §2.5).
+const ENTRY_KEYS: &[&str] = &[
     "data_type",
     "credential_cleanup",
-    "trusted_proxies",
     "strip_consumed_credentials",
-    "authorization",
-    "basic_auth",
-    "digest_auth",
-    "jwt",
-    "header_auth",
-    "query_auth",
-    "hmac",
-    "ip_whitelist",
-    "rate_limit",
-    "json_schema",
-    "oauth2",
-    "oauth1",
-    "recaptcha",
 ];
+
+/// True for a key a webhook entry may hold: an authentication key or an [`ENTRY_KEYS`] one.
+pub fn is_inbound_key(key: &str) -> bool {
+    ENTRY_KEYS.contains(&key) || crate::auth::AUTH_KEYS.contains(&key)
+}
 
 /// Command-line values that override the file and the environment, only when given.
 #[derive(Debug, Clone, Default)]
@@ -747,7 +739,7 @@ fn channel_from_entry(
             continue;
         }
         for key in map.keys() {
-            if !INBOUND_KEYS.contains(&key.as_str()) {
+            if !is_inbound_key(key) {
                 errors.push(format!("{wpath}.{key}: unknown key"));
             }
         }

@@ -11,7 +11,7 @@ use webhook_connect_protocol::names::{validate_channel_name, validate_webhook_id
 
 use super::file::RelayFile;
 use super::settings::ChannelOverrides;
-use super::{ChannelSource, ChannelSpec, INBOUND_KEYS, WebhookSpec, file_label, parse_data_type};
+use super::{ChannelSource, ChannelSpec, WebhookSpec, file_label, is_inbound_key, parse_data_type};
 
 /// What the file contributes.
 #[derive(Debug, Default)]
@@ -195,7 +195,7 @@ pub fn load(
             }
         }
         for key in entry.keys() {
-            let known = INBOUND_KEYS.contains(&key.as_str())
+            let known = is_inbound_key(key)
                 || ["module", "module-config", "chain", "chain-config"].contains(&key.as_str());
             if ["retry", "connection"].contains(&key.as_str()) {
                 warnings.push(format!(
@@ -211,7 +211,7 @@ pub fn load(
         };
         let inbound: Map<String, Value> = entry
             .iter()
-            .filter(|(k, _)| INBOUND_KEYS.contains(&k.as_str()))
+            .filter(|(k, _)| is_inbound_key(k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let webhook = WebhookSpec {

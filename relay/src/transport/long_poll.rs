@@ -14,7 +14,7 @@ use webhook_connect_protocol::poll::PollParams;
 use webhook_connect_protocol::version::{CONNECTION_ID_HEADER, PROTOCOL_HEADER};
 use webhook_connect_protocol::{ConnectionId, ConnectionKind, Timestamp};
 
-use super::{TokenSource, authorize_stream, conn_info, query_token};
+use super::accept_stream;
 use crate::app::AppState;
 use crate::delivery::{Conn, Hub, PollOpenError};
 use crate::http_error::{ApiError, json_response};
@@ -50,23 +50,23 @@ pub async fn handler(
     RawQuery(raw_query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let query = crate::app::parse_query(raw_query.as_deref());
-    let (channel, ip, token) = match authorize_stream(
+    let request = match accept_stream(
         &state,
         &channel,
+        ConnectionKind::LongPoll,
         &headers,
-        query_token(&query),
+        raw_query.as_deref(),
         peer,
-        TokenSource::HeaderOrQuery,
     ) {
-        Ok(ok) => ok,
+        Ok(r) => r,
         Err(e) => return e.into_response(),
     };
+    let (channel, info) = (request.channel, request.info);
+    let query = request.query;
     let params = match PollParams::from_query(query.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
         Ok(p) => p,
         Err(e) => return ApiError::unprocessable(e.to_string()).into_response(),
     };
-    let info = conn_info(&channel, ConnectionKind::LongPoll, &headers, ip, token);
     let version = info.version;
     let resume = if version.is_v2() {
         headers

@@ -95,6 +95,43 @@ pub fn authorize_stream(
     Ok((channel, ip, token))
 }
 
+/// A stream request (WebSocket, SSE or long-poll) that passed checks 1–4.
+#[derive(Debug)]
+pub struct StreamRequest {
+    /// The channel.
+    pub channel: Arc<Channel>,
+    /// The new connection's identity and limits.
+    pub info: ConnInfo,
+    /// The decoded query string.
+    pub query: Vec<(String, String)>,
+}
+
+/// Checks 1–4 of a stream request and describes the connection it opens.
+pub fn accept_stream(
+    state: &AppState,
+    channel: &str,
+    kind: ConnectionKind,
+    headers: &HeaderMap,
+    raw_query: Option<&str>,
+    peer: SocketAddr,
+) -> Result<StreamRequest, ApiError> {
+    let query = crate::app::parse_query(raw_query);
+    let (channel, ip, token) = authorize_stream(
+        state,
+        channel,
+        headers,
+        query_token(&query),
+        peer,
+        TokenSource::HeaderOrQuery,
+    )?;
+    let info = conn_info(&channel, kind, headers, ip, token);
+    Ok(StreamRequest {
+        channel,
+        info,
+        query,
+    })
+}
+
 /// The channel's `allowed_ips` (when set) must contain `ip`.
 pub fn check_allowed_ip(channel: &Channel, ip: IpAddr) -> Result<(), ApiError> {
     if let Some(allowed) = &channel.settings().allowed_ips {

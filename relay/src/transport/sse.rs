@@ -18,7 +18,7 @@ use webhook_connect_protocol::sse::{SseEvent, frame_to_event, retry_line};
 use webhook_connect_protocol::version::PROTOCOL_HEADER;
 use webhook_connect_protocol::{CloseReason, ConnectionKind, ServerFrame};
 
-use super::{TokenSource, authorize_stream, conn_info, query_token};
+use super::accept_stream;
 use crate::app::AppState;
 use crate::delivery::{Conn, Hub, Outbound};
 use crate::http_error::ApiError;
@@ -52,19 +52,18 @@ pub async fn handler(
     RawQuery(raw_query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let query = crate::app::parse_query(raw_query.as_deref());
-    let (channel, ip, token) = match authorize_stream(
+    let request = match accept_stream(
         &state,
         &channel,
+        ConnectionKind::Sse,
         &headers,
-        query_token(&query),
+        raw_query.as_deref(),
         peer,
-        TokenSource::HeaderOrQuery,
     ) {
-        Ok(ok) => ok,
+        Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let info = conn_info(&channel, ConnectionKind::Sse, &headers, ip, token);
+    let (channel, info) = (request.channel, request.info);
     let version = info.version;
     let hub = channel.hub.clone();
     let Some((conn, outbound)) = hub.register_stream(info) else {

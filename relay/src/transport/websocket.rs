@@ -23,8 +23,8 @@ use webhook_connect_protocol::{
     ClientFrame, CloseReason, ConnectionKind, ProtocolVersion, ServerFrame, Timestamp,
 };
 
+use super::accept_stream;
 use super::settle::{Action, settle_ids};
-use super::{TokenSource, authorize_stream, conn_info, query_token};
 use crate::app::AppState;
 use crate::channels::Channel;
 use crate::delivery::{Conn, ConnInfo, Hub, Outbound};
@@ -38,23 +38,22 @@ pub async fn handler(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let query = crate::app::parse_query(raw_query.as_deref());
-    let (channel, ip, token) = match authorize_stream(
+    let request = match accept_stream(
         &state,
         &channel,
+        ConnectionKind::WebSocket,
         &headers,
-        query_token(&query),
+        raw_query.as_deref(),
         peer,
-        TokenSource::HeaderOrQuery,
     ) {
-        Ok(ok) => ok,
+        Ok(r) => r,
         Err(e) => return e.into_response(),
     };
     let upgrade = match upgrade {
         Ok(u) => u,
         Err(rejection) => return rejection.into_response(),
     };
-    let info = conn_info(&channel, ConnectionKind::WebSocket, &headers, ip, token);
+    let (channel, info) = (request.channel, request.info);
     let version = info.version;
     let max_frame = state.config.file.streaming.max_client_frame_bytes as usize;
     let mut response = upgrade

@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+mod admin_api;
+mod admin_commands;
 mod auth_digest_oauth1;
 mod auth_fuzz;
 mod auth_ingest_http;
@@ -12,8 +14,6 @@ mod auth_methods;
 mod auth_network;
 mod auth_presets;
 mod auth_support;
-mod admin_api;
-mod admin_commands;
 mod body_limits;
 mod delivery_http;
 mod delivery_ws;

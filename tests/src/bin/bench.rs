@@ -13,8 +13,6 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use webhook_connect_buffer::{Buffer, QueueSettings, Settle};
 use webhook_connect_protocol::{DataType, Envelope, Headers, MessageId, Timestamp};
 use webhook_connect_tests::sink::Sink;
@@ -31,18 +29,7 @@ fn channel_toml() -> String {
 }
 
 fn sign(body: &[u8]) -> String {
-    let mut mac = match Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()) {
-        Ok(m) => m,
-        Err(_) => return String::new(),
-    };
-    mac.update(body);
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256={hex}")
+    webhook_connect_tests::github_signature(SECRET, body)
 }
 
 fn now_micros() -> u128 {

@@ -4,8 +4,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use webhook_connect_tests::sink::Sink;
 use webhook_connect_tests::stack::{
     Backend, Connector, Relay, TempDir, relay_toml, relay_toml_with,
@@ -22,15 +20,7 @@ fn channel(settings: &str) -> String {
 }
 
 fn github_signature(body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(body);
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256={hex}")
+    webhook_connect_tests::github_signature(SECRET, body)
 }
 
 async fn post_signed(http: &reqwest::Client, relay: &Relay, body: &[u8]) -> u16 {
