@@ -245,3 +245,48 @@ async fn relay_restart_loses_nothing_and_the_connector_reconnects_by_itself() {
         (Some(0), Some(0))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connector_stopped_mid_stream_and_restarted_loses_nothing() {
+    let dir = TempDir::new("connector-restart").unwrap();
+    let relay = Relay::start(&dir.0, &relay_toml(&dir.0, &channel("")), "127.0.0.1:0")
+        .await
+        .unwrap();
+    let sink = Sink::start("127.0.0.1:0".parse().unwrap(), false)
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let mut first = Connector::start(
+        &relay.base,
+        "hooks",
+        TOKEN,
+        Protocol::WebSocket,
+        &sink.url(),
+    )
+    .await
+    .unwrap();
+    for i in 0..300 {
+        assert_eq!(
+            post_signed(&http, &relay, format!("{{\"n\":{i}}}").as_bytes()).await,
+            200
+        );
+        if i == 100 {
+            // Stop it while messages are flowing; the rest waits in the relay.
+            first.stop().await;
+        }
+    }
+    let _second = Connector::start(&relay.base, "hooks", TOKEN, Protocol::Sse, &sink.url())
+        .await
+        .unwrap();
+    sink.wait_for(300, Duration::from_secs(60)).await;
+    let distinct: HashSet<Vec<u8>> = sink.received().into_iter().map(|r| r.body).collect();
+    assert_eq!(distinct.len(), 300, "every accepted message arrived");
+    let stats = settled(&http, &relay).await;
+    assert_eq!(
+        (
+            stats["messages_queued"].as_u64(),
+            stats["messages_in_flight"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+}
