@@ -303,7 +303,7 @@ pub mod lenient {
         to_bool(&v).ok_or_else(|| D::Error::custom(format!("expected a boolean, got {v}")))
     }
 
-    /// Like [`u64`], `null` giving `None`.
+    /// Like [`u64()`](fn@u64), `null` giving `None`.
     pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         let v = value(d)?;
         if v.is_null() {
@@ -314,7 +314,7 @@ pub mod lenient {
         })
     }
 
-    /// Like [`bool`], `null` giving `None`.
+    /// Like [`bool()`](fn@bool), `null` giving `None`.
     pub fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
         let v = value(d)?;
         if v.is_null() {
