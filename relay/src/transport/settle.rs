@@ -67,8 +67,9 @@ pub fn item_result(message_id: &str, outcome: &SettleOutcome) -> AckItemResult {
     }
 }
 
-/// Settles every id in order. An id repeated in one request is processed once and reported for
-/// each occurrence (`wire-protocol.md` B.4).
+/// Settles every id; distinct ids are settled concurrently so they can share one durable commit.
+/// Results come back in request order, and an id repeated in one request is processed once and
+/// reported for each occurrence (`wire-protocol.md` B.4).
 pub async fn settle_ids(
     hub: &Hub,
     conn: &Conn,
@@ -76,18 +77,25 @@ pub async fn settle_ids(
     action: &Action,
 ) -> Vec<AckItemResult> {
     let max_delay = hub.settings().requeue_delay_max_ms;
-    let mut done: Vec<(String, SettleOutcome)> = Vec::new();
-    let mut results = Vec::with_capacity(ids.len());
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut distinct: Vec<&str> = Vec::with_capacity(ids.len());
     for id in ids {
-        let outcome = match done.iter().find(|(d, _)| d == id) {
-            Some((_, o)) => o.clone(),
-            None => {
-                let o = hub.settle(conn, id, action.to_settle(max_delay)).await;
-                done.push((id.clone(), o.clone()));
-                o
-            }
-        };
-        results.push(item_result(id, &outcome));
+        index.entry(id.as_str()).or_insert_with(|| {
+            distinct.push(id.as_str());
+            distinct.len() - 1
+        });
     }
-    results
+    let outcomes = futures_util::future::join_all(
+        distinct
+            .iter()
+            .map(|id| hub.settle(conn, id, action.to_settle(max_delay))),
+    )
+    .await;
+    ids.iter()
+        .zip(
+            ids.iter()
+                .map(|id| index.get(id.as_str()).and_then(|&i| outcomes.get(i))),
+        )
+        .map(|(id, outcome)| item_result(id, outcome.unwrap_or(&SettleOutcome::Error)))
+        .collect()
 }

@@ -195,6 +195,9 @@ pub fn connected_json(conn: &Conn, channel: &str, hub: &Hub, stale_multiplier: u
     )
 }
 
+/// Ack, nack and touch frames of one connection being settled at the same time.
+const MAX_CONCURRENT_SETTLES: usize = 256;
+
 async fn read_loop(
     mut stream: futures_util::stream::SplitStream<WebSocket>,
     conn: Arc<Conn>,
@@ -204,6 +207,7 @@ async fn read_loop(
     max_malformed: usize,
 ) {
     let mut malformed: VecDeque<Instant> = VecDeque::new();
+    let settling = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SETTLES));
     while let Some(message) = stream.next().await {
         conn.touch_alive();
         let decoded = match message {
@@ -284,13 +288,21 @@ async fn read_loop(
                     } => (message_ids, Action::Touch, reference),
                     ClientFrame::Heartbeat { .. } | ClientFrame::Unknown(_) => continue,
                 };
-                let results = settle_ids(&hub, &conn, &ids, &action).await;
-                if version.is_v2() {
-                    let reply = ServerFrame::AckResult(AckResult { reference, results }).to_json();
-                    if replies.send(reply).await.is_err() {
-                        break;
+                // Settle frames concurrently (bounded), so that many acks share one durable
+                // commit and the reader keeps reading meanwhile (pings, more acks).
+                let Ok(permit) = settling.clone().acquire_owned().await else {
+                    break;
+                };
+                let (hub, conn, replies) = (hub.clone(), conn.clone(), replies.clone());
+                tokio::spawn(async move {
+                    let results = settle_ids(&hub, &conn, &ids, &action).await;
+                    if version.is_v2() {
+                        let reply =
+                            ServerFrame::AckResult(AckResult { reference, results }).to_json();
+                        let _ = replies.send(reply).await;
                     }
-                }
+                    drop(permit);
+                });
             }
         }
     }
