@@ -14,6 +14,7 @@ use axum::Router;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -461,6 +462,14 @@ pub async fn run(
     serve(state, listener, shutdown).await
 }
 
+/// Small frames (acks, webhook frames, heartbeats) must leave at once: Nagle's algorithm would
+/// hold them back waiting for the peer's delayed ACK.
+fn no_delay(stream: &mut tokio::net::TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "Cannot set TCP_NODELAY");
+    }
+}
+
 /// Serves an already built state (tests build it themselves).
 pub async fn serve(
     state: Arc<AppState>,
@@ -480,7 +489,7 @@ pub async fn serve(
             admin_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let stop = shutdown.clone();
         Some(tokio::spawn(async move {
-            axum::serve(admin_listener, admin_app)
+            axum::serve(admin_listener.tap_io(no_delay), admin_app)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await
         }))
@@ -492,7 +501,7 @@ pub async fn serve(
             begin_shutdown(&state).await;
         }
     };
-    axum::serve(listener, app)
+    axum::serve(listener.tap_io(no_delay), app)
         .with_graceful_shutdown(graceful)
         .await?;
     if let Some(task) = admin_task {

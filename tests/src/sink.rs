@@ -122,6 +122,10 @@ impl Sink {
         let app = Router::new().fallback(record).with_state(inner.clone());
         let shutdown = stop.clone();
         tokio::spawn(async move {
+            let listener =
+                axum::serve::ListenerExt::tap_io(listener, |s: &mut tokio::net::TcpStream| {
+                    let _ = s.set_nodelay(true);
+                });
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown.cancelled_owned())
                 .await;
