@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::support::Store;
 use crate::support::{TOKEN, TestRelay, eventually};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -31,7 +32,13 @@ async fn ack(relay: &TestRelay, connection: &str, query: &str, token: &str) -> (
 
 #[tokio::test]
 async fn long_poll_returns_leased_messages_that_http_acks_settle_r17_r18() {
-    let relay = TestRelay::start("poll-r17", "", "").await;
+    long_poll_returns_leased_messages_that_http_acks_settle_r17_r18_on(Store::Embedded).await;
+}
+
+pub(crate) async fn long_poll_returns_leased_messages_that_http_acks_settle_r17_r18_on(
+    store: Store,
+) {
+    let relay = TestRelay::start_on(store, "poll-r17", "", "").await;
     let mut ids = Vec::new();
     for i in 0..3 {
         ids.push(relay.post_ok("shop", &format!(r#"{{"i":{i}}}"#)).await);
@@ -127,7 +134,14 @@ async fn poll_parameters_out_of_range_get_422() {
 
 #[tokio::test]
 async fn v2_sse_starts_with_retry_and_carries_event_ids_and_acks_work_over_http_r42() {
-    let relay = TestRelay::start("sse-v2", "", "").await;
+    v2_sse_starts_with_retry_and_carries_event_ids_and_acks_work_over_http_r42_on(Store::Embedded)
+        .await;
+}
+
+pub(crate) async fn v2_sse_starts_with_retry_and_carries_event_ids_and_acks_work_over_http_r42_on(
+    store: Store,
+) {
+    let relay = TestRelay::start_on(store, "sse-v2", "", "").await;
     let id = relay.post_ok("shop", r#"{"a":1}"#).await;
     let mut sse = relay.sse(true).await;
     let connected = sse.next_named("connected", WAIT).await;
@@ -197,7 +211,11 @@ async fn status_tells_the_truth_about_connections_and_depth_r50_r52() {
 
 #[tokio::test]
 async fn unacked_leases_expire_and_are_delivered_again_r19() {
-    let relay = TestRelay::start("r19", "ack_timeout_seconds = 1\nmax_lease_seconds = 1\nrequeue_delay_initial_ms = 0\nrequeue_delay_max_ms = 0", "").await;
+    unacked_leases_expire_and_are_delivered_again_r19_on(Store::Embedded).await;
+}
+
+pub(crate) async fn unacked_leases_expire_and_are_delivered_again_r19_on(store: Store) {
+    let relay = TestRelay::start_on(store, "r19", "ack_timeout_seconds = 1\nmax_lease_seconds = 1\nrequeue_delay_initial_ms = 0\nrequeue_delay_max_ms = 0", "").await;
     let id = relay.post_ok("shop", "{}").await;
     let first: serde_json::Value = poll(&relay, "timeout=5", "slow")
         .await

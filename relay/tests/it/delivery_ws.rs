@@ -2,13 +2,20 @@
 
 use std::time::Duration;
 
+use crate::support::Store;
 use crate::support::{TestRelay, WsEvent, eventually};
 
 const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn v1_websocket_gets_connected_then_flat_webhook_frames_and_ack_removes() {
-    let relay = TestRelay::start("ws-v1", "", "").await;
+    v1_websocket_gets_connected_then_flat_webhook_frames_and_ack_removes_on(Store::Embedded).await;
+}
+
+pub(crate) async fn v1_websocket_gets_connected_then_flat_webhook_frames_and_ack_removes_on(
+    store: Store,
+) {
+    let relay = TestRelay::start_on(store, "ws-v1", "", "").await;
     let id = relay
         .post_ok("shop", r#"{"id": "t1", "amount": 10.50}"#)
         .await;
@@ -76,7 +83,11 @@ async fn v1_websocket_gets_connected_then_flat_webhook_frames_and_ack_removes() 
 
 #[tokio::test]
 async fn v2_websocket_gets_raw_body_and_ack_results_r06_r21() {
-    let relay = TestRelay::start("ws-v2", "", "").await;
+    v2_websocket_gets_raw_body_and_ack_results_r06_r21_on(Store::Embedded).await;
+}
+
+pub(crate) async fn v2_websocket_gets_raw_body_and_ack_results_r06_r21_on(store: Store) {
+    let relay = TestRelay::start_on(store, "ws-v2", "", "").await;
     let body = "{ \"id\" : \"evt_1\",\n \"n\": 1e3 }";
     let id = relay.post_ok("shop", body).await;
     let mut ws = relay.ws(true, &[]).await;
@@ -217,7 +228,15 @@ async fn max_connections_closes_the_extra_socket_with_4003_and_a_closed_socket_f
 
 #[tokio::test]
 async fn a_killed_connection_requeues_its_leases_with_a_higher_delivery_count_r22() {
-    let relay = TestRelay::start(
+    a_killed_connection_requeues_its_leases_with_a_higher_delivery_count_r22_on(Store::Embedded)
+        .await;
+}
+
+pub(crate) async fn a_killed_connection_requeues_its_leases_with_a_higher_delivery_count_r22_on(
+    store: Store,
+) {
+    let relay = TestRelay::start_on(
+        store,
         "ws-r22",
         "requeue_delay_initial_ms = 0\nrequeue_delay_max_ms = 0",
         "",
@@ -237,7 +256,14 @@ async fn a_killed_connection_requeues_its_leases_with_a_higher_delivery_count_r2
 
 #[tokio::test]
 async fn nack_with_retry_redelivers_until_max_attempts_then_dead_letters_r20() {
-    let relay = TestRelay::start(
+    nack_with_retry_redelivers_until_max_attempts_then_dead_letters_r20_on(Store::Embedded).await;
+}
+
+pub(crate) async fn nack_with_retry_redelivers_until_max_attempts_then_dead_letters_r20_on(
+    store: Store,
+) {
+    let relay = TestRelay::start_on(
+        store,
         "ws-r20",
         "max_delivery_attempts = 3\nrequeue_delay_initial_ms = 100\nrequeue_delay_max_ms = 400",
         "",

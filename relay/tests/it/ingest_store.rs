@@ -2,11 +2,16 @@
 
 use std::time::Duration;
 
+use crate::support::Store;
 use crate::support::TestRelay;
 
 #[tokio::test]
 async fn full_queues_refuse_with_429_and_retry_after_r02() {
-    let relay = TestRelay::start("r02", "max_queue_size = 3", "").await;
+    full_queues_refuse_with_429_and_retry_after_r02_on(Store::Embedded).await;
+}
+
+pub(crate) async fn full_queues_refuse_with_429_and_retry_after_r02_on(store: Store) {
+    let relay = TestRelay::start_on(store, "r02", "max_queue_size = 3", "").await;
     let mut statuses = Vec::new();
     for i in 0..6 {
         let r = relay.post("shop", &format!(r#"{{"i":{i}}}"#)).await;
@@ -27,7 +32,11 @@ async fn full_queues_refuse_with_429_and_retry_after_r02() {
 
 #[tokio::test]
 async fn the_queue_limit_is_atomic_under_concurrency_r03() {
-    let relay = TestRelay::start("r03", "max_queue_size = 10", "").await;
+    the_queue_limit_is_atomic_under_concurrency_r03_on(Store::Embedded).await;
+}
+
+pub(crate) async fn the_queue_limit_is_atomic_under_concurrency_r03_on(store: Store) {
+    let relay = TestRelay::start_on(store, "r03", "max_queue_size = 10", "").await;
     let mut tasks = Vec::new();
     for i in 0..50 {
         let http = relay.http.clone();

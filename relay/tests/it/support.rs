@@ -16,6 +16,21 @@ use webhook_relay::config::{FlagOverrides, LoadOptions, load};
 /// The token of every test channel.
 pub const TOKEN: &str = "test-channel-token-0123456789";
 
+/// Which buffer a test relay runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// The embedded store in the test directory.
+    Embedded,
+    /// Redis at `WEBHOOK_CONNECT_TEST_REDIS_URL` (default loopback) under a unique key prefix,
+    /// whose keys are deleted on drop.
+    Redis,
+}
+
+fn redis_url() -> String {
+    std::env::var("WEBHOOK_CONNECT_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
 /// A running relay; stopped (and its directory removed) on drop.
 pub struct TestRelay {
     pub addr: SocketAddr,
@@ -24,6 +39,7 @@ pub struct TestRelay {
     pub join: Option<JoinHandle<Result<(), webhook_relay::app::StartError>>>,
     pub dir: PathBuf,
     pub http: reqwest::Client,
+    pub redis_prefix: Option<String>,
 }
 
 /// A fresh temporary directory.
@@ -42,6 +58,23 @@ impl TestRelay {
     /// settings appended to its `[[channels]]` entry, and `extra` appended to the file.
     pub async fn start(tag: &str, extra_channel: &str, extra: &str) -> TestRelay {
         Self::start_in(temp_dir(tag), extra_channel, extra).await
+    }
+
+    /// Like [`TestRelay::start`] on `store`.
+    pub async fn start_on(store: Store, tag: &str, extra_channel: &str, extra: &str) -> TestRelay {
+        match store {
+            Store::Embedded => Self::start(tag, extra_channel, extra).await,
+            Store::Redis => {
+                let prefix = format!("wc_relay_it_{:016x}", rand::random::<u64>());
+                let extra = format!(
+                    "[buffer]\nbackend = \"redis\"\n[buffer.redis]\nurl = \"{}\"\nkey_prefix = \"{prefix}\"\n{extra}",
+                    redis_url()
+                );
+                let mut relay = Self::start_in(temp_dir(tag), extra_channel, &extra).await;
+                relay.redis_prefix = Some(prefix);
+                relay
+            }
+        }
     }
 
     /// Like [`TestRelay::start`] in an existing directory (restarts keep the store).
@@ -85,6 +118,7 @@ token = "{TOKEN}"
             shutdown,
             join: Some(join),
             dir,
+            redis_prefix: None,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -186,6 +220,18 @@ impl Drop for TestRelay {
     fn drop(&mut self) {
         self.shutdown.cancel();
         let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(prefix) = &self.redis_prefix
+            && let Ok(client) = redis::Client::open(redis_url())
+            && let Ok(mut conn) = client.get_connection()
+        {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}:*"))
+                .query(&mut conn)
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: Result<u64, _> = redis::cmd("DEL").arg(&keys).query(&mut conn);
+            }
+        }
     }
 }
 
