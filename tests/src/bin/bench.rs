@@ -5,7 +5,7 @@
 //!
 //! Measurements, each on a fresh relay started in this process:
 //! 1. ingest: HMAC-signed 1 KiB webhooks at concurrency 1, 16 and 64 → accepted/s, p50/p99;
-//! 2. end to end: relay → connector (WebSocket) → local HTTP sink → ack, at saturation and at a
+//! 2. end to end: relay → connector (WebSocket, SSE, long-poll) → local HTTP sink → ack, at saturation and at a
 //!    fixed 1,000/s → messages/s, p50/p95/p99 from POST to arrival, lost and duplicated;
 //! 3. the limit: the same backend driven directly through the Buffer trait (publish, lease, ack)
 //!    and, for the embedded store, a bare append+fsync loop.
@@ -155,7 +155,12 @@ async fn ingest(backend: &Backend, n: usize) -> Vec<Row> {
     rows
 }
 
-async fn end_to_end(backend: &Backend, n: usize, pace: Option<f64>) -> Option<Row> {
+async fn end_to_end(
+    backend: &Backend,
+    protocol: Protocol,
+    n: usize,
+    pace: Option<f64>,
+) -> Option<Row> {
     let dir = TempDir::new("bench-e2e").ok()?;
     let backend = match backend {
         Backend::Embedded => Backend::Embedded,
@@ -165,7 +170,7 @@ async fn end_to_end(backend: &Backend, n: usize, pace: Option<f64>) -> Option<Ro
     let mut relay = Relay::start(&dir.0, &toml, "127.0.0.1:0").await.ok()?;
     let sink = Sink::start("127.0.0.1:0".parse().ok()?, false).await.ok()?;
     let mut ch = webhook_connector::config::ChannelConfig::new("bench", TOKEN);
-    ch.protocol = Protocol::WebSocket;
+    ch.protocol = protocol;
     ch.max_concurrent_requests = 64;
     ch.default_target = Some(webhook_connector::config::TargetConfig::new(sink.url()));
     let mut connector =
@@ -200,9 +205,17 @@ async fn end_to_end(backend: &Backend, n: usize, pace: Option<f64>) -> Option<Ro
     let _ = relay.stop().await;
     backend.cleanup().await;
     Some(Row {
-        name: match pace {
-            Some(r) => format!("e2e ws at {r}/s"),
-            None => "e2e ws saturation".into(),
+        name: {
+            let p = match protocol {
+                Protocol::WebSocket => "ws",
+                Protocol::Sse => "sse",
+                Protocol::LongPoll => "poll",
+                Protocol::Auto => "auto",
+            };
+            match pace {
+                Some(r) => format!("e2e {p} at {r}/s"),
+                None => format!("e2e {p} saturation"),
+            }
         },
         rate: got as f64 / secs,
         p50_ms: percentile(&lat, 0.5),
@@ -420,8 +433,10 @@ async fn main() {
         rows.extend(fsync_floor(2000));
     }
     rows.extend(ingest(&backend, n).await);
-    rows.extend(end_to_end(&backend, n, None).await);
-    rows.extend(end_to_end(&backend, 10_000.min(n), Some(1000.0)).await);
+    for protocol in [Protocol::WebSocket, Protocol::Sse, Protocol::LongPoll] {
+        rows.extend(end_to_end(&backend, protocol, n, None).await);
+        rows.extend(end_to_end(&backend, protocol, 10_000.min(n), Some(1000.0)).await);
+    }
     println!(
         "backend: {label}   cores: {}   process RSS after run: {:.1} MB",
         std::thread::available_parallelism()
