@@ -139,18 +139,33 @@ async fn handle(
             }
         };
     }
-    let mut results = Vec::with_capacity(batch.len());
-    for r in &batch {
-        results.extend(
-            settle_ids(
-                &channel.hub,
-                &conn,
-                std::slice::from_ref(&r.message_id),
-                &action_of(r),
-            )
-            .await,
-        );
-    }
+    // Entries are settled concurrently so they share durable commits; an id repeated in the
+    // batch is settled once (its first entry) and reported for each occurrence.
+    let mut first: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let unique: Vec<&AckRequest> = batch
+        .iter()
+        .filter(|r| {
+            let next = first.len();
+            *first.entry(r.message_id.as_str()).or_insert(next) == next
+        })
+        .collect();
+    let actions: Vec<Action> = unique.iter().map(|r| action_of(r)).collect();
+    let settled = futures_util::future::join_all(unique.iter().zip(&actions).map(|(r, action)| {
+        settle_ids(
+            &channel.hub,
+            &conn,
+            std::slice::from_ref(&r.message_id),
+            action,
+        )
+    }))
+    .await;
+    let results: Vec<_> = batch
+        .iter()
+        .filter_map(|r| {
+            let i = first.get(r.message_id.as_str())?;
+            settled.get(*i)?.first().cloned()
+        })
+        .collect();
     let body = serde_json::json!({ "results": results });
     Ok(json_response(StatusCode::OK, body.to_string()))
 }

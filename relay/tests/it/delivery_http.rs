@@ -267,3 +267,78 @@ async fn shutdown_closes_websockets_with_1001_for_v1_and_4006_for_v2_and_keeps_m
         .unwrap();
     assert_eq!(body["messages"][0]["message_id"], id);
 }
+
+#[tokio::test]
+async fn v2_batch_acks_settle_each_entry_and_report_repeats_once_settled() {
+    let relay = TestRelay::start("batch-ack", "", "").await;
+    let a = relay.post_ok("shop", r#"{"a":1}"#).await;
+    let b = relay.post_ok("shop", r#"{"b":1}"#).await;
+    let polled: serde_json::Value = relay
+        .http
+        .get(format!(
+            "{}/connect/stream/orders/poll?timeout=5&max_messages=10",
+            relay.base
+        ))
+        .bearer_auth(TOKEN)
+        .header("x-webhook-connect-protocol", "2")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(polled["messages"].as_array().unwrap().len(), 2);
+    let session = polled["connection_id"].as_str().unwrap();
+    let body = format!(
+        r#"{{"acks":[{{"message_id":"{a}"}},{{"message_id":"{b}","status":"nack","retry":false,"reason":"bad"}},{{"message_id":"{a}"}},{{"message_id":"msg_unknown"}}]}}"#
+    );
+    let response = relay
+        .http
+        .post(format!("{}/connect/ack", relay.base))
+        .bearer_auth(TOKEN)
+        .header("x-webhook-connect-protocol", "2")
+        .header("x-connection-id", session)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let results: serde_json::Value = response.json().await.unwrap();
+    let got: Vec<(String, String)> = results["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["status"].as_str().unwrap().to_owned(),
+                r["outcome"].as_str().unwrap_or("-").to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("ok", "acked"),
+        ("ok", "dead_lettered"),
+        ("ok", "acked"),
+        ("not_in_flight", "-"),
+    ]
+    .iter()
+    .map(|(s, o)| (s.to_string(), o.to_string()))
+    .collect();
+    assert_eq!(got, expected);
+    let too_many = format!(
+        r#"{{"acks":[{}]}}"#,
+        vec![format!(r#"{{"message_id":"{a}"}}"#); 1001].join(",")
+    );
+    let response = relay
+        .http
+        .post(format!("{}/connect/ack", relay.base))
+        .bearer_auth(TOKEN)
+        .header("x-webhook-connect-protocol", "2")
+        .header("x-connection-id", session)
+        .body(too_many)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+}
