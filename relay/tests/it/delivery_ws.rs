@@ -334,3 +334,24 @@ async fn load_is_balanced_between_two_connections_r25() {
         "split {counts:?} is not between 30 % and 70 %"
     );
 }
+
+#[tokio::test]
+async fn client_frames_larger_than_the_read_buffer_arrive_whole() {
+    let relay = TestRelay::start("ws-big-frame", "", "").await;
+    let id = relay.post_ok("shop", "{}").await;
+    let mut ws = relay.ws(true, &[]).await;
+    ws.next_of("connected", WAIT).await;
+    ws.next_of("webhook", WAIT).await;
+    // ~40 KiB: 999 unknown ids and the real one, far above the 4 KiB read buffer.
+    let mut ids: Vec<String> = (0..999).map(|i| format!("\"msg_{i:036}\"")).collect();
+    ids.push(format!("\"{id}\""));
+    ws.send(&format!(
+        r#"{{"type":"ack","message_ids":[{}],"ref":"big"}}"#,
+        ids.join(",")
+    ))
+    .await;
+    let result = ws.next_of("ack_result", WAIT).await;
+    assert_eq!(result["ref"], "big");
+    assert_eq!(result["results"].as_array().unwrap().len(), 1000);
+    assert_eq!(result["results"][999]["outcome"], "acked");
+}

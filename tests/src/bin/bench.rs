@@ -7,7 +7,9 @@
 //! 1. ingest: HMAC-signed 1 KiB webhooks at concurrency 1, 16 and 64 → accepted/s, p50/p99;
 //! 2. end to end: relay → connector (WebSocket, SSE, long-poll) → local HTTP sink → ack, at saturation and at a
 //!    fixed 1,000/s → messages/s, p50/p95/p99 from POST to arrival, lost and duplicated;
-//! 3. the limit: the same backend driven directly through the Buffer trait (publish, lease, ack)
+//! 3. `--scale 1000,10000`: relay RSS with that many idle WebSocket connectors (relay run as a
+//!    separate process from the release binary next to this one);
+//! 4. the limit: the same backend driven directly through the Buffer trait (publish, lease, ack)
 //!    and, for the embedded store, a bare append+fsync loop.
 
 use std::collections::HashSet;
@@ -385,6 +387,116 @@ fn fsync_floor(n: usize) -> Option<Row> {
     })
 }
 
+/// Resident memory of process `pid`, MB.
+fn rss_of(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// Relay RSS with 0 and then `steps` idle WebSocket connectors. The relay is the release binary
+/// next to this one, run as its own process so its memory is measured alone.
+async fn scale(steps: &[usize]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let Ok(exe) = std::env::current_exe() else {
+        return rows;
+    };
+    let relay_bin = exe.with_file_name("webhook-relay");
+    let Ok(dir) = TempDir::new("bench-scale") else {
+        return rows;
+    };
+    let port = match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+        Ok(a) => a.port(),
+        Err(_) => return rows,
+    };
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[buffer.embedded]\npath = \"{db}\"\n[state]\npath = \"{state}\"\n[log]\nlevel = \"warn\"\n[[channels]]\nname = \"bench\"\ntoken = \"{TOKEN}\"\nmax_connections = 10000\n[channels.webhooks.github]\n",
+        db = dir.0.join("r.db").display(),
+        state = dir.0.join("s.json").display(),
+    );
+    let path = dir.0.join("relay.toml");
+    if std::fs::write(&path, config).is_err() {
+        return rows;
+    }
+    let Ok(mut child) = std::process::Command::new(&relay_bin)
+        .arg("--config")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+    else {
+        eprintln!("scale: cannot start {}", relay_bin.display());
+        return rows;
+    };
+    let pid = child.id();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if reqwest::get(format!("{base}/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rows.push(Row {
+        name: "relay RSS, 0 connectors".into(),
+        rate: rss_of(pid),
+        note: "MB (in the per-second column)".into(),
+        ..Row::default()
+    });
+    let mut sockets = Vec::new();
+    let mut failed = 0;
+    for &target in steps {
+        let started = Instant::now();
+        while sockets.len() < target {
+            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+            let Ok(mut request) =
+                format!("ws://127.0.0.1:{port}/connect/stream/bench").into_client_request()
+            else {
+                break;
+            };
+            if let Ok(v) = format!("Bearer {TOKEN}").parse() {
+                request.headers_mut().insert("authorization", v);
+            }
+            match tokio_tungstenite::connect_async(request).await {
+                Ok((ws, _)) => sockets.push(ws),
+                Err(_) => {
+                    failed += 1;
+                    if failed > 100 {
+                        break;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        rows.push(Row {
+            name: format!("relay RSS, {} connectors", sockets.len()),
+            rate: rss_of(pid),
+            note: format!(
+                "MB; opened in {:.1} s, {failed} failed",
+                started.elapsed().as_secs_f64()
+            ),
+            ..Row::default()
+        });
+    }
+    drop(sockets);
+    let _ = child.kill();
+    let _ = child.wait();
+    rows
+}
+
 fn rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -422,6 +534,16 @@ async fn main() {
     let n: usize = arg("--messages")
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
+    if let Some(steps) = arg("--scale") {
+        let steps: Vec<usize> = steps
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        for r in scale(&steps).await {
+            println!("{:<32} {:>10.1}  {}", r.name, r.rate, r.note);
+        }
+        return;
+    }
     let label = if matches!(backend, Backend::Redis { .. }) {
         "redis"
     } else {
