@@ -196,20 +196,44 @@ pub async fn get_one(
     Ok(status_body(StatusCode::OK, views::dead_letter(&d, true)))
 }
 
-/// `POST /channels/{channel}/dead-letters/{message_id}/replay`
-pub async fn replay_one(
-    State(state): State<Arc<AppState>>,
-    Path((name, message_id)): Path<(String, String)>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+/// What a per-message dead-letter operation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OneMessage {
+    Replay,
+    Purge,
+}
+
+/// Replays or purges one dead letter: `200 {"status": "replayed"|"purged", …}` or `404`.
+async fn one_message(
+    state: &AppState,
+    name: &str,
+    message_id: &str,
+    op: OneMessage,
+    peer: SocketAddr,
 ) -> Result<Response, ApiError> {
-    find(&state, &name)?;
-    let n = state
-        .buffer
-        .replay_dead_letters(&name, None, Some(&message_id))
-        .await
-        .map_err(buffer_error)?;
-    tracing::info!(action = "replay", channel = %name, message_id, replayed = n, client_ip = %peer.ip(), "Admin change");
-    if n == 0 {
+    find(state, name)?;
+    let done = match op {
+        OneMessage::Replay => {
+            state
+                .buffer
+                .replay_dead_letters(name, None, Some(message_id))
+                .await
+        }
+        OneMessage::Purge => {
+            state
+                .buffer
+                .purge_dead_letters(name, None, Some(message_id))
+                .await
+        }
+    }
+    .map_err(buffer_error)?;
+    let status = if op == OneMessage::Replay {
+        "replayed"
+    } else {
+        "purged"
+    };
+    tracing::info!(action = status, channel = %name, message_id, count = done, client_ip = %peer.ip(), "Admin change");
+    if done == 0 {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "Dead letter not found",
@@ -217,8 +241,17 @@ pub async fn replay_one(
     }
     Ok(status_body(
         StatusCode::OK,
-        json!({"status": "replayed", "message_id": message_id}),
+        json!({"status": status, "message_id": message_id}),
     ))
+}
+
+/// `POST /channels/{channel}/dead-letters/{message_id}/replay`
+pub async fn replay_one(
+    State(state): State<Arc<AppState>>,
+    Path((name, message_id)): Path<(String, String)>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Result<Response, ApiError> {
+    one_message(&state, &name, &message_id, OneMessage::Replay, peer).await
 }
 
 /// `POST /channels/{channel}/dead-letters/replay`
@@ -296,23 +329,7 @@ pub async fn purge_one(
     Path((name, message_id)): Path<(String, String)>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Result<Response, ApiError> {
-    find(&state, &name)?;
-    let n = state
-        .buffer
-        .purge_dead_letters(&name, None, Some(&message_id))
-        .await
-        .map_err(buffer_error)?;
-    tracing::info!(action = "purge", channel = %name, message_id, purged = n, client_ip = %peer.ip(), "Admin change");
-    if n == 0 {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "Dead letter not found",
-        ));
-    }
-    Ok(status_body(
-        StatusCode::OK,
-        json!({"status": "purged", "message_id": message_id}),
-    ))
+    one_message(&state, &name, &message_id, OneMessage::Purge, peer).await
 }
 
 /// `DELETE /channels/{channel}/dead-letters`
