@@ -47,6 +47,7 @@ pub mod config;
 pub mod dispatch;
 pub mod forward;
 pub mod health;
+pub mod output;
 pub mod stream;
 pub mod tls;
 
