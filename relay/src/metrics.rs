@@ -49,6 +49,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "Time from request start to response.",
     ),
     (
+        "webhook_relay_end_to_end_seconds",
+        "histogram",
+        "Time from acceptance at ingest to the connector's ack, for acked messages.",
+    ),
+    (
         "webhook_relay_messages_accepted_total",
         "counter",
         "Messages stored.",

@@ -48,6 +48,8 @@ pub struct ConnInfo {
 pub(crate) struct InFlight {
     pub(crate) token: LeaseToken,
     pub(crate) expires_at: Instant,
+    /// When the relay accepted the message (for the end-to-end latency histogram).
+    pub(crate) received_at: Timestamp,
 }
 
 /// An open long-poll request waiting for messages.

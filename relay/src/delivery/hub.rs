@@ -472,6 +472,7 @@ impl Hub {
                     vec![InFlight {
                         token: lease.token,
                         expires_at,
+                        received_at: lease.envelope.received_at,
                     }],
                     Settle::Return,
                 );
@@ -531,6 +532,7 @@ impl Hub {
                         InFlight {
                             token: lease.token.clone(),
                             expires_at,
+                            received_at: lease.envelope.received_at,
                         },
                     );
                     s.last_delivery = Some(Instant::now());
@@ -664,6 +666,12 @@ impl Hub {
                 }
                 if is_ack {
                     self.count("webhook_relay_messages_acked_total", &[]);
+                    let age = (Timestamp::now().0 - entry.received_at.0).to_std();
+                    self.options.metrics.observe(
+                        "webhook_relay_end_to_end_seconds",
+                        &[("channel", &self.channel)],
+                        age.unwrap_or(Duration::ZERO).as_secs_f64(),
+                    );
                 }
                 if let Some(retry) = nack_retry {
                     self.count(

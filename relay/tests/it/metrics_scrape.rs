@@ -98,4 +98,16 @@ async fn metrics_count_ingest_deliveries_acks_nacks_and_dead_letters() {
         "webhook_relay_ingest_duration_seconds_count{webhook_id=\"shop\"}",
         2.0,
     );
+    // Only the acked message counts towards end-to-end latency; its age is positive and below
+    // the test's own duration.
+    check(
+        "webhook_relay_end_to_end_seconds_count{channel=\"orders\"}",
+        1.0,
+    );
+    let e2e_sum = value(
+        &text,
+        "webhook_relay_end_to_end_seconds_sum{channel=\"orders\"}",
+    )
+    .expect("end-to-end sum");
+    assert!(e2e_sum > 0.0 && e2e_sum < 60.0, "{e2e_sum}");
 }
