@@ -8,7 +8,7 @@
 pub mod flags;
 pub mod load;
 pub mod outbound;
-mod reader;
+pub(crate) mod reader;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -58,6 +58,12 @@ fn non_public(ip: IpAddr) -> bool {
 
 /// Why `url` is refused, if it is.
 pub fn check(url: &str, strict: bool) -> Option<String> {
+    check_allowing(url, strict, &[])
+}
+
+/// Like [`check`], with the hosts of a module's `allowed_hosts` exempt from the address rules
+/// (never from the URL hygiene rules). Hosts compare case-insensitively.
+pub fn check_allowing(url: &str, strict: bool, allowed_hosts: &[String]) -> Option<String> {
     if url.len() > MAX_URL_LEN {
         return Some(format!("longer than {MAX_URL_LEN} characters"));
     }
@@ -74,6 +80,9 @@ pub fn check(url: &str, strict: bool) -> Option<String> {
         return Some("has no host".into());
     }
     let lower = host.to_ascii_lowercase();
+    if allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+        return None;
+    }
     if METADATA_HOSTS.contains(&lower.as_str()) {
         return Some(format!(
             "{host} is a cloud metadata endpoint (refused by outbound_policy)"
@@ -105,6 +114,18 @@ mod tests {
         assert!(check("http://[fd00:ec2::254]/x", false).is_some());
         assert!(check("http://Metadata.Google.Internal/x", false).is_some());
         assert!(check("http://user:pw@127.0.0.1/x", false).is_some());
+    }
+
+    #[test]
+    fn allowed_hosts_exempt_only_the_address_rules() {
+        let allowed = vec!["169.254.169.254".to_owned(), "LOCALHOST".to_owned()];
+        assert_eq!(
+            check_allowing("http://169.254.169.254/x", false, &allowed),
+            None
+        );
+        assert_eq!(check_allowing("http://localhost:1/x", true, &allowed), None);
+        assert!(check_allowing("http://u:p@localhost/x", true, &allowed).is_some());
+        assert!(check_allowing("http://10.0.0.1/x", true, &allowed).is_some());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! accepted when they parse completely (`config-formats.md` §1.2).
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use serde_json::{Map, Value};
 use webhook_connect_protocol::config_values::lenient::parse_bool;
@@ -24,6 +25,9 @@ impl Origins {
             .unwrap_or(&self.default_source)
     }
 }
+
+/// Origins of readers whose path already names the file.
+static DETACHED: LazyLock<Origins> = LazyLock::new(Origins::default);
 
 /// Joins an object path and a key.
 pub(crate) fn join(path: &str, key: &str) -> String {
@@ -55,22 +59,26 @@ impl<'a> Reader<'a> {
         join(&self.path, key)
     }
 
-    pub(crate) fn error(&self, problems: &mut Problems, key: &str, message: impl AsRef<str>) {
+    /// A reader whose `path` already names its file (`webhooks.json: orders.module-config`),
+    /// as module builders use.
+    pub(crate) fn detached(map: &'a Map<String, Value>, path: String) -> Self {
+        Self::new(map, path, &DETACHED)
+    }
+
+    fn located(&self, key: &str, message: &str) -> String {
         let path = self.path_of(key);
-        problems.error(format!(
-            "{}: {path}: {}",
-            self.origins.source_of(&path),
-            message.as_ref()
-        ));
+        match self.origins.source_of(&path) {
+            "" => format!("{path}: {message}"),
+            source => format!("{source}: {path}: {message}"),
+        }
+    }
+
+    pub(crate) fn error(&self, problems: &mut Problems, key: &str, message: impl AsRef<str>) {
+        problems.error(self.located(key, message.as_ref()));
     }
 
     pub(crate) fn warn(&self, problems: &mut Problems, key: &str, message: impl AsRef<str>) {
-        let path = self.path_of(key);
-        problems.warn(format!(
-            "{}: {path}: {}",
-            self.origins.source_of(&path),
-            message.as_ref()
-        ));
+        problems.warn(self.located(key, message.as_ref()));
     }
 
     /// The raw value of `key`; null counts as absent. Marks the key as known.
@@ -203,6 +211,84 @@ impl<'a> Reader<'a> {
                 None
             }
         }
+    }
+
+    /// One of `allowed` (exact spelling); `default` when absent.
+    pub(crate) fn choice(
+        &mut self,
+        p: &mut Problems,
+        key: &'static str,
+        default: &'static str,
+        allowed: &[&'static str],
+    ) -> &'static str {
+        let Some(text) = self.string(p, key) else {
+            return default;
+        };
+        match allowed.iter().find(|a| **a == text) {
+            Some(a) => a,
+            None => {
+                self.error(
+                    p,
+                    key,
+                    format!("must be one of {}, got {text:?}", allowed.join(", ")),
+                );
+                default
+            }
+        }
+    }
+
+    /// A list of strings.
+    pub(crate) fn string_list(
+        &mut self,
+        p: &mut Problems,
+        key: &'static str,
+    ) -> Option<Vec<String>> {
+        match self.get(key)? {
+            Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        Value::String(s) => out.push(s.clone()),
+                        other => {
+                            self.error(
+                                p,
+                                &format!("{key}[{i}]"),
+                                format!("expected a string, got {other}"),
+                            );
+                        }
+                    }
+                }
+                Some(out)
+            }
+            other => {
+                self.error(p, key, format!("expected a list of strings, got {other}"));
+                None
+            }
+        }
+    }
+
+    #[allow(dead_code)] // used by the http_webhook and websocket modules, which land next
+    /// An object whose values are strings (numbers and booleans are taken as their text), in
+    /// key order.
+    pub(crate) fn string_map(
+        &mut self,
+        p: &mut Problems,
+        key: &'static str,
+    ) -> Option<Vec<(String, String)>> {
+        let map = self.object(p, key)?;
+        let mut out = Vec::with_capacity(map.len());
+        for (name, value) in map {
+            match value {
+                Value::String(s) => out.push((name.clone(), s.clone())),
+                Value::Number(_) | Value::Bool(_) => out.push((name.clone(), value.to_string())),
+                other => self.error(
+                    p,
+                    &format!("{key}.{name}"),
+                    format!("expected a string, got {other}"),
+                ),
+            }
+        }
+        Some(out)
     }
 
     /// Reports the keys nobody asked for: errors when `strict`, warnings otherwise.

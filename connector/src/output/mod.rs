@@ -6,6 +6,8 @@
 //! (§2.2). Modules that talk to the same `connections.json` entry share one client through
 //! [`shared::SharedClients`].
 
+pub mod registry;
+mod settings;
 pub mod shared;
 
 use std::collections::BTreeMap;
