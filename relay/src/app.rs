@@ -418,8 +418,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/health", get(health::health))
-        .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(health::openapi));
+    // With `metrics.listen` set, `/metrics` is served only there (http-api.md §2.4).
+    let main = if state.config.file.metrics.listen.is_empty() {
+        main.route("/metrics", get(health::metrics))
+    } else {
+        main
+    };
     // With `admin.listen` set, the admin routes live only on that listener (http-api.md §4).
     let main = if state.config.file.admin.listen.is_empty() {
         main.nest(
@@ -441,6 +446,11 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
         ),
         state,
     )
+}
+
+/// `/metrics` alone, for the separate `metrics.listen` listener.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    finish(Router::new().route("/metrics", get(health::metrics)), state)
 }
 
 fn finish(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
@@ -470,6 +480,23 @@ fn no_delay(stream: &mut tokio::net::TcpStream) {
     }
 }
 
+/// Binds `addr` and serves `app` there until `stop` (the admin and metrics listeners).
+async fn serve_side_listener(
+    addr: &str,
+    what: &'static str,
+    app: Router,
+    stop: CancellationToken,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, StartError> {
+    let listener = TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "{what} listening");
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    Ok(tokio::spawn(async move {
+        axum::serve(listener.tap_io(no_delay), app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    }))
+}
+
 /// Serves an already built state (tests build it themselves).
 pub async fn serve(
     state: Arc<AppState>,
@@ -480,20 +507,21 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, channels = state.registry.channels().len(), "Relay listening");
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let admin_task = if state.config.file.admin.listen.is_empty() {
-        None
-    } else {
-        let admin_listener = TcpListener::bind(&state.config.file.admin.listen).await?;
-        tracing::info!(addr = %admin_listener.local_addr()?, "Admin API listening");
-        let admin_app =
-            admin_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let stop = shutdown.clone();
-        Some(tokio::spawn(async move {
-            axum::serve(admin_listener.tap_io(no_delay), admin_app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        }))
-    };
+    let mut side_tasks = Vec::new();
+    for (addr, what, app) in [
+        (
+            &state.config.file.admin.listen,
+            "Admin API",
+            admin_router as fn(Arc<AppState>) -> Router,
+        ),
+        (&state.config.file.metrics.listen, "Metrics", metrics_router),
+    ] {
+        if !addr.is_empty() {
+            let task =
+                serve_side_listener(addr, what, app(state.clone()), shutdown.clone()).await?;
+            side_tasks.push(task);
+        }
+    }
     let graceful = {
         let state = state.clone();
         async move {
@@ -504,7 +532,7 @@ pub async fn serve(
     axum::serve(listener.tap_io(no_delay), app)
         .with_graceful_shutdown(graceful)
         .await?;
-    if let Some(task) = admin_task {
+    for task in side_tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     state.tracker.close();

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use webhook_connect_protocol::ConnectionKind;
+use webhook_connect_protocol::token::{PresentedToken, parse_authorization};
 
 use crate::metrics::GaugeSample;
 use serde_json::json;
@@ -58,11 +59,37 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// True when `headers` carry the configured metrics bearer token (compared in constant time).
+fn metrics_token_ok(settings: &crate::config::file::MetricsSection, headers: &HeaderMap) -> bool {
+    let presented = parse_authorization(
+        headers
+            .get(http::header::AUTHORIZATION)
+            .map(http::HeaderValue::as_bytes),
+    );
+    match presented {
+        PresentedToken::Token(token) => {
+            crate::auth::ct::ct_eq(token, settings.bearer_token.expose().as_bytes())
+        }
+        _ => false,
+    }
+}
+
 /// `GET /metrics`: counters and histograms, plus gauges read now from the buffer and hubs.
-pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    if !state.config.file.metrics.enabled {
+pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let settings = &state.config.file.metrics;
+    if !settings.enabled {
         return crate::http_error::ApiError::new(StatusCode::NOT_FOUND, "Not Found")
             .into_response();
+    }
+    if !settings.bearer_token.is_empty() && !metrics_token_ok(settings, &headers) {
+        let mut response =
+            crate::http_error::ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized")
+                .into_response();
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+        return response;
     }
     let mut gauges = Vec::new();
     for channel in state.registry.channels() {

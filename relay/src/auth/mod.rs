@@ -22,7 +22,7 @@ pub mod cleanup;
 pub mod client_ip;
 mod codec;
 mod config;
-mod ct;
+pub(crate) mod ct;
 mod digest;
 mod hmac_sig;
 mod jwt;

@@ -255,7 +255,7 @@ pub fn load(options: &LoadOptions) -> Result<RelayConfig, ConfigErrors> {
     };
 
     // 6. Ranges.
-    validate_sections(&file, &label, &mut errors, &mut warnings);
+    validate_sections(&file, &label, &mut errors);
 
     // Admin token.
     let admin_token = match (&file.admin.token_file, file.admin.token.is_empty()) {
@@ -388,12 +388,7 @@ fn one_of(errors: &mut Vec<String>, label: &str, key: &str, v: &str, allowed: &[
     }
 }
 
-fn validate_sections(
-    f: &RelayFile,
-    label: &str,
-    errors: &mut Vec<String>,
-    warnings: &mut Vec<String>,
-) {
+fn validate_sections(f: &RelayFile, label: &str, errors: &mut Vec<String>) {
     let s = &f.server;
     if s.listen.parse::<std::net::SocketAddr>().is_err() {
         errors.push(format!(
@@ -654,8 +649,10 @@ fn validate_sections(
             .into_iter()
             .map(|e| format!("{label}: {e}")),
     );
-    if !f.metrics.listen.is_empty() || !f.metrics.bearer_token.is_empty() {
-        warnings.push("metrics.listen / metrics.bearer_token: not supported yet; /metrics is served on the main listener".to_owned());
+    if !f.metrics.listen.is_empty() && f.metrics.listen == f.server.listen {
+        errors.push(format!(
+            "{label}: metrics.listen: must differ from server.listen (leave it empty to serve /metrics on the main listener)"
+        ));
     }
 }
 

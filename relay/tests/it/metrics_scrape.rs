@@ -111,3 +111,102 @@ async fn metrics_count_ingest_deliveries_acks_nacks_and_dead_letters() {
     .expect("end-to-end sum");
     assert!(e2e_sum > 0.0 && e2e_sum < 60.0, "{e2e_sum}");
 }
+
+#[tokio::test]
+async fn a_metrics_bearer_token_is_required_when_configured() {
+    let relay = TestRelay::start(
+        "metrics-token",
+        "",
+        "[metrics]\nbearer_token = \"metrics-scrape-token-0123\"",
+    )
+    .await;
+    let url = format!("{}/metrics", relay.base);
+    let none = relay.http.get(&url).send().await.unwrap();
+    assert_eq!(none.status(), 401);
+    assert_eq!(
+        none.headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer")
+    );
+    let wrong = relay
+        .http
+        .get(&url)
+        .bearer_auth("metrics-scrape-token-0124")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let right = relay
+        .http
+        .get(&url)
+        .bearer_auth("metrics-scrape-token-0123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+    assert!(
+        right
+            .text()
+            .await
+            .unwrap()
+            .contains("# TYPE webhook_relay_connections gauge")
+    );
+}
+
+#[tokio::test]
+async fn with_metrics_listen_metrics_are_served_only_there() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let relay = TestRelay::start(
+        "metrics-listen",
+        "",
+        &format!("[metrics]\nlisten = \"127.0.0.1:{port}\""),
+    )
+    .await;
+    relay.post_ok("shop", "{}").await;
+    let main = relay
+        .http
+        .get(format!("{}/metrics", relay.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(main.status(), 404);
+    let side = format!("http://127.0.0.1:{port}/metrics");
+    let text = eventually_text(&relay.http, &side).await;
+    assert_eq!(
+        value(
+            &text,
+            "webhook_relay_messages_accepted_total{channel=\"orders\",webhook_id=\"shop\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    let other = relay
+        .http
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        other.status(),
+        404,
+        "the metrics listener serves only /metrics"
+    );
+}
+
+/// GETs `url` until the listener answers 200 (it starts alongside the main one).
+async fn eventually_text(http: &reqwest::Client, url: &str) -> String {
+    for _ in 0..100 {
+        if let Ok(r) = http.get(url).send().await
+            && r.status() == 200
+        {
+            return r.text().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} never answered 200");
+}
