@@ -6,9 +6,20 @@
 //! (§2.2). Modules that talk to the same `connections.json` entry share one client through
 //! [`shared::SharedClients`].
 
+mod endpoint;
+pub mod mqtt;
+pub mod mysql;
+pub mod nats;
+pub mod postgresql;
+pub mod rabbitmq;
+mod record;
+mod redis_client;
+pub mod redis_publish;
+pub mod redis_rq;
 pub mod registry;
 mod settings;
 pub mod shared;
+mod sql;
 
 use std::collections::BTreeMap;
 use std::fmt;

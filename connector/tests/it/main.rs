@@ -7,6 +7,14 @@
 mod config;
 mod forwarding;
 mod operations;
+mod output_mqtt;
+mod output_mysql;
+mod output_nats;
+mod output_postgresql;
+mod output_rabbitmq;
+mod output_redis_publish;
+mod output_redis_rq;
+mod sinks;
 mod streams;
 mod support;
 mod tls;

@@ -1,0 +1,258 @@
+//! What the network modules share when they read their settings and talk to a server: readers
+//! for `module-config` and the `connections.json` entry (with field paths, `config-formats.md`
+//! §4.7), the common connection keys (`host` checked by the outbound policy, `port` as an
+//! integer or numeric string, secrets; `modules.md` §4), and the timeout and I/O error mapping
+//! every client uses (`modules.md` §2.4).
+
+use std::future::Future;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use webhook_connect_protocol::config_values::Secret;
+
+use super::{ErrorCategory, ModuleSettings, OutputError};
+use crate::config::Problems;
+use crate::config::outbound;
+use crate::config::reader::Reader;
+
+static EMPTY: LazyLock<Map<String, Value>> = LazyLock::new(Map::new);
+
+/// A reader of the named `connections.json` entry; an empty object when none is named, so every
+/// key takes its default. `type` is marked as read.
+pub(crate) fn connection<'a>(s: &ModuleSettings<'a>) -> Reader<'a> {
+    let mut r = s
+        .connection_reader()
+        .unwrap_or_else(|| Reader::detached(&EMPTY, format!("{}.connection", s.path)));
+    let _ = r.get("type");
+    r
+}
+
+/// `out`, unless errors were recorded since the count was `before`: a module with any load
+/// error is not built.
+pub(crate) fn unless_errors<T>(p: &Problems, before: usize, out: Option<T>) -> Option<T> {
+    if p.errors.len() > before { None } else { out }
+}
+
+/// Records an error when the module needs a `connection` and has none.
+pub(crate) fn require_connection(s: &ModuleSettings<'_>, p: &mut Problems) -> bool {
+    if s.connection.is_some() {
+        return true;
+    }
+    p.error(format!(
+        "{}.connection: module '{}' requires a connection entry",
+        s.path, s.module
+    ));
+    false
+}
+
+/// A host name or address literal, checked against the outbound policy (`modules.md` §2.3)
+/// unless it is listed in `allowed` (a module's `allowed_hosts`).
+pub(crate) fn host(
+    r: &mut Reader<'_>,
+    p: &mut Problems,
+    key: &'static str,
+    default: Option<&str>,
+    strict: bool,
+    allowed: &[String],
+) -> Option<String> {
+    let host = match (r.string(p, key), default) {
+        (Some(h), _) => h,
+        (None, Some(d)) => d.to_owned(),
+        (None, None) => {
+            if r.get(key).is_none() {
+                r.error(p, key, "missing field");
+            }
+            return None;
+        }
+    };
+    let literal = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.clone()
+    };
+    if host.is_empty()
+        || host
+            .chars()
+            .any(|c| c.is_whitespace() || c == '/' || c == '@')
+    {
+        r.error(p, key, format!("not a host name: {host:?}"));
+        return None;
+    }
+    if let Some(why) = outbound::check_allowing(&format!("tcp://{literal}/"), strict, allowed) {
+        r.error(p, key, why);
+        return None;
+    }
+    Some(host)
+}
+
+/// A TCP port: an integer or a numeric string in 1–65535.
+pub(crate) fn port(r: &mut Reader<'_>, p: &mut Problems, key: &'static str, default: u16) -> u16 {
+    let n = r.integer_in(p, key, i64::from(default), 1, 65535);
+    u16::try_from(n).unwrap_or(default)
+}
+
+/// A secret string (password, token, URL with credentials).
+pub(crate) fn secret(r: &mut Reader<'_>, p: &mut Problems, key: &'static str) -> Option<Secret> {
+    r.string(p, key).map(Secret::new)
+}
+
+/// A URL given as a connection key: a secret (it may hold credentials) whose scheme is one of
+/// `schemes` and whose host passes the outbound policy.
+pub(crate) fn url(
+    r: &mut Reader<'_>,
+    p: &mut Problems,
+    key: &'static str,
+    schemes: &[&str],
+    strict: bool,
+) -> Option<Secret> {
+    let text = r.string(p, key)?;
+    let Some((scheme, rest)) = text.split_once("://") else {
+        r.error(
+            p,
+            key,
+            format!("must be a URL ({}://…)", schemes.join("://…, ")),
+        );
+        return None;
+    };
+    if !schemes.contains(&scheme.to_ascii_lowercase().as_str()) {
+        r.error(
+            p,
+            key,
+            format!(
+                "scheme must be one of {}, got {scheme:?}",
+                schemes.join(", ")
+            ),
+        );
+        return None;
+    }
+    // Credentials are allowed in a connection URL; only the host is checked.
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let hostport = authority.rsplit('@').next().unwrap_or_default();
+    if let Some(why) = outbound::check(&format!("tcp://{hostport}/"), strict) {
+        r.error(p, key, why);
+        return None;
+    }
+    Some(Secret::new(text))
+}
+
+/// An instance's handle on its shared client: taken on first use (`setup`, or `process` after a
+/// failed `setup`), dropped in `teardown` so the shared client closes once its last user is
+/// gone (`modules.md` §2.2 rule 3).
+pub(crate) struct ClientSlot<T>(std::sync::Mutex<Option<Arc<T>>>);
+
+impl<T> Default for ClientSlot<T> {
+    fn default() -> Self {
+        ClientSlot(std::sync::Mutex::new(None))
+    }
+}
+
+impl<T> std::fmt::Debug for ClientSlot<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientSlot")
+    }
+}
+
+impl<T> ClientSlot<T> {
+    fn current(&self) -> Option<Arc<T>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The held client, or the one `connect` gives (which is then held).
+    pub(crate) async fn get_or<F>(&self, connect: F) -> Result<Arc<T>, OutputError>
+    where
+        F: Future<Output = Result<Arc<T>, OutputError>>,
+    {
+        if let Some(c) = self.current() {
+            return Ok(c);
+        }
+        let c = connect.await?;
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(slot.get_or_insert(c).clone())
+    }
+
+    /// Lets go of the client.
+    pub(crate) fn release(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+/// Runs `fut` with a limit; running out is `Transient`/`timeout`.
+pub(crate) async fn within<T>(
+    limit: Duration,
+    what: &str,
+    fut: impl Future<Output = Result<T, OutputError>>,
+) -> Result<T, OutputError> {
+    tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+        Err(OutputError::transient(
+            ErrorCategory::Timeout,
+            format!("{what}: no answer within {} s", limit.as_secs_f64()),
+        ))
+    })
+}
+
+/// A socket error: always `Transient`, `timeout` when it says so, else `connection`.
+pub(crate) fn io_error(what: &str, e: &std::io::Error) -> OutputError {
+    let category = match e.kind() {
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => ErrorCategory::Timeout,
+        _ => ErrorCategory::Connection,
+    };
+    OutputError::transient(category, format!("{what}: {e}"))
+}
+
+/// Percent-encodes a URL component (user name, password, vhost) so any character survives.
+pub(crate) fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_encoding_keeps_unreserved_and_escapes_the_rest() {
+        assert_eq!(percent_encode("a@b/c%d:e"), "a%40b%2Fc%25d%3Ae");
+        assert_eq!(percent_encode("Az09-._~"), "Az09-._~");
+        assert_eq!(percent_encode("/"), "%2F");
+    }
+
+    #[test]
+    fn ports_accept_numeric_strings_and_reject_out_of_range() {
+        let mut m = Map::new();
+        m.insert("port".into(), Value::from("61613"));
+        m.insert("bad".into(), Value::from(70000));
+        let mut p = Problems::default();
+        let mut r = Reader::detached(&m, "connections.json: c".into());
+        assert_eq!(port(&mut r, &mut p, "port", 1), 61613);
+        assert!(p.is_ok());
+        assert_eq!(port(&mut r, &mut p, "bad", 7), 7);
+        assert!(p.errors[0].contains("connections.json: c.bad"), "{p:?}");
+    }
+
+    #[test]
+    fn hosts_pass_the_outbound_policy() {
+        let mut m = Map::new();
+        m.insert("host".into(), Value::from("10.1.2.3"));
+        m.insert("meta".into(), Value::from("169.254.169.254"));
+        let mut p = Problems::default();
+        let mut r = Reader::detached(&m, "c".into());
+        assert_eq!(
+            host(&mut r, &mut p, "host", None, false, &[]).as_deref(),
+            Some("10.1.2.3")
+        );
+        assert!(host(&mut r, &mut p, "meta", None, false, &[]).is_none());
+        let allowed = ["169.254.169.254".to_owned()];
+        assert!(host(&mut r, &mut p, "meta", None, false, &allowed).is_some());
+        assert!(host(&mut r, &mut p, "host", None, true, &[]).is_none());
+        assert!(host(&mut r, &mut p, "absent", None, false, &[]).is_none());
+        assert_eq!(p.errors.len(), 3, "{p:?}");
+    }
+}

@@ -1,0 +1,234 @@
+//! `nats` against a real nats-server (`TEST_NATS_URL`, default `nats://127.0.0.1:4222`, with
+//! JetStream): a subscriber receives the message and its headers after the flush; JetStream
+//! acks and drops a redelivery by `Nats-Msg-Id`; a nats-server with a password, started by the
+//! test, refuses a wrong one (`Unavailable`) and counts one connection for two instances.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use webhook_connector::output::shared::SharedClients;
+use webhook_connector::output::{ErrorCategory, ErrorKind, nats};
+
+use crate::sinks::{Entry, closed_port, delivery, env_or, payload, require_server, unique};
+
+fn url() -> String {
+    env_or("TEST_NATS_URL", "nats://127.0.0.1:4222")
+}
+
+async fn client() -> async_nats::Client {
+    let u = url();
+    require_server(
+        "TEST_NATS_URL",
+        u.split("://").nth(1).unwrap_or("127.0.0.1:4222"),
+    )
+    .await;
+    async_nats::connect(u)
+        .await
+        .expect("connect to TEST_NATS_URL")
+}
+
+#[tokio::test]
+async fn core_publish_reaches_a_subscriber_with_the_id_headers() {
+    let nc = client().await;
+    let subject = format!("wc.{}", unique("s"));
+    let mut sub = nc.subscribe(subject.clone()).await.unwrap();
+    nc.flush().await.unwrap();
+    let entry = Entry::new("nats", json!({"subject": subject, "forward_headers": true}))
+        .connection("bus", json!({"type": "nats", "url": url()}));
+    let out = entry.build(nats::build);
+    out.setup().await.unwrap();
+    out.process(&delivery("msg_nats", payload(1)))
+        .await
+        .unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&msg.payload).unwrap(),
+        payload(1)
+    );
+    let headers = msg.headers.unwrap();
+    assert_eq!(
+        headers.get("Webhook-Message-Id").map(|v| v.as_str()),
+        Some("msg_nats")
+    );
+    assert_eq!(
+        headers.get("Webhook-Id").map(|v| v.as_str()),
+        Some("orders")
+    );
+    assert_eq!(
+        headers.get("x-event").map(|v| v.as_str()),
+        Some("order.created")
+    );
+    assert!(
+        headers.get("Nats-Msg-Id").is_none(),
+        "core NATS has no dedup header"
+    );
+}
+
+#[tokio::test]
+async fn jetstream_acks_and_drops_a_redelivery_by_message_id() {
+    let nc = client().await;
+    let js = async_nats::jetstream::new(nc);
+    let name = unique("WC");
+    let subject = format!("wcjs.{name}");
+    let mut stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: name.clone(),
+            subjects: vec![subject.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let entry = Entry::new("nats", json!({"subject": subject, "jetstream": true}))
+        .connection("bus", json!({"type": "nats", "url": url()}));
+    let out = entry.build(nats::build);
+    out.setup().await.unwrap();
+    let d = delivery("msg_js", payload(2));
+    out.process(&d).await.unwrap();
+    out.process(&d).await.unwrap();
+    out.process(&delivery("msg_js_2", payload(3)))
+        .await
+        .unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.state.messages, 2, "the redelivery was deduplicated");
+    let first = stream.get_raw_message(1).await.unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&first.payload).unwrap(),
+        payload(2)
+    );
+    js.delete_stream(&name).await.unwrap();
+}
+
+/// JetStream without a stream for the subject: no responders, `Transient` as the spec says.
+#[tokio::test]
+async fn jetstream_without_a_stream_is_transient() {
+    let _ = client().await;
+    let entry = Entry::new(
+        "nats",
+        json!({"subject": format!("wcnone.{}", unique("x")), "jetstream": true}),
+    )
+    .connection("bus", json!({"type": "nats", "url": url()}));
+    let err = entry
+        .build(nats::build)
+        .process(&delivery("m", payload(0)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Transient, "{err}");
+}
+
+#[tokio::test]
+async fn a_closed_port_is_transient() {
+    let port = closed_port().await;
+    let entry = Entry::new("nats", json!({"subject": "a.b"})).connection(
+        "bus",
+        json!({"type": "nats", "url": format!("nats://127.0.0.1:{port}")}),
+    );
+    let err = entry.build(nats::build).setup().await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Transient, "{err}");
+}
+
+#[test]
+fn wildcard_subjects_are_load_errors() {
+    for subject in ["a.*", "a.>", "a..b", "a b"] {
+        let entry = Entry::new("nats", json!({"subject": subject}));
+        let p = entry.refused(nats::build);
+        assert!(p.errors[0].contains("module-config.subject"), "{p:?}");
+    }
+}
+
+/// A nats-server with a user and password and a monitoring port, stopped on drop.
+struct AuthServer {
+    child: std::process::Child,
+    port: u16,
+    monitor: u16,
+}
+
+impl Drop for AuthServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn auth_server() -> AuthServer {
+    let (port, monitor) = (closed_port().await, closed_port().await);
+    let binary = [
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+        "nats-server",
+    ]
+    .into_iter()
+    .find(|b| !b.starts_with('/') || std::path::Path::new(b).exists())
+    .unwrap_or("nats-server");
+    let child = std::process::Command::new(binary)
+        .args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-m",
+            &monitor.to_string(),
+        ])
+        .args(["--user", "hook", "--pass", "right"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nats-server is needed for the credential test");
+    let server = AuthServer {
+        child,
+        port,
+        monitor,
+    };
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the test's nats-server did not open port {port}");
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_unavailable_and_instances_share_one_connection() {
+    let server = auth_server().await;
+    let conn = |pass: &str| {
+        json!({"type": "nats", "url": format!("nats://127.0.0.1:{}", server.port),
+               "user": "hook", "password": pass})
+    };
+    let bad = Entry::new("nats", json!({"subject": "a.b"})).connection("bus", conn("wrong"));
+    let err = bad.build(nats::build).setup().await.unwrap_err();
+    assert_eq!(
+        (err.kind, err.category),
+        (ErrorKind::Unavailable, ErrorCategory::Auth),
+        "{err}"
+    );
+
+    let shared = SharedClients::new();
+    let entries = [0, 1].map(|_| {
+        Entry::new("nats", json!({"subject": "a.b"}))
+            .connection("bus", conn("right"))
+            .shared(&shared)
+    });
+    let outs = entries.each_ref().map(|e| e.build(nats::build));
+    for i in 0..50u64 {
+        outs[(i % 2) as usize]
+            .process(&delivery(&format!("m{i}"), payload(i)))
+            .await
+            .unwrap();
+    }
+    let connz: Value = reqwest::get(format!("http://127.0.0.1:{}/connz", server.monitor))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(connz["num_connections"], 1, "{connz}");
+    assert_eq!(connz["connections"][0]["out_msgs"], 0);
+    assert_eq!(connz["connections"][0]["in_msgs"], 50);
+}
