@@ -5,15 +5,17 @@
 #   scripts/services.sh redis    only the ones named
 #
 # Servers: redis (6379), rabbitmq (5672), postgres (5432), mariadb (3306), mosquitto (1883),
-# nats (4222), all on 127.0.0.1. Each is started with the command a Debian machine of this
-# project's kind uses; a server that is not installed, or does not come up in time, fails the
-# script with a message that says which one and why.
+# nats (4222) and RabbitMQ's STOMP plugin (61613, for the activemq module), all on 127.0.0.1.
+# Each is started with the command a Debian machine of this project's kind uses; a server that
+# is not installed, or does not come up in time, fails the script with a message that says
+# which one and why.
 set -euo pipefail
 
 declare -A PORT=(
   [redis]=6379 [rabbitmq]=5672 [postgres]=5432 [mariadb]=3306 [mosquitto]=1883 [nats]=4222
+  [stomp]=61613
 )
-ORDER=(redis rabbitmq postgres mariadb mosquitto nats)
+ORDER=(redis rabbitmq postgres mariadb mosquitto nats stomp)
 
 is_up() { # port
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
@@ -36,6 +38,9 @@ start() { # name
     nats)
       start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
         -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log ;;
+    stomp)
+      # Enabling an enabled plugin is a no-op; RabbitMQ itself must be up (it comes first).
+      rabbitmq-plugins enable rabbitmq_stomp ;;
   esac
 }
 
@@ -43,6 +48,7 @@ binary_of() { # name
   case "$1" in
     redis) echo redis-server ;; rabbitmq) echo rabbitmq-server ;; postgres) echo pg_ctlcluster ;;
     mariadb) echo /usr/sbin/mariadbd ;; mosquitto) echo mosquitto ;; nats) echo /usr/sbin/nats-server ;;
+    stomp) echo rabbitmq-plugins ;;
   esac
 }
 

@@ -6,6 +6,7 @@
 //! (§2.2). Modules that talk to the same `connections.json` entry share one client through
 //! [`shared::SharedClients`].
 
+pub mod activemq;
 mod endpoint;
 pub mod mqtt;
 pub mod mysql;

@@ -81,7 +81,7 @@ pub fn resolve(name: &str) -> Result<&'static str, String> {
 /// recorded with their paths; `None` when the configuration is unusable.
 pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<Box<dyn Output>> {
     match settings.module {
-        "activemq" => not_implemented(settings, problems),
+        "activemq" => super::activemq::build(settings, problems),
         "aws_sqs" => requires_feature(settings, problems, "aws_sqs"),
         "clickhouse" => requires_feature(settings, problems, "clickhouse"),
         "gcp_pubsub" => requires_feature(settings, problems, "gcp_pubsub"),

@@ -7,6 +7,7 @@
 mod config;
 mod forwarding;
 mod operations;
+mod output_activemq;
 mod output_mqtt;
 mod output_mysql;
 mod output_nats;
