@@ -123,10 +123,14 @@ impl AckSink {
                         message_ids: vec![message_id.to_owned()],
                         reference: None,
                     },
-                    Decision::Nack { retry, reason } => ClientFrame::Nack {
+                    Decision::Nack {
+                        retry,
+                        reason,
+                        delay_ms,
+                    } => ClientFrame::Nack {
                         message_ids: vec![message_id.to_owned()],
                         retry: *retry,
-                        delay_ms: None,
+                        delay_ms: delay_ms.filter(|_| version.is_v2()),
                         reason: version.is_v2().then(|| cut(reason)),
                         reference: None,
                     },
@@ -210,20 +214,37 @@ impl HttpAcker {
         if let Some(tx) = &self.batch {
             let entry = match decision {
                 Decision::Ack => serde_json::json!({"message_id": message_id, "status": "ack"}),
-                Decision::Nack { retry, reason } => serde_json::json!({
-                    "message_id": message_id, "status": "nack", "retry": retry, "reason": cut(reason)
-                }),
+                Decision::Nack {
+                    retry,
+                    reason,
+                    delay_ms,
+                } => {
+                    let mut entry = serde_json::json!({
+                        "message_id": message_id, "status": "nack", "retry": retry, "reason": cut(reason)
+                    });
+                    if let Some(d) = delay_ms {
+                        entry["delay_ms"] = serde_json::Value::from(*d);
+                    }
+                    entry
+                }
             };
             return self.submit(tx, entry).await;
         }
         let mut query: Vec<(&str, String)> = vec![("message_id", message_id.to_owned())];
         match decision {
             Decision::Ack => query.push(("status", "ack".into())),
-            Decision::Nack { retry, reason } => {
+            Decision::Nack {
+                retry,
+                reason,
+                delay_ms,
+            } => {
                 query.push(("status", "nack".into()));
                 query.push(("retry", retry.to_string()));
                 if self.v2 {
                     query.push(("reason", cut(reason)));
+                    if let Some(d) = delay_ms {
+                        query.push(("delay_ms", d.to_string()));
+                    }
                 }
             }
         }

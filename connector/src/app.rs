@@ -12,9 +12,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::completion::CompletionRecord;
-use crate::config::ConnectorConfig;
+use crate::config::{ConnectorConfig, Problems};
 use crate::dispatch::Dispatcher;
 use crate::health::{self, ChannelState, States};
+use crate::output::shared::SharedClients;
+use crate::pipeline::Pipeline;
 use crate::stream::{self, Shared};
 
 /// How the connector stopped.
@@ -48,6 +50,10 @@ pub enum RunError {
     /// The completion record file cannot be used.
     #[error("{0}")]
     Completion(String),
+    /// A module's `setup` failed permanently (`modules.md` §2.2), or module mode could not be
+    /// built.
+    #[error("{0}")]
+    Modules(String),
     /// The health listener could not bind.
     #[error("health_listen: cannot listen on {addr}: {error}")]
     Health {
@@ -128,6 +134,8 @@ pub async fn start(
     );
     // Internal stop: the caller's shutdown, or the stale watchdog.
     let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let pipelines = start_pipelines(&config, &states, &stop, &tracker).await?;
     let stale_fired = Arc::new(AtomicBool::new(false));
     let listener_stop = CancellationToken::new();
     let health_addr = match config.health_listen {
@@ -140,19 +148,23 @@ pub async fn start(
         }
         None => None,
     };
-    let tracker = TaskTracker::new();
-    for (channel, state) in config.channels.iter().zip(states.iter()) {
+    for ((channel, state), pipeline) in config.channels.iter().zip(states.iter()).zip(&pipelines) {
         let channel = Arc::new(channel.clone());
         let record = Arc::new(
             CompletionRecord::open(&config.completion_record, &channel.channel)
                 .map_err(RunError::Completion)?,
         );
-        let dispatcher = Arc::new(Dispatcher::new(
-            channel.clone(),
-            target_client.clone(),
-            record,
-            state.clone(),
-        ));
+        let dispatcher = Arc::new(match pipeline {
+            Some(pipeline) => {
+                Dispatcher::with_pipeline(channel.clone(), pipeline.clone(), record, state.clone())
+            }
+            None => Dispatcher::new(
+                channel.clone(),
+                target_client.clone(),
+                record,
+                state.clone(),
+            ),
+        });
         tracker.spawn(stream::run_channel(
             shared.clone(),
             channel,
@@ -194,6 +206,9 @@ pub async fn start(
             () = stop.cancelled() => {}
         }
         tracker.wait().await;
+        for pipeline in pipelines.iter().flatten() {
+            pipeline.teardown().await;
+        }
         listener_stop.cancel();
         if stale_fired.load(Ordering::SeqCst) {
             RunOutcome::StaleExit
@@ -206,6 +221,46 @@ pub async fn start(
         states,
         task,
     })
+}
+
+/// Builds the module pipeline of every module-mode channel and runs the first `setup` of each
+/// instance (`modules.md` §2.2). A permanent setup failure stops the start (exit 2); other
+/// failures leave the instance unavailable and retry its setup in the background on `tracker`.
+async fn start_pipelines(
+    config: &ConnectorConfig,
+    states: &States,
+    stop: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<Vec<Option<Arc<Pipeline>>>, RunError> {
+    let shared = SharedClients::new();
+    let mut pipelines = Vec::with_capacity(config.channels.len());
+    for (channel, state) in config.channels.iter().zip(states.iter()) {
+        let Some(modules) = &channel.modules else {
+            pipelines.push(None);
+            continue;
+        };
+        let mut problems = Problems::default();
+        let Some(pipeline) = Pipeline::build(
+            modules,
+            shared.clone(),
+            config.completion_record.capacity,
+            config.completion_record.ttl,
+            &mut problems,
+        ) else {
+            return Err(RunError::Modules(problems.errors.join("\n")));
+        };
+        let pipeline = Arc::new(pipeline);
+        state.attach_modules(pipeline.statuses());
+        if let Err(e) = pipeline.setup(stop, tracker).await {
+            stop.cancel();
+            for p in pipelines.iter().flatten().chain([&pipeline]) {
+                p.teardown().await;
+            }
+            return Err(RunError::Modules(e.to_string()));
+        }
+        pipelines.push(Some(pipeline));
+    }
+    Ok(pipelines)
 }
 
 /// Runs the connector until `shutdown` is cancelled (exit 0) or the stale watchdog fires (exit 3).

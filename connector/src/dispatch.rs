@@ -22,6 +22,7 @@ use crate::completion::CompletionRecord;
 use crate::config::ChannelConfig;
 use crate::forward::{self, Decision};
 use crate::health::ChannelState;
+use crate::pipeline::Pipeline;
 
 struct Job {
     msg: Box<WebhookMessage>,
@@ -32,6 +33,8 @@ struct Job {
 struct Core {
     channel: Arc<ChannelConfig>,
     client: reqwest::Client,
+    /// Module mode: the channel's pipeline (HTTP mode when `None`).
+    pipeline: Option<Arc<Pipeline>>,
     permits: Semaphore,
     record: Arc<CompletionRecord>,
     state: Arc<ChannelState>,
@@ -69,10 +72,36 @@ impl std::fmt::Debug for Dispatcher {
 }
 
 impl Dispatcher {
-    /// A dispatcher for `channel` delivering with `client`.
+    /// A dispatcher for `channel` delivering to HTTP targets with `client`.
     pub fn new(
         channel: Arc<ChannelConfig>,
         client: reqwest::Client,
+        record: Arc<CompletionRecord>,
+        state: Arc<ChannelState>,
+    ) -> Self {
+        Self::build(channel, client, None, record, state)
+    }
+
+    /// A dispatcher for `channel` delivering through the module `pipeline` (module mode).
+    pub fn with_pipeline(
+        channel: Arc<ChannelConfig>,
+        pipeline: Arc<Pipeline>,
+        record: Arc<CompletionRecord>,
+        state: Arc<ChannelState>,
+    ) -> Self {
+        Self::build(
+            channel,
+            reqwest::Client::new(),
+            Some(pipeline),
+            record,
+            state,
+        )
+    }
+
+    fn build(
+        channel: Arc<ChannelConfig>,
+        client: reqwest::Client,
+        pipeline: Option<Arc<Pipeline>>,
         record: Arc<CompletionRecord>,
         state: Arc<ChannelState>,
     ) -> Self {
@@ -81,6 +110,7 @@ impl Dispatcher {
         let core = Arc::new(Core {
             channel,
             client,
+            pipeline,
             permits: Semaphore::new(concurrency),
             record,
             state,
@@ -238,6 +268,7 @@ impl Core {
                             break Decision::Nack {
                                 retry: true,
                                 reason: "earlier work on this message stopped".into(),
+                                delay_ms: None,
                             };
                         }
                     }
@@ -245,7 +276,7 @@ impl Core {
                 Claim::Mine(tx) => {
                     let d = tokio::select! {
                         d = self.run(&msg, started) => d,
-                        () = keep_leased(&msg, &acks) => Decision::Nack { retry: true, reason: "lease keeper stopped".into() },
+                        () = keep_leased(&msg, &acks) => Decision::Nack { retry: true, reason: "lease keeper stopped".into(), delay_ms: None },
                     };
                     tx.send_replace(Some(d.clone()));
                     self.lock_in_progress().remove(&msg.message_id);
@@ -278,12 +309,16 @@ impl Core {
     }
 
     async fn run(&self, msg: &WebhookMessage, started: Instant) -> Decision {
+        if let Some(pipeline) = &self.pipeline {
+            return self.run_modules(pipeline, msg, started).await;
+        }
         let channel = &self.channel;
         let Some(target) = channel.target_for(&msg.webhook_id) else {
             tracing::warn!(message_id = %msg.message_id, webhook_id = %msg.webhook_id, "No target for webhook id");
             return Decision::Nack {
                 retry: false,
                 reason: format!("no target for webhook id {}", msg.webhook_id),
+                delay_ms: None,
             };
         };
         let label = if channel.targets.contains_key(&msg.webhook_id) {
@@ -313,10 +348,39 @@ impl Core {
                 self.record.record(&msg.message_id);
                 tracing::debug!(message_id = %msg.message_id, attempts = delivery.attempts, "Delivered");
             }
-            Decision::Nack { retry, reason } => {
+            Decision::Nack { retry, reason, .. } => {
                 tracing::warn!(message_id = %msg.message_id, retry, reason = %reason, attempts = delivery.attempts, "Delivery failed");
             }
         }
         delivery.decision
+    }
+
+    /// Module mode (§7.2): the entry's module or chain; shutdown past the drain timeout stops
+    /// the run with a nack `retry:true`.
+    async fn run_modules(
+        &self,
+        pipeline: &Pipeline,
+        msg: &WebhookMessage,
+        started: Instant,
+    ) -> Decision {
+        let delivered = tokio::select! {
+            d = pipeline.deliver(msg, &self.channel.channel, &self.permits) => d,
+            () = self.work_cancel.cancelled() => {
+                return Decision::Nack { retry: true, reason: "connector shutting down".into(), delay_ms: None };
+            }
+        };
+        let label = delivered.entry.as_deref().unwrap_or("none");
+        self.state
+            .delivery_done(label, started.elapsed().as_secs_f64(), &delivered.errors);
+        match &delivered.decision {
+            Decision::Ack => {
+                self.record.record(&msg.message_id);
+                tracing::debug!(message_id = %msg.message_id, entry = label, "Delivered to modules");
+            }
+            Decision::Nack { retry, reason, .. } => {
+                tracing::warn!(message_id = %msg.message_id, entry = label, retry, reason = %reason, "Module delivery failed");
+            }
+        }
+        delivered.decision
     }
 }

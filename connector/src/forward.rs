@@ -26,6 +26,8 @@ pub enum Decision {
         retry: bool,
         /// Reason text for v2 (no secrets).
         reason: String,
+        /// Requested requeue delay (v2 `delay_ms`), when the failure asks for one.
+        delay_ms: Option<u64>,
     },
 }
 
@@ -34,6 +36,7 @@ impl Decision {
         Decision::Nack {
             retry,
             reason: reason.into(),
+            delay_ms: None,
         }
     }
 }
@@ -189,12 +192,7 @@ async fn one_attempt(
     match builder.send().await {
         Ok(response) => {
             let status = response.status();
-            let retry_after = response
-                .headers()
-                .get(http::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+            let retry_after = retry_after(response.headers());
             classify_status(status.as_u16(), retry_after)
         }
         Err(e) => classify_error(&e),
@@ -246,7 +244,17 @@ fn classify_error(e: &reqwest::Error) -> Attempt {
     }
 }
 
-fn is_tls_error(e: &reqwest::Error) -> bool {
+/// The `Retry-After` delay of a response, when given in seconds.
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// True when a request failed on TLS (certificate, handshake).
+pub(crate) fn is_tls_error(e: &reqwest::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if err.downcast_ref::<rustls::Error>().is_some() {
@@ -261,7 +269,8 @@ fn is_tls_error(e: &reqwest::Error) -> bool {
     false
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// The error and its sources, joined with `: `.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -281,7 +290,8 @@ pub struct TargetRequest {
     pub body: Vec<u8>,
 }
 
-fn never_forwarded(name: &str) -> bool {
+/// Headers never forwarded under their own names: hop-by-hop, `host`, `content-length`.
+pub(crate) fn never_forwarded(name: &str) -> bool {
     is_hop_by_hop(name)
         || name.eq_ignore_ascii_case("host")
         || name.eq_ignore_ascii_case("content-length")

@@ -66,6 +66,66 @@ struct Histogram {
     sum: f64,
 }
 
+/// Health and counters of one module instance (module mode, `modules.md` §2.2).
+#[derive(Debug)]
+pub struct ModuleStatus {
+    /// `orders` or `orders.chain[1]`.
+    pub label: String,
+    /// Canonical module name.
+    pub module: &'static str,
+    /// `None` while set up; the setup error's text while unavailable.
+    failing: Mutex<Option<String>>,
+    /// `process` results by outcome (`ok`, `transient`, `permanent`, `unavailable`) and category.
+    calls: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+}
+
+impl ModuleStatus {
+    /// A module whose setup has not run yet (failing).
+    pub fn new(label: &str, module: &'static str) -> Self {
+        ModuleStatus {
+            label: label.to_owned(),
+            module,
+            failing: Mutex::new(Some("setup has not run yet".into())),
+            calls: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Records the result of a setup: `None` is up, `Some(error)` is failing.
+    pub fn set_up(&self, error: Option<String>) {
+        *lock(&self.failing) = error;
+    }
+
+    /// True while the module is set up.
+    pub fn is_up(&self) -> bool {
+        lock(&self.failing).is_none()
+    }
+
+    /// Counts one `process` result.
+    pub fn call_done(&self, result: Result<(), &crate::output::OutputError>) {
+        let key = match result {
+            Ok(()) => ("ok", ""),
+            Err(e) => (
+                match e.kind {
+                    crate::output::ErrorKind::Transient => "transient",
+                    crate::output::ErrorKind::Permanent => "permanent",
+                    crate::output::ErrorKind::Unavailable => "unavailable",
+                },
+                e.category.as_str(),
+            ),
+        };
+        *lock(&self.calls).entry(key).or_insert(0) += 1;
+    }
+
+    /// Calls counted with `result` (`ok`, `transient`, …), over every category.
+    pub fn calls(&self, result: &str) -> u64 {
+        lock(&self.calls)
+            .iter()
+            .filter(|((r, _), _)| *r == result)
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
 /// Health and metrics of one channel.
 #[derive(Debug)]
 pub struct ChannelState {
@@ -89,6 +149,7 @@ pub struct ChannelState {
     reconnects: Mutex<BTreeMap<&'static str, u64>>,
     durations: Mutex<BTreeMap<String, Histogram>>,
     target_errors: Mutex<BTreeMap<(String, &'static str), u64>>,
+    modules: Mutex<Vec<Arc<ModuleStatus>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -118,6 +179,7 @@ impl ChannelState {
             reconnects: Mutex::new(BTreeMap::new()),
             durations: Mutex::new(BTreeMap::new()),
             target_errors: Mutex::new(BTreeMap::new()),
+            modules: Mutex::new(Vec::new()),
         }
     }
 
@@ -206,9 +268,39 @@ impl ChannelState {
         }
     }
 
+    /// Shows these module instances on `/readyz` and `/metrics`.
+    pub fn attach_modules(&self, modules: Vec<Arc<ModuleStatus>>) {
+        *lock(&self.modules) = modules;
+    }
+
+    /// The module instances shown (module mode).
+    pub fn modules(&self) -> Vec<Arc<ModuleStatus>> {
+        lock(&self.modules).clone()
+    }
+
+    /// Connected and every module instance set up.
+    pub fn is_ready(&self) -> bool {
+        self.state() == ConnState::Connected && lock(&self.modules).iter().all(|m| m.is_up())
+    }
+
     fn readiness(&self) -> serde_json::Value {
+        let modules: serde_json::Map<String, serde_json::Value> = lock(&self.modules)
+            .iter()
+            .map(|m| {
+                let failing = lock(&m.failing).clone();
+                (
+                    m.label.clone(),
+                    json!({
+                        "module": m.module,
+                        "state": if failing.is_none() { "up" } else { "unavailable" },
+                        "error": failing,
+                    }),
+                )
+            })
+            .collect();
         let inner = lock(&self.inner);
         json!({
+            "modules": modules,
             "state": inner.state.as_str(),
             "protocol": inner.protocol,
             "protocol_version": inner.protocol_version,
@@ -224,7 +316,7 @@ pub type States = Arc<Vec<Arc<ChannelState>>>;
 
 /// `/readyz` body and whether every channel is connected.
 pub fn readiness(states: &States) -> (bool, serde_json::Value) {
-    let ready = states.iter().all(|s| s.state() == ConnState::Connected);
+    let ready = states.iter().all(|s| s.is_ready());
     let channels: serde_json::Map<String, serde_json::Value> = states
         .iter()
         .map(|s| (s.channel.clone(), s.readiness()))
@@ -320,6 +412,39 @@ pub fn metrics_text(states: &States) -> String {
                 s.channel,
                 escape(target)
             );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP {p}_module_up 1 while a module instance is set up.\n# TYPE {p}_module_up gauge"
+    );
+    for s in states.iter() {
+        for m in lock(&s.modules).iter() {
+            let _ = writeln!(
+                out,
+                "{p}_module_up{{channel=\"{}\",instance=\"{}\",module=\"{}\"}} {}",
+                s.channel,
+                escape(&m.label),
+                m.module,
+                u8::from(m.is_up())
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP {p}_module_calls_total Module process calls by result and error category.\n# TYPE {p}_module_calls_total counter"
+    );
+    for s in states.iter() {
+        for m in lock(&s.modules).iter() {
+            for ((result, category), n) in lock(&m.calls).iter() {
+                let _ = writeln!(
+                    out,
+                    "{p}_module_calls_total{{channel=\"{}\",instance=\"{}\",module=\"{}\",result=\"{result}\",category=\"{category}\"}} {n}",
+                    s.channel,
+                    escape(&m.label),
+                    m.module,
+                );
+            }
         }
     }
     let _ = writeln!(

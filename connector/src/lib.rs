@@ -34,6 +34,7 @@
 //! - [`stream`]: the per-channel connect loop and the WebSocket, SSE and long-poll clients;
 //! - [`dispatch`]: concurrency, ordering, memory bound and deduplication of received messages;
 //! - [`forward`]: the HTTP request to a local target and the ack/nack decision;
+//! - [`pipeline`] and [`output`]: module mode (module instances, chains, retries) and the modules;
 //! - [`ack`]: acks and nacks back to the relay (frames, or `POST /connect/ack`);
 //! - [`completion`]: the completion record; [`backoff`]: reconnect delays;
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`; [`tls`]: TLS towards the relay;
@@ -48,6 +49,7 @@ pub mod dispatch;
 pub mod forward;
 pub mod health;
 pub mod output;
+pub mod pipeline;
 pub mod stream;
 pub mod tls;
 

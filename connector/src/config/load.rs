@@ -5,12 +5,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 use webhook_connect_protocol::config_values::{Secret, substitute};
 use webhook_connect_protocol::names::validate_channel_name;
 
+use super::modules::{self, ModuleModeConfig};
 use super::reader::{Origins, Reader, join};
 use super::{
     BodyMode, ChannelConfig, CompletionRecordConfig, ConnectorConfig, Flags, ForwardHeaders,
@@ -175,7 +177,7 @@ pub fn load_with_env(
             .warn("--token: command lines are visible to other users; prefer --token-file".into());
     }
 
-    let config = validate(&root, &origins, &mut problems);
+    let config = validate(&root, &origins, &mut problems, env);
     match config {
         Some(config) if problems.is_ok() => Ok((config, problems)),
         _ => Err(ConfigError(problems)),
@@ -193,7 +195,8 @@ pub fn load_from_value(document: Value) -> Result<(ConnectorConfig, Problems), C
         default_source: "config".into(),
         by_path: HashMap::new(),
     };
-    match validate(&root, &origins, &mut problems) {
+    let env = |name: &str| std::env::var(name).ok();
+    match validate(&root, &origins, &mut problems, &env) {
         Some(config) if problems.is_ok() => Ok((config, problems)),
         _ => Err(ConfigError(problems)),
     }
@@ -288,13 +291,15 @@ struct ChannelDefaults {
     max_concurrent_requests: usize,
     default_target: Option<TargetConfig>,
     targets: BTreeMap<String, TargetConfig>,
-    module_mode: bool,
+    webhooks_config: Option<String>,
+    connections_config: Option<String>,
 }
 
 fn validate(
     root: &Map<String, Value>,
     origins: &Origins,
     p: &mut Problems,
+    env: &dyn Fn(&str) -> Option<String>,
 ) -> Option<ConnectorConfig> {
     let mut r = Reader::new(root, String::new(), origins);
 
@@ -478,12 +483,7 @@ fn validate(
             "etcd mode needs a build with the `etcd` feature",
         );
     }
-    for key in [
-        "etcd_port",
-        "etcd_prefix",
-        "namespace",
-        "connections_config",
-    ] {
+    for key in ["etcd_port", "etcd_prefix", "namespace"] {
         r.get(key);
     }
 
@@ -527,8 +527,13 @@ fn validate(
                         if channels.iter().any(|ch: &ChannelConfig| ch.channel == name) {
                             c.error(p, "channel", format!("channel {name:?} is listed twice"));
                         }
-                        check_mode(&c, p, &settings);
-                        channels.push(build_channel(name, token, settings));
+                        let ctx = ModeContext {
+                            strict,
+                            env,
+                            completion: &completion_record,
+                        };
+                        let modules = check_mode(&c, p, &settings, &ctx);
+                        channels.push(build_channel(name, token, settings, modules));
                     }
                     (name, token) => {
                         if name.is_none() {
@@ -547,8 +552,13 @@ fn validate(
                 if let Err(e) = validate_channel_name(&name) {
                     r.error(p, "channel", e.to_string());
                 }
-                check_mode(&r, p, &defaults);
-                channels.push(build_channel(name, token, defaults.clone()));
+                let ctx = ModeContext {
+                    strict,
+                    env,
+                    completion: &completion_record,
+                };
+                let modules = check_mode(&r, p, &defaults, &ctx);
+                channels.push(build_channel(name, token, defaults.clone(), modules));
             }
             (name, token) => {
                 if name.is_none() {
@@ -589,24 +599,63 @@ fn validate(
     })
 }
 
-fn check_mode(r: &Reader<'_>, p: &mut Problems, s: &ChannelDefaults) {
+/// What loading a channel's module mode needs from the rest of the configuration.
+struct ModeContext<'a> {
+    strict: bool,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    completion: &'a CompletionRecordConfig,
+}
+
+/// Checks that the channel has exactly one delivery mode, and loads and validates module mode
+/// (every instance is built once, without I/O, so `check-config` reports module problems).
+fn check_mode(
+    r: &Reader<'_>,
+    p: &mut Problems,
+    s: &ChannelDefaults,
+    ctx: &ModeContext<'_>,
+) -> Option<Arc<ModuleModeConfig>> {
     let http = s.default_target.is_some() || !s.targets.is_empty();
-    if s.module_mode {
+    let Some(webhooks) = &s.webhooks_config else {
+        if !http {
+            r.error(
+                p,
+                "default_target",
+                "no delivery mode: set default_target or targets (or webhooks_config)",
+            );
+        }
+        return None;
+    };
+    if http {
         r.error(
             p,
             "webhooks_config",
-            "module mode is not supported by this build yet (HTTP mode only)",
+            "exactly one delivery mode per channel: HTTP targets (default_target, targets) or webhooks_config, not both",
         );
-    } else if !http {
-        r.error(
-            p,
-            "default_target",
-            "no delivery mode: set default_target or targets (or webhooks_config)",
-        );
+        return None;
     }
+    let config = modules::load(
+        Path::new(webhooks),
+        s.connections_config.as_deref().map(Path::new),
+        ctx.strict,
+        ctx.env,
+        p,
+    )?;
+    crate::pipeline::Pipeline::build(
+        &config,
+        crate::output::shared::SharedClients::new(),
+        ctx.completion.capacity,
+        ctx.completion.ttl,
+        p,
+    )?;
+    Some(Arc::new(config))
 }
 
-fn build_channel(name: String, token: TokenSource, s: ChannelDefaults) -> ChannelConfig {
+fn build_channel(
+    name: String,
+    token: TokenSource,
+    s: ChannelDefaults,
+    modules: Option<Arc<ModuleModeConfig>>,
+) -> ChannelConfig {
     ChannelConfig {
         channel: name,
         token,
@@ -616,6 +665,7 @@ fn build_channel(name: String, token: TokenSource, s: ChannelDefaults) -> Channe
         max_concurrent_requests: s.max_concurrent_requests,
         default_target: s.default_target,
         targets: s.targets,
+        modules,
     }
 }
 
@@ -668,7 +718,8 @@ fn channel_settings(
         max_concurrent_requests: 10,
         default_target: None,
         targets: BTreeMap::new(),
-        module_mode: false,
+        webhooks_config: None,
+        connections_config: None,
     });
     if let Some(text) = r.string(p, "protocol") {
         match Protocol::parse(&text) {
@@ -726,10 +777,12 @@ fn channel_settings(
             }
         }
     }
-    if r.string(p, "webhooks_config").is_some() {
-        s.module_mode = true;
+    if let Some(path) = r.string(p, "webhooks_config") {
+        s.webhooks_config = Some(path);
     }
-    r.get("connections_config");
+    if let Some(path) = r.string(p, "connections_config") {
+        s.connections_config = Some(path);
+    }
     s
 }
 

@@ -7,18 +7,21 @@
 
 pub mod flags;
 pub mod load;
+pub mod modules;
 pub mod outbound;
 pub(crate) mod reader;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use webhook_connect_protocol::config_values::{Secret, secret_from_file_text};
 
 pub use flags::Flags;
 pub use load::{ConfigError, Problems, load, load_from_value};
+pub use modules::ModuleModeConfig;
 
 /// Stream transport (`protocol`). `auto` tries WebSocket, then SSE, then long-poll (C.7 rule 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +190,9 @@ pub struct ChannelConfig {
     pub default_target: Option<TargetConfig>,
     /// Targets by exact, case-sensitive webhook id.
     pub targets: BTreeMap<String, TargetConfig>,
+    /// Module mode (`webhooks_config`): the validated `webhooks.json` / `connections.json`.
+    /// Exclusive with the HTTP targets.
+    pub modules: Option<Arc<ModuleModeConfig>>,
 }
 
 impl ChannelConfig {
@@ -201,6 +207,7 @@ impl ChannelConfig {
             max_concurrent_requests: 10,
             default_target: None,
             targets: BTreeMap::new(),
+            modules: None,
         }
     }
 

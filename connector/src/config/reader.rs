@@ -267,7 +267,6 @@ impl<'a> Reader<'a> {
         }
     }
 
-    #[allow(dead_code)] // used by the http_webhook and websocket modules, which land next
     /// An object whose values are strings (numbers and booleans are taken as their text), in
     /// key order.
     pub(crate) fn string_map(

@@ -8,6 +8,8 @@
 
 pub mod activemq;
 mod endpoint;
+pub mod http_webhook;
+pub mod log;
 pub mod mqtt;
 pub mod mysql;
 pub mod nats;
@@ -18,9 +20,11 @@ mod redis_client;
 pub mod redis_publish;
 pub mod redis_rq;
 pub mod registry;
+pub mod save_to_disk;
 mod settings;
 pub mod shared;
 mod sql;
+pub mod websocket;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -116,6 +116,7 @@ pub async fn run(ctx: &SessionCtx<'_>) -> SessionEnd {
                         let nack = Decision::Nack {
                             retry: true,
                             reason: "connector shutting down".into(),
+                            delay_ms: None,
                         };
                         let _ = acks.send(&msg.message_id, &nack).await;
                         continue;

@@ -246,7 +246,7 @@ pub async fn run(ctx: &SessionCtx<'_>) -> SessionEnd {
                         Ok(ServerFrame::Webhook(msg)) => {
                             if draining.is_some() {
                                 // Draining: take nothing new; hand it back at once.
-                                let nack = Decision::Nack { retry: true, reason: "connector shutting down".into() };
+                                let nack = Decision::Nack { retry: true, reason: "connector shutting down".into(), delay_ms: None };
                                 let _ = acks.send(&msg.message_id, &nack).await;
                                 continue;
                             }

@@ -136,7 +136,7 @@ async fn client_error_is_nacked_without_retry_after_one_attempt_r75() {
     let t = fast_target(target.url("/hook"));
     let d = deliver(&t, &v2_message("msg_a", b"{}")).await;
     assert!(
-        matches!(d.decision, Decision::Nack { retry: false, ref reason } if reason == "target returned 400")
+        matches!(d.decision, Decision::Nack { retry: false, ref reason, .. } if reason == "target returned 400")
     );
     assert_eq!(d.attempts, 1);
     let d = deliver(
