@@ -7,17 +7,18 @@
 //! `ack_timeout` comes back on its own, counted as a failed attempt. Delivery counts, sequences,
 //! dead letters and cumulative counters all live in the store, so they survive restarts.
 //!
-//! Backends: `embedded` (one file, the default), `redis` (Streams), `rabbitmq` (not built yet).
+//! Backends: `embedded` (one file, the default), `redis` (Streams), `rabbitmq` (AMQP 0-9-1).
 //! One conformance suite (`tests/it/conformance.rs`) runs unchanged against each.
 //!
 //! ```text
 //! let buffer: SharedBuffer = match backend {
 //!     Embedded => Arc::new(EmbeddedBuffer::open(path, EmbeddedOptions { commit_max_delay, operation_timeout }).await?),
 //!     Redis => Arc::new(RedisBuffer::connect(RedisOptions { url, key_prefix, operation_timeout }).await?),
+//!     RabbitMq => Arc::new(RabbitBuffer::connect(RabbitOptions { url, exchange, prefetch, operation_timeout }).await?),
 //! };
 //! ```
 //!
-//! Both backends keep time with the wall clock (the Redis one with the Redis server's), so
+//! The backends keep time with the wall clock (the Redis one with the Redis server's), so
 //! lease and delay logic cannot be driven by `tokio::time::pause`; their tests use short real
 //! timeouts instead.
 
@@ -25,11 +26,14 @@ mod delay;
 pub mod embedded;
 mod error;
 mod notify;
+pub mod rabbitmq;
 mod reason;
 pub mod redis;
+mod stored;
 mod types;
 mod unreadable;
 
+pub use self::rabbitmq::{RabbitBuffer, RabbitOptions};
 pub use self::redis::{RedisBuffer, RedisOptions};
 pub use delay::requeue_delay;
 pub use embedded::{EmbeddedBuffer, EmbeddedOptions};

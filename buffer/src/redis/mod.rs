@@ -30,6 +30,7 @@ use rand::Rng;
 use webhook_connect_protocol::{Envelope, Timestamp};
 
 use crate::notify::Notifiers;
+use crate::stored::{decode_stored, ts};
 use crate::unreadable::{Known, UNREADABLE, placeholder};
 use crate::{
     Buffer, BufferError, ChannelStats, DeadLetter, DeadLetterPage, DeadLetterQuery,
@@ -175,10 +176,6 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn ts(ms: i64) -> Timestamp {
-    Timestamp::from_unix_millis(ms).unwrap_or_else(Timestamp::now)
-}
-
 fn jitter() -> f64 {
     rand::rng().random_range(0.8..=1.2)
 }
@@ -213,16 +210,6 @@ fn field_i64(f: &HashMap<String, Vec<u8>>, k: &str) -> Option<i64> {
 /// The dead-letter id of a DLQ entry id `0-<n>`.
 fn dead_id(entry_id: &str) -> Option<u64> {
     entry_id.strip_prefix("0-")?.parse().ok()
-}
-
-/// Reads a stored envelope, putting back the facts kept beside it.
-fn decode_stored(raw: &[u8], seq: u64, expires_ms: Option<i64>) -> Option<Envelope> {
-    let mut e = Envelope::decode(raw).ok()?;
-    e.sequence = seq;
-    if expires_ms != e.expires_at.map(|x| x.unix_millis()) {
-        e.expires_at = expires_ms.map(ts);
-    }
-    Some(e)
 }
 
 impl RedisBuffer {

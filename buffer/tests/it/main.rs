@@ -5,5 +5,6 @@
 
 mod conformance;
 mod embedded;
+mod rabbitmq;
 mod redis;
 mod support;

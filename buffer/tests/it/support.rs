@@ -17,6 +17,13 @@ pub trait Harness: Send + Sync {
     async fn peer(&self, buffer: &SharedBuffer) -> SharedBuffer;
     /// Closes `buffer` and opens the same store again, as a relay restart does.
     async fn reopen(&self, buffer: SharedBuffer) -> SharedBuffer;
+    /// Whether an instance can settle a lease taken by another instance (C.2 rule 4). The
+    /// RabbitMQ backend cannot: a delivery can only be acked on the AMQP channel that received
+    /// it, so another instance answers `NotInFlight` and the message comes back after
+    /// its lease.
+    fn settles_peer_leases(&self) -> bool {
+        true
+    }
 }
 
 /// Settings for tests: short delays, default limits.

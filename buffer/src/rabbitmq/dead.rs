@@ -1,0 +1,403 @@
+//! Dead letters (listing, replay, purge, counting the broker's own) and statistics.
+
+use std::collections::HashMap;
+
+use lapin::Channel;
+use lapin::message::BasicGetMessage;
+use lapin::options::{BasicGetOptions, QueuePurgeOptions};
+
+use super::lease::now_ms;
+use super::link::not_found;
+use super::message::Meta;
+use super::names::dead_letter_exchange;
+use super::{Inner, MAX_SCAN, lock, topology};
+use crate::stored::{decode_stored, ts};
+use crate::unreadable::{Known, placeholder};
+use crate::{
+    BufferError, ChannelStats, DeadLetter, DeadLetterPage, DeadLetterQuery, DeadLetterReason,
+    QueueStats,
+};
+
+/// A DLQ read on a private channel: closing the channel puts back whatever was not acked, in
+/// its original order.
+struct Scan {
+    chan: Channel,
+    items: Vec<BasicGetMessage>,
+}
+
+impl Scan {
+    async fn done(self) {
+        let _ = self.chan.close(200, "scan done").await;
+    }
+}
+
+/// The sort key of a dead letter: newest first by time, then by sequence.
+fn key(d: &DeadLetter) -> (i64, u64) {
+    (d.dead_lettered_at.unix_millis(), d.envelope.sequence)
+}
+
+fn cursor_of(k: (i64, u64)) -> String {
+    format!("{}.{}", k.0, k.1)
+}
+
+fn parse_cursor(c: &str) -> Option<(i64, u64)> {
+    let (a, b) = c.split_once('.')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+impl Inner {
+    async fn scan(&self, queue: &str) -> Result<Scan, BufferError> {
+        let chan = self.link.channel().await?;
+        let mut items = Vec::new();
+        while items.len() < MAX_SCAN {
+            match self
+                .link
+                .bounded(chan.basic_get(queue, BasicGetOptions { no_ack: false }))
+                .await
+            {
+                Ok(Some(m)) => {
+                    let last = m.message_count == 0;
+                    items.push(m);
+                    if last {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) if not_found(&e) => break,
+                Err(e) => {
+                    let _ = chan.close(200, "scan failed").await;
+                    return Err(self.link.error(e));
+                }
+            }
+        }
+        Ok(Scan { chan, items })
+    }
+
+    fn to_dead_letter(&self, channel: &str, queue: &str, m: &BasicGetMessage) -> DeadLetter {
+        let d = &m.delivery;
+        let meta = Meta::read(&d.properties);
+        let envelope =
+            decode_stored(&d.data, meta.sequence, meta.expires_ms).unwrap_or_else(|| {
+                placeholder(
+                    Known {
+                        channel,
+                        queue,
+                        sequence: meta.sequence,
+                        message_id: &meta.message_id,
+                        received_ms: meta.received_ms,
+                        expires_ms: meta.expires_ms,
+                    },
+                    d.data.clone(),
+                )
+            });
+        DeadLetter {
+            envelope,
+            queue: queue.to_owned(),
+            reason: meta.reason.unwrap_or(DeadLetterReason::Rejected),
+            dead_lettered_at: ts(meta.dead_at_ms.unwrap_or(meta.received_ms)),
+            delivery_count: meta.count,
+            last_error: meta.last_error,
+        }
+    }
+
+    async fn queues_of(
+        &self,
+        channel: &str,
+        webhook_id: Option<&str>,
+    ) -> Result<Vec<String>, BufferError> {
+        let (record, _) = self.info(channel).await?;
+        Ok(match webhook_id {
+            Some(w) => vec![w.to_owned()],
+            None => record.all_queues(),
+        })
+    }
+
+    pub(crate) async fn dead_letters(
+        &self,
+        channel: &str,
+        query: &DeadLetterQuery,
+    ) -> Result<DeadLetterPage, BufferError> {
+        if query.limit == 0 || query.limit > 1000 {
+            return Err(BufferError::Invalid("limit must be 1-1000".into()));
+        }
+        let before = match &query.cursor {
+            None => None,
+            Some(c) => {
+                Some(parse_cursor(c).ok_or_else(|| BufferError::Invalid("bad cursor".into()))?)
+            }
+        };
+        let names = self.names(channel);
+        let mut all = Vec::new();
+        for q in self.queues_of(channel, query.webhook_id.as_deref()).await? {
+            let scan = self.scan(&names.dead_letters(&q)).await?;
+            all.extend(
+                scan.items
+                    .iter()
+                    .map(|m| self.to_dead_letter(channel, &q, m)),
+            );
+            scan.done().await;
+        }
+        all.retain(|d| before.is_none_or(|b| key(d) < b));
+        all.sort_by_key(|d| std::cmp::Reverse(key(d)));
+        let more = all.len() > query.limit;
+        all.truncate(query.limit);
+        let next_cursor = if more {
+            all.last().map(|d| cursor_of(key(d)))
+        } else {
+            None
+        };
+        Ok(DeadLetterPage {
+            items: all,
+            next_cursor,
+        })
+    }
+
+    pub(crate) async fn replay(
+        &self,
+        channel: &str,
+        webhook_id: Option<&str>,
+        message_id: Option<&str>,
+    ) -> Result<u64, BufferError> {
+        let names = self.names(channel);
+        let queues = self.queues_of(channel, webhook_id).await?;
+        let gate = self.gate(channel);
+        let _g = gate.lock.lock().await;
+        let locked = self.lock_record(channel).await?;
+        let max_len = locked.data.settings_max_queue_size();
+        let live: Vec<String> = locked.data.queues.clone();
+        let (mut replayed, mut blocked) = (0u64, 0u64);
+        let mut outcome = Ok(());
+        'queues: for q in queues {
+            let scan = match self.scan(&names.dead_letters(&q)).await {
+                Ok(s) => s,
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            };
+            let mut room = match topology::depth(&self.link, &names.queue(&q)).await {
+                Ok(d) => max_len.saturating_sub(d.unwrap_or(0)),
+                Err(e) => {
+                    scan.done().await;
+                    outcome = Err(e);
+                    break;
+                }
+            };
+            for m in &scan.items {
+                let mut meta = Meta::read(&m.delivery.properties);
+                if message_id.is_some_and(|id| id != meta.message_id) {
+                    continue;
+                }
+                if room == 0 || !live.contains(&q) {
+                    blocked += 1;
+                    if message_id.is_some() {
+                        break;
+                    }
+                    continue;
+                }
+                meta.queue = q.clone();
+                meta.count = 0;
+                meta.reason = None;
+                meta.dead_at_ms = None;
+                meta.last_error = None;
+                meta.ready_ms = None;
+                let r = async {
+                    self.publish_copy(
+                        &self.exchange,
+                        &names.queue(&q),
+                        &m.delivery.data,
+                        meta.properties(true),
+                    )
+                    .await?;
+                    self.ack(&scan.chan, m.delivery.delivery_tag).await
+                }
+                .await;
+                if let Err(e) = r {
+                    outcome = Err(e);
+                    scan.done().await;
+                    break 'queues;
+                }
+                room -= 1;
+                replayed += 1;
+                self.add_delta(channel, &q, |c| c.dead_depth -= 1);
+                if message_id.is_some() {
+                    break;
+                }
+            }
+            scan.done().await;
+            if message_id.is_some() && replayed > 0 {
+                break;
+            }
+        }
+        self.write_record(channel, locked).await?;
+        outcome?;
+        if replayed > 0 {
+            self.notifiers.wake(channel);
+        }
+        if replayed == 0 && blocked > 0 {
+            return Err(BufferError::QueueFull);
+        }
+        Ok(replayed)
+    }
+
+    pub(crate) async fn purge(
+        &self,
+        channel: &str,
+        webhook_id: Option<&str>,
+        message_id: Option<&str>,
+    ) -> Result<u64, BufferError> {
+        let names = self.names(channel);
+        let mut purged = 0u64;
+        for q in self.queues_of(channel, webhook_id).await? {
+            let dlq = names.dead_letters(&q);
+            let n = match message_id {
+                None => {
+                    let chan = self.link.channel().await?;
+                    let r = self
+                        .link
+                        .bounded(chan.queue_purge(&dlq, QueuePurgeOptions::default()))
+                        .await;
+                    let _ = chan.close(200, "done").await;
+                    match r {
+                        Ok(n) => u64::from(n),
+                        Err(e) if not_found(&e) => 0,
+                        Err(e) => return Err(self.link.error(e)),
+                    }
+                }
+                Some(id) => {
+                    let scan = self.scan(&dlq).await?;
+                    let mut n = 0;
+                    for m in &scan.items {
+                        if Meta::read(&m.delivery.properties).message_id == id {
+                            self.ack(&scan.chan, m.delivery.delivery_tag).await?;
+                            n += 1;
+                            break;
+                        }
+                    }
+                    scan.done().await;
+                    n
+                }
+            };
+            if n > 0 {
+                self.add_delta(channel, &q, |c| {
+                    c.dead_depth -= i64::try_from(n).unwrap_or(0)
+                });
+            }
+            purged += n;
+            if message_id.is_some() && purged > 0 {
+                break;
+            }
+        }
+        Ok(purged)
+    }
+
+    /// Counts the dead letters the broker moved on its own (TTL): rewrites each with our
+    /// headers (reason `expired`) and counts it as expired. Returns how many.
+    pub(crate) async fn adopt_expired(&self, channel: &str) -> Result<u64, BufferError> {
+        let record = self.flush(channel).await?;
+        let names = self.names(channel);
+        let mut adopted = 0;
+        for q in record.all_queues() {
+            let known = record.counters.get(&q).map_or(0, |c| c.dead_depth);
+            let depth = topology::depth(&self.link, &names.dead_letters(&q))
+                .await?
+                .unwrap_or(0);
+            if i64::try_from(depth).unwrap_or(i64::MAX) <= known {
+                continue;
+            }
+            let scan = self.scan(&names.dead_letters(&q)).await?;
+            for m in &scan.items {
+                if !Meta::is_broker_dead_letter(&m.delivery.properties) {
+                    continue;
+                }
+                let mut meta = Meta::read(&m.delivery.properties);
+                meta.queue = q.clone();
+                meta.reason = Some(DeadLetterReason::Expired);
+                meta.dead_at_ms = Some(meta.dead_at_ms.unwrap_or_else(now_ms));
+                self.publish_copy(
+                    &dead_letter_exchange(&self.exchange),
+                    &names.dead_letters(&q),
+                    &m.delivery.data,
+                    meta.properties(false),
+                )
+                .await?;
+                self.ack(&scan.chan, m.delivery.delivery_tag).await?;
+                self.add_delta(channel, &q, |c| {
+                    c.expired += 1;
+                    c.dead_lettered += 1;
+                    c.dead_depth += 1;
+                });
+                adopted += 1;
+            }
+            scan.done().await;
+        }
+        if adopted > 0 {
+            self.flush(channel).await?;
+        }
+        Ok(adopted)
+    }
+
+    pub(crate) async fn stats(&self, channel: &str) -> Result<ChannelStats, BufferError> {
+        self.adopt_expired(channel).await?;
+        let record = self.flush(channel).await?;
+        let names = self.names(channel);
+        let held: HashMap<String, u64> = {
+            let mut m = HashMap::new();
+            for l in lock(&self.leases).values().filter(|l| l.channel == channel) {
+                *m.entry(l.queue.clone()).or_default() += 1;
+            }
+            m
+        };
+        let now = now_ms();
+        let mut queues = Vec::new();
+        let mut total = QueueStats::default();
+        let mut all = record.queues.clone();
+        all.extend(record.retired.iter().cloned());
+        for q in all {
+            let queued = topology::depth(&self.link, &names.queue(&q))
+                .await?
+                .unwrap_or(0);
+            let dead = topology::depth(&self.link, &names.dead_letters(&q))
+                .await?
+                .unwrap_or(0);
+            let c = record.counters.get(&q).copied().unwrap_or_default();
+            let oldest = if queued == 0 {
+                None
+            } else {
+                lock(&self.heads)
+                    .get(&(channel.to_owned(), q.clone()))
+                    .map(|rcv| (now - rcv).max(0) as f64 / 1000.0)
+            };
+            let s = QueueStats {
+                webhook_id: q.clone(),
+                queued,
+                in_flight: held.get(&q).copied().unwrap_or(0),
+                dead_letters: dead,
+                oldest_queued_age_seconds: oldest,
+                delivered: c.delivered,
+                nacked: c.nacked,
+                expired: c.expired,
+                dead_lettered: c.dead_lettered,
+                published: c.published,
+            };
+            total.queued += s.queued;
+            total.in_flight += s.in_flight;
+            total.dead_letters += s.dead_letters;
+            total.delivered += s.delivered;
+            total.nacked += s.nacked;
+            total.expired += s.expired;
+            total.dead_lettered += s.dead_lettered;
+            total.published += s.published;
+            total.oldest_queued_age_seconds = match (total.oldest_queued_age_seconds, oldest) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            queues.push(s);
+        }
+        Ok(ChannelStats {
+            channel: channel.to_owned(),
+            total,
+            queues,
+        })
+    }
+}

@@ -1,0 +1,469 @@
+//! Leasing: deliveries taken with `basic.get` and held unacked by this process, round-robin
+//! over the channel's webhook queues; the ordered-delivery token; lease expiry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::message::BasicGetMessage;
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions};
+use lapin::{BasicProperties, Channel};
+use webhook_connect_protocol::Timestamp;
+
+use super::link::Link;
+use super::message::Meta;
+use super::{Inner, POLL_INTERVAL, lock};
+use crate::stored::{decode_stored, ts};
+use crate::unreadable::UNREADABLE;
+use crate::{BufferError, DeadLetterReason, Lease, LeaseToken, QueueSettings};
+
+/// A lease held by this process.
+#[derive(Debug)]
+pub(crate) struct Held {
+    pub channel: String,
+    pub queue: String,
+    pub handle: String,
+    pub chan: Channel,
+    pub generation: u64,
+    /// The delivery of the message (the token itself when `carried`).
+    pub tag: u64,
+    /// Ordered channels: the token delivery, when the message came from a webhook queue.
+    pub token_tag: Option<u64>,
+    /// The message travelled inside the ordered-delivery token.
+    pub carried: bool,
+    pub meta: Meta,
+    pub body: Vec<u8>,
+    /// Deliveries including this one.
+    pub count: u32,
+    pub settings: Arc<QueueSettings>,
+    pub delivered_ms: i64,
+    pub expires_ms: i64,
+}
+
+impl Held {
+    pub(crate) fn ordered(&self) -> bool {
+        self.carried || self.token_tag.is_some()
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    Timestamp::now().unix_millis()
+}
+
+pub(crate) fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Publishes an ordered-delivery token into `queue`: empty, or carrying a message.
+pub(crate) async fn put_token(
+    link: &Link,
+    queue: &str,
+    carried: Option<(&Meta, &[u8])>,
+) -> Result<(), BufferError> {
+    let publisher = link.publisher().await?;
+    let (props, body) = match carried {
+        Some((meta, body)) => (meta.properties(false), body),
+        None => (BasicProperties::default().with_delivery_mode(2), &[][..]),
+    };
+    let confirm = link
+        .bounded(publisher.basic_publish(
+            "",
+            queue,
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            body,
+            props,
+        ))
+        .await
+        .map_err(|e| link.error(e))?;
+    link.confirmed(confirm).await
+}
+
+type Attempt = Result<(Vec<Lease>, Option<u64>), BufferError>;
+
+/// `Buffer::lease`: waits up to `wait` for the first message.
+pub(crate) async fn lease(
+    inner: &Arc<Inner>,
+    channel: &str,
+    max: usize,
+    wait: Duration,
+) -> Result<Vec<Lease>, BufferError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let notify = inner.notifiers.get(channel);
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let (leases, wake_in) = detached(inner, channel, max).await?;
+        if !leases.is_empty() || max == 0 {
+            return Ok(leases);
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(leases);
+        }
+        let mut until = deadline.min(now + POLL_INTERVAL);
+        if let Some(ms) = wake_in {
+            until = until.min(now + Duration::from_millis(ms.max(1)));
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(until) => {}
+        }
+    }
+}
+
+/// One attempt in its own task: if the caller goes away meanwhile, the leases are handed
+/// back uncounted instead of expiring as failed attempts.
+async fn detached(inner: &Arc<Inner>, channel: &str, max: usize) -> Attempt {
+    let (tx, rx) = tokio::sync::oneshot::channel::<Attempt>();
+    let task_inner = inner.clone();
+    let channel = channel.to_owned();
+    tokio::spawn(async move {
+        let result = task_inner.lease_once(&channel, max).await;
+        if let Err(Ok((leases, _))) = tx.send(result) {
+            task_inner.hand_back(&leases).await;
+        }
+    });
+    let mut guard = Guard {
+        rx: Some(rx),
+        inner: inner.clone(),
+    };
+    let rx = guard
+        .rx
+        .as_mut()
+        .ok_or_else(|| BufferError::Unavailable("rabbitmq: lease answer lost".into()))?;
+    rx.await
+        .map_err(|_| BufferError::Unavailable("rabbitmq: lease task stopped".into()))?
+}
+
+/// Hands back leases a dropped caller never saw.
+struct Guard {
+    rx: Option<tokio::sync::oneshot::Receiver<Attempt>>,
+    inner: Arc<Inner>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else {
+            return;
+        };
+        rx.close();
+        if let Ok(Ok((leases, _))) = rx.try_recv()
+            && !leases.is_empty()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let inner = self.inner.clone();
+            runtime.spawn(async move { inner.hand_back(&leases).await });
+        }
+    }
+}
+
+/// What became of one delivery.
+enum Taken {
+    Leased(Box<Lease>),
+    /// Moved to the dead letters (expired, unreadable, out of attempts).
+    Buried,
+}
+
+impl Inner {
+    async fn hand_back(&self, leases: &[Lease]) {
+        for l in leases {
+            let _ = self.settle(&l.token, crate::Settle::Return).await;
+        }
+    }
+
+    /// The AMQP channel for deliveries of `channel` (recreated after it closed).
+    async fn consumer(&self, channel: &str) -> Result<(Channel, u64), BufferError> {
+        let mut map = self.consumers.lock().await;
+        if let Some((chan, generation)) = map.get(channel)
+            && chan.status().connected()
+            && *generation == self.link.generation()
+        {
+            return Ok((chan.clone(), *generation));
+        }
+        let fresh = self.link.channel_with_generation().await?;
+        map.insert(channel.to_owned(), fresh.clone());
+        Ok(fresh)
+    }
+
+    fn held_count(&self, channel: &str) -> usize {
+        lock(&self.leases)
+            .values()
+            .filter(|l| l.channel == channel)
+            .count()
+    }
+
+    async fn get(
+        &self,
+        chan: &Channel,
+        queue: &str,
+    ) -> Result<Option<BasicGetMessage>, BufferError> {
+        self.link
+            .bounded(chan.basic_get(queue, BasicGetOptions { no_ack: false }))
+            .await
+            .map_err(|e| self.link.error(e))
+    }
+
+    pub(crate) async fn lease_once(&self, channel: &str, max: usize) -> Attempt {
+        let (record, settings) = self.info(channel).await?;
+        let room = self.prefetch.saturating_sub(self.held_count(channel));
+        let n = max.min(room);
+        if n == 0 {
+            return Ok((Vec::new(), None));
+        }
+        let (chan, generation) = self.consumer(channel).await?;
+        if settings.ordered {
+            return self
+                .lease_ordered(channel, &record.all_queues(), &settings, chan, generation)
+                .await;
+        }
+        let queues = record.all_queues();
+        if queues.is_empty() {
+            return Ok((Vec::new(), None));
+        }
+        let names = self.names(channel);
+        let start = lock(&self.rr).get(channel).copied().unwrap_or(0);
+        let mut empty = vec![false; queues.len()];
+        let mut i = start;
+        let mut out = Vec::new();
+        while out.len() < n && empty.iter().any(|e| !e) {
+            let qi = i % queues.len();
+            i = i.wrapping_add(1);
+            if empty[qi] {
+                continue;
+            }
+            let q = &queues[qi];
+            let Some(msg) = self.get(&chan, &names.queue(q)).await? else {
+                empty[qi] = true;
+                lock(&self.heads).remove(&(channel.to_owned(), q.clone()));
+                continue;
+            };
+            if msg.message_count == 0 {
+                empty[qi] = true;
+                lock(&self.heads).remove(&(channel.to_owned(), q.clone()));
+            }
+            let d = msg.delivery;
+            match self
+                .take(
+                    channel,
+                    q,
+                    &chan,
+                    generation,
+                    d.delivery_tag,
+                    None,
+                    false,
+                    d.redelivered,
+                    &d.properties,
+                    d.data,
+                    &settings,
+                )
+                .await?
+            {
+                Taken::Leased(l) => out.push(*l),
+                Taken::Buried => {}
+            }
+        }
+        lock(&self.rr).insert(channel.to_owned(), i % queues.len());
+        Ok((out, None))
+    }
+
+    async fn lease_ordered(
+        &self,
+        channel: &str,
+        queues: &[String],
+        settings: &Arc<QueueSettings>,
+        chan: Channel,
+        generation: u64,
+    ) -> Attempt {
+        if self.held_count(channel) > 0 {
+            return Ok((Vec::new(), None));
+        }
+        let names = self.names(channel);
+        let Some(token) = self.get(&chan, &names.order()).await? else {
+            return Ok((Vec::new(), None));
+        };
+        let d = token.delivery;
+        if !d.data.is_empty() {
+            // A requeued message waits inside the token.
+            let meta = Meta::read(&d.properties);
+            let now = now_ms();
+            if let Some(ready) = meta.ready_ms.filter(|r| *r > now) {
+                put_token(&self.link, &names.order(), Some((&meta, &d.data))).await?;
+                self.ack(&chan, d.delivery_tag).await?;
+                return Ok((Vec::new(), u64::try_from(ready - now).ok()));
+            }
+            let q = meta.queue.clone();
+            return match self
+                .take(
+                    channel,
+                    &q,
+                    &chan,
+                    generation,
+                    d.delivery_tag,
+                    None,
+                    true,
+                    d.redelivered,
+                    &d.properties,
+                    d.data,
+                    settings,
+                )
+                .await?
+            {
+                Taken::Leased(l) => Ok((vec![*l], None)),
+                Taken::Buried => Ok((Vec::new(), Some(0))),
+            };
+        }
+        let start = lock(&self.rr).get(channel).copied().unwrap_or(0);
+        for k in 0..queues.len() {
+            let q = &queues[(start + k) % queues.len()];
+            while let Some(msg) = self.get(&chan, &names.queue(q)).await? {
+                let m = msg.delivery;
+                if let Taken::Leased(l) = self
+                    .take(
+                        channel,
+                        q,
+                        &chan,
+                        generation,
+                        m.delivery_tag,
+                        Some(d.delivery_tag),
+                        false,
+                        m.redelivered,
+                        &m.properties,
+                        m.data,
+                        settings,
+                    )
+                    .await?
+                {
+                    lock(&self.rr).insert(channel.to_owned(), (start + k + 1) % queues.len());
+                    return Ok((vec![*l], None));
+                }
+            }
+        }
+        // Nothing to deliver: put the (empty) token back.
+        self.link
+            .bounded(chan.basic_nack(
+                d.delivery_tag,
+                BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                },
+            ))
+            .await
+            .map_err(|e| self.link.error(e))?;
+        Ok((Vec::new(), None))
+    }
+
+    pub(crate) async fn ack(&self, chan: &Channel, tag: u64) -> Result<(), BufferError> {
+        self.link
+            .bounded(chan.basic_ack(tag, BasicAckOptions::default()))
+            .await
+            .map_err(|e| self.link.error(e))
+    }
+
+    /// Leases one delivery, or buries it when it is expired, unreadable or out of attempts.
+    #[allow(clippy::too_many_arguments)]
+    async fn take(
+        &self,
+        channel: &str,
+        queue: &str,
+        chan: &Channel,
+        generation: u64,
+        tag: u64,
+        token_tag: Option<u64>,
+        carried: bool,
+        redelivered: bool,
+        props: &BasicProperties,
+        body: Vec<u8>,
+        settings: &Arc<QueueSettings>,
+    ) -> Result<Taken, BufferError> {
+        let mut meta = Meta::read(props);
+        meta.queue = queue.to_owned();
+        // A copy given back by the broker was delivered once more than its header says.
+        meta.count = meta.count.saturating_add(u32::from(redelivered));
+        meta.ready_ms = None;
+        let now = now_ms();
+        let held = Held {
+            channel: channel.to_owned(),
+            queue: queue.to_owned(),
+            handle: String::new(),
+            chan: chan.clone(),
+            generation,
+            tag,
+            token_tag,
+            carried,
+            count: meta.count,
+            meta,
+            body,
+            settings: settings.clone(),
+            delivered_ms: now,
+            expires_ms: now,
+        };
+        let bury = if held.meta.expires_ms.is_some_and(|e| e <= now) {
+            Some((DeadLetterReason::Expired, held.meta.last_error.clone()))
+        } else if decode_stored(&held.body, held.meta.sequence, held.meta.expires_ms).is_none() {
+            Some((DeadLetterReason::Rejected, Some(UNREADABLE.to_owned())))
+        } else if held.meta.count >= settings.max_delivery_attempts {
+            Some((DeadLetterReason::MaxAttempts, held.meta.last_error.clone()))
+        } else {
+            None
+        };
+        if let Some((reason, err)) = bury {
+            self.bury(held, reason, err).await?;
+            return Ok(Taken::Buried);
+        }
+        let Some(envelope) = decode_stored(&held.body, held.meta.sequence, held.meta.expires_ms)
+        else {
+            return Ok(Taken::Buried);
+        };
+        let id = self
+            .next_lease
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let handle = format!("{:x}-{generation}-{id}", self.instance);
+        let count = held.meta.count + 1;
+        let expires_ms = now.saturating_add(ms(settings.ack_timeout));
+        let token = LeaseToken {
+            channel: channel.to_owned(),
+            queue: queue.to_owned(),
+            message_id: envelope.message_id.clone(),
+            handle: handle.clone(),
+        };
+        lock(&self.leases).insert(
+            id,
+            Held {
+                handle,
+                count,
+                expires_ms,
+                ..held
+            },
+        );
+        Ok(Taken::Leased(Box::new(Lease {
+            envelope,
+            token,
+            delivery_count: count,
+            lease_expires_at: ts(expires_ms),
+        })))
+    }
+
+    /// Ends every lease past its expiry as a failed attempt.
+    pub(crate) async fn expire_leases(&self) {
+        let now = now_ms();
+        let expired: Vec<Held> = {
+            let mut map = lock(&self.leases);
+            let ids: Vec<u64> = map
+                .iter()
+                .filter(|(_, l)| l.expires_ms <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter().filter_map(|id| map.remove(&id)).collect()
+        };
+        for held in expired {
+            let channel = held.channel.clone();
+            if let Err(e) = self.requeue(held, None, None, true).await {
+                tracing::debug!(channel = %channel, error = %e, "Expired lease not requeued; the broker redelivers it");
+            }
+            self.notifiers.wake(&channel);
+        }
+    }
+}
