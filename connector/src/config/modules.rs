@@ -168,7 +168,7 @@ fn read_object(
 }
 
 /// Loads `webhooks_config` (and `connections_config`) for one channel.
-pub(crate) fn load(
+pub fn load(
     webhooks: &Path,
     connections: Option<&Path>,
     outbound_strict: bool,

@@ -28,12 +28,16 @@ use crate::config::modules::{ChainSettings, ModuleModeConfig};
 use crate::forward::Decision;
 use crate::health::ModuleStatus;
 use crate::output::shared::SharedClients;
-use crate::output::{Delivery, ErrorKind, ModuleSettings, registry};
+use crate::output::{Delivery, ErrorKind, ModuleSettings, Output, registry};
 
 use self::chain::{ItemResult, RunContext};
 use self::instance::Instance;
 use self::partial::PartialRecord;
 use self::retry::ModuleRetry;
+
+/// Builds one module instance (normally [`registry::build`]).
+pub type ModuleBuilder<'b> =
+    dyn FnMut(&ModuleSettings<'_>, &mut Problems) -> Option<Box<dyn Output>> + 'b;
 
 /// One module instance in an entry, with what the run needs.
 #[derive(Debug)]
@@ -103,6 +107,25 @@ impl Pipeline {
         partial_ttl: Duration,
         problems: &mut Problems,
     ) -> Option<Self> {
+        Self::build_with(
+            config,
+            shared,
+            partial_capacity,
+            partial_ttl,
+            problems,
+            &mut registry::build,
+        )
+    }
+
+    /// [`Self::build`] with another module builder (tests inject probe modules this way).
+    pub fn build_with(
+        config: &ModuleModeConfig,
+        shared: Arc<SharedClients>,
+        partial_capacity: usize,
+        partial_ttl: Duration,
+        problems: &mut Problems,
+        builder: &mut ModuleBuilder<'_>,
+    ) -> Option<Self> {
         let mut routes = HashMap::new();
         let mut instances = Vec::new();
         let mut ok = true;
@@ -119,7 +142,7 @@ impl Pipeline {
                     shared: shared.clone(),
                     outbound_strict: config.outbound_strict,
                 };
-                let Some(output) = registry::build(&settings, problems) else {
+                let Some(output) = builder(&settings, problems) else {
                     ok = false;
                     continue;
                 };

@@ -15,6 +15,7 @@ mod output_postgresql;
 mod output_rabbitmq;
 mod output_redis_publish;
 mod output_redis_rq;
+mod pipeline;
 mod sinks;
 mod streams;
 mod support;
