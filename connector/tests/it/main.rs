@@ -6,6 +6,7 @@
 
 mod config;
 mod forwarding;
+mod module_outputs;
 mod operations;
 mod output_activemq;
 mod output_mqtt;
