@@ -6,6 +6,7 @@
 
 mod config;
 mod forwarding;
+mod module_config;
 mod module_outputs;
 mod operations;
 mod output_activemq;
