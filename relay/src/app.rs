@@ -135,8 +135,9 @@ pub async fn build_state(
 ) -> Result<Arc<AppState>, StartError> {
     let trusted =
         TrustedProxies::parse(&config.file.server.trusted_proxies).map_err(StartError::Config)?;
-    let state_store = StateStore::open(std::path::Path::new(&config.file.state.path))
-        .map_err(|e| StartError::Config(format!("state.path: {e}")))?;
+    let state_store = StateStore::open(&config).await.map_err(|e| {
+        StartError::Config(format!("state store ({}): {e}", config.file.state.backend))
+    })?;
     let admin = AdminGuard::new(
         config.admin_token.expose(),
         config.file.admin.max_failed_auth_per_minute,
@@ -243,7 +244,7 @@ pub(crate) async fn add_channel(
         state.tracker.clone(),
     );
     let mut channel = channel_from_spec(spec, hub);
-    restore_persisted(state, &mut channel, spec)?;
+    restore_persisted(state, &mut channel, spec).await?;
     let channel = Arc::new(channel);
     for (webhook, auth) in spec.webhooks.iter().zip(auths) {
         state.registry.insert_route(
@@ -267,34 +268,52 @@ async fn restore_admin_channels(
     options: &AuthBuildOptions,
     errors: &mut Vec<String>,
 ) {
-    for (name, record) in state.state_store.all() {
-        let Some(mut definition) = record.definition.clone() else {
+    let records = match state.state_store.all().await {
+        Ok(records) => records,
+        Err(e) => {
+            errors.push(format!("state store: {e}"));
+            return;
+        }
+    };
+    for (name, record) in records {
+        let Some(definition) = record.definition else {
             continue;
         };
         if state.registry.channel(&name).is_some() {
             tracing::warn!(channel = %name, "A configured channel takes over the admin-created channel of the same name");
             continue;
         }
-        // The token is known only as a hash; restore_persisted sets it from the record.
-        definition.insert(
-            "token".into(),
-            serde_json::Value::String("restored-from-state".into()),
-        );
-        match crate::config::channel_spec_from_json(definition, &state.config.file) {
-            Ok((mut spec, _)) => {
-                spec.source = crate::config::ChannelSource::Admin;
-                if let Err(e) = add_channel(state, &spec, false, options).await {
-                    errors.push(e);
-                }
-            }
-            Err(e) => errors.push(format!("state store: channel \"{name}\": {}", e.join("; "))),
+        if let Err(e) = add_admin_channel(state, &name, definition, options).await {
+            errors.push(e);
         }
+    }
+}
+
+/// Builds the admin-created channel `name` from its stored definition; its tokens and pause
+/// state come from the state store.
+pub(crate) async fn add_admin_channel(
+    state: &Arc<AppState>,
+    name: &str,
+    mut definition: serde_json::Map<String, serde_json::Value>,
+    options: &AuthBuildOptions,
+) -> Result<(), String> {
+    // The token is known only as a hash; restore_persisted sets it from the record.
+    definition.insert(
+        "token".into(),
+        serde_json::Value::String("restored-from-state".into()),
+    );
+    match crate::config::channel_spec_from_json(definition, &state.config.file) {
+        Ok((mut spec, _)) => {
+            spec.source = crate::config::ChannelSource::Admin;
+            add_channel(state, &spec, false, options).await
+        }
+        Err(e) => Err(format!("state store: channel \"{name}\": {}", e.join("; "))),
     }
 }
 
 /// The token state a record holds (the current hash, or `fallback` when it is unreadable; the
 /// previous token only while its grace lasts).
-fn stored_tokens(
+pub(crate) fn stored_tokens(
     r: &crate::state_store::ChannelRecord,
     fallback: Option<crate::channels::TokenHash>,
     now: Timestamp,
@@ -315,13 +334,17 @@ fn stored_tokens(
 /// Applies the state store to a config-defined channel: a token rotated through the admin API
 /// stays in force unless the configured token changed since (then the configured one wins and
 /// earlier tokens stop working); the pause state is restored.
-fn restore_persisted(
+async fn restore_persisted(
     state: &AppState,
     channel: &mut Channel,
     spec: &ChannelSpec,
 ) -> Result<(), String> {
     let now = Timestamp::now();
-    let record = state.state_store.get(&spec.name);
+    let record = state
+        .state_store
+        .get(&spec.name)
+        .await
+        .map_err(|e| format!("channel \"{}\": state store: {e}", spec.name))?;
     if spec.source == crate::config::ChannelSource::Admin {
         // Admin-created: the record written at creation (or rotation) is the truth.
         if let Some(r) = &record {
@@ -366,6 +389,7 @@ fn restore_persisted(
             }
             r.created_at.get_or_insert(created_at);
         })
+        .await
         .map(|_| ())
         .map_err(|e| format!("channel \"{}\": state store: {e}", spec.name))
 }
@@ -542,6 +566,7 @@ pub async fn serve(
     {
         tracing::warn!("Background tasks did not finish within 5 s");
     }
+    state.state_store.close();
     if let Err(e) = state.buffer.close().await {
         tracing::warn!(error = %e, "Closing the buffer failed");
     }
@@ -567,6 +592,7 @@ async fn begin_shutdown(state: &AppState) {
 }
 
 fn spawn_background(state: &Arc<AppState>) {
+    crate::state_sync::spawn(state);
     let probe = state.clone();
     state.tracker.spawn(async move {
         let stop = probe.shutdown.clone();

@@ -21,13 +21,14 @@ pub async fn healthz() -> Response {
 /// Buffer reachable and not shutting down.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let buffer = state.buffer_ok();
+    let state_store = state.state_store.health_check().await;
     if state.shutdown.is_cancelled() {
         return status_body(
             StatusCode::SERVICE_UNAVAILABLE,
-            json!({"status": "shutting_down", "buffer": buffer, "state_store": buffer}),
+            json!({"status": "shutting_down", "buffer": buffer, "state_store": state_store}),
         );
     }
-    if buffer {
+    if buffer && state_store {
         status_body(
             StatusCode::OK,
             json!({"status": "ready", "buffer": true, "state_store": true}),
@@ -35,7 +36,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     } else {
         status_body(
             StatusCode::SERVICE_UNAVAILABLE,
-            json!({"status": "not_ready", "buffer": false, "state_store": false}),
+            json!({"status": "not_ready", "buffer": buffer, "state_store": state_store}),
         )
     }
 }

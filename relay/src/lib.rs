@@ -16,5 +16,6 @@ pub mod ingest;
 pub mod metrics;
 pub mod openapi;
 pub mod state_store;
+pub mod state_sync;
 pub mod stats;
 pub mod transport;

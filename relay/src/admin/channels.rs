@@ -42,7 +42,7 @@ fn connections_count(state: &AppState) -> usize {
 
 /// `GET /health` (no authentication; counts only for admins or when public).
 pub async fn health(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let healthy = state.buffer_ok() && state.state_store.health_check();
+    let healthy = state.buffer_ok() && state.state_store.health_check().await;
     let mut body = json!({
         "status": if healthy { "healthy" } else { "unhealthy" },
         "buffer": state.buffer_ok(),
@@ -150,6 +150,40 @@ pub fn new_token() -> String {
     )
 }
 
+/// Makes `tokens` the channel's token state and closes the connections whose token stopped
+/// being valid; those on a previous token still in its grace period are closed when the grace
+/// ends (`wire-protocol.md` C.5 rule 2). Used by rotation here and by changes another relay
+/// instance made.
+pub(crate) fn install_tokens(state: &AppState, channel: &Arc<Channel>, tokens: TokenState) {
+    let old = channel.tokens();
+    channel.set_tokens(tokens.clone());
+    let hub = channel.hub.clone();
+    let before = std::iter::once(old.current).chain(old.previous.map(|(h, _)| h));
+    for hash in before {
+        if !channel.token_matches(&hash) {
+            hub.close_token(&hash);
+        }
+    }
+    if let Some((previous, expires)) = tokens.previous {
+        let wait = (expires.0 - Timestamp::now().0)
+            .to_std()
+            .unwrap_or(std::time::Duration::ZERO);
+        let stop = state.shutdown.clone();
+        let check = channel.clone();
+        state.tracker.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {
+                    // A later rotation may have ended it already; close only if it is not valid.
+                    if !check.token_matches(&previous) {
+                        hub.close_token(&previous);
+                    }
+                }
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
 /// `POST /channels/{channel}/rotate-token`
 pub async fn rotate_token(
     State(state): State<Arc<AppState>>,
@@ -164,46 +198,29 @@ pub async fn rotate_token(
     let old = channel.tokens();
     let now = Timestamp::now();
     let expires = now.plus_millis(grace * 1000);
-    let stored = state.state_store.update(&name, |r| {
-        r.current_token = hex(&new_hash);
-        r.previous_token = (grace > 0).then(|| (hex(&old.current), expires));
-        r.rotated_at = Some(now);
-    });
+    let stored = state
+        .state_store
+        .update(&name, |r| {
+            r.current_token = hex(&new_hash);
+            r.previous_token = (grace > 0).then(|| (hex(&old.current), expires));
+            r.rotated_at = Some(now);
+        })
+        .await;
     if stored.is_err() {
         audit("rotate-token", &name, "failed", peer);
         return Err(
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Failed to rotate token").retry_after(1),
         );
     }
-    channel.set_tokens(TokenState {
-        current: new_hash,
-        previous: (grace > 0).then_some((old.current, expires)),
-        rotated_at: Some(now),
-    });
-    // Connections that used the previous token close when it stops being valid (C.5 rule 2).
-    let hub = channel.hub.clone();
-    let previous = old.current;
-    if let Some((older, _)) = old.previous {
-        // Only one previous token is kept: the one before it ends now.
-        hub.close_token(&older);
-    }
-    if grace == 0 {
-        hub.close_token(&previous);
-    } else {
-        let stop = state.shutdown.clone();
-        let check = channel.clone();
-        state.tracker.spawn(async move {
-            tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_secs(grace)) => {
-                    // A later rotation may have ended it already; close only if it is not valid.
-                    if !check.token_matches(&previous) {
-                        hub.close_token(&previous);
-                    }
-                }
-                _ = stop.cancelled() => {}
-            }
-        });
-    }
+    install_tokens(
+        &state,
+        &channel,
+        TokenState {
+            current: new_hash,
+            previous: (grace > 0).then_some((old.current, expires)),
+            rotated_at: Some(now),
+        },
+    );
     audit("rotate-token", &name, "ok", peer);
     Ok(status_body(
         StatusCode::OK,
@@ -226,6 +243,7 @@ async fn set_paused(
     if state
         .state_store
         .update(name, |r| r.paused = paused)
+        .await
         .is_err()
     {
         return Err(ApiError::unavailable());

@@ -551,6 +551,14 @@ fn validate_sections(f: &RelayFile, label: &str, errors: &mut Vec<String>) {
             "{label}: buffer.redis.key_prefix: must match ^[A-Za-z0-9_.-]{{1,64}}$"
         ));
     }
+    if !prefix_ok(&f.state.key_prefix) {
+        errors.push(format!(
+            "{label}: state.key_prefix: must match ^[A-Za-z0-9_.-]{{1,64}}$"
+        ));
+    }
+    if !f.state.redis_url.is_empty() && ::redis::Client::open(f.state.redis_url.expose()).is_err() {
+        errors.push(format!("{label}: state.redis_url: not a valid Redis URL"));
+    }
     one_of(
         errors,
         label,

@@ -21,6 +21,7 @@ mod delivery_ws;
 mod ingest_store;
 mod liveness_order;
 mod metrics_scrape;
+mod multi_instance;
 mod openapi_routes;
 mod shipped_examples;
 mod support;

@@ -66,15 +66,30 @@ impl TestRelay {
             Store::Embedded => Self::start(tag, extra_channel, extra).await,
             Store::Redis => {
                 let prefix = format!("wc_relay_it_{:016x}", rand::random::<u64>());
-                let extra = format!(
-                    "[buffer]\nbackend = \"redis\"\n[buffer.redis]\nurl = \"{}\"\nkey_prefix = \"{prefix}\"\n{extra}",
-                    redis_url()
-                );
-                let mut relay = Self::start_in(temp_dir(tag), extra_channel, &extra).await;
+                let mut relay =
+                    Self::start_on_redis_prefix(&prefix, tag, extra_channel, extra).await;
                 relay.redis_prefix = Some(prefix);
                 relay
             }
         }
+    }
+
+    /// A relay whose buffer and state store are Redis under `prefix`, in a fresh directory: a
+    /// second instance beside another one, or a restart that keeps nothing on disk. It does
+    /// not delete the keys on drop (the instance that made the prefix does).
+    pub async fn start_on_redis_prefix(
+        prefix: &str,
+        tag: &str,
+        extra_channel: &str,
+        extra: &str,
+    ) -> TestRelay {
+        // `extra` lands right after the `[state]` table's `path`, so its first line is a key of
+        // that table.
+        let extra = format!(
+            "key_prefix = \"{prefix}\"\n[buffer]\nbackend = \"redis\"\n[buffer.redis]\nurl = \"{}\"\nkey_prefix = \"{prefix}\"\n{extra}",
+            redis_url()
+        );
+        Self::start_in(temp_dir(tag), extra_channel, &extra).await
     }
 
     /// Like [`TestRelay::start`] in an existing directory (restarts keep the store).

@@ -1,0 +1,209 @@
+//! The relay's persisted state (`config-formats.md` §2.3 `[state]`, `http-api.md` §4.2): token
+//! hashes (and the hash of the configured token, to notice a changed configuration), rotations
+//! with their grace expiry, pause state and the definitions of admin-created channels. Admin
+//! changes survive restarts and are never reverted by the configuration. Tokens
+//! appear only as SHA-256 hex.
+//!
+//! Two backends: [`file::FileStore`], one JSON document written atomically (one relay
+//! instance), and [`redis::RedisStore`], one Redis hash shared by every relay instance, whose
+//! changes are announced to the other instances (`http-api.md` §7).
+
+pub mod file;
+pub mod redis;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use webhook_connect_protocol::Timestamp;
+
+use crate::channels::TokenHash;
+use crate::config::{BackendKind, RelayConfig};
+
+/// What is remembered per channel.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelRecord {
+    /// SHA-256 hex of the token that was configured when this record was written.
+    pub configured_token: Option<String>,
+    /// SHA-256 hex of the current token.
+    pub current_token: String,
+    /// SHA-256 hex of the previous token and when it stops being valid.
+    pub previous_token: Option<(String, Timestamp)>,
+    /// Last rotation.
+    pub rotated_at: Option<Timestamp>,
+    /// Paused by an administrator.
+    pub paused: bool,
+    /// First seen.
+    pub created_at: Option<Timestamp>,
+    /// For channels created through the admin API: their definition (without the token), so
+    /// they are rebuilt at start-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Why the state store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Reading or writing the file failed.
+    #[error("state store I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The stored state is not readable.
+    #[error("state store is unreadable: {0}")]
+    Corrupt(String),
+    /// The shared store cannot be reached or refused the operation.
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+    /// The configuration of the store is invalid.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Hex of a token hash.
+pub fn hex(hash: &TokenHash) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A token hash from hex (`None` when malformed).
+pub fn from_hex(text: &str) -> Option<TokenHash> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in text.as_bytes().chunks(2).enumerate() {
+        let s = std::str::from_utf8(chunk).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A change made by another relay instance: one channel's record, or everything (after the
+/// change feed was interrupted and changes may have been missed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The record of this channel changed or was removed.
+    Channel(String),
+    /// Reload every record.
+    All,
+}
+
+/// The state store of this relay.
+#[derive(Debug)]
+pub enum StateStore {
+    /// One JSON file (one instance).
+    File(file::FileStore),
+    /// Shared by every instance through Redis.
+    Redis(redis::RedisStore),
+}
+
+/// How long a state operation may take before it counts as failed.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl StateStore {
+    /// Opens the store the configuration selects (`state.backend`; `auto` means `redis` when
+    /// the buffer is Redis, otherwise the file).
+    pub async fn open(config: &RelayConfig) -> Result<StateStore, StateError> {
+        let file = &config.file;
+        let backend = match file.state.backend.as_str() {
+            "auto" if config.backend == BackendKind::Redis => "redis",
+            "auto" => "embedded",
+            other => other,
+        };
+        if backend == "redis" {
+            let url = if file.state.redis_url.is_empty() {
+                file.buffer.redis.url.expose()
+            } else {
+                file.state.redis_url.expose()
+            };
+            let store =
+                redis::RedisStore::connect(url, &file.state.key_prefix, OPERATION_TIMEOUT).await?;
+            Ok(StateStore::Redis(store))
+        } else {
+            Ok(StateStore::File(file::FileStore::open(
+                std::path::Path::new(&file.state.path),
+            )?))
+        }
+    }
+
+    /// `embedded` or `redis`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StateStore::File(_) => "embedded",
+            StateStore::Redis(_) => "redis",
+        }
+    }
+
+    /// The record of `channel`.
+    pub async fn get(&self, channel: &str) -> Result<Option<ChannelRecord>, StateError> {
+        match self {
+            StateStore::File(s) => Ok(s.get(channel)),
+            StateStore::Redis(s) => s.get(channel).await,
+        }
+    }
+
+    /// Changes the record of `channel` durably and returns it; on failure nothing changes.
+    /// `change` may run more than once (the shared store retries when another instance
+    /// changed the record at the same time), so it must only set fields.
+    pub async fn update(
+        &self,
+        channel: &str,
+        change: impl Fn(&mut ChannelRecord) + Send,
+    ) -> Result<ChannelRecord, StateError> {
+        match self {
+            StateStore::File(s) => s.update(channel, change).await,
+            StateStore::Redis(s) => s.update(channel, change).await,
+        }
+    }
+
+    /// Every record, by channel name.
+    pub async fn all(&self) -> Result<BTreeMap<String, ChannelRecord>, StateError> {
+        match self {
+            StateStore::File(s) => Ok(s.all()),
+            StateStore::Redis(s) => s.all().await,
+        }
+    }
+
+    /// Forgets `channel`.
+    pub async fn remove(&self, channel: &str) -> Result<(), StateError> {
+        match self {
+            StateStore::File(s) => s.remove(channel).await,
+            StateStore::Redis(s) => s.remove(channel).await,
+        }
+    }
+
+    /// Readiness probe, answered within a second.
+    pub async fn health_check(&self) -> bool {
+        match self {
+            StateStore::File(s) => s.health_check(),
+            StateStore::Redis(s) => s.health_check(Duration::from_secs(1)).await,
+        }
+    }
+
+    /// Changes made by other instances (only the shared store has any), from the moment the
+    /// store was opened. There is one feed; later calls get `None`.
+    pub fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        match self {
+            StateStore::File(_) => None,
+            StateStore::Redis(s) => s.changes(),
+        }
+    }
+
+    /// Stops the change feed.
+    pub fn close(&self) {
+        if let StateStore::Redis(s) = self {
+            s.close();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips_and_rejects_garbage() {
+        let h = crate::channels::hash_token(b"x");
+        assert_eq!(from_hex(&hex(&h)), Some(h));
+        assert_eq!(from_hex("zz"), None);
+        assert_eq!(from_hex(&"g".repeat(64)), None);
+    }
+}

@@ -1,0 +1,186 @@
+//! Several relay instances sharing one Redis (buffer and state store, `http-api.md` §7): admin
+//! state lives in Redis, not in a file of one instance, and changes made through one instance
+//! take effect on the others.
+
+use std::time::Duration;
+
+use crate::support::{TOKEN, TestRelay, eventually};
+
+const ADMIN: &str = "multi-instance-admin-token-0123";
+const WAIT: Duration = Duration::from_secs(10);
+
+fn admin_section() -> String {
+    format!("[admin]\ntoken = \"{ADMIN}\"")
+}
+
+async fn admin(
+    relay: &TestRelay,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut r = relay
+        .http
+        .request(
+            method,
+            format!("{}/admin/webhook-connect{path}", relay.base),
+        )
+        .bearer_auth(ADMIN);
+    if let Some(b) = body {
+        r = r
+            .header("content-type", "application/json")
+            .body(b.to_owned());
+    }
+    let response = r.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+/// Status of `GET /connect/status/{channel}` with `token`: 200 when the token is valid.
+async fn status_with(relay: &TestRelay, channel: &str, token: &str) -> u16 {
+    relay
+        .http
+        .get(format!("{}/connect/status/{channel}", relay.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn rotate(relay: &TestRelay) -> String {
+    let (status, body) = admin(
+        relay,
+        reqwest::Method::POST,
+        "/channels/orders/rotate-token",
+        Some(r#"{"grace_period_seconds": 0}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["new_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_rotated_token_survives_a_restart_that_keeps_no_local_file() {
+    let mut first = TestRelay::start_on(
+        crate::support::Store::Redis,
+        "multi-restart",
+        "",
+        &admin_section(),
+    )
+    .await;
+    let prefix = first.redis_prefix.clone().unwrap();
+    let new_token = rotate(&first).await;
+    first.stop().await;
+    // A fresh directory: no state file. What the relay knows comes from Redis.
+    let second =
+        TestRelay::start_on_redis_prefix(&prefix, "multi-restart-2", "", &admin_section()).await;
+    assert_eq!(status_with(&second, "orders", TOKEN).await, 401);
+    assert_eq!(status_with(&second, "orders", &new_token).await, 200);
+    let ready: serde_json::Value = second
+        .http
+        .get(format!("{}/readyz", second.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["state_store"], true, "{ready}");
+}
+
+/// Two instances on one fresh Redis prefix; the first owns (and deletes) the keys.
+async fn pair(tag: &str) -> (TestRelay, TestRelay) {
+    let a = TestRelay::start_on(crate::support::Store::Redis, tag, "", &admin_section()).await;
+    let prefix = a.redis_prefix.clone().unwrap();
+    let b =
+        TestRelay::start_on_redis_prefix(&prefix, &format!("{tag}-b"), "", &admin_section()).await;
+    (a, b)
+}
+
+#[tokio::test]
+async fn a_rotation_on_one_instance_applies_on_the_other_and_closes_its_old_connections() {
+    let (a, b) = pair("multi-rotate").await;
+    let mut ws = b.ws(true, &[]).await;
+    ws.next_of("connected", WAIT).await;
+    let new_token = rotate(&a).await;
+    assert!(
+        eventually(WAIT, || async {
+            status_with(&b, "orders", TOKEN).await == 401
+                && status_with(&b, "orders", &new_token).await == 200
+        })
+        .await,
+        "instance b took over the rotation"
+    );
+    let notice = ws.next_of("close", WAIT).await;
+    assert_eq!(notice["code"].as_u64(), Some(4001), "{notice}");
+}
+
+#[tokio::test]
+async fn pausing_on_one_instance_stops_deliveries_from_the_other() {
+    let (a, b) = pair("multi-pause").await;
+    let (status, body) = admin(&a, reqwest::Method::POST, "/channels/orders/pause", None).await;
+    assert_eq!(status, 200, "{body}");
+    let paused = || async {
+        let (status, body) = admin(&b, reqwest::Method::GET, "/channels/orders", None).await;
+        status == 200 && body["stats"]["paused"] == true
+    };
+    assert!(
+        eventually(WAIT, paused).await,
+        "instance b sees the pause: {:?}",
+        admin(&b, reqwest::Method::GET, "/channels/orders", None).await
+    );
+    let mut ws = b.ws(true, &[]).await;
+    ws.next_of("connected", WAIT).await;
+    let id = b.post_ok("shop", "{}").await;
+    let (status, _) = admin(&a, reqwest::Method::POST, "/channels/orders/resume", None).await;
+    assert_eq!(status, 200);
+    let frame = ws.next_of("webhook", WAIT).await;
+    assert_eq!(
+        frame["message_id"].as_str(),
+        Some(id.as_str()),
+        "delivered only after the resume on the other instance"
+    );
+}
+
+#[tokio::test]
+async fn a_channel_created_and_deleted_on_one_instance_follows_on_the_other() {
+    let (a, b) = pair("multi-create").await;
+    let (status, created) = admin(
+        &a,
+        reqwest::Method::POST,
+        "/channels",
+        Some(r#"{"name": "billing", "webhooks": {"invoice": {}}}"#),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let token = created["token"].as_str().unwrap().to_owned();
+    assert!(
+        eventually(WAIT, || async {
+            b.post("invoice", "{}").await.status() == 200
+                && status_with(&b, "billing", &token).await == 200
+        })
+        .await,
+        "instance b accepts webhooks and the token of the new channel"
+    );
+    let (status, body) = admin(
+        &a,
+        reqwest::Method::DELETE,
+        "/channels/billing?force=true",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        eventually(WAIT, || async {
+            b.post("invoice", "{}").await.status() == 404
+        })
+        .await,
+        "instance b forgot the deleted channel"
+    );
+}
