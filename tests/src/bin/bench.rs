@@ -2,6 +2,7 @@
 //! (and `--json FILE`). Not a test: numbers depend on the machine and what else runs on it.
 //!
 //!   webhook-connect-bench [--backend embedded|redis] [--messages N] [--json FILE]
+//!                         [--only limit|ingest|websocket|sse|long_poll]
 //!
 //! Measurements, each on a fresh relay started in this process:
 //! 1. ingest: HMAC-signed 1 KiB webhooks at concurrency 1, 16 and 64 → accepted/s, p50/p99;
@@ -549,15 +550,28 @@ async fn main() {
     } else {
         "embedded"
     };
+    // `--only limit|ingest|websocket|sse|long_poll` runs one group (for profiling).
+    let only = arg("--only");
+    let wanted = |group: &str| only.as_deref().is_none_or(|o| o == group);
     let mut rows = Vec::new();
-    rows.extend(buffer_limit(&backend, n).await);
-    if matches!(backend, Backend::Embedded) {
-        rows.extend(fsync_floor(2000));
+    if wanted("limit") {
+        rows.extend(buffer_limit(&backend, n).await);
+        if matches!(backend, Backend::Embedded) {
+            rows.extend(fsync_floor(2000));
+        }
     }
-    rows.extend(ingest(&backend, n).await);
-    for protocol in [Protocol::WebSocket, Protocol::Sse, Protocol::LongPoll] {
-        rows.extend(end_to_end(&backend, protocol, n, None).await);
-        rows.extend(end_to_end(&backend, protocol, 10_000.min(n), Some(1000.0)).await);
+    if wanted("ingest") {
+        rows.extend(ingest(&backend, n).await);
+    }
+    for (group, protocol) in [
+        ("websocket", Protocol::WebSocket),
+        ("sse", Protocol::Sse),
+        ("long_poll", Protocol::LongPoll),
+    ] {
+        if wanted(group) {
+            rows.extend(end_to_end(&backend, protocol, n, None).await);
+            rows.extend(end_to_end(&backend, protocol, 10_000.min(n), Some(1000.0)).await);
+        }
     }
     println!(
         "backend: {label}   cores: {}   process RSS after run: {:.1} MB",
