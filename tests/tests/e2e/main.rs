@@ -3,4 +3,5 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+mod relay_to_modules;
 mod relay_to_target;
