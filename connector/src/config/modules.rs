@@ -134,6 +134,7 @@ fn label_of(path: &Path) -> String {
 /// Reads a JSON object file and substitutes it; problems are recorded.
 fn read_object(
     path: &Path,
+    key: &str,
     label: &str,
     env: &dyn Fn(&str) -> Option<String>,
     p: &mut Problems,
@@ -141,7 +142,10 @@ fn read_object(
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
-            p.error(format!("{label}: cannot read {}: {e}", path.display()));
+            p.error(format!(
+                "{label}: cannot read {} (given by {key}): {e}",
+                path.display()
+            ));
             return None;
         }
     };
@@ -176,9 +180,9 @@ pub fn load(
     p: &mut Problems,
 ) -> Option<ModuleModeConfig> {
     let wlabel = label_of(webhooks);
-    let webhooks_map = read_object(webhooks, &wlabel, env, p);
+    let webhooks_map = read_object(webhooks, "webhooks_config", &wlabel, env, p);
     let connections_map = match connections {
-        Some(path) => read_object(path, &label_of(path), env, p),
+        Some(path) => read_object(path, "connections_config", &label_of(path), env, p),
         None => Some(Map::new()),
     };
     let (webhooks_map, connections_map) = (webhooks_map?, connections_map?);

@@ -287,7 +287,7 @@ fn run_binary(args: &[&str]) -> (i32, String, Duration) {
 #[test]
 fn start_up_failures_exit_with_status_2_at_once_r73() {
     let dir = tempfile::tempdir().unwrap();
-    // Module mode is not built yet: a webhooks_config is refused at load, never left hanging.
+    // A missing webhooks_config file is a load error (exit 2), never left hanging.
     let module = write(
         &dir,
         "module.json",
