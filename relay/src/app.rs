@@ -19,7 +19,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use webhook_connect_buffer::{
-    BufferError, EmbeddedBuffer, EmbeddedOptions, RedisBuffer, RedisOptions, SharedBuffer,
+    BufferError, EmbeddedBuffer, EmbeddedOptions, RabbitBuffer, RabbitOptions, RedisBuffer,
+    RedisOptions, SharedBuffer,
 };
 use webhook_connect_protocol::{CloseReason, Timestamp};
 
@@ -111,9 +112,16 @@ pub async fn open_buffer(config: &RelayConfig) -> Result<SharedBuffer, StartErro
             };
             Ok(Arc::new(RedisBuffer::connect(options).await?))
         }
-        BackendKind::RabbitMq => Err(StartError::Config(
-            "buffer.backend: rabbitmq is not available in this build yet; use embedded".into(),
-        )),
+        BackendKind::RabbitMq => {
+            let r = &config.file.buffer.rabbitmq;
+            let options = RabbitOptions {
+                url: r.url.expose().to_owned(),
+                exchange: r.exchange.clone(),
+                prefetch: u16::try_from(r.prefetch).unwrap_or(u16::MAX),
+                operation_timeout: Duration::from_millis(r.operation_timeout_ms),
+            };
+            Ok(Arc::new(RabbitBuffer::connect(options).await?))
+        }
     }
 }
 

@@ -257,7 +257,7 @@ impl Inner {
                         .link
                         .bounded(chan.queue_purge(&dlq, QueuePurgeOptions::default()))
                         .await;
-                    let _ = chan.close(200, "done").await;
+                    self.link.recycle(chan).await;
                     match r {
                         Ok(n) => u64::from(n),
                         Err(e) if not_found(&e) => 0,

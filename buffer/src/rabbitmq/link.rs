@@ -39,7 +39,13 @@ pub(crate) struct Link {
     live: tokio::sync::Mutex<Option<Live>>,
     generation: AtomicU64,
     closed: AtomicBool,
+    /// Idle confirm channels for short operations, with their generation. Reusing them keeps
+    /// channel ids from wrapping around (a reused id can inherit a late broker error).
+    idle: std::sync::Mutex<Vec<(Channel, u64)>>,
 }
+
+/// Most idle channels kept.
+const MAX_IDLE: usize = 16;
 
 impl Link {
     pub(crate) fn new(url: String, timeout: Duration) -> Link {
@@ -49,6 +55,7 @@ impl Link {
             live: tokio::sync::Mutex::new(None),
             generation: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            idle: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -146,9 +153,40 @@ impl Link {
         Ok(self.live().await?.1)
     }
 
-    /// A new channel with publisher confirms (a broker error closes only this channel).
+    /// A channel with publisher confirms for a short operation (a broker error closes only
+    /// this channel). Hand it back with [`Link::recycle`] when it holds no deliveries.
     pub(crate) async fn channel(&self) -> Result<Channel, BufferError> {
+        let generation = self.generation();
+        loop {
+            let next = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            match next {
+                Some((chan, g)) if g == generation && chan.status().connected() => return Ok(chan),
+                Some(_) => continue,
+                None => break,
+            }
+        }
         Ok(self.channel_with_generation().await?.0)
+    }
+
+    /// Takes back a channel from [`Link::channel`] that holds no unacked deliveries.
+    pub(crate) async fn recycle(&self, chan: Channel) {
+        if !chan.status().connected() {
+            return;
+        }
+        let generation = self.generation();
+        let extra = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < MAX_IDLE {
+                idle.push((chan, generation));
+                None
+            } else {
+                Some(chan)
+            }
+        };
+        let Some(chan) = extra else {
+            return;
+        };
+        let _ = chan.close(200, "done").await;
     }
 
     /// A new confirm channel and the generation of its connection.

@@ -439,31 +439,23 @@ impl Inner {
     /// Adds or removes `channel` in the registry.
     async fn register(&self, channel: &str, present: bool) -> Result<(), BufferError> {
         let q = registry(&self.exchange);
-        let mut locked = match record::lock::<Registry>(&self.link, &q, self.link.timeout()).await {
+        let depth = topology::declare_plain(&self.link, &q).await?;
+        let wait = if depth == 0 {
+            // Either new, or held by another instance right now: wait for it a little.
+            Duration::from_millis(300)
+        } else {
+            self.link.timeout()
+        };
+        let mut locked = match record::lock::<Registry>(&self.link, &q, wait).await {
             Ok(Some(l)) => l,
-            Ok(None) | Err(BufferError::Timeout) if present => {
-                if topology::declare_plain(&self.link, &q).await? == 0 {
-                    // Either new, or held by another instance right now: wait for it a little.
-                    match record::lock::<Registry>(&self.link, &q, Duration::from_millis(300)).await
-                    {
-                        Ok(Some(l)) => l,
-                        Ok(None) | Err(BufferError::Timeout) => {
-                            record::create(&self.link, &q, &Registry::default()).await?;
-                            record::lock::<Registry>(&self.link, &q, self.link.timeout())
-                                .await?
-                                .ok_or_else(|| {
-                                    BufferError::Unavailable("rabbitmq: registry vanished".into())
-                                })?
-                        }
-                        Err(e) => return Err(e),
-                    }
-                } else {
-                    record::lock::<Registry>(&self.link, &q, self.link.timeout())
-                        .await?
-                        .ok_or_else(|| {
-                            BufferError::Unavailable("rabbitmq: registry vanished".into())
-                        })?
+            Ok(None) | Err(BufferError::Timeout) if depth == 0 => {
+                if !present {
+                    return Ok(());
                 }
+                record::create(&self.link, &q, &Registry::default()).await?;
+                record::lock::<Registry>(&self.link, &q, self.link.timeout())
+                    .await?
+                    .ok_or_else(|| BufferError::Unavailable("rabbitmq: registry vanished".into()))?
             }
             Ok(None) => return Ok(()),
             Err(e) => return Err(e),
@@ -708,7 +700,7 @@ impl Buffer for RabbitBuffer {
     async fn health_check(&self) -> Result<(), BufferError> {
         self.inner.ensure_exchanges().await?;
         let chan = self.inner.link.channel().await?;
-        let _ = chan.close(200, "health").await;
+        self.inner.link.recycle(chan).await;
         Ok(())
     }
 

@@ -200,7 +200,7 @@ pub(crate) async fn lock<T: for<'de> Deserialize<'de>>(
             }
             Ok(None) => {
                 if tokio::time::Instant::now() >= deadline {
-                    let _ = chan.close(200, "record busy").await;
+                    link.recycle(chan).await;
                     return Err(BufferError::Timeout);
                 }
                 tokio::time::sleep(pause).await;
@@ -218,7 +218,7 @@ pub(crate) async fn create<T: Serialize>(
 ) -> Result<(), BufferError> {
     let chan = link.channel().await?;
     let r = put(link, &chan, queue, 1, data).await;
-    let _ = chan.close(200, "done").await;
+    link.recycle(chan).await;
     r
 }
 
@@ -256,7 +256,12 @@ impl<T: Serialize> Locked<T> {
     /// Stores `self.data` as the next version and releases the lock.
     pub(crate) async fn write(self, link: &Link) -> Result<(), BufferError> {
         let r = self.write_inner(link).await;
-        let _ = self.chan.close(200, "done").await;
+        if r.is_ok() {
+            link.recycle(self.chan).await;
+        } else {
+            // Gives back whatever is still held.
+            let _ = self.chan.close(200, "failed").await;
+        }
         r
     }
 

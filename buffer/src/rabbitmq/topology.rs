@@ -84,7 +84,7 @@ pub(crate) async fn declare_exchanges(link: &Link, exchange: &str) -> Result<(),
         Ok(())
     }
     .await;
-    let _ = chan.close(200, "done").await;
+    link.recycle(chan).await;
     r
 }
 
@@ -102,7 +102,7 @@ pub(crate) fn bucket_headers(ms: u64, mut h: FieldTable) -> FieldTable {
 pub(crate) async fn depth(link: &Link, queue: &str) -> Result<Option<u64>, BufferError> {
     let chan = link.channel().await?;
     let r = depth_on(link, &chan, queue).await;
-    let _ = chan.close(200, "done").await;
+    link.recycle(chan).await;
     r
 }
 
@@ -173,7 +173,7 @@ pub(crate) async fn declare_webhook_queue(
         Ok(())
     }
     .await;
-    let _ = chan.close(200, "done").await;
+    link.recycle(chan).await;
     r
 }
 
@@ -185,7 +185,7 @@ pub(crate) async fn declare_plain(link: &Link, queue: &str) -> Result<u64, Buffe
         .await
         .map(|q| u64::from(q.message_count()))
         .map_err(|e| link.error(e));
-    let _ = chan.close(200, "done").await;
+    link.recycle(chan).await;
     r
 }
 
@@ -196,7 +196,7 @@ pub(crate) async fn delete_queues(link: &Link, queues: &[String]) -> Result<(), 
         let r = link
             .bounded(chan.queue_delete(q, QueueDeleteOptions::default()))
             .await;
-        let _ = chan.close(200, "done").await;
+        link.recycle(chan).await;
         match r {
             Ok(_) => {}
             Err(e) if not_found(&e) => {}

@@ -551,6 +551,17 @@ fn validate_sections(f: &RelayFile, label: &str, errors: &mut Vec<String>) {
             "{label}: buffer.redis.key_prefix: must match ^[A-Za-z0-9_.-]{{1,64}}$"
         ));
     }
+    if !prefix_ok(&b.rabbitmq.exchange) {
+        errors.push(format!(
+            "{label}: buffer.rabbitmq.exchange: must match ^[A-Za-z0-9_.-]{{1,64}}$"
+        ));
+    }
+    let amqp = b.rabbitmq.url.expose();
+    if !(amqp.starts_with("amqp://") || amqp.starts_with("amqps://")) {
+        errors.push(format!(
+            "{label}: buffer.rabbitmq.url: must be an amqp:// or amqps:// URL"
+        ));
+    }
     if !prefix_ok(&f.state.key_prefix) {
         errors.push(format!(
             "{label}: state.key_prefix: must match ^[A-Za-z0-9_.-]{{1,64}}$"

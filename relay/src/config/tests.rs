@@ -328,3 +328,32 @@ fn json_config_files_work_and_other_extensions_do_not() {
         load_with(Some(path), &[]).unwrap_err().errors[0].contains("unknown configuration format")
     );
 }
+
+#[test]
+fn rabbitmq_keys_are_checked_and_select_the_backend() {
+    let dir = TempDir::new("rabbit");
+    let path = dir.write(
+        "relay.toml",
+        "[buffer]\nbackend = \"rabbitmq\"\n[buffer.rabbitmq]\nurl = \"amqp://u:p@127.0.0.1:5672/%2f\"\nexchange = \"wc\"\nprefetch = 50\noperation_timeout_ms = 2000\n",
+    );
+    let cfg = load_with(Some(path), &[]).unwrap();
+    assert_eq!(cfg.backend, BackendKind::RabbitMq);
+    assert_eq!(cfg.file.buffer.rabbitmq.exchange, "wc");
+    assert_eq!(cfg.file.buffer.rabbitmq.prefetch, 50);
+    let bad = dir.write(
+        "bad.toml",
+        "[buffer.rabbitmq]\nurl = \"http://127.0.0.1/\"\nexchange = \"a b\"\nprefetch = 0\n",
+    );
+    let err = load_with(Some(bad), &[]).unwrap_err();
+    for want in [
+        "bad.toml: buffer.rabbitmq.prefetch: must be between 1 and 65535, got 0",
+        "bad.toml: buffer.rabbitmq.exchange: must match ^[A-Za-z0-9_.-]{1,64}$",
+        "bad.toml: buffer.rabbitmq.url: must be an amqp:// or amqps:// URL",
+    ] {
+        assert!(
+            err.errors.iter().any(|e| e == want),
+            "{want} not in {:?}",
+            err.errors
+        );
+    }
+}

@@ -16,6 +16,7 @@ mod auth_presets;
 mod auth_support;
 mod body_limits;
 mod delivery_http;
+mod delivery_rabbitmq;
 mod delivery_redis;
 mod delivery_ws;
 mod ingest_store;

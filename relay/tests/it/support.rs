@@ -24,6 +24,14 @@ pub enum Store {
     /// Redis at `WEBHOOK_CONNECT_TEST_REDIS_URL` (default loopback) under a unique key prefix,
     /// whose keys are deleted on drop.
     Redis,
+    /// RabbitMQ at `WEBHOOK_CONNECT_TEST_RABBITMQ_URL` (default loopback) under a unique
+    /// exchange name, whose queues are deleted on drop; the state store stays embedded.
+    RabbitMq,
+}
+
+fn rabbitmq_url() -> String {
+    std::env::var("WEBHOOK_CONNECT_TEST_RABBITMQ_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
 fn redis_url() -> String {
@@ -40,6 +48,7 @@ pub struct TestRelay {
     pub dir: PathBuf,
     pub http: reqwest::Client,
     pub redis_prefix: Option<String>,
+    pub rabbit_exchange: Option<String>,
 }
 
 /// A fresh temporary directory.
@@ -69,6 +78,16 @@ impl TestRelay {
                 let mut relay =
                     Self::start_on_redis_prefix(&prefix, tag, extra_channel, extra).await;
                 relay.redis_prefix = Some(prefix);
+                relay
+            }
+            Store::RabbitMq => {
+                let exchange = format!("wc_relay_it_{:016x}", rand::random::<u64>());
+                let extra = format!(
+                    "{extra}\n[buffer]\nbackend = \"rabbitmq\"\n[buffer.rabbitmq]\nurl = \"{}\"\nexchange = \"{exchange}\"\n",
+                    rabbitmq_url()
+                );
+                let mut relay = Self::start_in(temp_dir(tag), extra_channel, &extra).await;
+                relay.rabbit_exchange = Some(exchange);
                 relay
             }
         }
@@ -134,6 +153,7 @@ token = "{TOKEN}"
             join: Some(join),
             dir,
             redis_prefix: None,
+            rabbit_exchange: None,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -246,6 +266,30 @@ impl Drop for TestRelay {
             if !keys.is_empty() {
                 let _: Result<u64, _> = redis::cmd("DEL").arg(&keys).query(&mut conn);
             }
+        }
+        if let Some(exchange) = self.rabbit_exchange.take() {
+            // Drop runs inside the test's runtime; clean up from a thread with its own.
+            let _ = std::thread::spawn(move || {
+                use webhook_connect_buffer::{Buffer, RabbitBuffer, RabbitOptions};
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async move {
+                    let options = RabbitOptions {
+                        url: rabbitmq_url(),
+                        exchange,
+                        ..RabbitOptions::default()
+                    };
+                    if let Ok(b) = RabbitBuffer::connect(options).await {
+                        let _ = b.destroy_all().await;
+                        let _ = b.close().await;
+                    }
+                });
+            })
+            .join();
         }
     }
 }

@@ -1,0 +1,52 @@
+//! The core delivery and ingest cases again, on the RabbitMQ buffer (real broker, unique
+//! exchange and queues per test, deleted afterwards). The case bodies live with their embedded
+//! versions.
+
+use crate::support::Store::RabbitMq;
+use crate::{delivery_http as http, delivery_ws as ws, ingest_store as ingest};
+
+#[tokio::test]
+async fn long_poll_acks_and_max_messages_on_rabbitmq_r17_r18() {
+    http::long_poll_returns_leased_messages_that_http_acks_settle_r17_r18_on(RabbitMq).await;
+}
+
+#[tokio::test]
+async fn unacked_leases_expire_and_are_delivered_again_on_rabbitmq_r19() {
+    http::unacked_leases_expire_and_are_delivered_again_r19_on(RabbitMq).await;
+}
+
+#[tokio::test]
+async fn sse_v2_and_http_acks_on_rabbitmq_r42() {
+    http::v2_sse_starts_with_retry_and_carries_event_ids_and_acks_work_over_http_r42_on(RabbitMq)
+        .await;
+}
+
+#[tokio::test]
+async fn websocket_v1_ack_removes_on_rabbitmq() {
+    ws::v1_websocket_gets_connected_then_flat_webhook_frames_and_ack_removes_on(RabbitMq).await;
+}
+
+#[tokio::test]
+async fn websocket_v2_raw_body_and_dead_letter_on_rabbitmq_r06_r21() {
+    ws::v2_websocket_gets_raw_body_and_ack_results_r06_r21_on(RabbitMq).await;
+}
+
+#[tokio::test]
+async fn killed_connection_requeues_on_rabbitmq_r22() {
+    ws::a_killed_connection_requeues_its_leases_with_a_higher_delivery_count_r22_on(RabbitMq).await;
+}
+
+#[tokio::test]
+async fn nack_retry_until_max_attempts_on_rabbitmq_r20() {
+    ws::nack_with_retry_redelivers_until_max_attempts_then_dead_letters_r20_on(RabbitMq).await;
+}
+
+#[tokio::test]
+async fn full_queues_refuse_on_rabbitmq_r02() {
+    ingest::full_queues_refuse_with_429_and_retry_after_r02_on(RabbitMq).await;
+}
+
+#[tokio::test]
+async fn the_queue_limit_is_atomic_on_rabbitmq_r03() {
+    ingest::the_queue_limit_is_atomic_under_concurrency_r03_on(RabbitMq).await;
+}
