@@ -22,11 +22,13 @@
 //!   record. A refused message draws no number; if a holder dies, the next one skips
 //!   ahead rather than reuse a number. The record lives in the broker so that it is as
 //!   durable as the messages and shared like them, with no second store to run.
-//! - **Capacity.** `x-max-length` is fixed when a queue is created (RabbitMQ refuses to change
-//!   queue arguments), and counts ready messages only. The backend therefore also checks the
-//!   channel's current `max_queue_size` against the ready depth under the record lock; lowering
-//!   the limit takes effect at once, raising it above the value a queue was created with needs a
-//!   policy (`rabbitmqctl set_policy … '{"max-length":N}'`) or a new queue.
+//! - **Capacity.** The backend checks the channel's current `max_queue_size` against the ready
+//!   depth under the record lock, so a full queue refuses at ingest and limit changes
+//!   apply at once. `x-max-length` + `reject-publish` is the broker's own backstop: it is fixed
+//!   when a queue is created (RabbitMQ refuses to change queue arguments) at twice the limit (at
+//!   least the limit + 1000), so that requeued messages returning from a delay queue always fit
+//!   (the broker would drop a dead-lettered message a full queue rejects). Raising the limit
+//!   past that needs a policy (`rabbitmqctl set_policy … '{"max-length":N}'`).
 //! - **Attempts.** Counted by republishing: every requeue publishes a new copy whose `wc-count`
 //!   header holds the deliveries made so far, then acks the old copy. A delivery the broker gives
 //!   back because the holder's connection dropped (relay crash, broker restart) arrives with
@@ -141,6 +143,13 @@ impl fmt::Debug for RabbitOptions {
             .field("operation_timeout", &self.operation_timeout)
             .finish()
     }
+}
+
+/// The `x-max-length` of a new webhook queue: above the channel's limit (which the backend
+/// enforces exactly at publish), so that a requeued message coming back from a delay queue
+/// always fits; the broker drops dead-lettered messages a full queue rejects.
+fn broker_limit(max_queue_size: u64) -> u64 {
+    max_queue_size.saturating_add(max_queue_size.max(1000))
 }
 
 /// Settings and queues of a channel as last read from its record.
@@ -540,7 +549,7 @@ impl Inner {
                 &self.exchange,
                 &names,
                 w,
-                settings.max_queue_size,
+                broker_limit(settings.max_queue_size),
             )
             .await?;
         }
