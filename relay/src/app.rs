@@ -30,6 +30,7 @@ use crate::channels::{Channel, Registry, TokenState, WebhookRoute, channel_from_
 use crate::config::{BackendKind, ChannelSpec, RelayConfig};
 use crate::delivery::{Hub, HubOptions};
 use crate::http_error::{ApiError, json_response};
+use crate::late_buffer::LateBuffer;
 use crate::metrics::Metrics;
 use crate::state_store::{StateStore, from_hex, hex};
 use crate::{health, ingest, transport};
@@ -499,8 +500,29 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
-    let buffer = open_buffer(&config).await?;
+    let (buffer, late) = match open_buffer(&config).await {
+        Ok(buffer) => (buffer, None),
+        // A broker that is down is waited for (config-formats.md §2.8); a locked embedded
+        // store or a bad setting is not.
+        Err(StartError::Buffer(e @ (BufferError::Unavailable(_) | BufferError::Timeout)))
+            if config.backend != BackendKind::Embedded =>
+        {
+            tracing::warn!(error = %e, "Buffer unreachable at start-up; starting anyway and retrying");
+            let late = LateBuffer::new();
+            (late.clone() as SharedBuffer, Some(late))
+        }
+        Err(e) => return Err(e),
+    };
     let state = build_state(config, buffer).await?;
+    if let Some(late) = late {
+        state.buffer_ok.store(false, Ordering::SeqCst);
+        let config = state.config.clone();
+        let stop = state.shutdown.clone();
+        state.tracker.spawn(async move {
+            late.connect_with_backoff(|| open_buffer(&config), stop)
+                .await;
+        });
+    }
     serve(state, listener, shutdown).await
 }
 

@@ -13,6 +13,7 @@ pub mod delivery;
 pub mod health;
 pub mod http_error;
 pub mod ingest;
+pub mod late_buffer;
 pub mod metrics;
 pub mod openapi;
 pub mod state_store;

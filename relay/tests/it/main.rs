@@ -15,6 +15,7 @@ mod auth_network;
 mod auth_presets;
 mod auth_support;
 mod body_limits;
+mod buffer_outage;
 mod delivery_http;
 mod delivery_rabbitmq;
 mod delivery_redis;
