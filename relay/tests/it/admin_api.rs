@@ -17,25 +17,7 @@ async fn admin(
     path: &str,
     body: Option<&str>,
 ) -> (u16, serde_json::Value) {
-    let mut r = relay
-        .http
-        .request(
-            method,
-            format!("{}/admin/webhook-connect{path}", relay.base),
-        )
-        .bearer_auth(ADMIN);
-    if let Some(b) = body {
-        r = r
-            .header("content-type", "application/json")
-            .body(b.to_owned());
-    }
-    let response = r.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
-    )
+    relay.admin_call(ADMIN, method, path, body).await
 }
 
 async fn stream_status(relay: &TestRelay, token: &str) -> u16 {
@@ -719,11 +701,7 @@ async fn patch_merges_limits_and_webhooks_and_refuses_config_channels_r55() {
 
 #[tokio::test]
 async fn with_admin_listen_the_admin_api_is_served_only_there() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let relay = TestRelay::start(
         "admin-listen",
         "",
@@ -738,24 +716,16 @@ async fn with_admin_listen_the_admin_api_is_served_only_there() {
         .await
         .unwrap();
     assert_eq!(main.status(), 404);
-    let mut ok = false;
-    for _ in 0..50 {
-        if let Ok(r) = relay
-            .http
-            .get(format!(
-                "http://127.0.0.1:{port}/admin/webhook-connect/channels"
-            ))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-        {
-            assert_eq!(r.status(), 200);
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ok, "the admin listener answered");
+    let body = crate::support::get_when_up(
+        &relay.http,
+        &format!("http://127.0.0.1:{port}/admin/webhook-connect/channels"),
+        Some(ADMIN),
+    )
+    .await;
+    assert!(
+        body.contains("orders"),
+        "the admin listener answered: {body}"
+    );
 }
 
 #[tokio::test]

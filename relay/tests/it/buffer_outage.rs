@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{TestRelay, eventually, temp_dir};
+use crate::support::{TestRelay, eventually, free_port, temp_dir};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -57,14 +57,6 @@ impl Drop for PrivateRedis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Relay settings for a Redis buffer on `port`; the state stays in the test directory.

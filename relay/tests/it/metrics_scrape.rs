@@ -156,11 +156,7 @@ async fn a_metrics_bearer_token_is_required_when_configured() {
 
 #[tokio::test]
 async fn with_metrics_listen_metrics_are_served_only_there() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let relay = TestRelay::start(
         "metrics-listen",
         "",
@@ -176,7 +172,7 @@ async fn with_metrics_listen_metrics_are_served_only_there() {
         .unwrap();
     assert_eq!(main.status(), 404);
     let side = format!("http://127.0.0.1:{port}/metrics");
-    let text = eventually_text(&relay.http, &side).await;
+    let text = crate::support::get_when_up(&relay.http, &side, None).await;
     assert_eq!(
         value(
             &text,
@@ -196,17 +192,4 @@ async fn with_metrics_listen_metrics_are_served_only_there() {
         404,
         "the metrics listener serves only /metrics"
     );
-}
-
-/// GETs `url` until the listener answers 200 (it starts alongside the main one).
-async fn eventually_text(http: &reqwest::Client, url: &str) -> String {
-    for _ in 0..100 {
-        if let Ok(r) = http.get(url).send().await
-            && r.status() == 200
-        {
-            return r.text().await.unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{url} never answered 200");
 }

@@ -19,25 +19,7 @@ async fn admin(
     path: &str,
     body: Option<&str>,
 ) -> (u16, serde_json::Value) {
-    let mut r = relay
-        .http
-        .request(
-            method,
-            format!("{}/admin/webhook-connect{path}", relay.base),
-        )
-        .bearer_auth(ADMIN);
-    if let Some(b) = body {
-        r = r
-            .header("content-type", "application/json")
-            .body(b.to_owned());
-    }
-    let response = r.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
-    )
+    relay.admin_call(ADMIN, method, path, body).await
 }
 
 /// Status of `GET /connect/status/{channel}` with `token`: 200 when the token is valid.

@@ -51,6 +51,33 @@ pub struct TestRelay {
     pub rabbit_exchange: Option<String>,
 }
 
+/// A loopback port that was free a moment ago (for listeners the relay binds itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GETs `url` until it answers 200 (a side listener starts alongside the main one) and returns
+/// the body.
+pub async fn get_when_up(http: &reqwest::Client, url: &str, bearer: Option<&str>) -> String {
+    for _ in 0..100 {
+        let mut request = http.get(url);
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        if let Ok(r) = request.send().await
+            && r.status() == 200
+        {
+            return r.text().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} never answered 200");
+}
+
 /// A fresh temporary directory.
 pub fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -159,6 +186,32 @@ token = "{TOKEN}"
                 .build()
                 .unwrap(),
         }
+    }
+
+    /// An admin API call with `admin_token`: status and JSON body (a string when not JSON).
+    pub async fn admin_call(
+        &self,
+        admin_token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let mut r = self
+            .http
+            .request(method, format!("{}/admin/webhook-connect{path}", self.base))
+            .bearer_auth(admin_token);
+        if let Some(b) = body {
+            r = r
+                .header("content-type", "application/json")
+                .body(b.to_owned());
+        }
+        let response = r.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
     }
 
     /// Stops the relay and waits for it (keeps the directory).
