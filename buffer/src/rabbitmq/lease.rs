@@ -1,5 +1,6 @@
-//! Leasing: deliveries taken with `basic.get` and held unacked by this process, round-robin
-//! over the channel's webhook queues; the ordered-delivery token; lease expiry.
+//! Leasing: deliveries taken with `basic.get` (sent in waves, back to back) and held unacked by
+//! this process, round-robin over the channel's webhook queues; the ordered-delivery token;
+//! lease expiry.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPu
 use lapin::{BasicProperties, Channel};
 use webhook_connect_protocol::Timestamp;
 
-use super::link::Link;
+use super::link::{Link, poll_once};
 use super::message::Meta;
 use super::{Inner, POLL_INTERVAL, lock};
 use crate::stored::{decode_stored, ts};
@@ -79,6 +80,9 @@ pub(crate) async fn put_token(
         .map_err(|e| link.error(e))?;
     link.confirmed(confirm).await
 }
+
+/// Most gets sent back to back in one wave.
+const MAX_WAVE: usize = 128;
 
 type Attempt = Result<(Vec<Lease>, Option<u64>), BufferError>;
 
@@ -224,45 +228,87 @@ impl Inner {
             return Ok((Vec::new(), None));
         }
         let names = self.names(channel);
-        let start = lock(&self.rr).get(channel).copied().unwrap_or(0);
-        let mut empty = vec![false; queues.len()];
-        let mut i = start;
+        let routes: Vec<String> = queues.iter().map(|q| names.queue(q)).collect();
+        let mut i = lock(&self.rr).get(channel).copied().unwrap_or(0);
+        // Messages believed ready per queue: 1 until a get says how many are left.
+        let mut hint = vec![1u64; queues.len()];
         let mut out = Vec::new();
-        while out.len() < n && empty.iter().any(|e| !e) {
-            let qi = i % queues.len();
-            i = i.wrapping_add(1);
-            if empty[qi] {
-                continue;
+        while out.len() < n && hint.iter().any(|h| *h > 0) {
+            // One wave: gets spread round-robin over the queues, sent back to back (the broker
+            // answers them in order), so a batch costs about one round trip, not one per message.
+            let budget = (n - out.len()).min(MAX_WAVE);
+            let mut asked = vec![0u64; queues.len()];
+            let mut wave = Vec::with_capacity(budget);
+            let mut failed: Option<BufferError> = None;
+            while wave.len() < budget {
+                let Some(qi) = (0..queues.len())
+                    .map(|k| (i + k) % queues.len())
+                    .find(|qi| asked[*qi] < hint[*qi])
+                else {
+                    break;
+                };
+                asked[qi] += 1;
+                i = qi + 1;
+                let mut get = Box::pin(
+                    self.link
+                        .bounded(chan.basic_get(&routes[qi], BasicGetOptions { no_ack: false })),
+                );
+                let early = poll_once(&mut get).await;
+                wave.push((qi, get, early));
             }
-            let q = &queues[qi];
-            let Some(msg) = self.get(&chan, &names.queue(q)).await? else {
-                empty[qi] = true;
-                lock(&self.heads).remove(&(channel.to_owned(), q.clone()));
-                continue;
-            };
-            if msg.message_count == 0 {
-                empty[qi] = true;
-                lock(&self.heads).remove(&(channel.to_owned(), q.clone()));
+            for (qi, get, early) in wave {
+                let got = match early {
+                    Some(r) => r,
+                    None => get.await,
+                };
+                // After a failure the rest of the wave is still taken: a delivery dropped here
+                // would stay unacked on this channel.
+                let got = match got {
+                    Ok(g) => g,
+                    Err(e) => {
+                        failed.get_or_insert(self.link.error(e));
+                        continue;
+                    }
+                };
+                let q = &queues[qi];
+                let Some(msg) = got else {
+                    hint[qi] = 0;
+                    lock(&self.heads).remove(&(channel.to_owned(), q.clone()));
+                    continue;
+                };
+                hint[qi] = u64::from(msg.message_count);
+                if msg.message_count == 0 {
+                    lock(&self.heads).remove(&(channel.to_owned(), q.clone()));
+                }
+                let d = msg.delivery;
+                match self
+                    .take(
+                        channel,
+                        q,
+                        &chan,
+                        generation,
+                        d.delivery_tag,
+                        None,
+                        false,
+                        d.redelivered,
+                        &d.properties,
+                        d.data,
+                        &settings,
+                    )
+                    .await
+                {
+                    Ok(Taken::Leased(l)) => out.push(*l),
+                    Ok(Taken::Buried) => {}
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
+                }
             }
-            let d = msg.delivery;
-            match self
-                .take(
-                    channel,
-                    q,
-                    &chan,
-                    generation,
-                    d.delivery_tag,
-                    None,
-                    false,
-                    d.redelivered,
-                    &d.properties,
-                    d.data,
-                    &settings,
-                )
-                .await?
-            {
-                Taken::Leased(l) => out.push(*l),
-                Taken::Buried => {}
+            if let Some(e) = failed {
+                if out.is_empty() {
+                    return Err(e);
+                }
+                break;
             }
         }
         lock(&self.rr).insert(channel.to_owned(), i % queues.len());

@@ -2,8 +2,10 @@
 //! the operation timeout. Each reconnect starts a new generation; leases of an older one can
 //! no longer be settled (the broker has given their messages back, R-68).
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use lapin::options::ConfirmSelectOptions;
@@ -15,6 +17,17 @@ use crate::BufferError;
 /// Whether `e` is the broker's 404 (no such queue or exchange).
 pub(crate) fn not_found(e: &Failure) -> bool {
     matches!(e, Failure::Amqp(err) if matches!(err.kind(), ErrorKind::ProtocolError(a) if a.get_id() == 404))
+}
+
+/// Polls `fut` once: its output when it finished at once, else `None` (polled again later).
+/// A lapin call queues its frames on its first poll, so starting calls this way in turn sends
+/// them in that order without waiting for each one's write or reply.
+pub(crate) async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match Pin::new(&mut *fut).poll(cx) {
+        Poll::Ready(v) => Poll::Ready(Some(v)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
 }
 
 /// Why a broker call failed.

@@ -7,6 +7,7 @@ use lapin::options::BasicPublishOptions;
 use tokio::sync::oneshot;
 use webhook_connect_protocol::Envelope;
 
+use super::link::poll_once;
 use super::message::Meta;
 use super::record::CRASH_GAP;
 use super::{Inner, lock, topology};
@@ -41,29 +42,28 @@ impl Inner {
             body_len: envelope.body.len() as u64,
             reply: tx,
         });
+        // Whoever takes the lock publishes everything pending; a publish answered by someone
+        // else's batch stops waiting for the lock at once (waiting in line would run a batch
+        // of one per waiter).
         let mut rx = rx;
-        let seq = loop {
-            {
-                let _g = gate.lock.lock().await;
-                let batch: Vec<Pending> = {
-                    let mut p = lock(&gate.pending);
-                    let n = p.len().min(MAX_BATCH);
-                    p.drain(..n).collect()
-                };
-                if !batch.is_empty() {
-                    self.run_batch(&channel, batch).await;
-                }
-            }
-            match rx.try_recv() {
-                Ok(answer) => break answer?,
-                Err(oneshot::error::TryRecvError::Empty) => {}
-                Err(oneshot::error::TryRecvError::Closed) => {
-                    return Err(BufferError::Unavailable(
-                        "rabbitmq: publish batch lost".into(),
-                    ));
+        let answer = loop {
+            tokio::select! {
+                biased;
+                answer = &mut rx => break answer,
+                _held = gate.lock.lock() => {
+                    let batch: Vec<Pending> = {
+                        let mut p = lock(&gate.pending);
+                        let n = p.len().min(MAX_BATCH);
+                        p.drain(..n).collect()
+                    };
+                    if !batch.is_empty() {
+                        self.run_batch(&channel, batch).await;
+                    }
                 }
             }
         };
+        let seq = answer
+            .map_err(|_| BufferError::Unavailable("rabbitmq: publish batch lost".into()))??;
         envelope.sequence = seq;
         self.notifiers.wake(&channel);
         Ok(seq)
@@ -122,28 +122,37 @@ impl Inner {
             *left -= 1;
             accepted.push(p);
         }
-        let mut confirms = Vec::new();
-        for mut p in accepted {
+        for p in &mut accepted {
             p.meta.sequence = locked.data.next_seq;
             locked.data.next_seq += 1;
-            let routing = names.queue(&p.queue);
-            let sent = self
-                .link
-                .bounded(locked.chan().basic_publish(
-                    &self.exchange,
-                    &routing,
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    &p.body,
-                    p.meta.properties(true),
-                ))
-                .await;
-            confirms.push((p, sent));
         }
-        let mut answers = Vec::new();
-        for (p, sent) in confirms {
+        let routings: Vec<String> = accepted.iter().map(|p| names.queue(&p.queue)).collect();
+        // A publish queues its frames on its first poll: starting them all in order sends the
+        // batch in sequence order without waiting for each write in turn.
+        let mut sends = Vec::with_capacity(accepted.len());
+        for (p, routing) in accepted.iter().zip(&routings) {
+            let mut send = Box::pin(self.link.bounded(locked.chan().basic_publish(
+                &self.exchange,
+                routing,
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &p.body,
+                p.meta.properties(true),
+            )));
+            let early = poll_once(&mut send).await;
+            sends.push((send, early));
+        }
+        let mut sent = Vec::with_capacity(sends.len());
+        for (send, early) in sends {
+            sent.push(match early {
+                Some(r) => r,
+                None => send.await,
+            });
+        }
+        let mut answers = Vec::with_capacity(accepted.len());
+        for (p, sent) in accepted.into_iter().zip(sent) {
             let result = match sent {
                 Ok(confirm) => self.link.confirmed(confirm).await,
                 Err(e) => Err(self.link.error(e)),
@@ -158,6 +167,8 @@ impl Inner {
             }
             answers.push((p, result));
         }
+        // Only now, with every message of the batch in its queue, is the record released: the
+        // next holder's depth check sees them.
         let written = self.write_record(channel, locked).await;
         for (p, result) in answers {
             let answer = match (&written, result) {
