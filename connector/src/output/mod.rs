@@ -25,6 +25,8 @@ mod settings;
 pub mod shared;
 mod sql;
 pub mod websocket;
+#[cfg(feature = "zeromq")]
+pub mod zeromq;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -98,6 +98,9 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
         "s3" => requires_feature(settings, problems, "s3"),
         "save_to_disk" => super::save_to_disk::build(settings, problems),
         "websocket" => super::websocket::build(settings, problems),
+        #[cfg(feature = "zeromq")]
+        "zeromq" => super::zeromq::build(settings, problems),
+        #[cfg(not(feature = "zeromq"))]
         "zeromq" => requires_feature(settings, problems, "zeromq"),
         other => {
             settings.error(

@@ -17,6 +17,8 @@ mod output_postgresql;
 mod output_rabbitmq;
 mod output_redis_publish;
 mod output_redis_rq;
+#[cfg(feature = "zeromq")]
+mod output_zeromq;
 mod pipeline;
 mod sinks;
 mod streams;
