@@ -5,7 +5,9 @@
 #   scripts/services.sh redis    only the ones named
 #
 # Servers: redis (6379), rabbitmq (5672), postgres (5432), mariadb (3306), mosquitto (1883),
-# nats (4222) and RabbitMQ's STOMP plugin (61613, for the activemq module), all on 127.0.0.1.
+# nats (4222), RabbitMQ's STOMP plugin (61613, for the activemq module) and moto's S3/SQS server
+# (5000, for the s3 and aws_sqs modules; installed from PyPI with pip when missing), all on
+# 127.0.0.1.
 # Each is started with the command a Debian machine of this project's kind uses; a server that
 # is not installed, or does not come up in time, fails the script with a message that says
 # which one and why.
@@ -13,9 +15,9 @@ set -euo pipefail
 
 declare -A PORT=(
   [redis]=6379 [rabbitmq]=5672 [postgres]=5432 [mariadb]=3306 [mosquitto]=1883 [nats]=4222
-  [stomp]=61613
+  [stomp]=61613 [moto]=5000
 )
-ORDER=(redis rabbitmq postgres mariadb mosquitto nats stomp)
+ORDER=(redis rabbitmq postgres mariadb mosquitto nats stomp moto)
 
 is_up() { # port
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
@@ -41,6 +43,11 @@ start() { # name
     stomp)
       # Enabling an enabled plugin is a no-op; RabbitMQ itself must be up (it comes first).
       rabbitmq-plugins enable rabbitmq_stomp ;;
+    moto)
+      if ! command -v moto_server >/dev/null 2>&1; then
+        python3 -m pip install --quiet --disable-pip-version-check 'moto[server]'
+      fi
+      setsid nohup moto_server -H 127.0.0.1 -p 5000 >/tmp/services-moto-server.log 2>&1 < /dev/null & ;;
   esac
 }
 
@@ -48,7 +55,7 @@ binary_of() { # name
   case "$1" in
     redis) echo redis-server ;; rabbitmq) echo rabbitmq-server ;; postgres) echo pg_ctlcluster ;;
     mariadb) echo /usr/sbin/mariadbd ;; mosquitto) echo mosquitto ;; nats) echo /usr/sbin/nats-server ;;
-    stomp) echo rabbitmq-plugins ;;
+    stomp) echo rabbitmq-plugins ;; moto) echo python3 ;;
   esac
 }
 

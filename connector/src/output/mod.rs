@@ -7,6 +7,8 @@
 //! [`shared::SharedClients`].
 
 pub mod activemq;
+#[cfg(feature = "s3")]
+mod aws;
 mod endpoint;
 pub mod http_webhook;
 pub mod log;
@@ -20,6 +22,8 @@ mod redis_client;
 pub mod redis_publish;
 pub mod redis_rq;
 pub mod registry;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod save_to_disk;
 mod settings;
 pub mod shared;

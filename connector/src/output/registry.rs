@@ -95,6 +95,9 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
         "rabbitmq" => super::rabbitmq::build(settings, problems),
         "redis_publish" => super::redis_publish::build(settings, problems),
         "redis_rq" => super::redis_rq::build(settings, problems),
+        #[cfg(feature = "s3")]
+        "s3" => super::s3::build(settings, problems),
+        #[cfg(not(feature = "s3"))]
         "s3" => requires_feature(settings, problems, "s3"),
         "save_to_disk" => super::save_to_disk::build(settings, problems),
         "websocket" => super::websocket::build(settings, problems),

@@ -8,6 +8,8 @@ mod config;
 mod forwarding;
 mod module_config;
 mod module_outputs;
+#[cfg(feature = "s3")]
+mod moto;
 mod operations;
 mod output_activemq;
 mod output_mqtt;
@@ -17,6 +19,8 @@ mod output_postgresql;
 mod output_rabbitmq;
 mod output_redis_publish;
 mod output_redis_rq;
+#[cfg(feature = "s3")]
+mod output_s3;
 #[cfg(feature = "zeromq")]
 mod output_zeromq;
 mod pipeline;
