@@ -3,7 +3,7 @@
 //! and `a` is never a prefix match of `a.b` or `a-b`.
 
 /// Checks a key prefix: `^[A-Za-z0-9_.-]{1,64}$` (`config-formats.md` §2.3).
-pub(crate) fn valid_prefix(prefix: &str) -> bool {
+pub fn valid_prefix(prefix: &str) -> bool {
     (1..=64).contains(&prefix.len())
         && prefix
             .bytes()

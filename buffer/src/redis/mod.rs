@@ -15,6 +15,9 @@
 //! instances' publishes.
 
 mod keys;
+pub mod pubsub;
+
+pub use keys::valid_prefix;
 mod scripts;
 
 use std::collections::HashMap;
@@ -36,9 +39,7 @@ use crate::{
     Buffer, BufferError, ChannelStats, DeadLetter, DeadLetterPage, DeadLetterQuery,
     DeadLetterReason, Lease, LeaseToken, QueueSettings, QueueStats, Settle, Settled,
 };
-use keys::{
-    channel_base, channels_key, generation_key, health_key, queue_key, valid_prefix, wake_channel,
-};
+use keys::{channel_base, channels_key, generation_key, health_key, queue_key, wake_channel};
 use scripts::Scripts;
 
 /// How often a waiting `lease` looks for messages published by other instances.
@@ -643,43 +644,23 @@ impl RedisBuffer {
 
 /// Listens on the wake-up channel and wakes this process's waiting lease calls, so a message
 /// published through another instance is leased at once rather than at the next poll.
-/// Reconnects after a second on failure; ends when the buffer is closed or dropped.
+/// Ends when the buffer is closed or dropped.
 async fn wake_listener(
     client: ::redis::Client,
     channel: String,
     notifiers: Arc<Notifiers>,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
+    stop: tokio::sync::oneshot::Receiver<()>,
     timeout: Duration,
 ) {
-    use futures_util::StreamExt;
-    loop {
-        let session = async {
-            let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
-                .await
-                .ok()?
-                .ok()?;
-            tokio::time::timeout(timeout, pubsub.subscribe(&channel))
-                .await
-                .ok()?
-                .ok()?;
-            let mut messages = pubsub.into_on_message();
-            while let Some(msg) = messages.next().await {
-                if let Ok(name) = msg.get_payload::<String>() {
-                    notifiers.wake(&name);
-                }
-            }
-            Some(())
-        };
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = session => {}
-        }
-        tracing::debug!("Redis wake-up subscription lost; retrying");
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
+    pubsub::follow_channel(
+        client,
+        channel,
+        timeout,
+        stop,
+        || {},
+        |name| notifiers.wake(&name),
+    )
+    .await;
 }
 
 type LeaseAnswer = Result<(Vec<Lease>, Option<u64>), BufferError>;

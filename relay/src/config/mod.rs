@@ -541,11 +541,7 @@ fn validate_sections(f: &RelayFile, label: &str, errors: &mut Vec<String>) {
         100,
         60_000,
     );
-    let prefix_ok = |p: &str| {
-        (1..=64).contains(&p.len())
-            && p.bytes()
-                .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
-    };
+    let prefix_ok = webhook_connect_buffer::redis::valid_prefix;
     if !prefix_ok(&b.redis.key_prefix) {
         errors.push(format!(
             "{label}: buffer.redis.key_prefix: must match ^[A-Za-z0-9_.-]{{1,64}}$"

@@ -14,6 +14,8 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{AsyncCommands, Script};
 use tokio::sync::{broadcast, oneshot};
+use webhook_connect_buffer::redis::pubsub::follow_channel;
+use webhook_connect_buffer::redis::valid_prefix;
 
 use super::{Change, ChannelRecord, StateError};
 
@@ -59,14 +61,6 @@ impl std::fmt::Debug for RedisStore {
 
 fn unavailable(e: impl std::fmt::Display) -> StateError {
     StateError::Unavailable(e.to_string())
-}
-
-/// True for a valid key prefix (`^[A-Za-z0-9_.-]{1,64}$`).
-pub fn valid_prefix(prefix: &str) -> bool {
-    (1..=64).contains(&prefix.len())
-        && prefix
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
 }
 
 impl RedisStore {
@@ -257,50 +251,26 @@ impl Drop for RedisStore {
 }
 
 /// Forwards other instances' announcements; after every (re)subscription it sends
-/// [`Change::All`], since changes made while unsubscribed were missed. Retries every second.
+/// [`Change::All`], since changes made while unsubscribed were missed.
 async fn listen(
     client: ::redis::Client,
     events: String,
     instance: String,
     changes: broadcast::Sender<Change>,
-    mut stop: oneshot::Receiver<()>,
+    stop: oneshot::Receiver<()>,
     timeout: Duration,
 ) {
-    use futures_util::StreamExt;
     let own = format!("{instance}|");
-    loop {
-        let session = async {
-            let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
-                .await
-                .ok()?
-                .ok()?;
-            tokio::time::timeout(timeout, pubsub.subscribe(&events))
-                .await
-                .ok()?
-                .ok()?;
-            let _ = changes.send(Change::All);
-            let mut messages = pubsub.into_on_message();
-            while let Some(msg) = messages.next().await {
-                let Ok(text) = msg.get_payload::<String>() else {
-                    continue;
-                };
-                if text.starts_with(&own) {
-                    continue;
-                }
-                if let Some((_, channel)) = text.split_once('|') {
-                    let _ = changes.send(Change::Channel(channel.to_owned()));
-                }
-            }
-            Some(())
-        };
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = session => {}
+    let on_subscribed = || {
+        let _ = changes.send(Change::All);
+    };
+    let on_message = |text: String| {
+        if text.starts_with(&own) {
+            return;
         }
-        tracing::debug!("State change subscription lost; retrying");
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        if let Some((_, channel)) = text.split_once('|') {
+            let _ = changes.send(Change::Channel(channel.to_owned()));
         }
-    }
+    };
+    follow_channel(client, events, timeout, stop, on_subscribed, on_message).await;
 }
