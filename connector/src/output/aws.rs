@@ -177,7 +177,7 @@ pub(crate) struct AwsClient {
 pub(crate) struct AwsResponse {
     pub(crate) status: u16,
     /// `x-amzn-query-error` (SQS), when present.
-    #[allow(dead_code)] // read by aws_sqs
+    #[cfg_attr(not(feature = "aws_sqs"), allow(dead_code))]
     pub(crate) query_error: Option<String>,
     pub(crate) body: Vec<u8>,
 }
@@ -405,6 +405,7 @@ pub(crate) fn classify(what: &str, status: u16, code: &str, message: &str) -> Ou
 }
 
 /// The text of the first `<tag>…</tag>` in an XML error body.
+#[cfg_attr(not(feature = "s3"), allow(dead_code))]
 pub(crate) fn xml_field<'a>(body: &'a str, tag: &str) -> &'a str {
     let open = format!("<{tag}>");
     let close = format!("</{tag}>");

@@ -7,8 +7,10 @@
 //! [`shared::SharedClients`].
 
 pub mod activemq;
-#[cfg(feature = "s3")]
+#[cfg(any(feature = "s3", feature = "aws_sqs"))]
 mod aws;
+#[cfg(feature = "aws_sqs")]
+pub mod aws_sqs;
 mod endpoint;
 pub mod http_webhook;
 pub mod log;

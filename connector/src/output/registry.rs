@@ -82,6 +82,9 @@ pub fn resolve(name: &str) -> Result<&'static str, String> {
 pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<Box<dyn Output>> {
     match settings.module {
         "activemq" => super::activemq::build(settings, problems),
+        #[cfg(feature = "aws_sqs")]
+        "aws_sqs" => super::aws_sqs::build(settings, problems),
+        #[cfg(not(feature = "aws_sqs"))]
         "aws_sqs" => requires_feature(settings, problems, "aws_sqs"),
         "clickhouse" => requires_feature(settings, problems, "clickhouse"),
         "gcp_pubsub" => requires_feature(settings, problems, "gcp_pubsub"),

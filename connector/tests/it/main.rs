@@ -8,10 +8,12 @@ mod config;
 mod forwarding;
 mod module_config;
 mod module_outputs;
-#[cfg(feature = "s3")]
+#[cfg(any(feature = "s3", feature = "aws_sqs"))]
 mod moto;
 mod operations;
 mod output_activemq;
+#[cfg(feature = "aws_sqs")]
+mod output_aws_sqs;
 mod output_mqtt;
 mod output_mysql;
 mod output_nats;

@@ -30,26 +30,19 @@ pub fn connection(kind: &str, endpoint_url: &str) -> Value {
     })
 }
 
-/// The texts of every `<tag>…</tag>` in `xml`.
-pub fn xml_values(xml: &str, tag: &str) -> Vec<String> {
-    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-    xml.split(open.as_str())
-        .skip(1)
-        .filter_map(|part| part.split_once(close.as_str()).map(|(v, _)| v.to_owned()))
-        .collect()
-}
-
-/// An HTTP client for the tests' own requests to moto. moto does not check signatures, but
-/// treats a request without `Authorization` as anonymous (and refuses it private objects), so
-/// every request carries a well-formed, unverified one for the `testing` key.
-pub fn http() -> reqwest::Client {
+/// An HTTP client for the tests' own requests to moto's `service` (`s3`, `sqs`). moto does not
+/// check signatures, but treats a request without `Authorization` as anonymous (and refuses it
+/// private objects) and picks the service from its credential scope, so every request carries a
+/// well-formed, unverified one for the `testing` key.
+pub fn http(service: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/{service}/aws4_request, \
+         SignedHeaders=host, Signature=00"
+    );
     headers.insert(
         reqwest::header::AUTHORIZATION,
-        reqwest::header::HeaderValue::from_static(
-            "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, \
-             SignedHeaders=host, Signature=00",
-        ),
+        reqwest::header::HeaderValue::from_str(&auth).expect("header value"),
     );
     reqwest::Client::builder()
         .default_headers(headers)

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use webhook_connector::output::shared::SharedClients;
 use webhook_connector::output::{ErrorCategory, ErrorKind, s3};
 
-use crate::moto::{self, xml_values};
+use crate::moto;
 use crate::sinks::{Cleanup, Entry, closed_port, delivery, payload, unique};
 
 /// A fresh bucket on moto, emptied and deleted on drop.
@@ -21,7 +21,7 @@ impl Bucket {
     async fn new() -> Self {
         let endpoint = moto::endpoint("TEST_S3_ENDPOINT").await;
         let name = unique("wc-s3").replace('_', "-");
-        let http = moto::http();
+        let http = moto::http("s3");
         let status = http
             .put(format!("{endpoint}/{name}"))
             .send()
@@ -31,7 +31,7 @@ impl Bucket {
         assert!(status.is_success(), "CreateBucket: {status}");
         let (e, n) = (endpoint.clone(), name.clone());
         let cleanup = Cleanup::new(move || async move {
-            let http = moto::http();
+            let http = moto::http("s3");
             for key in list(&http, &e, &n).await {
                 let _ = http.delete(format!("{e}/{n}/{key}")).send().await;
             }
@@ -51,11 +51,11 @@ impl Bucket {
     }
 
     async fn keys(&self) -> Vec<String> {
-        list(&moto::http(), &self.endpoint, &self.name).await
+        list(&moto::http("s3"), &self.endpoint, &self.name).await
     }
 
     async fn get(&self, key: &str) -> reqwest::Response {
-        let r = moto::http()
+        let r = moto::http("s3")
             .get(format!("{}/{}/{key}", self.endpoint, self.name))
             .send()
             .await
@@ -197,4 +197,13 @@ fn bad_buckets_and_metadata_endpoints_are_load_errors() {
         .connection("store", moto::connection("s3", "http://169.254.169.254"))
         .refused(s3::build);
     assert!(p.errors[0].contains("endpoint_url"), "{p:?}");
+}
+
+/// The texts of every `<tag>…</tag>` in `xml`.
+pub fn xml_values(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    xml.split(open.as_str())
+        .skip(1)
+        .filter_map(|part| part.split_once(close.as_str()).map(|(v, _)| v.to_owned()))
+        .collect()
 }
