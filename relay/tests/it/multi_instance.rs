@@ -166,3 +166,35 @@ async fn a_channel_created_and_deleted_on_one_instance_follows_on_the_other() {
         "instance b forgot the deleted channel"
     );
 }
+
+#[tokio::test]
+async fn cumulative_counters_are_shared_by_instances_and_survive_a_restart_r58() {
+    let (a, mut b) = pair("multi-counters").await;
+    let id = a.post_ok("shop", "{}").await;
+    let mut ws = a.ws(true, &[]).await;
+    ws.next_of("connected", WAIT).await;
+    ws.next_of("webhook", WAIT).await;
+    ws.send(&format!(r#"{{"type":"ack","message_id":"{id}"}}"#))
+        .await;
+    ws.next_of("ack_result", WAIT).await;
+    assert!(
+        eventually(WAIT, || async { delivered(&b).await == Some(1) }).await,
+        "the other instance reports the ack"
+    );
+    b.stop().await;
+    let prefix = a.redis_prefix.clone().unwrap();
+    let c =
+        TestRelay::start_on_redis_prefix(&prefix, "multi-counters-c", "", &admin_section()).await;
+    assert_eq!(
+        delivered(&c).await,
+        Some(1),
+        "the counter survived a restart"
+    );
+}
+
+/// `messages_delivered` of channel `orders` as `relay` reports it.
+async fn delivered(relay: &TestRelay) -> Option<u64> {
+    let (status, body) = admin(relay, reqwest::Method::GET, "/channels/orders/stats", None).await;
+    assert_eq!(status, 200, "{body}");
+    body["messages_delivered"].as_u64()
+}
