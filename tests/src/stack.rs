@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use webhook_connect_buffer::{Buffer, RabbitBuffer, RabbitOptions};
 use webhook_connector::config::{ChannelConfig, Protocol, TargetConfig};
 use webhook_connector::{ConnectorConfig, ConnectorHandle, RunOutcome};
 use webhook_relay::app::StartError;
@@ -104,6 +105,12 @@ pub enum Backend {
         /// Key prefix.
         prefix: String,
     },
+    /// RabbitMQ at `WEBHOOK_CONNECT_TEST_RABBITMQ_URL` (default
+    /// `amqp://guest:guest@127.0.0.1:5672/%2f`) under an exchange name unique to the test.
+    RabbitMq {
+        /// Exchange name, also the prefix of every queue.
+        exchange: String,
+    },
 }
 
 impl Backend {
@@ -114,7 +121,30 @@ impl Backend {
         }
     }
 
-    fn redis_url() -> String {
+    /// The same kind of backend with its own fresh prefix or exchange (for one more relay).
+    pub fn fresh(&self) -> Backend {
+        match self {
+            Backend::Embedded => Backend::Embedded,
+            Backend::Redis { .. } => Backend::redis(),
+            Backend::RabbitMq { .. } => Backend::rabbitmq(),
+        }
+    }
+
+    /// RabbitMQ with a fresh unique exchange.
+    pub fn rabbitmq() -> Backend {
+        Backend::RabbitMq {
+            exchange: format!("wc_e2e_{:016x}", rand::random::<u64>()),
+        }
+    }
+
+    /// The broker URL the RabbitMQ backend uses.
+    pub fn rabbitmq_url() -> String {
+        std::env::var("WEBHOOK_CONNECT_TEST_RABBITMQ_URL")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    }
+
+    /// The server URL the Redis backend uses.
+    pub fn redis_url() -> String {
         std::env::var("WEBHOOK_CONNECT_TEST_REDIS_URL")
             .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
     }
@@ -130,30 +160,51 @@ impl Backend {
                 "[buffer]\nbackend = \"redis\"\n[buffer.redis]\nurl = \"{}\"\nkey_prefix = \"{prefix}\"\n",
                 Self::redis_url()
             ),
+            Backend::RabbitMq { exchange } => format!(
+                "[buffer]\nbackend = \"rabbitmq\"\n[buffer.rabbitmq]\nurl = \"{}\"\nexchange = \"{exchange}\"\n",
+                Self::rabbitmq_url()
+            ),
         }
     }
 
-    /// Deletes what the test left in the backend: every key under its prefix on Redis.
+    /// Deletes what the test left in the backend: every key under its prefix on Redis, every
+    /// queue and exchange under its exchange name on RabbitMQ.
     pub async fn cleanup(&self) {
-        if let Backend::Redis { prefix } = self {
-            let Ok(client) = redis::Client::open(Self::redis_url()) else {
-                return;
-            };
-            let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-                return;
-            };
-            let pattern = format!("{prefix}:*");
-            let keys: Vec<String> = match redis::cmd("KEYS")
-                .arg(&pattern)
-                .query_async(&mut conn)
-                .await
-            {
-                Ok(k) => k,
-                Err(_) => return,
-            };
-            if !keys.is_empty() {
-                let _: Result<u64, _> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
+        match self {
+            Backend::Embedded => {}
+            Backend::Redis { prefix } => Self::cleanup_redis(prefix).await,
+            Backend::RabbitMq { exchange } => {
+                let options = RabbitOptions {
+                    url: Self::rabbitmq_url(),
+                    exchange: exchange.clone(),
+                    ..RabbitOptions::default()
+                };
+                if let Ok(b) = RabbitBuffer::connect(options).await {
+                    let _ = b.destroy_all().await;
+                    let _ = b.close().await;
+                }
             }
+        }
+    }
+
+    async fn cleanup_redis(prefix: &str) {
+        let Ok(client) = redis::Client::open(Self::redis_url()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+            return;
+        };
+        let pattern = format!("{prefix}:*");
+        let keys: Vec<String> = match redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(&mut conn)
+            .await
+        {
+            Ok(k) => k,
+            Err(_) => return,
+        };
+        if !keys.is_empty() {
+            let _: Result<u64, _> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `webhook-connect-bench`: measures the relay and connector on this machine and prints a table
 //! (and `--json FILE`). Not a test: numbers depend on the machine and what else runs on it.
 //!
-//!   webhook-connect-bench [--backend embedded|redis] [--messages N] [--json FILE]
+//!   webhook-connect-bench [--backend embedded|redis|rabbitmq] [--messages N] [--json FILE]
 //!                         [--only limit|ingest|websocket|sse|long_poll]
 //!
 //! Measurements, each on a fresh relay started in this process:
@@ -11,7 +11,9 @@
 //! 3. `--scale 1000,10000`: relay RSS with that many idle WebSocket connectors (relay run as a
 //!    separate process from the release binary next to this one);
 //! 4. the limit: the same backend driven directly through the Buffer trait (publish, lease, ack)
-//!    and, for the embedded store, a bare append+fsync loop.
+//!    and, in the same run, what is underneath it alone: for the embedded store a bare
+//!    append+fsync loop, for RabbitMQ the broker driven with lapin directly (publish with
+//!    confirms, consume, ack, same message size). The buffer rows say what fraction they reach.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -134,10 +136,7 @@ async fn ingest(backend: &Backend, n: usize) -> Vec<Row> {
         let Ok(dir) = TempDir::new("bench-ingest") else {
             continue;
         };
-        let backend = match backend {
-            Backend::Embedded => Backend::Embedded,
-            Backend::Redis { .. } => Backend::redis(),
-        };
+        let backend = backend.fresh();
         let toml = relay_toml_with(&dir.0, &backend, &channel_toml());
         let Ok(mut relay) = Relay::start(&dir.0, &toml, "127.0.0.1:0").await else {
             continue;
@@ -165,10 +164,7 @@ async fn end_to_end(
     pace: Option<f64>,
 ) -> Option<Row> {
     let dir = TempDir::new("bench-e2e").ok()?;
-    let backend = match backend {
-        Backend::Embedded => Backend::Embedded,
-        Backend::Redis { .. } => Backend::redis(),
-    };
+    let backend = backend.fresh();
     let toml = relay_toml_with(&dir.0, &backend, &channel_toml());
     let mut relay = Relay::start(&dir.0, &toml, "127.0.0.1:0").await.ok()?;
     let sink = Sink::start("127.0.0.1:0".parse().ok()?, false).await.ok()?;
@@ -254,10 +250,7 @@ async fn buffer_limit(backend: &Backend, n: usize) -> Vec<Row> {
     let Ok(dir) = TempDir::new("bench-limit") else {
         return Vec::new();
     };
-    let backend = match backend {
-        Backend::Embedded => Backend::Embedded,
-        Backend::Redis { .. } => Backend::redis(),
-    };
+    let backend = backend.fresh();
     let buffer: std::sync::Arc<dyn Buffer> = match &backend {
         Backend::Embedded => {
             let options = webhook_connect_buffer::EmbeddedOptions {
@@ -273,12 +266,24 @@ async fn buffer_limit(backend: &Backend, n: usize) -> Vec<Row> {
         }
         Backend::Redis { prefix } => {
             let options = webhook_connect_buffer::RedisOptions {
-                url: std::env::var("WEBHOOK_CONNECT_TEST_REDIS_URL")
-                    .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into()),
+                url: Backend::redis_url(),
                 key_prefix: prefix.clone(),
                 operation_timeout: Duration::from_secs(30),
             };
             match webhook_connect_buffer::RedisBuffer::connect(options).await {
+                Ok(b) => std::sync::Arc::new(b),
+                Err(_) => return Vec::new(),
+            }
+        }
+        Backend::RabbitMq { exchange } => {
+            let options = webhook_connect_buffer::RabbitOptions {
+                url: Backend::rabbitmq_url(),
+                exchange: exchange.clone(),
+                // Room for the lease batches of 1000 below.
+                prefetch: 1000,
+                operation_timeout: Duration::from_secs(30),
+            };
+            match webhook_connect_buffer::RabbitBuffer::connect(options).await {
                 Ok(b) => std::sync::Arc::new(b),
                 Err(_) => return Vec::new(),
             }
@@ -298,7 +303,7 @@ async fn buffer_limit(backend: &Backend, n: usize) -> Vec<Row> {
     let started = Instant::now();
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..64 {
+    for _ in 0..LIMIT_CONCURRENCY {
         let (buffer, next) = (buffer.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             loop {
@@ -318,7 +323,12 @@ async fn buffer_limit(backend: &Backend, n: usize) -> Vec<Row> {
     let mut done = 0;
     while done < n {
         let Ok(leases) = buffer
-            .lease("limit", 1000, Duration::from_millis(100), "bench")
+            .lease(
+                "limit",
+                usize::from(LIMIT_BATCH),
+                Duration::from_millis(100),
+                "bench",
+            )
             .await
         else {
             break;
@@ -332,10 +342,9 @@ async fn buffer_limit(backend: &Backend, n: usize) -> Vec<Row> {
     let consume_rate = done as f64 / started.elapsed().as_secs_f64();
     let _ = buffer.delete_channel("limit").await;
     let _ = buffer.close().await;
-    backend.cleanup().await;
-    vec![
+    let mut rows = vec![
         Row {
-            name: "buffer publish c=64".into(),
+            name: format!("buffer publish c={LIMIT_CONCURRENCY}"),
             rate: publish_rate,
             note: format!("{n} x 1 KiB via the Buffer trait"),
             ..Row::default()
@@ -343,10 +352,16 @@ async fn buffer_limit(backend: &Backend, n: usize) -> Vec<Row> {
         Row {
             name: "buffer lease+ack".into(),
             rate: consume_rate,
-            note: format!("{done} leased in batches of 1000, acks concurrent"),
+            note: format!("{done} leased in batches of {LIMIT_BATCH}, acks concurrent"),
             ..Row::default()
         },
-    ]
+    ];
+    if let Backend::RabbitMq { exchange } = &backend {
+        let size = envelope(0).encode().len();
+        rows.extend(raw_broker_limit(&format!("{exchange}.raw"), n, size).await);
+    }
+    backend.cleanup().await;
+    rows
 }
 
 async fn futures_ack<
@@ -367,6 +382,160 @@ async fn futures_ack<
         }
     }
     n
+}
+
+/// Publishers and lease batch size of the limit rows.
+const LIMIT_CONCURRENCY: usize = 64;
+const LIMIT_BATCH: u16 = 1000;
+
+/// The broker alone, driven with lapin directly: a durable queue, persistent messages of
+/// `size` bytes from [`LIMIT_CONCURRENCY`] publishers each waiting for its confirm, then
+/// consumed with a prefetch of [`LIMIT_BATCH`] and acked one by one. The most the RabbitMQ
+/// backend could reach on this machine.
+async fn raw_broker_limit(queue: &str, n: usize, size: usize) -> Vec<Row> {
+    match tokio::time::timeout(Duration::from_secs(600), raw_broker(queue, n, size)).await {
+        Ok(Ok(rows)) => rows,
+        Ok(Err(e)) => {
+            eprintln!("raw broker limit: {e}");
+            Vec::new()
+        }
+        Err(_) => {
+            eprintln!("raw broker limit: no result within 600 s");
+            Vec::new()
+        }
+    }
+}
+
+async fn raw_broker(queue: &str, n: usize, size: usize) -> Result<Vec<Row>, lapin::Error> {
+    use futures_util::StreamExt;
+    use lapin::options::{
+        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+        ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+    };
+    use lapin::types::FieldTable;
+
+    let conn = lapin::Connection::connect(
+        &Backend::rabbitmq_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await?;
+    let chan = conn.create_channel().await?;
+    chan.confirm_select(ConfirmSelectOptions::default()).await?;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    chan.queue_declare(queue, durable, FieldTable::default())
+        .await?;
+    let body = std::sync::Arc::new(vec![b'x'; size]);
+    let started = Instant::now();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..LIMIT_CONCURRENCY {
+        let (chan, next, body, queue) =
+            (chan.clone(), next.clone(), body.clone(), queue.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut confirmed = 0usize;
+            while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < n {
+                let confirm = chan
+                    .basic_publish(
+                        "",
+                        &queue,
+                        BasicPublishOptions {
+                            mandatory: true,
+                            ..BasicPublishOptions::default()
+                        },
+                        &body,
+                        lapin::BasicProperties::default().with_delivery_mode(2),
+                    )
+                    .await?;
+                if confirm.await?.is_ack() {
+                    confirmed += 1;
+                }
+            }
+            Ok::<usize, lapin::Error>(confirmed)
+        }));
+    }
+    let mut published = 0;
+    for t in tasks {
+        if let Ok(r) = t.await {
+            published += r?;
+        }
+    }
+    let publish_rate = published as f64 / started.elapsed().as_secs_f64();
+    let consumer_chan = conn.create_channel().await?;
+    consumer_chan
+        .basic_qos(LIMIT_BATCH, BasicQosOptions::default())
+        .await?;
+    let mut consumer = consumer_chan
+        .basic_consume(
+            queue,
+            "bench",
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let started = Instant::now();
+    let mut consumed = 0;
+    let mut acks = Vec::new();
+    while consumed < published {
+        let Ok(Some(delivery)) =
+            tokio::time::timeout(Duration::from_secs(10), consumer.next()).await
+        else {
+            break;
+        };
+        let delivery = delivery?;
+        acks.push(async move { delivery.ack(BasicAckOptions::default()).await });
+        consumed += 1;
+        // Acks go out together once the prefetch is used up, as the buffer rows do.
+        if acks.len() >= usize::from(LIMIT_BATCH) || consumed == published {
+            for r in futures_util::future::join_all(acks.drain(..)).await {
+                r?;
+            }
+        }
+    }
+    let consume_rate = consumed as f64 / started.elapsed().as_secs_f64();
+    chan.queue_delete(queue, QueueDeleteOptions::default())
+        .await?;
+    let _ = conn.close(200, "done").await;
+    Ok(vec![
+        Row {
+            name: format!("raw broker publish c={LIMIT_CONCURRENCY}"),
+            rate: publish_rate,
+            note: format!("{published} x {size} B persistent, confirm awaited each, lapin alone"),
+            ..Row::default()
+        },
+        Row {
+            name: "raw broker consume+ack".into(),
+            rate: consume_rate,
+            note: format!("{consumed} consumed, prefetch {LIMIT_BATCH}, acked one by one"),
+            ..Row::default()
+        },
+    ])
+}
+
+/// Appends to each buffer row's note the fraction of its raw counterpart it reaches.
+fn note_ratios(rows: &mut [Row]) {
+    let rate = |rows: &[Row], prefix: &str| {
+        rows.iter()
+            .find(|r| r.name.starts_with(prefix))
+            .map(|r| r.rate)
+    };
+    let pairs = [
+        ("buffer publish", "raw broker publish"),
+        ("buffer lease+ack", "raw broker consume+ack"),
+        ("buffer publish", "bare append+fsync"),
+    ];
+    for (buffer, raw) in pairs {
+        let (Some(b), Some(r)) = (rate(rows, buffer), rate(rows, raw)) else {
+            continue;
+        };
+        if r > 0.0
+            && let Some(row) = rows.iter_mut().find(|x| x.name.starts_with(buffer))
+        {
+            row.note.push_str(&format!("; {:.2}x the {raw} row", b / r));
+        }
+    }
 }
 
 /// A bare append + fsync loop: the floor an embedded store pays without group commit.
@@ -526,9 +695,10 @@ async fn main() {
     };
     let backend = match arg("--backend").as_deref() {
         Some("redis") => Backend::redis(),
+        Some("rabbitmq") => Backend::rabbitmq(),
         Some("embedded") | None => Backend::Embedded,
         Some(other) => {
-            eprintln!("unknown backend {other}; use embedded or redis");
+            eprintln!("unknown backend {other}; use embedded, redis or rabbitmq");
             std::process::exit(2);
         }
     };
@@ -545,10 +715,10 @@ async fn main() {
         }
         return;
     }
-    let label = if matches!(backend, Backend::Redis { .. }) {
-        "redis"
-    } else {
-        "embedded"
+    let label = match backend {
+        Backend::Embedded => "embedded",
+        Backend::Redis { .. } => "redis",
+        Backend::RabbitMq { .. } => "rabbitmq",
     };
     // `--only limit|ingest|websocket|sse|long_poll` runs one group (for profiling).
     let only = arg("--only");
@@ -559,6 +729,7 @@ async fn main() {
         if matches!(backend, Backend::Embedded) {
             rows.extend(fsync_floor(2000));
         }
+        note_ratios(&mut rows);
     }
     if wanted("ingest") {
         rows.extend(ingest(&backend, n).await);

@@ -140,6 +140,21 @@ async fn thousand_webhooks_arrive_once_each_over_long_poll_on_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_webhooks_arrive_once_each_over_websocket_on_rabbitmq() {
+    thousand_arrive_once_each(Protocol::WebSocket, Backend::rabbitmq(), "ws-rabbitmq").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_webhooks_arrive_once_each_over_sse_on_rabbitmq() {
+    thousand_arrive_once_each(Protocol::Sse, Backend::rabbitmq(), "sse-rabbitmq").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_webhooks_arrive_once_each_over_long_poll_on_rabbitmq() {
+    thousand_arrive_once_each(Protocol::LongPoll, Backend::rabbitmq(), "poll-rabbitmq").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_failing_with_500_then_200_is_delivered_once_after_retries() {
     let dir = TempDir::new("retry").unwrap();
     let relay = Relay::start(&dir.0, &relay_toml(&dir.0, &channel("")), "127.0.0.1:0")
@@ -198,16 +213,15 @@ async fn target_answering_400_dead_letters_the_message() {
     assert_eq!(sink.received().len(), 1, "a 4xx is not retried");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relay_restart_loses_nothing_and_the_connector_reconnects_by_itself() {
-    let dir = TempDir::new("restart").unwrap();
-    let toml = relay_toml(&dir.0, &channel(""));
+async fn relay_restart_loses_nothing(backend: Backend, tag: &str) {
+    let dir = TempDir::new(tag).unwrap();
+    let toml = relay_toml_with(&dir.0, &backend, &channel(""));
     let mut relay = Relay::start(&dir.0, &toml, "127.0.0.1:0").await.unwrap();
     let addr = relay.addr;
     let sink = Sink::start("127.0.0.1:0".parse().unwrap(), false)
         .await
         .unwrap();
-    let _connector = Connector::start(
+    let connector = Connector::start(
         &relay.base,
         "hooks",
         TOKEN,
@@ -224,7 +238,7 @@ async fn relay_restart_loses_nothing_and_the_connector_reconnects_by_itself() {
         );
     }
     relay.stop().await.unwrap();
-    let relay = Relay::start(&dir.0, &toml, &addr.to_string())
+    let mut relay = Relay::start(&dir.0, &toml, &addr.to_string())
         .await
         .unwrap();
     for i in 0..50 {
@@ -244,6 +258,19 @@ async fn relay_restart_loses_nothing_and_the_connector_reconnects_by_itself() {
         ),
         (Some(0), Some(0))
     );
+    drop(connector);
+    relay.stop().await.unwrap();
+    backend.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_restart_loses_nothing_and_the_connector_reconnects_by_itself() {
+    relay_restart_loses_nothing(Backend::Embedded, "restart").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_restart_on_rabbitmq_loses_nothing_and_the_connector_reconnects_by_itself() {
+    relay_restart_loses_nothing(Backend::rabbitmq(), "restart-rabbitmq").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
