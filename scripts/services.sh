@@ -44,10 +44,12 @@ start() { # name
       # Enabling an enabled plugin is a no-op; RabbitMQ itself must be up (it comes first).
       rabbitmq-plugins enable rabbitmq_stomp ;;
     moto)
-      if ! command -v moto_server >/dev/null 2>&1; then
+      # moto.server needs the [server] extra (flask); a plain `moto` install is not enough.
+      if ! python3 -c 'import moto.server' >/dev/null 2>&1; then
         python3 -m pip install --quiet --disable-pip-version-check 'moto[server]'
       fi
-      setsid nohup moto_server -H 127.0.0.1 -p 5000 >/tmp/services-moto-server.log 2>&1 < /dev/null & ;;
+      setsid nohup python3 -m moto.server -H 127.0.0.1 -p 5000 \
+        >/tmp/services-moto-server.log 2>&1 < /dev/null & ;;
   esac
 }
 

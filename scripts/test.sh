@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The full test suite: starts the local servers the tests use, then runs every test of the
-# workspace (unit, integration, end-to-end and doc tests). Fails when any test fails, and also
-# when no test ran at all.
+# workspace (unit, integration, end-to-end and doc tests) with every cargo feature on, so the
+# feature-gated output modules (zeromq, s3, aws_sqs) are tested too. Fails when any test fails,
+# and also when no test ran at all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,7 +10,7 @@ scripts/services.sh
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace -j"${CARGO_BUILD_JOBS:-2}" 2>&1 | tee "$log"
+cargo test --workspace --all-features -j"${CARGO_BUILD_JOBS:-2}" 2>&1 | tee "$log"
 
 passed=$(grep -Eo '^test result: ok\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')
 failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s += $1} END {print s + 0}')

@@ -211,13 +211,18 @@ impl Sqs {
         }
         let url = match &self.queue {
             Queue::Url(url) => {
-                // Checks that the queue exists and we may use it.
-                self.call(
-                    "GetQueueAttributes",
-                    json!({"QueueUrl": url, "AttributeNames": ["QueueArn"]}),
-                )
-                .await?;
-                url.clone()
+                // Checks that the queue exists. A key allowed to send need not be allowed to
+                // read attributes: a refusal leaves the answer to the first SendMessage.
+                let check = self
+                    .call(
+                        "GetQueueAttributes",
+                        json!({"QueueUrl": url, "AttributeNames": ["QueueArn"]}),
+                    )
+                    .await;
+                match check {
+                    Err(e) if e.category != ErrorCategory::Auth => return Err(e),
+                    _ => url.clone(),
+                }
             }
             Queue::Name { name, create } => {
                 let answer = if *create {

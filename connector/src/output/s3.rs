@@ -11,7 +11,8 @@
 //!   default (`force_path_style`); without it the public virtual-hosted endpoint of `region`.
 //! - **Success:** a 2xx answer to the PUT. **Errors:** 5xx, `SlowDown` and timeouts are
 //!   `Transient`; `AccessDenied`, `NoSuchBucket` and bad credentials `Unavailable`;
-//!   `EntityTooLarge` and other 4xx `Permanent`. `setup` checks the bucket with `HeadBucket`.
+//!   `EntityTooLarge` and other 4xx `Permanent`. `setup` checks the bucket with `HeadBucket`
+//!   (a refusal there is not final: a key may be allowed to put objects but not to list).
 
 use std::sync::Arc;
 
@@ -229,12 +230,13 @@ impl Output for S3 {
             .send(Method::HEAD, self.url(None)?, Vec::new(), Vec::new())
             .await?;
         if answer.is_success() {
-            Ok(())
-        } else {
-            Err(Self::failure(
-                &format!("HeadBucket {}", self.bucket),
-                &answer,
-            ))
+            return Ok(());
+        }
+        match Self::failure(&format!("HeadBucket {}", self.bucket), &answer) {
+            // A key allowed to put objects need not be allowed to list the bucket: only the
+            // PUT itself can tell.
+            e if e.category == ErrorCategory::Auth => Ok(()),
+            e => Err(e),
         }
     }
 
