@@ -248,9 +248,21 @@ fn queue_settings_are_checked_at_load() {
     }
 }
 
-/// the webhook-level `queue_name` of the original format is honoured.
-#[test]
-fn the_legacy_queue_name_is_read() {
-    let entry = Entry::new("aws_sqs", json!({})).webhook(json!({"queue_name": "legacy"}));
-    let _ = entry.build(aws_sqs::build);
+/// the webhook-level `queue_name` of the original format names the queue.
+#[tokio::test]
+async fn the_legacy_webhook_level_queue_name_is_used() {
+    let queue = Queue::new(false).await;
+    let out = Entry::new("aws_sqs", json!({}))
+        .webhook(json!({"queue_name": queue.name}))
+        .connection("queue", moto::connection("sqs", &queue.endpoint))
+        .build(aws_sqs::build);
+    out.process(&delivery("msg_legacy", payload(5)))
+        .await
+        .unwrap();
+    let messages = queue.receive().await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(
+        attribute(&messages[0], "message_id").as_deref(),
+        Some("msg_legacy")
+    );
 }

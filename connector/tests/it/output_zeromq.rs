@@ -103,6 +103,23 @@ async fn bind_true_binds_and_a_connecting_peer_receives() {
     out.teardown().await;
 }
 
+/// `ipc://` endpoints work as well as `tcp://`.
+#[tokio::test]
+async fn ipc_endpoints_deliver() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("ipc://{}", dir.path().join("hooks.sock").display());
+    let mut pull = PullSocket::new();
+    pull.bind(&endpoint).await.unwrap();
+    let out = module(json!({"endpoint": endpoint, "socket_type": "PUSH"}));
+    out.setup().await.unwrap();
+    out.process(&delivery("m_ipc", payload(9))).await.unwrap();
+    let msg = tokio::time::timeout(WAIT, pull.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(frame_json(&msg, 0), payload(9));
+}
+
 /// §2.2 rule 4: concurrent calls on a `REQ` socket each get their own reply.
 #[tokio::test]
 async fn req_serialises_concurrent_messages_and_waits_for_each_reply() {
