@@ -539,16 +539,42 @@ async fn serve_side_listener(
     addr: &str,
     what: &'static str,
     app: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, StartError> {
     let listener = TcpListener::bind(addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "{what} listening");
+    tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "{what} listening");
+    Ok(tokio::spawn(serve_on(
+        listener,
+        tls,
+        app,
+        stop.cancelled_owned(),
+    )))
+}
+
+/// Serves `app` on `listener`, over TLS when `tls` is given, until `until` completes (then
+/// gracefully: open requests finish).
+async fn serve_on(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    app: Router,
+    until: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    Ok(tokio::spawn(async move {
-        axum::serve(listener.tap_io(no_delay), app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-    }))
+    match tls {
+        None => {
+            axum::serve(listener.tap_io(no_delay), app)
+                .with_graceful_shutdown(until)
+                .await
+        }
+        Some(acceptor) => {
+            // TCP_NODELAY is set before the handshake; nothing more to tap.
+            let listener = crate::tls::TlsListener::new(listener, acceptor)?.tap_io(|_| {});
+            axum::serve(listener, app)
+                .with_graceful_shutdown(until)
+                .await
+        }
+    }
 }
 
 /// Serves an already built state (tests build it themselves).
@@ -560,7 +586,16 @@ pub async fn serve(
     spawn_background(&state);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, channels = state.registry.channels().len(), "Relay listening");
-    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let tls = match (
+        &state.config.file.server.tls_cert_file,
+        &state.config.file.server.tls_key_file,
+    ) {
+        (Some(cert), Some(key)) => {
+            Some(crate::tls::acceptor(cert, key).map_err(StartError::Config)?)
+        }
+        _ => None,
+    };
+    let app = router(state.clone());
     let mut side_tasks = Vec::new();
     for (addr, what, app) in [
         (
@@ -571,8 +606,14 @@ pub async fn serve(
         (&state.config.file.metrics.listen, "Metrics", metrics_router),
     ] {
         if !addr.is_empty() {
-            let task =
-                serve_side_listener(addr, what, app(state.clone()), shutdown.clone()).await?;
+            let task = serve_side_listener(
+                addr,
+                what,
+                app(state.clone()),
+                tls.clone(),
+                shutdown.clone(),
+            )
+            .await?;
             side_tasks.push(task);
         }
     }
@@ -583,9 +624,7 @@ pub async fn serve(
             begin_shutdown(&state).await;
         }
     };
-    axum::serve(listener.tap_io(no_delay), app)
-        .with_graceful_shutdown(graceful)
-        .await?;
+    serve_on(listener, tls, app, graceful).await?;
     for task in side_tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }

@@ -19,4 +19,5 @@ pub mod openapi;
 pub mod state_store;
 pub mod state_sync;
 pub mod stats;
+pub mod tls;
 pub mod transport;

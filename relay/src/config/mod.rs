@@ -472,8 +472,10 @@ fn validate_sections(f: &RelayFile, label: &str, errors: &mut Vec<String>) {
             "{label}: server.tls_cert_file: set both tls_cert_file and tls_key_file, or neither"
         ));
     }
-    if s.tls_cert_file.is_some() {
-        errors.push(format!("{label}: server.tls_cert_file: TLS on the listeners is not supported by this build yet; terminate TLS in a reverse proxy"));
+    if let (Some(cert), Some(key)) = (&s.tls_cert_file, &s.tls_key_file)
+        && let Err(e) = crate::tls::acceptor(cert, key)
+    {
+        errors.push(format!("{label}: {e}"));
     }
     range(
         errors,

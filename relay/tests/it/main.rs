@@ -27,3 +27,4 @@ mod multi_instance;
 mod openapi_routes;
 mod shipped_examples;
 mod support;
+mod tls_listeners;

@@ -140,11 +140,22 @@ impl TestRelay {
 
     /// Like [`TestRelay::start`] in an existing directory (restarts keep the store).
     pub async fn start_in(dir: PathBuf, extra_channel: &str, extra: &str) -> TestRelay {
+        Self::start_with_server(dir, "", extra_channel, extra).await
+    }
+
+    /// Like [`TestRelay::start_in`] with `server` appended to the `[server]` table.
+    pub async fn start_with_server(
+        dir: PathBuf,
+        server: &str,
+        extra_channel: &str,
+        extra: &str,
+    ) -> TestRelay {
         let toml = format!(
             r#"
 [server]
 listen = "127.0.0.1:0"
 shutdown_grace_seconds = 1
+{server}
 [buffer.embedded]
 path = "{db}"
 commit_max_delay_ms = 1
