@@ -23,6 +23,7 @@
 //! timeouts instead.
 
 mod delay;
+mod detached;
 pub mod embedded;
 mod error;
 mod notify;

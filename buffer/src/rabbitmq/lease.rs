@@ -99,7 +99,7 @@ pub(crate) async fn lease(
         let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (leases, wake_in) = detached(inner, channel, max).await?;
+        let (leases, wake_in) = crate::detached::lease_detached(inner, channel, max).await?;
         if !leases.is_empty() || max == 0 {
             return Ok(leases);
         }
@@ -118,49 +118,13 @@ pub(crate) async fn lease(
     }
 }
 
-/// One attempt in its own task: if the caller goes away meanwhile, the leases are handed
-/// back uncounted instead of expiring as failed attempts.
-async fn detached(inner: &Arc<Inner>, channel: &str, max: usize) -> Attempt {
-    let (tx, rx) = tokio::sync::oneshot::channel::<Attempt>();
-    let task_inner = inner.clone();
-    let channel = channel.to_owned();
-    tokio::spawn(async move {
-        let result = task_inner.lease_once(&channel, max).await;
-        if let Err(Ok((leases, _))) = tx.send(result) {
-            task_inner.hand_back(&leases).await;
-        }
-    });
-    let mut guard = Guard {
-        rx: Some(rx),
-        inner: inner.clone(),
-    };
-    let rx = guard
-        .rx
-        .as_mut()
-        .ok_or_else(|| BufferError::Unavailable("rabbitmq: lease answer lost".into()))?;
-    rx.await
-        .map_err(|_| BufferError::Unavailable("rabbitmq: lease task stopped".into()))?
-}
+impl crate::detached::Detachable for Inner {
+    fn attempt(&self, channel: &str, max: usize) -> impl Future<Output = Attempt> + Send {
+        self.lease_once(channel, max)
+    }
 
-/// Hands back leases a dropped caller never saw.
-struct Guard {
-    rx: Option<tokio::sync::oneshot::Receiver<Attempt>>,
-    inner: Arc<Inner>,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let Some(mut rx) = self.rx.take() else {
-            return;
-        };
-        rx.close();
-        if let Ok(Ok((leases, _))) = rx.try_recv()
-            && !leases.is_empty()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            let inner = self.inner.clone();
-            runtime.spawn(async move { inner.hand_back(&leases).await });
-        }
+    fn give_back(&self, leases: &[Lease]) -> impl Future<Output = ()> + Send {
+        self.hand_back(leases)
     }
 }
 

@@ -610,35 +610,17 @@ impl Inner {
     }
 }
 
-impl RedisBuffer {
-    /// One lease attempt in its own task: if this caller is cancelled while the script runs,
-    /// the task hands the leases back instead of leaving them to expire as failed attempts.
-    async fn lease_detached(
+impl crate::detached::Detachable for Inner {
+    fn attempt(
         &self,
         channel: &str,
         max: usize,
-    ) -> Result<(Vec<Lease>, Option<u64>), BufferError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let inner = self.inner.clone();
-        let channel = channel.to_owned();
-        tokio::spawn(async move {
-            let result = inner.lease_once(&channel, max).await;
-            if let Err(Ok((leases, _))) = tx.send(result)
-                && !leases.is_empty()
-            {
-                inner.unlease(&leases).await;
-            }
-        });
-        let mut guard = DetachedLease {
-            rx: Some(rx),
-            inner: self.inner.clone(),
-        };
-        let rx = guard
-            .rx
-            .as_mut()
-            .ok_or_else(|| BufferError::Unavailable("lease answer lost".into()))?;
-        rx.await
-            .map_err(|_| BufferError::Unavailable("redis lease task stopped".into()))?
+    ) -> impl Future<Output = crate::detached::LeaseAttempt> + Send {
+        self.lease_once(channel, max)
+    }
+
+    fn give_back(&self, leases: &[Lease]) -> impl Future<Output = ()> + Send {
+        self.unlease(leases)
     }
 }
 
@@ -661,31 +643,6 @@ async fn wake_listener(
         |name| notifiers.wake(&name),
     )
     .await;
-}
-
-type LeaseAnswer = Result<(Vec<Lease>, Option<u64>), BufferError>;
-
-/// The answer channel of a detached lease call: if the caller is dropped after the answer
-/// arrived but before it was read, the leases in it are handed back.
-struct DetachedLease {
-    rx: Option<tokio::sync::oneshot::Receiver<LeaseAnswer>>,
-    inner: Arc<Inner>,
-}
-
-impl Drop for DetachedLease {
-    fn drop(&mut self) {
-        let Some(mut rx) = self.rx.take() else {
-            return;
-        };
-        rx.close();
-        if let Ok(Ok((leases, _))) = rx.try_recv()
-            && !leases.is_empty()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            let inner = self.inner.clone();
-            runtime.spawn(async move { inner.unlease(&leases).await });
-        }
-    }
 }
 
 #[async_trait]
@@ -797,7 +754,8 @@ impl Buffer for RedisBuffer {
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (leases, wake_in) = self.lease_detached(channel, max).await?;
+            let (leases, wake_in) =
+                crate::detached::lease_detached(&self.inner, channel, max).await?;
             if !leases.is_empty() || max == 0 {
                 return Ok(leases);
             }
