@@ -165,3 +165,24 @@ async fn while_redis_is_down_ingest_answers_503_and_what_was_accepted_is_deliver
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_relay_whose_rabbitmq_cannot_be_reached_starts_and_answers_503() {
+    let port = free_port();
+    let relay = TestRelay::start(
+        "outage-rabbitmq",
+        "",
+        &format!(
+            "[buffer]\nbackend = \"rabbitmq\"\n[buffer.rabbitmq]\nurl = \"amqp://guest:guest@127.0.0.1:{port}/%2f\"\noperation_timeout_ms = 500\n"
+        ),
+    )
+    .await;
+    let (status, body) = ready(&relay).await;
+    assert_eq!(
+        (status, &body["buffer"]),
+        (503, &serde_json::json!(false)),
+        "{body}"
+    );
+    let refused = relay.post("shop", "{}").await;
+    assert_eq!(refused.status(), 503, "never 200 and drop");
+}
