@@ -154,25 +154,38 @@ impl Sink {
 
     /// Waits until at least `n` requests arrived or `wait` passed; returns the count.
     pub async fn wait_for(&self, n: usize, wait: std::time::Duration) -> usize {
+        self.wait_until(n, wait, |received| received.len()).await
+    }
+
+    /// Waits until at least `n` distinct bodies arrived or `wait` passed; returns how many
+    /// distinct bodies arrived. Redeliveries after a failure may repeat a body, so counting
+    /// requests could stop too early.
+    pub async fn wait_for_distinct(&self, n: usize, wait: std::time::Duration) -> usize {
+        self.wait_until(n, wait, |received| {
+            received
+                .iter()
+                .map(|r| &r.body)
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        })
+        .await
+    }
+
+    async fn wait_until(
+        &self,
+        n: usize,
+        wait: std::time::Duration,
+        count: impl Fn(&[Received]) -> usize,
+    ) -> usize {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.inner.arrived.notified();
-            let count = self
-                .inner
-                .received
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .len();
-            if count >= n {
-                return count;
+            let now = count(&self.received());
+            if now >= n {
+                return now;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self
-                    .inner
-                    .received
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .len();
+                return count(&self.received());
             }
         }
     }
