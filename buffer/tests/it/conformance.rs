@@ -41,6 +41,7 @@ macro_rules! conformance_suite {
             touch_extends_the_lease,
             delete_channel_removes_messages_and_dead_letters,
             health_check_succeeds,
+            closed_handle_refuses_operations,
             stale_token_cannot_settle_a_newer_lease_on_any_instance,
             large_backlog_is_delivered_completely_r61,
             ensure_channel_is_idempotent_and_keeps_messages,
@@ -925,6 +926,12 @@ pub async fn delete_channel_removes_messages_and_dead_letters(h: &dyn Harness) {
 pub async fn health_check_succeeds(h: &dyn Harness) {
     let b = h.open().await;
     b.health_check().await.unwrap();
+}
+
+pub async fn closed_handle_refuses_operations(h: &dyn Harness) {
+    let b = h.open().await;
+    b.close().await.unwrap();
+    assert!(matches!(b.health_check().await, Err(BufferError::Closed)));
 }
 
 pub async fn stale_token_cannot_settle_a_newer_lease_on_any_instance(h: &dyn Harness) {

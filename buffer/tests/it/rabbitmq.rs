@@ -93,14 +93,6 @@ impl Harness for RabbitHarness {
 conformance_suite!(RabbitHarness::new());
 
 #[tokio::test]
-async fn closed_handle_refuses_operations() {
-    let h = RabbitHarness::new();
-    let b = h.open().await;
-    b.close().await.unwrap();
-    assert!(matches!(b.health_check().await, Err(BufferError::Closed)));
-}
-
-#[tokio::test]
 async fn bad_exchange_and_url_are_refused() {
     let err = RabbitBuffer::connect(RabbitOptions {
         exchange: "a b".into(),

@@ -96,14 +96,6 @@ impl Harness for RedisHarness {
 conformance_suite!(RedisHarness::new());
 
 #[tokio::test]
-async fn closed_handle_refuses_operations() {
-    let h = RedisHarness::new();
-    let b = h.open().await;
-    b.close().await.unwrap();
-    assert!(matches!(b.health_check().await, Err(BufferError::Closed)));
-}
-
-#[tokio::test]
 async fn bad_prefix_is_refused() {
     let err = RedisBuffer::connect(RedisOptions {
         key_prefix: "a:b".into(),
