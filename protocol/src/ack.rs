@@ -22,7 +22,11 @@ pub enum AckAction {
 }
 
 /// One settled message of an ack request (single query form or one batch entry).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its serde form (the field names as written) is what relay instances pass to each other
+/// when an ack reaches one that does not hold the connection; requests from connectors are
+/// read by [`AckRequest::from_query`] and [`parse_batch`], never by serde.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AckRequest {
     /// The message.
     pub message_id: String,

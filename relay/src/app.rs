@@ -53,6 +53,8 @@ pub struct AppState {
     pub admin: AdminGuard,
     /// Persisted tokens, rotations and pause state.
     pub state_store: StateStore,
+    /// Acks for connections other instances hold (only with the shared Redis state store).
+    pub peer_acks: Option<Arc<crate::peer_acks::PeerAcks>>,
     /// Counters and histograms.
     pub metrics: Arc<Metrics>,
     /// The OpenAPI document, rendered once at start-up.
@@ -161,6 +163,9 @@ pub async fn build_state(
         shutdown: CancellationToken::new(),
         buffer_ok: AtomicBool::new(true),
         admin,
+        peer_acks: state_store
+            .peer_link()
+            .map(|link| Arc::new(crate::peer_acks::PeerAcks::new(link))),
         state_store,
         tracker: TaskTracker::new(),
         openapi,
@@ -636,6 +641,9 @@ pub async fn serve(
         tracing::warn!("Background tasks did not finish within 5 s");
     }
     state.state_store.close();
+    if let Some(peers) = &state.peer_acks {
+        peers.close();
+    }
     if let Err(e) = state.buffer.close().await {
         tracing::warn!(error = %e, "Closing the buffer failed");
     }
@@ -662,6 +670,7 @@ async fn begin_shutdown(state: &AppState) {
 
 fn spawn_background(state: &Arc<AppState>) {
     crate::state_sync::spawn(state);
+    crate::peer_acks::spawn(state);
     let probe = state.clone();
     state.tracker.spawn(async move {
         let stop = probe.shutdown.clone();

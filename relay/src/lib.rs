@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod late_buffer;
 pub mod metrics;
 pub mod openapi;
+pub mod peer_acks;
 pub mod state_store;
 pub mod state_sync;
 pub mod stats;

@@ -92,7 +92,7 @@ pub enum StateStore {
     /// One JSON file (one instance).
     File(file::FileStore),
     /// Shared by every instance through Redis.
-    Redis(redis::RedisStore),
+    Redis(Box<redis::RedisStore>),
 }
 
 /// How long a state operation may take before it counts as failed.
@@ -116,7 +116,7 @@ impl StateStore {
             };
             let store =
                 redis::RedisStore::connect(url, &file.state.key_prefix, OPERATION_TIMEOUT).await?;
-            Ok(StateStore::Redis(store))
+            Ok(StateStore::Redis(Box::new(store)))
         } else {
             Ok(StateStore::File(file::FileStore::open(
                 std::path::Path::new(&file.state.path),
@@ -184,6 +184,15 @@ impl StateStore {
         match self {
             StateStore::File(_) => None,
             StateStore::Redis(s) => s.changes(),
+        }
+    }
+
+    /// What [`crate::peer_acks`] needs to reach the other instances (only the shared store has
+    /// other instances).
+    pub fn peer_link(&self) -> Option<crate::peer_acks::PeerLink> {
+        match self {
+            StateStore::File(_) => None,
+            StateStore::Redis(s) => Some(s.peer_link()),
         }
     }
 

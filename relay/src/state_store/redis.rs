@@ -39,6 +39,8 @@ return 1
 
 /// The Redis state store.
 pub struct RedisStore {
+    client: ::redis::Client,
+    prefix: String,
     conn: ConnectionManager,
     key: String,
     events: String,
@@ -93,7 +95,7 @@ impl RedisStore {
         let (changes, first) = broadcast::channel(1024);
         let (stop_tx, stop_rx) = oneshot::channel();
         tokio::spawn(listen(
-            client,
+            client.clone(),
             events.clone(),
             instance.clone(),
             changes.clone(),
@@ -101,6 +103,8 @@ impl RedisStore {
             timeout,
         ));
         Ok(RedisStore {
+            client,
+            prefix: prefix.to_owned(),
             conn,
             key: format!("{prefix}:state:channels"),
             events,
@@ -229,6 +233,16 @@ impl RedisStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
+    }
+
+    /// The connection, prefix and instance id, for the peer ack link.
+    pub fn peer_link(&self) -> crate::peer_acks::PeerLink {
+        crate::peer_acks::PeerLink {
+            client: self.client.clone(),
+            conn: self.conn.clone(),
+            prefix: self.prefix.clone(),
+            instance: self.instance.clone(),
+        }
     }
 
     /// Stops listening for changes.

@@ -8,28 +8,15 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use webhook_connect_protocol::ConnectionId;
-use webhook_connect_protocol::ack::{
-    AckAction, AckBatchError, AckRequest, MAX_ACK_BODY_BYTES, parse_batch,
-};
+use webhook_connect_protocol::ack::{AckBatchError, AckRequest, MAX_ACK_BODY_BYTES, parse_batch};
 use webhook_connect_protocol::frames::AckStatus;
 use webhook_connect_protocol::version::{CONNECTION_ID_HEADER, PROTOCOL_HEADER};
 
-use super::settle::{Action, settle_ids};
+use super::settle::settle_requests;
 use super::{TokenSource, presented_token, requested_version};
 use crate::app::AppState;
 use crate::http_error::{ApiError, json_response};
-
-fn action_of(r: &AckRequest) -> Action {
-    match r.action {
-        AckAction::Ack => Action::Ack,
-        AckAction::Touch => Action::Touch,
-        AckAction::Nack => Action::Nack {
-            retry: r.retry,
-            delay_ms: r.delay_ms,
-            reason: r.reason.clone(),
-        },
-    }
-}
+use crate::peer_acks::PeerOutcome;
 
 /// The ack handler.
 pub async fn handler(
@@ -94,25 +81,44 @@ async fn handle(
     if channels.is_empty() {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "Invalid token"));
     }
-    // 4. Connection on one of those channels.
+    // 4. Connection on one of those channels: held here, or by another instance.
     let found = channels
         .iter()
         .find_map(|c| c.hub.find(&connection_id).map(|conn| (c.clone(), conn)));
-    let Some((channel, conn)) = found else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "Connection not found"));
-    };
-    conn.touch_alive();
     // 5–6. Settle.
-    if single.is_some() {
-        let r = &batch[0];
-        let results = settle_ids(
-            &channel.hub,
-            &conn,
-            std::slice::from_ref(&r.message_id),
-            &action_of(r),
-        )
-        .await;
-        let item = &results[0];
+    let results = match (found, &state.peer_acks) {
+        (Some((channel, conn)), _) => {
+            conn.touch_alive();
+            settle_requests(&channel.hub, &conn, &batch).await
+        }
+        (None, Some(peers)) => {
+            let names = channels.iter().map(|c| c.name.clone()).collect();
+            match peers.settle(names, &connection_id, &batch).await {
+                PeerOutcome::Settled(results) => results,
+                PeerOutcome::NotFound => {
+                    return Err(ApiError::new(StatusCode::NOT_FOUND, "Connection not found"));
+                }
+                PeerOutcome::Unavailable => {
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Failed to process acknowledgment",
+                    )
+                    .retry_after(1));
+                }
+            }
+        }
+        (None, None) => {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "Connection not found"));
+        }
+    };
+    if let Some(r) = &single {
+        let Some(item) = results.first() else {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Failed to process acknowledgment",
+            )
+            .retry_after(1));
+        };
         return match item.status {
             AckStatus::Ok => {
                 let mut body = serde_json::json!({"status": "ok", "message_id": r.message_id});
@@ -139,33 +145,6 @@ async fn handle(
             }
         };
     }
-    // Entries are settled concurrently so they share durable commits; an id repeated in the
-    // batch is settled once (its first entry) and reported for each occurrence.
-    let mut first: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    let unique: Vec<&AckRequest> = batch
-        .iter()
-        .filter(|r| {
-            let next = first.len();
-            *first.entry(r.message_id.as_str()).or_insert(next) == next
-        })
-        .collect();
-    let actions: Vec<Action> = unique.iter().map(|r| action_of(r)).collect();
-    let settled = futures_util::future::join_all(unique.iter().zip(&actions).map(|(r, action)| {
-        settle_ids(
-            &channel.hub,
-            &conn,
-            std::slice::from_ref(&r.message_id),
-            action,
-        )
-    }))
-    .await;
-    let results: Vec<_> = batch
-        .iter()
-        .filter_map(|r| {
-            let i = first.get(r.message_id.as_str())?;
-            settled.get(*i)?.first().cloned()
-        })
-        .collect();
     let body = serde_json::json!({ "results": results });
     Ok(json_response(StatusCode::OK, body.to_string()))
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use webhook_connect_buffer::{Settle, Settled};
+use webhook_connect_protocol::ack::{AckAction, AckRequest};
 use webhook_connect_protocol::frames::{AckItemResult, AckOutcome, AckStatus};
 
 use crate::delivery::{Conn, Hub, SettleOutcome};
@@ -24,6 +25,20 @@ pub enum Action {
     },
     /// Extend the lease.
     Touch,
+}
+
+impl From<&AckRequest> for Action {
+    fn from(r: &AckRequest) -> Action {
+        match r.action {
+            AckAction::Ack => Action::Ack,
+            AckAction::Touch => Action::Touch,
+            AckAction::Nack => Action::Nack {
+                retry: r.retry,
+                delay_ms: r.delay_ms,
+                reason: r.reason.clone(),
+            },
+        }
+    }
 }
 
 impl Action {
@@ -97,5 +112,36 @@ pub async fn settle_ids(
                 .map(|id| index.get(id.as_str()).and_then(|&i| outcomes.get(i))),
         )
         .map(|(id, outcome)| item_result(id, outcome.unwrap_or(&SettleOutcome::Error)))
+        .collect()
+}
+
+/// Settles the entries of one `POST /connect/ack` (each with its own action). Entries are
+/// settled concurrently so they share durable commits; an id repeated in the request is settled
+/// once (its first entry) and reported for each occurrence.
+pub async fn settle_requests(hub: &Hub, conn: &Conn, entries: &[AckRequest]) -> Vec<AckItemResult> {
+    let mut first: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let unique: Vec<&AckRequest> = entries
+        .iter()
+        .filter(|r| {
+            let next = first.len();
+            *first.entry(r.message_id.as_str()).or_insert(next) == next
+        })
+        .collect();
+    let actions: Vec<Action> = unique.iter().map(|r| Action::from(*r)).collect();
+    let settled = futures_util::future::join_all(
+        unique
+            .iter()
+            .zip(&actions)
+            .map(|(r, action)| settle_ids(hub, conn, std::slice::from_ref(&r.message_id), action)),
+    )
+    .await;
+    entries
+        .iter()
+        .map(|r| {
+            first
+                .get(r.message_id.as_str())
+                .and_then(|i| settled.get(*i)?.first().cloned())
+                .unwrap_or_else(|| item_result(&r.message_id, &SettleOutcome::Error))
+        })
         .collect()
 }

@@ -7,7 +7,7 @@ use crate::support::{TOKEN, TestRelay, eventually};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn poll(relay: &TestRelay, query: &str, connector: &str) -> reqwest::Response {
+pub(crate) async fn poll(relay: &TestRelay, query: &str, connector: &str) -> reqwest::Response {
     relay
         .http
         .get(format!("{}/connect/stream/orders/poll?{query}", relay.base))
@@ -18,7 +18,12 @@ async fn poll(relay: &TestRelay, query: &str, connector: &str) -> reqwest::Respo
         .unwrap()
 }
 
-async fn ack(relay: &TestRelay, connection: &str, query: &str, token: &str) -> (u16, String) {
+pub(crate) async fn ack(
+    relay: &TestRelay,
+    connection: &str,
+    query: &str,
+    token: &str,
+) -> (u16, String) {
     let r = relay
         .http
         .post(format!("{}/connect/ack?{query}", relay.base))

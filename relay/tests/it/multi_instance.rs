@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::delivery_http::{ack, poll};
 use crate::support::{TOKEN, TestRelay, eventually};
 
 const ADMIN: &str = "multi-instance-admin-token-0123";
@@ -78,10 +79,26 @@ async fn a_rotated_token_survives_a_restart_that_keeps_no_local_file() {
 
 /// Two instances on one fresh Redis prefix; the first owns (and deletes) the keys.
 async fn pair(tag: &str) -> (TestRelay, TestRelay) {
-    let a = TestRelay::start_on(crate::support::Store::Redis, tag, "", &admin_section()).await;
+    pair_with(tag, "").await
+}
+
+/// Like [`pair`], with `extra_channel` in channel `orders` of both.
+async fn pair_with(tag: &str, extra_channel: &str) -> (TestRelay, TestRelay) {
+    let a = TestRelay::start_on(
+        crate::support::Store::Redis,
+        tag,
+        extra_channel,
+        &admin_section(),
+    )
+    .await;
     let prefix = a.redis_prefix.clone().unwrap();
-    let b =
-        TestRelay::start_on_redis_prefix(&prefix, &format!("{tag}-b"), "", &admin_section()).await;
+    let b = TestRelay::start_on_redis_prefix(
+        &prefix,
+        &format!("{tag}-b"),
+        extra_channel,
+        &admin_section(),
+    )
+    .await;
     (a, b)
 }
 
@@ -197,4 +214,123 @@ async fn delivered(relay: &TestRelay) -> Option<u64> {
     let (status, body) = admin(relay, reqwest::Method::GET, "/channels/orders/stats", None).await;
     assert_eq!(status, 200, "{body}");
     body["messages_delivered"].as_u64()
+}
+
+#[tokio::test]
+async fn an_ack_sent_to_the_other_instance_settles_the_lease_r31() {
+    // Short leases: a message whose ack was lost would come back within the test.
+    let (a, b) = pair_with(
+        "multi-ack",
+        "ack_timeout_seconds = 1\nmax_lease_seconds = 1\nrequeue_delay_initial_ms = 0\nrequeue_delay_max_ms = 0",
+    )
+    .await;
+    let id = a.post_ok("shop", "{}").await;
+    let first: serde_json::Value = poll(&a, "timeout=5", "behind-a-balancer")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["messages"][0]["message_id"], id.as_str(), "{first}");
+    let session = first["connection_id"].as_str().unwrap().to_owned();
+    let (status, body) = ack(&b, &session, &format!("message_id={id}"), TOKEN).await;
+    assert_eq!(
+        status, 200,
+        "instance b settled a lease instance a holds: {body}"
+    );
+    // Three lease lengths later nothing comes back, on either instance.
+    for relay in [&a, &b] {
+        let again = poll(relay, "timeout=3", "behind-a-balancer").await;
+        assert_eq!(again.status(), 204, "not delivered again");
+    }
+    assert!(
+        eventually(WAIT, || async { delivered(&a).await == Some(1) }).await,
+        "the ack counts once"
+    );
+    // An ack for a connection no instance holds is refused at once, not after a timeout.
+    let started = std::time::Instant::now();
+    let (status, body) = ack(&b, "conn_unknown", &format!("message_id={id}"), TOKEN).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("Connection not found"), "{body}");
+    assert!(
+        started.elapsed() < webhook_relay::peer_acks::ANSWER_WITHIN,
+        "every instance answered"
+    );
+    // A wrong token learns nothing, even about the other instance's connections.
+    let (status, _) = ack(
+        &b,
+        &session,
+        &format!("message_id={id}"),
+        "wrong-token-0123456789",
+    )
+    .await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn a_v2_batch_sent_to_the_other_instance_reports_each_outcome_r31() {
+    let (a, b) = pair("multi-ack-batch").await;
+    let kept = a.post_ok("shop", r#"{"n":1}"#).await;
+    let refused = a.post_ok("shop", r#"{"n":2}"#).await;
+    let leased: serde_json::Value = poll(&a, "timeout=5&max_messages=2", "batch")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let session = leased["connection_id"].as_str().unwrap().to_owned();
+    let mut ids: Vec<&str> = leased["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["message_id"].as_str())
+        .collect();
+    ids.sort_unstable();
+    let mut want = vec![kept.as_str(), refused.as_str()];
+    want.sort_unstable();
+    assert_eq!(ids, want, "{leased}");
+    let body = format!(
+        r#"{{"acks":[{{"message_id":"{kept}","status":"ack"}},{{"message_id":"{refused}","status":"nack","retry":false,"reason":"bad order"}},{{"message_id":"msg_never_sent","status":"ack"}}]}}"#
+    );
+    let response = b
+        .http
+        .post(format!("{}/connect/ack", b.base))
+        .bearer_auth(TOKEN)
+        .header("x-webhook-connect-protocol", "2")
+        .header("x-connection-id", &session)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let results: serde_json::Value = response.json().await.unwrap();
+    let got: Vec<(&str, &str, &str)> = results["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["message_id"].as_str().unwrap_or_default(),
+                r["status"].as_str().unwrap_or_default(),
+                r["outcome"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (kept.as_str(), "ok", "acked"),
+            (refused.as_str(), "ok", "dead_lettered"),
+            ("msg_never_sent", "not_in_flight", ""),
+        ],
+        "{results}"
+    );
+    let (status, dead) = admin(
+        &b,
+        reqwest::Method::GET,
+        "/channels/orders/dead-letters",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{dead}");
+    assert!(dead.to_string().contains(&refused), "{dead}");
 }
