@@ -81,6 +81,9 @@ pub(crate) async fn put_token(
     link.confirmed(confirm).await
 }
 
+/// Most peeked ids remembered (about one per webhook queue of each ordered channel).
+const MAX_PEEKED: usize = 65_536;
+
 /// Most gets sent back to back in one wave.
 const MAX_WAVE: usize = 128;
 
@@ -325,30 +328,64 @@ impl Inner {
                 Taken::Buried => Ok((Vec::new(), Some(0))),
             };
         }
-        let start = lock(&self.rr).get(channel).copied().unwrap_or(0);
-        for k in 0..queues.len() {
-            let q = &queues[(start + k) % queues.len()];
-            while let Some(msg) = self.get(&chan, &names.queue(q)).await? {
-                let m = msg.delivery;
-                if let Taken::Leased(l) = self
-                    .take(
-                        channel,
-                        q,
-                        &chan,
-                        generation,
-                        m.delivery_tag,
-                        Some(d.delivery_tag),
-                        false,
-                        m.redelivered,
-                        &m.properties,
-                        m.data,
-                        settings,
-                    )
-                    .await?
-                {
-                    lock(&self.rr).insert(channel.to_owned(), (start + k + 1) % queues.len());
-                    return Ok((vec![*l], None));
+        // The channel's next message is the lowest sequence among the webhook queues' heads
+        // take every head, keep that one, and give the others back in place (a classic
+        // queue requeues at the original position). Only the token holder does this.
+        loop {
+            let mut heads = Vec::with_capacity(queues.len());
+            for q in queues {
+                if let Some(msg) = self.get(&chan, &names.queue(q)).await? {
+                    heads.push((q, msg.delivery));
                 }
+            }
+            let Some(first) = heads
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, (_, m))| Meta::read(&m.properties).sequence)
+                .map(|(i, _)| i)
+            else {
+                break;
+            };
+            let (q, m) = heads.swap_remove(first);
+            {
+                let mut peeked = lock(&self.peeked);
+                if peeked.len() >= MAX_PEEKED {
+                    // Ids of heads since removed otherwise (purge, expiry); forget them all.
+                    peeked.clear();
+                }
+                for (_, other) in &heads {
+                    peeked.insert((channel.to_owned(), Meta::read(&other.properties).message_id));
+                }
+            }
+            for (_, other) in &heads {
+                self.link
+                    .bounded(chan.basic_nack(
+                        other.delivery_tag,
+                        BasicNackOptions {
+                            requeue: true,
+                            multiple: false,
+                        },
+                    ))
+                    .await
+                    .map_err(|e| self.link.error(e))?;
+            }
+            if let Taken::Leased(l) = self
+                .take(
+                    channel,
+                    q,
+                    &chan,
+                    generation,
+                    m.delivery_tag,
+                    Some(d.delivery_tag),
+                    false,
+                    m.redelivered,
+                    &m.properties,
+                    m.data,
+                    settings,
+                )
+                .await?
+            {
+                return Ok((vec![*l], None));
             }
         }
         // Nothing to deliver: put the (empty) token back.
@@ -390,8 +427,10 @@ impl Inner {
     ) -> Result<Taken, BufferError> {
         let mut meta = Meta::read(props);
         meta.queue = queue.to_owned();
-        // A copy given back by the broker was delivered once more than its header says.
-        meta.count = meta.count.saturating_add(u32::from(redelivered));
+        // A copy given back by the broker was delivered once more than its header says, unless
+        // this process only peeked at it (ordered channels).
+        let peeked = lock(&self.peeked).remove(&(channel.to_owned(), meta.message_id.clone()));
+        meta.count = meta.count.saturating_add(u32::from(redelivered && !peeked));
         meta.ready_ms = None;
         let now = now_ms();
         let held = Held {

@@ -194,6 +194,10 @@ pub struct Inner {
     heads: std::sync::Mutex<HashMap<(String, String), i64>>,
     /// Round-robin position per channel.
     rr: std::sync::Mutex<HashMap<String, usize>>,
+    /// Ordered channels: (channel, message id) of queue heads this process took only to compare
+    /// sequences and gave back. The broker marks them redelivered, which must not count as an
+    /// attempt when they are taken for real.
+    peeked: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
     exchanges_ready: tokio::sync::Mutex<bool>,
     /// Dropping the sender ends the background task.
     stop: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
@@ -263,6 +267,7 @@ impl RabbitBuffer {
             deltas: Default::default(),
             heads: Default::default(),
             rr: Default::default(),
+            peeked: Default::default(),
             exchanges_ready: tokio::sync::Mutex::new(false),
             stop: std::sync::Mutex::new(Some(stop_tx)),
         });
