@@ -3,7 +3,10 @@
 //! versions.
 
 use crate::support::Store::RabbitMq;
-use crate::{delivery_http as http, delivery_ws as ws, ingest_store as ingest};
+use crate::{
+    delivery_http as http, delivery_ws as ws, flow_control as flow, ingest_store as ingest,
+    liveness_order as liveness,
+};
 
 #[tokio::test]
 async fn long_poll_acks_and_max_messages_on_rabbitmq_r17_r18() {
@@ -49,4 +52,27 @@ async fn full_queues_refuse_on_rabbitmq_r02() {
 #[tokio::test]
 async fn the_queue_limit_is_atomic_on_rabbitmq_r03() {
     ingest::the_queue_limit_is_atomic_under_concurrency_r03_on(RabbitMq).await;
+}
+
+#[tokio::test]
+async fn in_flight_limit_on_rabbitmq_r25() {
+    flow::a_connection_never_holds_more_than_its_in_flight_limit_r25_on(RabbitMq).await;
+}
+
+#[tokio::test]
+async fn a_stalled_connector_does_not_stall_the_channel_on_rabbitmq_r26() {
+    flow::a_stalled_connector_does_not_stall_the_channel_r26_on(RabbitMq).await;
+}
+
+#[tokio::test]
+async fn ordered_channels_on_rabbitmq_r29() {
+    liveness::ordered_channels_keep_order_and_never_lease_two_at_once_r29_on(RabbitMq).await;
+}
+
+#[tokio::test]
+async fn eviction_closes_the_socket_on_rabbitmq_r33() {
+    liveness::a_silent_websocket_is_evicted_with_a_real_close_frame_and_its_lease_requeued_r33_on(
+        RabbitMq,
+    )
+    .await;
 }

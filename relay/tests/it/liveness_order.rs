@@ -1,14 +1,25 @@
-//! Liveness (eviction, timer-driven heartbeats) and ordered channels, on a real relay.
+//! Liveness (eviction, timer-driven heartbeats) and ordered channels, on a real relay. The `_on`
+//! cases also run on Redis and RabbitMQ.
 
 use std::time::Duration;
 
-use crate::support::{TestRelay, WsEvent};
+use crate::support::{Store, TestRelay, WsEvent};
 
 const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn a_silent_websocket_is_evicted_with_a_real_close_frame_and_its_lease_requeued_r33() {
-    let relay = TestRelay::start(
+    a_silent_websocket_is_evicted_with_a_real_close_frame_and_its_lease_requeued_r33_on(
+        Store::Embedded,
+    )
+    .await;
+}
+
+pub(crate) async fn a_silent_websocket_is_evicted_with_a_real_close_frame_and_its_lease_requeued_r33_on(
+    store: Store,
+) {
+    let relay = TestRelay::start_on(
+        store,
         "r33",
         "heartbeat_interval_seconds = 5\nrequeue_delay_initial_ms = 0\nrequeue_delay_max_ms = 0",
         "[streaming]\nstale_multiplier = 2",
@@ -86,7 +97,12 @@ async fn heartbeats_keep_their_schedule_under_steady_traffic_r37() {
 
 #[tokio::test]
 async fn ordered_channels_keep_order_and_never_lease_two_at_once_r29() {
-    let relay = TestRelay::start(
+    ordered_channels_keep_order_and_never_lease_two_at_once_r29_on(Store::Embedded).await;
+}
+
+pub(crate) async fn ordered_channels_keep_order_and_never_lease_two_at_once_r29_on(store: Store) {
+    let relay = TestRelay::start_on(
+        store,
         "r29",
         "ordered = true\nrequeue_delay_initial_ms = 50\nrequeue_delay_max_ms = 50",
         "",
