@@ -347,3 +347,47 @@ async fn v2_batch_acks_settle_each_entry_and_report_repeats_once_settled() {
         .unwrap();
     assert_eq!(response.status(), 413);
 }
+
+#[tokio::test]
+async fn query_string_tokens_are_refused_unless_enabled_and_a_header_wins_r123() {
+    let sse = |relay: &TestRelay, bearer: Option<&str>| {
+        let mut r = relay.http.get(format!(
+            "{}/connect/stream/orders/sse?token={TOKEN}",
+            relay.base
+        ));
+        if let Some(b) = bearer {
+            r = r.bearer_auth(b);
+        }
+        r.send()
+    };
+    let off = TestRelay::start("r123-off", "", "").await;
+    assert_eq!(
+        sse(&off, None).await.unwrap().status(),
+        401,
+        "off by default"
+    );
+    let on = TestRelay::start("r123-on", "", "[streaming]\nallow_query_token = true").await;
+    let accepted = sse(&on, None).await.unwrap();
+    assert_eq!(accepted.status(), 200, "accepted when enabled");
+    drop(accepted);
+    assert_eq!(
+        sse(&on, Some("wrong-token-0123456789"))
+            .await
+            .unwrap()
+            .status(),
+        401,
+        "a header always wins over the query"
+    );
+    // `/connect/ack` never reads a query token.
+    let r = on
+        .http
+        .post(format!(
+            "{}/connect/ack?message_id=msg_x&token={TOKEN}",
+            on.base
+        ))
+        .header("x-connection-id", "sse_x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}

@@ -133,7 +133,10 @@ pub(crate) async fn a_stalled_connector_does_not_stall_the_channel_r26_on(store:
     }
     drop(sse);
     let owed = 2 - to_b.len();
-    assert!(owed >= 1, "fewest-in-flight gave the SSE client one of the two");
+    assert!(
+        owed >= 1,
+        "fewest-in-flight gave the SSE client one of the two"
+    );
     for frame in &to_b {
         ack(&mut live, frame).await;
     }

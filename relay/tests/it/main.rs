@@ -16,6 +16,7 @@ mod auth_presets;
 mod auth_support;
 mod body_limits;
 mod buffer_outage;
+mod channel_limits;
 mod delivery_http;
 mod delivery_rabbitmq;
 mod delivery_redis;

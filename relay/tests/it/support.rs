@@ -34,7 +34,7 @@ fn rabbitmq_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
-fn redis_url() -> String {
+pub fn redis_url() -> String {
     std::env::var("WEBHOOK_CONNECT_TEST_REDIS_URL")
         .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
 }
