@@ -6,8 +6,11 @@
 #
 # Servers: redis (6379), rabbitmq (5672), postgres (5432), mariadb (3306), mosquitto (1883),
 # nats (4222), RabbitMQ's STOMP plugin (61613, for the activemq module) and moto's S3/SQS server
-# (5000, for the s3 and aws_sqs modules; installed from PyPI with pip when missing), all on
-# 127.0.0.1.
+# (5000, for the s3 and aws_sqs modules; installed from PyPI with pip when missing), and for the
+# clickhouse module scripts/chdb_http.py (8123): ClickHouse's HTTP interface in front of chDB,
+# the ClickHouse engine as a library (PyPI `chdb`, installed with pip when missing). That one is
+# not a ClickHouse server: the SQL runs in the real engine, the HTTP layer is ours (see the
+# script and docs/modules.md). All on 127.0.0.1.
 # Each is started with the command a Debian machine of this project's kind uses; a server that
 # is not installed, or does not come up in time, fails the script with a message that says
 # which one and why.
@@ -15,9 +18,10 @@ set -euo pipefail
 
 declare -A PORT=(
   [redis]=6379 [rabbitmq]=5672 [postgres]=5432 [mariadb]=3306 [mosquitto]=1883 [nats]=4222
-  [stomp]=61613 [moto]=5000
+  [stomp]=61613 [moto]=5000 [clickhouse]=8123
 )
-ORDER=(redis rabbitmq postgres mariadb mosquitto nats stomp moto)
+ORDER=(redis rabbitmq postgres mariadb mosquitto nats stomp moto clickhouse)
+HERE=$(cd "$(dirname "$0")" && pwd)
 
 is_up() { # port
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
@@ -50,6 +54,15 @@ start() { # name
       fi
       setsid nohup python3 -m moto.server -H 127.0.0.1 -p 5000 \
         >/tmp/services-moto-server.log 2>&1 < /dev/null & ;;
+    clickhouse)
+      # chDB is ClickHouse's engine as a Python library (a large wheel); the script serves the
+      # HTTP interface the clickhouse module uses. Data survives restarts in /var/lib/chdb-http.
+      if ! python3 -c 'import chdb' >/dev/null 2>&1; then
+        python3 -m pip install --quiet --disable-pip-version-check chdb
+      fi
+      mkdir -p /var/lib/chdb-http
+      setsid nohup python3 "$HERE/chdb_http.py" --host 127.0.0.1 --port 8123 \
+        --path /var/lib/chdb-http >/tmp/services-chdb-http.log 2>&1 < /dev/null & ;;
   esac
 }
 
@@ -57,7 +70,7 @@ binary_of() { # name
   case "$1" in
     redis) echo redis-server ;; rabbitmq) echo rabbitmq-server ;; postgres) echo pg_ctlcluster ;;
     mariadb) echo /usr/sbin/mariadbd ;; mosquitto) echo mosquitto ;; nats) echo /usr/sbin/nats-server ;;
-    stomp) echo rabbitmq-plugins ;; moto) echo python3 ;;
+    stomp) echo rabbitmq-plugins ;; moto) echo python3 ;; clickhouse) echo python3 ;;
   esac
 }
 

@@ -11,6 +11,8 @@ pub mod activemq;
 mod aws;
 #[cfg(feature = "aws_sqs")]
 pub mod aws_sqs;
+#[cfg(feature = "clickhouse")]
+pub mod clickhouse;
 mod endpoint;
 pub mod http_webhook;
 pub mod log;

@@ -86,6 +86,9 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
         "aws_sqs" => super::aws_sqs::build(settings, problems),
         #[cfg(not(feature = "aws_sqs"))]
         "aws_sqs" => requires_feature(settings, problems, "aws_sqs"),
+        #[cfg(feature = "clickhouse")]
+        "clickhouse" => super::clickhouse::build(settings, problems),
+        #[cfg(not(feature = "clickhouse"))]
         "clickhouse" => requires_feature(settings, problems, "clickhouse"),
         "gcp_pubsub" => requires_feature(settings, problems, "gcp_pubsub"),
         "http_webhook" => super::http_webhook::build(settings, problems),

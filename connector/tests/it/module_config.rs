@@ -111,6 +111,31 @@ fn module_problems_name_the_file_and_path() {
     }
 }
 
+/// `modules.md` §2.5 and §3.12: a build without the `clickhouse` feature refuses the module
+/// naming the feature; a build with it refuses the native-protocol port with the hint.
+#[test]
+fn clickhouse_needs_its_feature_and_the_http_port() {
+    let errors = load(
+        json!({"ch": {"module": "clickhouse", "connection": "c"}}),
+        Some(json!({"c": {"type": "clickhouse", "host": "127.0.0.1", "port": 9000}})),
+        &[],
+    )
+    .unwrap_err();
+    let needle = if cfg!(feature = "clickhouse") {
+        "connections.json: c.port: 9000 is ClickHouse's native protocol port"
+    } else {
+        "webhooks.json: ch.module: module 'clickhouse' requires the 'clickhouse' feature; \
+         this build does not include it"
+    };
+    assert!(has(&errors, needle), "missing {needle:?} in {errors:#?}");
+    if cfg!(feature = "clickhouse") {
+        assert!(
+            has(&errors, "use the HTTP port, usually 8123"),
+            "{errors:#?}"
+        );
+    }
+}
+
 #[test]
 fn a_missing_variable_or_file_is_a_load_error_r73() {
     let errors = load(
