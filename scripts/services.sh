@@ -6,7 +6,9 @@
 #
 # Servers: redis (6379), rabbitmq (5672), postgres (5432), mariadb (3306), mosquitto (1883),
 # nats (4222), RabbitMQ's STOMP plugin (61613, for the activemq module) and moto's S3/SQS server
-# (5000, for the s3 and aws_sqs modules; installed from PyPI with pip when missing), all on
+# (5000, for the s3 and aws_sqs modules; installed from PyPI with pip when missing) and Google's
+# Pub/Sub emulator (8085, for the gcp_pubsub module; Debian package
+# google-cloud-cli-pubsub-emulator from Google's apt repository, which needs Java), all on
 # 127.0.0.1.
 # Each is started with the command a Debian machine of this project's kind uses; a server that
 # is not installed, or does not come up in time, fails the script with a message that says
@@ -15,9 +17,12 @@ set -euo pipefail
 
 declare -A PORT=(
   [redis]=6379 [rabbitmq]=5672 [postgres]=5432 [mariadb]=3306 [mosquitto]=1883 [nats]=4222
-  [stomp]=61613 [moto]=5000
+  [stomp]=61613 [moto]=5000 [pubsub]=8085
 )
-ORDER=(redis rabbitmq postgres mariadb mosquitto nats stomp moto)
+ORDER=(redis rabbitmq postgres mariadb mosquitto nats stomp moto pubsub)
+
+# The emulator's own launcher (the package's; `gcloud beta emulators pubsub start` runs the same).
+PUBSUB_EMULATOR=/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator
 
 is_up() { # port
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
@@ -50,6 +55,10 @@ start() { # name
       fi
       setsid nohup python3 -m moto.server -H 127.0.0.1 -p 5000 \
         >/tmp/services-moto-server.log 2>&1 < /dev/null & ;;
+    pubsub)
+      command -v java >/dev/null 2>&1 || { echo "the Pub/Sub emulator needs java (openjdk)"; return 1; }
+      setsid nohup "$PUBSUB_EMULATOR" --host=127.0.0.1 --port=8085 \
+        >/tmp/services-pubsub-emulator.log 2>&1 < /dev/null & ;;
   esac
 }
 
@@ -57,7 +66,7 @@ binary_of() { # name
   case "$1" in
     redis) echo redis-server ;; rabbitmq) echo rabbitmq-server ;; postgres) echo pg_ctlcluster ;;
     mariadb) echo /usr/sbin/mariadbd ;; mosquitto) echo mosquitto ;; nats) echo /usr/sbin/nats-server ;;
-    stomp) echo rabbitmq-plugins ;; moto) echo python3 ;;
+    stomp) echo rabbitmq-plugins ;; moto) echo python3 ;; pubsub) echo "$PUBSUB_EMULATOR" ;;
   esac
 }
 
@@ -77,6 +86,10 @@ for name in "${wanted[@]}"; do
   fi
   if ! command -v "$(binary_of "$name")" >/dev/null 2>&1; then
     echo "services: $name is down and not installed ($(binary_of "$name") not found)" >&2
+    if [ "$name" = pubsub ]; then
+      echo "services: install the Debian package google-cloud-cli-pubsub-emulator (Google's apt" \
+        "repository; not reachable from every machine)" >&2
+    fi
     failed=1
     continue
   fi

@@ -12,6 +12,10 @@ mod aws;
 #[cfg(feature = "aws_sqs")]
 pub mod aws_sqs;
 mod endpoint;
+#[cfg(feature = "gcp_pubsub")]
+mod gcp_auth;
+#[cfg(feature = "gcp_pubsub")]
+pub mod gcp_pubsub;
 pub mod http_webhook;
 pub mod log;
 pub mod mqtt;
