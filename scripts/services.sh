@@ -4,7 +4,7 @@
 #   scripts/services.sh          check and start all of them
 #   scripts/services.sh redis    only the ones named
 #
-# Servers: redis (6379), rabbitmq (5672), postgres (5432), mariadb (3306), mosquitto (1883),
+# Servers: redis (6379; also installs PyPI `rq` for the RQ-worker test when missing), rabbitmq (5672), postgres (5432), mariadb (3306), mosquitto (1883),
 # nats (4222), RabbitMQ's STOMP plugin (61613, for the activemq module) and moto's S3/SQS server
 # (5000, for the s3 and aws_sqs modules; installed from PyPI with pip when missing) and Google's
 # Pub/Sub emulator (8085, for the gcp_pubsub module; Debian package
@@ -72,6 +72,16 @@ binary_of() { # name
 
 wanted=("$@")
 [ ${#wanted[@]} -eq 0 ] && wanted=("${ORDER[@]}")
+
+# The redis_rq RQ-mode test runs a real RQ worker (PyPI `rq`); install it with Redis.
+if [[ " ${wanted[*]} " == *" redis "* ]] && ! python3 -c 'import rq' >/dev/null 2>&1; then
+  echo "services: installing RQ (PyPI rq) for the redis_rq worker test"
+  if ! python3 -m pip install --quiet --disable-pip-version-check rq >/tmp/services-rq.log 2>&1; then
+    echo "services: installing rq with pip failed:" >&2
+    cat /tmp/services-rq.log >&2
+    exit 1
+  fi
+fi
 
 failed=0
 for name in "${wanted[@]}"; do

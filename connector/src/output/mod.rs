@@ -21,6 +21,8 @@ pub mod log;
 pub mod mqtt;
 pub mod mysql;
 pub mod nats;
+#[cfg(feature = "redis-rq")]
+pub mod pickle;
 pub mod postgresql;
 pub mod rabbitmq;
 mod record;
@@ -28,6 +30,8 @@ mod redis_client;
 pub mod redis_publish;
 pub mod redis_rq;
 pub mod registry;
+#[cfg(feature = "redis-rq")]
+mod rq_job;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod save_to_disk;
