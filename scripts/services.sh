@@ -4,9 +4,11 @@
 #   scripts/services.sh          check and start all of them
 #   scripts/services.sh redis    only the ones named
 #
-# Servers: redis (6379), rabbitmq (5672), postgres (5432), mariadb (3306), mosquitto (1883),
+# Servers: redis (6379; also installs PyPI `rq` for the RQ-worker test when missing), rabbitmq (5672), postgres (5432), mariadb (3306), mosquitto (1883),
 # nats (4222), RabbitMQ's STOMP plugin (61613, for the activemq module) and moto's S3/SQS server
-# (5000, for the s3 and aws_sqs modules; installed from PyPI with pip when missing), and for the
+# (5000, for the s3 and aws_sqs modules; installed from PyPI with pip when missing), Google's
+# Pub/Sub emulator (8085, for the gcp_pubsub module; Debian package
+# google-cloud-cli-pubsub-emulator from Google's apt repository, which needs Java), and for the
 # clickhouse module scripts/chdb_http.py (8123): ClickHouse's HTTP interface in front of chDB,
 # the ClickHouse engine as a library (PyPI `chdb`, installed with pip when missing). That one is
 # not a ClickHouse server: the SQL runs in the real engine, the HTTP layer is ours (see the
@@ -18,10 +20,13 @@ set -euo pipefail
 
 declare -A PORT=(
   [redis]=6379 [rabbitmq]=5672 [postgres]=5432 [mariadb]=3306 [mosquitto]=1883 [nats]=4222
-  [stomp]=61613 [moto]=5000 [clickhouse]=8123
+  [stomp]=61613 [moto]=5000 [pubsub]=8085 [clickhouse]=8123
 )
-ORDER=(redis rabbitmq postgres mariadb mosquitto nats stomp moto clickhouse)
+ORDER=(redis rabbitmq postgres mariadb mosquitto nats stomp moto pubsub clickhouse)
 HERE=$(cd "$(dirname "$0")" && pwd)
+
+# The emulator's own launcher (the package's; `gcloud beta emulators pubsub start` runs the same).
+PUBSUB_EMULATOR=/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator
 
 is_up() { # port
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
@@ -54,6 +59,10 @@ start() { # name
       fi
       setsid nohup python3 -m moto.server -H 127.0.0.1 -p 5000 \
         >/tmp/services-moto-server.log 2>&1 < /dev/null & ;;
+    pubsub)
+      command -v java >/dev/null 2>&1 || { echo "the Pub/Sub emulator needs java (openjdk)"; return 1; }
+      setsid nohup "$PUBSUB_EMULATOR" --host=127.0.0.1 --port=8085 \
+        >/tmp/services-pubsub-emulator.log 2>&1 < /dev/null & ;;
     clickhouse)
       # chDB is ClickHouse's engine as a Python library (a large wheel); the script serves the
       # HTTP interface the clickhouse module uses. Data survives restarts in /var/lib/chdb-http.
@@ -70,12 +79,23 @@ binary_of() { # name
   case "$1" in
     redis) echo redis-server ;; rabbitmq) echo rabbitmq-server ;; postgres) echo pg_ctlcluster ;;
     mariadb) echo /usr/sbin/mariadbd ;; mosquitto) echo mosquitto ;; nats) echo /usr/sbin/nats-server ;;
-    stomp) echo rabbitmq-plugins ;; moto) echo python3 ;; clickhouse) echo python3 ;;
+    stomp) echo rabbitmq-plugins ;; moto) echo python3 ;; pubsub) echo "$PUBSUB_EMULATOR" ;;
+    clickhouse) echo python3 ;;
   esac
 }
 
 wanted=("$@")
 [ ${#wanted[@]} -eq 0 ] && wanted=("${ORDER[@]}")
+
+# The redis_rq RQ-mode test runs a real RQ worker (PyPI `rq`); install it with Redis.
+if [[ " ${wanted[*]} " == *" redis "* ]] && ! python3 -c 'import rq' >/dev/null 2>&1; then
+  echo "services: installing RQ (PyPI rq) for the redis_rq worker test"
+  if ! python3 -m pip install --quiet --disable-pip-version-check rq >/tmp/services-rq.log 2>&1; then
+    echo "services: installing rq with pip failed:" >&2
+    cat /tmp/services-rq.log >&2
+    exit 1
+  fi
+fi
 
 failed=0
 for name in "${wanted[@]}"; do
@@ -90,6 +110,10 @@ for name in "${wanted[@]}"; do
   fi
   if ! command -v "$(binary_of "$name")" >/dev/null 2>&1; then
     echo "services: $name is down and not installed ($(binary_of "$name") not found)" >&2
+    if [ "$name" = pubsub ]; then
+      echo "services: install the Debian package google-cloud-cli-pubsub-emulator (Google's apt" \
+        "repository; not reachable from every machine)" >&2
+    fi
     failed=1
     continue
   fi

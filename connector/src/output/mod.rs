@@ -14,11 +14,17 @@ pub mod aws_sqs;
 #[cfg(feature = "clickhouse")]
 pub mod clickhouse;
 mod endpoint;
+#[cfg(feature = "gcp_pubsub")]
+mod gcp_auth;
+#[cfg(feature = "gcp_pubsub")]
+pub mod gcp_pubsub;
 pub mod http_webhook;
 pub mod log;
 pub mod mqtt;
 pub mod mysql;
 pub mod nats;
+#[cfg(feature = "redis-rq")]
+pub mod pickle;
 pub mod postgresql;
 pub mod rabbitmq;
 mod record;
@@ -26,6 +32,8 @@ mod redis_client;
 pub mod redis_publish;
 pub mod redis_rq;
 pub mod registry;
+#[cfg(feature = "redis-rq")]
+mod rq_job;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod save_to_disk;

@@ -2,8 +2,9 @@
 //!
 //! - `mode: "json"`: `RPUSH <queue_name>` of
 //!   `{"id","function","args":[payload, headers],"kwargs":{},"enqueued_at"}`.
-//! - `mode: "rq"` (the default) writes RQ's own job layout and needs the `redis-rq` feature;
-//!   a build without it refuses the configuration at load, naming the feature.
+//! - `mode: "rq"` (the default) writes RQ's own job layout ([`rq_job`](super::rq_job)) and
+//!   needs the `redis-rq` feature; a build without it refuses the configuration at load, naming
+//!   the feature.
 //!
 //! `function` is checked at load: a dotted path of 1–3 identifiers, never a dunder name, never
 //! under `os.`, `subprocess.`, `sys.`, `builtins.`, `importlib.` or `shutil.`, never one of the
@@ -15,6 +16,8 @@ use serde_json::json;
 
 use super::endpoint::ClientSlot;
 use super::redis_client::{RedisClient, RedisServer};
+#[cfg(feature = "redis-rq")]
+use super::rq_job;
 use super::shared::SharedClients;
 use super::{Delivery, ModuleSettings, Output, OutputError, endpoint, record};
 use crate::config::Problems;
@@ -91,21 +94,19 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
         );
     }
     let mode = mc.choice(problems, "mode", "rq", &["rq", "json"]);
-    let _job_timeout = mc.integer_in(problems, "job_timeout", 180, 1, 31_536_000);
-    let _result_ttl = mc.integer_in(problems, "result_ttl", 500, -1, 31_536_000);
-    if mode == "rq" {
-        mc.error(
-            problems,
-            "mode",
-            "mode \"rq\" requires the 'redis-rq' feature; this build does not include it \
-             (use mode = \"json\")",
-        );
-    }
+    let job_timeout = mc.integer_in(problems, "job_timeout", 180, 1, 31_536_000);
+    let result_ttl = mc.integer_in(problems, "result_ttl", 500, -1, 31_536_000);
+    let mode = if mode == "rq" {
+        rq_mode(&mc, problems, job_timeout, result_ttl)
+    } else {
+        Some(Mode::Json)
+    };
     mc.finish(problems, false);
     let server = RedisServer::from_connection(settings, problems);
     let out: Box<dyn Output> = Box::new(RedisRq {
         function: function?,
         queue_name,
+        mode: mode?,
         server: server?,
         shared: settings.shared.clone(),
         client: ClientSlot::default(),
@@ -113,10 +114,52 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
     endpoint::unless_errors(problems, before, Some(out))
 }
 
+/// How jobs are written.
+#[derive(Debug)]
+enum Mode {
+    /// `RPUSH <queue_name>` of a JSON job.
+    Json,
+    /// RQ's own job layout.
+    #[cfg(feature = "redis-rq")]
+    Rq { job_timeout: i64, result_ttl: i64 },
+}
+
+/// `mode: "rq"`: the RQ settings, or the load error of a build without the feature.
+#[cfg(feature = "redis-rq")]
+fn rq_mode(
+    _mc: &crate::config::reader::Reader<'_>,
+    _problems: &mut Problems,
+    job_timeout: i64,
+    result_ttl: i64,
+) -> Option<Mode> {
+    Some(Mode::Rq {
+        job_timeout,
+        result_ttl,
+    })
+}
+
+/// `mode: "rq"`: the RQ settings, or the load error of a build without the feature.
+#[cfg(not(feature = "redis-rq"))]
+fn rq_mode(
+    mc: &crate::config::reader::Reader<'_>,
+    problems: &mut Problems,
+    _job_timeout: i64,
+    _result_ttl: i64,
+) -> Option<Mode> {
+    mc.error(
+        problems,
+        "mode",
+        "mode \"rq\" requires the 'redis-rq' feature; this build does not include it \
+         (use mode = \"json\")",
+    );
+    None
+}
+
 #[derive(Debug)]
 struct RedisRq {
     function: String,
     queue_name: String,
+    mode: Mode,
     server: RedisServer,
     shared: Arc<SharedClients>,
     client: ClientSlot<RedisClient>,
@@ -135,6 +178,24 @@ impl Output for RedisRq {
     }
 
     async fn process(&self, delivery: &Delivery) -> Result<(), OutputError> {
+        match self.mode {
+            Mode::Json => self.push_json(delivery).await,
+            #[cfg(feature = "redis-rq")]
+            Mode::Rq {
+                job_timeout,
+                result_ttl,
+            } => self.enqueue_rq(delivery, job_timeout, result_ttl).await,
+        }
+    }
+
+    async fn teardown(&self) {
+        self.client.release();
+    }
+}
+
+impl RedisRq {
+    /// JSON mode: `RPUSH <queue_name>` of the JSON job.
+    async fn push_json(&self, delivery: &Delivery) -> Result<(), OutputError> {
         let client = self.client().await?;
         let job = json!({
             "id": delivery.message_id,
@@ -149,8 +210,26 @@ impl Output for RedisRq {
         Ok(())
     }
 
-    async fn teardown(&self) {
-        self.client.release();
+    /// RQ mode: the job hash and the queue entry, once per job id.
+    #[cfg(feature = "redis-rq")]
+    async fn enqueue_rq(
+        &self,
+        delivery: &Delivery,
+        job_timeout: i64,
+        result_ttl: i64,
+    ) -> Result<(), OutputError> {
+        let settings = rq_job::RqSettings {
+            function: &self.function,
+            queue_name: &self.queue_name,
+            job_timeout,
+            result_ttl,
+        };
+        let job = rq_job::job(&settings, delivery, chrono::Utc::now())?;
+        let client = self.client().await?;
+        let _enqueued: i64 = client
+            .query("enqueueing RQ job", &rq_job::enqueue_command(&job))
+            .await?;
+        Ok(())
     }
 }
 

@@ -90,6 +90,9 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
         "clickhouse" => super::clickhouse::build(settings, problems),
         #[cfg(not(feature = "clickhouse"))]
         "clickhouse" => requires_feature(settings, problems, "clickhouse"),
+        #[cfg(feature = "gcp_pubsub")]
+        "gcp_pubsub" => super::gcp_pubsub::build(settings, problems),
+        #[cfg(not(feature = "gcp_pubsub"))]
         "gcp_pubsub" => requires_feature(settings, problems, "gcp_pubsub"),
         "http_webhook" => super::http_webhook::build(settings, problems),
         "kafka" => requires_feature(settings, problems, "kafka"),

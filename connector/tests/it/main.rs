@@ -16,6 +16,8 @@ mod output_activemq;
 mod output_aws_sqs;
 #[cfg(feature = "clickhouse")]
 mod output_clickhouse;
+#[cfg(feature = "gcp_pubsub")]
+mod output_gcp_pubsub;
 mod output_mqtt;
 mod output_mysql;
 mod output_nats;
