@@ -33,6 +33,7 @@ impl RedisHarness {
             url: url(),
             key_prefix: self.prefix.clone(),
             operation_timeout: Duration::from_secs(5),
+            pool_size: 4,
         }
     }
 
