@@ -167,7 +167,7 @@ async fn while_redis_is_down_ingest_answers_503_and_what_was_accepted_is_deliver
 }
 
 #[tokio::test]
-async fn a_relay_whose_rabbitmq_cannot_be_reached_starts_and_answers_503() {
+async fn a_relay_whose_rabbitmq_cannot_be_reached_starts_and_answers_503_without_leaking_r137() {
     let port = free_port();
     let relay = TestRelay::start(
         "outage-rabbitmq",
@@ -185,4 +185,22 @@ async fn a_relay_whose_rabbitmq_cannot_be_reached_starts_and_answers_503() {
     );
     let refused = relay.post("shop", "{}").await;
     assert_eq!(refused.status(), 503, "never 200 and drop");
+    // the 5xx body is a fixed text; the broker URL and its credentials stay inside.
+    let text = refused.text().await.unwrap();
+    for secret in [port.to_string().as_str(), "guest", "amqp", "127.0.0.1"] {
+        assert!(!text.contains(secret), "{secret} leaked: {text}");
+    }
+    let ready_text = relay
+        .http
+        .get(format!("{}/readyz", relay.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !ready_text.contains("guest") && !ready_text.contains(&port.to_string()),
+        "{ready_text}"
+    );
 }
