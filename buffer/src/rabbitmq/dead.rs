@@ -361,6 +361,8 @@ impl Inner {
                 .await?
                 .unwrap_or(0);
             let c = record.counters.get(&q).copied().unwrap_or_default();
+            let queued =
+                queued + u64::try_from(c.waiting).unwrap_or(0) + self.delayed_count(channel, &q);
             let oldest = if queued == 0 {
                 None
             } else {

@@ -430,6 +430,10 @@ impl Inner {
         // A copy given back by the broker was delivered once more than its header says, unless
         // this process only peeked at it (ordered channels).
         let peeked = lock(&self.peeked).remove(&(channel.to_owned(), meta.message_id.clone()));
+        // A copy out of the ordered token is no longer waiting.
+        if carried {
+            self.add_delta(channel, queue, |c| c.waiting -= 1);
+        }
         meta.count = meta.count.saturating_add(u32::from(redelivered && !peeked));
         meta.ready_ms = None;
         let now = now_ms();

@@ -68,8 +68,9 @@
 //! - Leases are settled by the instance holding them; an ack sent to another instance answers
 //!   `NotInFlight` (the message is redelivered after its lease). Several relay instances need
 //!   `state.backend = "redis"` (`config-formats.md` §2.3).
-//! - Messages waiting out a requeue delay are in the shared delay queues, not counted in
-//!   `queued`.
+//! - Messages waiting out a requeue delay in the shared delay queues count in `queued` on the
+//!   instance that requeued them (it knows when they come back); a requeued message of an
+//!   ordered channel, inside the token, counts on every instance.
 
 mod dead;
 mod lease;
@@ -174,6 +175,9 @@ pub struct RabbitBuffer {
     inner: Arc<Inner>,
 }
 
+/// Due times (ms), earliest first.
+type DueTimes = std::collections::BinaryHeap<std::cmp::Reverse<i64>>;
+
 /// The shared state of a [`RabbitBuffer`].
 pub struct Inner {
     link: Link,
@@ -198,6 +202,9 @@ pub struct Inner {
     /// sequences and gave back. The broker marks them redelivered, which must not count as an
     /// attempt when they are taken for real.
     peeked: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    /// When the copies this process sent into a delay queue come back, per (channel, queue):
+    /// until then they are queued, though in a delay queue shared by every channel.
+    delayed: std::sync::Mutex<HashMap<(String, String), DueTimes>>,
     exchanges_ready: tokio::sync::Mutex<bool>,
     /// Dropping the sender ends the background task.
     stop: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
@@ -268,6 +275,7 @@ impl RabbitBuffer {
             heads: Default::default(),
             rr: Default::default(),
             peeked: Default::default(),
+            delayed: Default::default(),
             exchanges_ready: tokio::sync::Mutex::new(false),
             stop: std::sync::Mutex::new(Some(stop_tx)),
         });
@@ -350,6 +358,37 @@ impl Inner {
             .or_default()
             .entry(queue.to_owned())
             .or_default());
+    }
+
+    /// Notes a copy sent into a delay queue, due back at `ready_ms`.
+    pub(crate) fn note_delayed(&self, channel: &str, queue: &str, ready_ms: i64) {
+        let mut delayed = lock(&self.delayed);
+        let heap = delayed
+            .entry((channel.to_owned(), queue.to_owned()))
+            .or_default();
+        let now = lease::now_ms();
+        while heap.peek().is_some_and(|r| r.0 <= now) {
+            heap.pop();
+        }
+        heap.push(std::cmp::Reverse(ready_ms));
+    }
+
+    /// Copies of `queue` this process sent into a delay queue that are not due back yet.
+    pub(crate) fn delayed_count(&self, channel: &str, queue: &str) -> u64 {
+        let mut delayed = lock(&self.delayed);
+        let key = (channel.to_owned(), queue.to_owned());
+        let Some(heap) = delayed.get_mut(&key) else {
+            return 0;
+        };
+        let now = lease::now_ms();
+        while heap.peek().is_some_and(|r| r.0 <= now) {
+            heap.pop();
+        }
+        let n = heap.len() as u64;
+        if n == 0 {
+            delayed.remove(&key);
+        }
+        n
     }
 
     fn take_deltas(&self, channel: &str) -> BTreeMap<String, Counters> {

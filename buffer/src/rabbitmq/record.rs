@@ -32,6 +32,10 @@ pub(crate) struct Counters {
     /// Dead letters this backend put into the DLQ minus those it removed; a DLQ holding more
     /// has entries the broker moved there itself (TTL), not counted yet.
     pub dead_depth: i64,
+    /// Requeued copies of an ordered channel waiting inside its token: queued, though not in
+    /// the webhook queue.
+    #[serde(default)]
+    pub waiting: i64,
 }
 
 impl Counters {
@@ -42,6 +46,7 @@ impl Counters {
         self.expired += d.expired;
         self.dead_lettered += d.dead_lettered;
         self.dead_depth += d.dead_depth;
+        self.waiting += d.waiting;
     }
 }
 

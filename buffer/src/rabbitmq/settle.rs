@@ -145,6 +145,7 @@ impl Inner {
                 Some((&meta, &held.body)),
             )
             .await?;
+            self.add_delta(&held.channel, &held.queue, |c| c.waiting += 1);
             self.ack(&held.chan, held.tag).await?;
             if let Some(tag) = held.token_tag {
                 self.ack(&held.chan, tag).await?;
@@ -168,6 +169,13 @@ impl Inner {
         };
         self.publish_copy(&exchange, &routing, &held.body, props)
             .await?;
+        if wait > 0 {
+            self.note_delayed(
+                &held.channel,
+                &held.queue,
+                now.saturating_add(i64::try_from(wait).unwrap_or(i64::MAX)),
+            );
+        }
         self.ack(&held.chan, held.tag).await?;
         Ok(Settled::Requeued {
             ready_at: ts(now.saturating_add(i64::try_from(wait).unwrap_or(i64::MAX))),

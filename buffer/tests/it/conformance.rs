@@ -139,7 +139,7 @@ pub async fn publish_refuses_unknown_channel_and_oversized_body(h: &dyn Harness)
 }
 
 pub async fn nack_with_retry_requeues_after_the_delay_and_counts_r20(h: &dyn Harness) {
-    let delay = Duration::from_millis(400);
+    let delay = Duration::from_millis(800);
     let s = QueueSettings {
         requeue_delay_initial: delay,
         requeue_delay_max: Duration::from_secs(2),
@@ -161,6 +161,13 @@ pub async fn nack_with_retry_requeues_after_the_delay_and_counts_r20(h: &dyn Har
         .await
         .unwrap();
     assert!(matches!(settled, Settled::Requeued { .. }), "{settled:?}");
+    // Waiting out its delay, the message still counts as queued.
+    let waiting = b.stats("orders").await.unwrap();
+    assert_eq!(
+        (waiting.total.queued, waiting.total.in_flight),
+        (1, 0),
+        "{waiting:?}"
+    );
     let second = lease_one(&b, "orders").await;
     let spacing = nacked_at.elapsed();
     assert!(
@@ -741,6 +748,9 @@ pub async fn ordered_channel_never_has_two_in_flight_and_keeps_order_r29(h: &dyn
     )
     .await
     .unwrap();
+    // The requeued head is still queued, wherever the backend keeps it during its delay.
+    let st = b.stats("orders").await.unwrap();
+    assert_eq!((st.total.queued, st.total.in_flight), (3, 0), "{st:?}");
     let mut order = Vec::new();
     let mut counts = Vec::new();
     while order.len() < 3 {
