@@ -190,6 +190,19 @@ impl Inner {
                 .lease_ordered(channel, &record.all_queues(), &settings, chan, generation)
                 .await;
         }
+        if record.order_token {
+            // Once ordered: a requeued message may still wait inside the token.
+            // One still waiting out its delay does not hold up the others.
+            if let Some(attempt) = self
+                .lease_carried(channel, &settings, &chan, generation)
+                .await?
+            {
+                let (leases, wake) = attempt?;
+                if !leases.is_empty() {
+                    return Ok((leases, wake));
+                }
+            }
+        }
         let queues = record.all_queues();
         if queues.is_empty() {
             return Ok((Vec::new(), None));
@@ -299,34 +312,9 @@ impl Inner {
         };
         let d = token.delivery;
         if !d.data.is_empty() {
-            // A requeued message waits inside the token.
-            let meta = Meta::read(&d.properties);
-            let now = now_ms();
-            if let Some(ready) = meta.ready_ms.filter(|r| *r > now) {
-                put_token(&self.link, &names.order(), Some((&meta, &d.data))).await?;
-                self.ack(&chan, d.delivery_tag).await?;
-                return Ok((Vec::new(), u64::try_from(ready - now).ok()));
-            }
-            let q = meta.queue.clone();
-            return match self
-                .take(
-                    channel,
-                    &q,
-                    &chan,
-                    generation,
-                    d.delivery_tag,
-                    None,
-                    true,
-                    d.redelivered,
-                    &d.properties,
-                    d.data,
-                    settings,
-                )
-                .await?
-            {
-                Taken::Leased(l) => Ok((vec![*l], None)),
-                Taken::Buried => Ok((Vec::new(), Some(0))),
-            };
+            return self
+                .lease_from_token(channel, settings, &chan, generation, d)
+                .await;
         }
         // The channel's next message is the lowest sequence among the webhook queues' heads
         // take every head, keep that one, and give the others back in place (a classic
@@ -400,6 +388,79 @@ impl Inner {
             .await
             .map_err(|e| self.link.error(e))?;
         Ok((Vec::new(), None))
+    }
+
+    /// A requeued message waiting inside the ordered token `d`: leased once its delay is over
+    /// (the token travels with the lease), else put back.
+    async fn lease_from_token(
+        &self,
+        channel: &str,
+        settings: &Arc<QueueSettings>,
+        chan: &Channel,
+        generation: u64,
+        d: lapin::message::Delivery,
+    ) -> Attempt {
+        let names = self.names(channel);
+        let meta = Meta::read(&d.properties);
+        let now = now_ms();
+        if let Some(ready) = meta.ready_ms.filter(|r| *r > now) {
+            put_token(&self.link, &names.order(), Some((&meta, &d.data))).await?;
+            self.ack(chan, d.delivery_tag).await?;
+            return Ok((Vec::new(), u64::try_from(ready - now).ok()));
+        }
+        let q = meta.queue.clone();
+        match self
+            .take(
+                channel,
+                &q,
+                chan,
+                generation,
+                d.delivery_tag,
+                None,
+                true,
+                d.redelivered,
+                &d.properties,
+                d.data,
+                settings,
+            )
+            .await?
+        {
+            Taken::Leased(l) => Ok((vec![*l], None)),
+            Taken::Buried => Ok((Vec::new(), Some(0))),
+        }
+    }
+
+    /// A channel that is no longer ordered drains a message still waiting inside its token;
+    /// `None` when the token is empty or out (it is given back as it was).
+    async fn lease_carried(
+        &self,
+        channel: &str,
+        settings: &Arc<QueueSettings>,
+        chan: &Channel,
+        generation: u64,
+    ) -> Result<Option<Attempt>, BufferError> {
+        let names = self.names(channel);
+        let Some(token) = self.get(chan, &names.order()).await? else {
+            return Ok(None);
+        };
+        let d = token.delivery;
+        if d.data.is_empty() {
+            self.link
+                .bounded(chan.basic_nack(
+                    d.delivery_tag,
+                    BasicNackOptions {
+                        requeue: true,
+                        multiple: false,
+                    },
+                ))
+                .await
+                .map_err(|e| self.link.error(e))?;
+            return Ok(None);
+        }
+        Ok(Some(
+            self.lease_from_token(channel, settings, chan, generation, d)
+                .await,
+        ))
     }
 
     pub(crate) async fn ack(&self, chan: &Channel, tag: u64) -> Result<(), BufferError> {

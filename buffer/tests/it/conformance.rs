@@ -53,7 +53,8 @@ macro_rules! conformance_suite {
             cancelled_lease_call_costs_no_attempt_r27,
             large_binary_body_round_trips_byte_exact_r06,
             returned_lease_is_ready_at_once_without_counting_r27,
-            lease_held_at_restart_counts_as_an_attempt_r23
+            lease_held_at_restart_counts_as_an_attempt_r23,
+            a_channel_turned_unordered_still_delivers_its_requeued_message
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -1311,4 +1312,46 @@ pub async fn lease_held_at_restart_counts_as_an_attempt_r23(h: &dyn Harness) {
         b.settle(&held.token, Settle::Ack).await.unwrap(),
         Settled::NotInFlight
     );
+}
+
+pub async fn a_channel_turned_unordered_still_delivers_its_requeued_message(h: &dyn Harness) {
+    let ordered = QueueSettings {
+        ordered: true,
+        ..settings()
+    };
+    let b = open_with(h, "orders", &["stripe"], &ordered).await;
+    for n in 1..=2 {
+        publish(&b, "orders", "stripe", n).await;
+    }
+    let first = lease(&b, "orders", 10, 2_000).await;
+    assert_eq!(first.len(), 1);
+    b.settle(
+        &first[0].token,
+        Settle::Nack {
+            retry: true,
+            delay: Some(Duration::from_millis(300)),
+            reason: None,
+        },
+    )
+    .await
+    .unwrap();
+    b.ensure_channel("orders", &["stripe".to_owned()], &settings())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < 2 && Instant::now() < deadline {
+        for l in lease(&b, "orders", 10, 1_000).await {
+            got.push((body_n(&l), l.delivery_count));
+            b.settle(&l.token, Settle::Ack).await.unwrap();
+        }
+    }
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        vec![(1, 2), (2, 1)],
+        "both delivered once the channel is unordered"
+    );
+    let st = b.stats("orders").await.unwrap();
+    assert_eq!((st.total.queued, st.total.in_flight), (0, 0), "{st:?}");
 }
