@@ -234,6 +234,11 @@ fn load(flags: Flags) -> Result<RelayConfig, ExitCode> {
     }
 }
 
+/// mimalloc instead of the system allocator: allocation was about a sixth of the CPU profile
+/// of the message path (`docs/benchmarks.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (command, flags) = match cli.command {

@@ -685,6 +685,11 @@ fn rss_mb() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// mimalloc instead of the system allocator: allocation was about a sixth of the CPU profile
+/// of the message path (`docs/benchmarks.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
