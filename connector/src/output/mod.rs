@@ -13,6 +13,8 @@ mod aws;
 pub mod aws_sqs;
 mod endpoint;
 pub mod http_webhook;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod log;
 pub mod mqtt;
 pub mod mysql;
