@@ -14,6 +14,8 @@ mod operations;
 mod output_activemq;
 #[cfg(feature = "aws_sqs")]
 mod output_aws_sqs;
+#[cfg(feature = "kafka")]
+mod output_kafka;
 mod output_mqtt;
 mod output_mysql;
 mod output_nats;
