@@ -6,8 +6,10 @@
 #
 # Servers: redis (6379), rabbitmq (5672), postgres (5432), mariadb (3306), mosquitto (1883),
 # nats (4222), RabbitMQ's STOMP plugin (61613, for the activemq module) and moto's S3/SQS server
-# (5000, for the s3 and aws_sqs modules; installed from PyPI with pip when missing), all on
-# 127.0.0.1.
+# (5000, for the s3 and aws_sqs modules; installed from PyPI with pip when missing) and tansu,
+# a Kafka-compatible broker (9092, for the kafka module; built from crates.io with
+# `cargo install` into ${XDG_CACHE_HOME:-$HOME/.cache}/webhook-connect/tools when missing, in
+# memory, so every start is empty), all on 127.0.0.1.
 # Each is started with the command a Debian machine of this project's kind uses; a server that
 # is not installed, or does not come up in time, fails the script with a message that says
 # which one and why.
@@ -15,9 +17,15 @@ set -euo pipefail
 
 declare -A PORT=(
   [redis]=6379 [rabbitmq]=5672 [postgres]=5432 [mariadb]=3306 [mosquitto]=1883 [nats]=4222
-  [stomp]=61613 [moto]=5000
+  [stomp]=61613 [moto]=5000 [kafka]=9092
 )
-ORDER=(redis rabbitmq postgres mariadb mosquitto nats stomp moto)
+ORDER=(redis rabbitmq postgres mariadb mosquitto nats stomp moto kafka)
+
+# tansu (the Kafka-compatible broker of the kafka module's tests) is built once into this
+# cache; the build directory is kept too, so a re-run after a version bump is incremental.
+TOOLS_CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/webhook-connect
+TANSU_VERSION=0.6.0
+TANSU=$TOOLS_CACHE/tools/bin/tansu
 
 is_up() { # port
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
@@ -50,6 +58,14 @@ start() { # name
       fi
       setsid nohup python3 -m moto.server -H 127.0.0.1 -p 5000 \
         >/tmp/services-moto-server.log 2>&1 < /dev/null & ;;
+    kafka)
+      # The memory engine keeps the broker stateless: a restart starts with no topics. Topics
+      # are not auto-created; the tests create and delete their own.
+      setsid nohup "$TANSU" broker \
+        --kafka-listener-url tcp://127.0.0.1:9092 \
+        --kafka-advertised-listener-url tcp://127.0.0.1:9092 \
+        --storage-engine memory://tansu/ \
+        >/tmp/services-tansu-server.log 2>&1 < /dev/null & ;;
   esac
 }
 
@@ -57,7 +73,19 @@ binary_of() { # name
   case "$1" in
     redis) echo redis-server ;; rabbitmq) echo rabbitmq-server ;; postgres) echo pg_ctlcluster ;;
     mariadb) echo /usr/sbin/mariadbd ;; mosquitto) echo mosquitto ;; nats) echo /usr/sbin/nats-server ;;
-    stomp) echo rabbitmq-plugins ;; moto) echo python3 ;;
+    stomp) echo rabbitmq-plugins ;; moto) echo python3 ;; kafka) echo "$TANSU" ;;
+  esac
+}
+
+# Builds what a server needs when it is missing and can be built here; fails when it cannot.
+install() { # name
+  case "$1" in
+    kafka)
+      [ -x "$TANSU" ] && return 0
+      # fd 3 is the terminal: the build takes many minutes the first time.
+      echo "services: building tansu $TANSU_VERSION (once; cached in $TOOLS_CACHE)" >&3
+      CARGO_TARGET_DIR=$TOOLS_CACHE/tools-build cargo install tansu --version "$TANSU_VERSION" \
+        --locked --root "$TOOLS_CACHE/tools" ;;
   esac
 }
 
@@ -73,6 +101,12 @@ for name in "${wanted[@]}"; do
   fi
   if is_up "$port"; then
     echo "services: $name is up on 127.0.0.1:$port"
+    continue
+  fi
+  if ! install "$name" 3>&1 >/tmp/services-"$name"-install.log 2>&1; then
+    echo "services: installing $name failed (log: /tmp/services-$name-install.log):" >&2
+    tail -n 20 /tmp/services-"$name"-install.log >&2
+    failed=1
     continue
   fi
   if ! command -v "$(binary_of "$name")" >/dev/null 2>&1; then

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The full test suite: starts the local servers the tests use, then runs every test of the
 # workspace (unit, integration, end-to-end and doc tests) with every cargo feature on, so the
-# feature-gated output modules (zeromq, s3, aws_sqs) are tested too. Fails when any test fails,
-# and also when no test ran at all.
+# feature-gated output modules (zeromq, s3, aws_sqs, kafka) are tested too. Fails when any test
+# fails, and also when no test ran at all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
