@@ -16,11 +16,14 @@
 //!   leader changes and other retriable broker errors are `Transient`; authorisation and SASL/TLS
 //!   failures, an unknown topic or partition are `Unavailable`; a message too large or an invalid
 //!   record is `Permanent`. A producer that turned fatal is replaced, and the message is
-//!   `Transient`.
+//!   `Transient`. librdkafka reports a refused login or TLS handshake only to its error callback
+//!   and keeps retrying, so the sends time out: a timeout while the last such report is fresh
+//!   is `Unavailable`/`auth` (or `connection` for TLS), with that report as its message.
 
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -31,7 +34,7 @@ use webhook_connect_protocol::config_values::Secret;
 use super::endpoint::{self, ClientSlot, within};
 use super::record::{self, BodyFormat};
 use super::shared::{SharedClients, client_key};
-use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError};
+use super::{Delivery, ErrorCategory, ErrorKind, ModuleSettings, Output, OutputError};
 use crate::config::Problems;
 use crate::config::outbound;
 
@@ -437,9 +440,13 @@ impl KafkaServer {
         c
     }
 
-    fn producer(&self, idempotent: bool) -> Result<FutureProducer, OutputError> {
+    fn producer(
+        &self,
+        idempotent: bool,
+        context: &KafkaContext,
+    ) -> Result<FutureProducer<KafkaContext>, OutputError> {
         self.client_config(idempotent)
-            .create()
+            .create_with_context(context.clone())
             .map_err(|e| match e {
                 // librdkafka refused a property value: the configuration itself is wrong.
                 KafkaError::ClientConfig(..) => OutputError::permanent(
@@ -455,20 +462,73 @@ impl KafkaServer {
     }
 
     fn connect(&self) -> Result<KafkaClient, OutputError> {
+        let context = KafkaContext::default();
         Ok(KafkaClient {
             server: self.clone(),
             current: RwLock::new(Current {
-                producer: self.producer(true)?,
+                producer: self.producer(true, &context)?,
                 idempotent: true,
                 generation: 0,
             }),
+            context,
         })
     }
 }
 
+/// A login or TLS failure librdkafka reported, and when.
+type Refusal = (Instant, RDKafkaErrorCode, String);
+
+/// The producer's librdkafka callbacks: errors are logged, and the last refused login or TLS
+/// handshake is kept so that the timeouts it causes are classified `Unavailable`.
+#[derive(Clone, Default)]
+struct KafkaContext {
+    refused: Arc<Mutex<Option<Refusal>>>,
+}
+
+impl ClientContext for KafkaContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(code) = error.rdkafka_error_code().filter(|c| is_refusal(*c)) {
+            *self.refused.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((Instant::now(), code, reason.to_owned()));
+        }
+        tracing::warn!(error = %error, reason, "Kafka client error");
+    }
+}
+
+impl KafkaContext {
+    /// The refusal reported within `window`, if any.
+    fn recent_refusal(&self, window: Duration) -> Option<(RDKafkaErrorCode, String)> {
+        let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        refused
+            .as_ref()
+            .filter(|(at, _, _)| at.elapsed() <= window)
+            .map(|(_, code, reason)| (*code, reason.clone()))
+    }
+
+    /// Forgets the last refusal (after a delivery succeeded).
+    fn clear(&self) {
+        self.refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+}
+
+/// Error codes of a refused login or TLS handshake.
+fn is_refusal(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::Authentication
+            | RDKafkaErrorCode::SaslAuthenticationFailed
+            | RDKafkaErrorCode::UnsupportedSASLMechanism
+            | RDKafkaErrorCode::IllegalSASLState
+            | RDKafkaErrorCode::SSL
+    )
+}
+
 /// The producer in use and how it was made.
 struct Current {
-    producer: FutureProducer,
+    producer: FutureProducer<KafkaContext>,
     idempotent: bool,
     generation: u64,
 }
@@ -477,6 +537,7 @@ struct Current {
 struct KafkaClient {
     server: KafkaServer,
     current: RwLock<Current>,
+    context: KafkaContext,
 }
 
 impl std::fmt::Debug for KafkaClient {
@@ -489,7 +550,7 @@ impl std::fmt::Debug for KafkaClient {
 
 impl KafkaClient {
     /// The producer now in use and its generation.
-    fn producer(&self) -> (FutureProducer, u64) {
+    fn producer(&self) -> (FutureProducer<KafkaContext>, u64) {
         let c = self.current.read().unwrap_or_else(|e| e.into_inner());
         (c.producer.clone(), c.generation)
     }
@@ -530,7 +591,7 @@ impl KafkaClient {
         } else {
             tracing::warn!(error = %reason, "Kafka producer failed fatally; replacing it");
         }
-        match self.server.producer(idempotent) {
+        match self.server.producer(idempotent, &self.context) {
             Ok(p) => {
                 *c = Current {
                     producer: p,
@@ -553,7 +614,25 @@ impl KafkaClient {
                     format!("Kafka producer failed fatally ({reason}); it was replaced"),
                 )
             }
-            Some(code) => classify_code(code, &format!("Kafka: {e}")),
+            Some(code) => {
+                let out = classify_code(code, &format!("Kafka: {e}"));
+                // A refused login or handshake shows up as timeouts: report the cause.
+                let window = self.server.message_timeout + REPORT_GRACE;
+                match self.context.recent_refusal(window) {
+                    Some((cause, reason)) if out.kind == ErrorKind::Transient => {
+                        let category = if cause == RDKafkaErrorCode::SSL {
+                            ErrorCategory::Connection
+                        } else {
+                            ErrorCategory::Auth
+                        };
+                        OutputError::unavailable(
+                            category,
+                            format!("Kafka: {e}; the broker refused us: {reason}"),
+                        )
+                    }
+                    _ => out,
+                }
+            }
             None => OutputError::transient(ErrorCategory::Other, format!("Kafka: {e}")),
         }
     }
@@ -735,7 +814,10 @@ impl Output for Kafka {
         let limit = self.server.message_timeout + QUEUE_TIMEOUT + REPORT_GRACE;
         within(limit, "Kafka delivery report", async {
             match producer.send(rec, QUEUE_TIMEOUT).await {
-                Ok(_) => Ok(()),
+                Ok(_) => {
+                    client.context.clear();
+                    Ok(())
+                }
                 Err((e, _)) => Err(client.classify(&e, generation)),
             }
         })
@@ -754,7 +836,6 @@ impl Output for Kafka {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::ErrorKind;
     use crate::output::record::tests::delivery;
 
     #[test]
@@ -804,6 +885,40 @@ mod tests {
         ] {
             assert!(parse_bootstrap(&bad).is_err(), "{bad}");
         }
+    }
+
+    /// A refused SASL login reaches only the error callback, and sends then time out: while
+    /// the refusal is fresh, the timeout is `Unavailable`/`auth`; after a success, `Transient`.
+    #[test]
+    fn timeouts_after_a_refused_login_are_unavailable() {
+        let server = KafkaServer {
+            key: "k".into(),
+            bootstrap: "127.0.0.1:1".into(),
+            security_protocol: "plaintext",
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            ssl_ca_location: None,
+            client_id: DEFAULT_CLIENT_ID.into(),
+            message_timeout: Duration::from_secs(1),
+        };
+        let client = server.connect().expect("producer");
+        let timeout = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        assert_eq!(client.classify(&timeout, 0).kind, ErrorKind::Transient);
+        client.context.error(
+            KafkaError::Global(RDKafkaErrorCode::Authentication),
+            "SASL authentication error: invalid credentials",
+        );
+        let e = client.classify(&timeout, 0);
+        assert_eq!(
+            (e.kind, e.category),
+            (ErrorKind::Unavailable, ErrorCategory::Auth)
+        );
+        assert!(e.message.contains("invalid credentials"), "{e}");
+        let too_large = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        assert_eq!(client.classify(&too_large, 0).kind, ErrorKind::Permanent);
+        client.context.clear();
+        assert_eq!(client.classify(&timeout, 0).kind, ErrorKind::Transient);
     }
 
     #[test]
