@@ -23,8 +23,10 @@ ORDER=(redis rabbitmq postgres mariadb mosquitto nats stomp moto kafka)
 
 # tansu (the Kafka-compatible broker of the kafka module's tests) is built once into this
 # cache; the build directory is kept too, so a re-run after a version bump is incremental.
+# Its default features store nothing (only the `null` engine): `dynostore` adds `memory://`.
 TOOLS_CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/webhook-connect
 TANSU_VERSION=0.6.0
+TANSU_FEATURES=dynostore
 TANSU=$TOOLS_CACHE/tools/bin/tansu
 
 is_up() { # port
@@ -81,11 +83,15 @@ binary_of() { # name
 install() { # name
   case "$1" in
     kafka)
-      [ -x "$TANSU" ] && return 0
+      # cargo records the features of an install; one without the memory engine is rebuilt.
+      if [ -x "$TANSU" ] && grep -q "\"$TANSU_FEATURES\"" "$TOOLS_CACHE/tools/.crates2.json" 2>/dev/null
+      then
+        return 0
+      fi
       # fd 3 is the terminal: the build takes many minutes the first time.
       echo "services: building tansu $TANSU_VERSION (once; cached in $TOOLS_CACHE)" >&3
       CARGO_TARGET_DIR=$TOOLS_CACHE/tools-build cargo install tansu --version "$TANSU_VERSION" \
-        --locked --root "$TOOLS_CACHE/tools" ;;
+        --locked --features "$TANSU_FEATURES" --root "$TOOLS_CACHE/tools" ;;
   esac
 }
 

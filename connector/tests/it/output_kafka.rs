@@ -427,3 +427,100 @@ async fn sasl_ssl_settings_build_and_a_missing_ca_file_is_unavailable() {
     assert_eq!(err.kind, ErrorKind::Unavailable, "{err}");
     assert!(!err.message.contains("s3cret-pw"), "{err}");
 }
+
+/// A tansu broker of the test's own, with SASL authentication on, stopped on drop.
+struct AuthBroker {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for AuthBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The tansu binary: `TANSU_BIN`, else where scripts/services.sh installs it, else `PATH`.
+fn tansu_binary() -> String {
+    if let Ok(bin) = std::env::var("TANSU_BIN") {
+        return bin;
+    }
+    let cache = std::env::var("XDG_CACHE_HOME")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .or_else(|| std::env::var("HOME").ok().map(|h| format!("{h}/.cache")))
+        .unwrap_or_default();
+    let installed = format!("{cache}/webhook-connect/tools/bin/tansu");
+    if std::path::Path::new(&installed).exists() {
+        installed
+    } else {
+        "tansu".to_owned()
+    }
+}
+
+async fn auth_broker() -> AuthBroker {
+    let port = closed_port().await;
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = std::process::Command::new(tansu_binary())
+        .args([
+            "broker",
+            "--authentication",
+            "--storage-engine",
+            "memory://tansu/",
+        ])
+        .args([
+            "--kafka-listener-url",
+            &url,
+            "--kafka-advertised-listener-url",
+            &url,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect(
+            "tansu is needed for the authentication test (scripts/services.sh kafka, or TANSU_BIN)",
+        );
+    let broker = AuthBroker { child, port };
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return broker;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the test's tansu broker did not open port {port}");
+}
+
+/// A SCRAM login the broker refuses (no such user) is `Unavailable`/`auth`, at setup and for a
+/// message, with the broker's reason, not a plain timeout.
+#[tokio::test]
+async fn a_refused_sasl_login_is_unavailable() {
+    let broker = auth_broker().await;
+    let entry = Entry::new("kafka", json!({"topic": "wc-auth"})).connection(
+        "events",
+        json!({"type": "kafka", "bootstrap_servers": format!("127.0.0.1:{}", broker.port),
+               "security_protocol": "sasl_plaintext", "sasl_mechanism": "SCRAM-SHA-512",
+               "sasl_username": "nobody", "sasl_password": "wrong-pw", "message_timeout_ms": 3000}),
+    );
+    let out = entry.build(kafka::build);
+    let err = out.setup().await.unwrap_err();
+    assert_eq!(
+        (err.kind, err.category),
+        (ErrorKind::Unavailable, ErrorCategory::Auth),
+        "{err}"
+    );
+    assert!(!err.message.contains("wrong-pw"), "{err}");
+    let err = out
+        .process(&delivery("msg_auth", payload(0)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.kind, err.category),
+        (ErrorKind::Unavailable, ErrorCategory::Auth),
+        "{err}"
+    );
+    out.teardown().await;
+}
