@@ -8,11 +8,13 @@
 # nats (4222), RabbitMQ's STOMP plugin (61613, for the activemq module) and moto's S3/SQS server
 # (5000, for the s3 and aws_sqs modules; installed from PyPI with pip when missing), Google's
 # Pub/Sub emulator (8085, for the gcp_pubsub module; Debian package
-# google-cloud-cli-pubsub-emulator from Google's apt repository, which needs Java), and for the
-# clickhouse module scripts/chdb_http.py (8123): ClickHouse's HTTP interface in front of chDB,
-# the ClickHouse engine as a library (PyPI `chdb`, installed with pip when missing). That one is
-# not a ClickHouse server: the SQL runs in the real engine, the HTTP layer is ours (see the
-# script and docs/modules.md). All on 127.0.0.1.
+# google-cloud-cli-pubsub-emulator from Google's apt repository, which needs Java), tansu, a
+# Kafka-compatible broker (9092, for the kafka module; built from crates.io with `cargo install`
+# into ${XDG_CACHE_HOME:-$HOME/.cache}/webhook-connect/tools when missing, in memory, so every
+# start is empty), and for the clickhouse module scripts/chdb_http.py (8123): ClickHouse's HTTP
+# interface in front of chDB, the ClickHouse engine as a library (PyPI `chdb`, installed with pip
+# when missing). That one is not a ClickHouse server: the SQL runs in the real engine, the HTTP
+# layer is ours (see the script and docs/modules.md). All on 127.0.0.1.
 # Each is started with the command a Debian machine of this project's kind uses; a server that
 # is not installed, or does not come up in time, fails the script with a message that says
 # which one and why.
@@ -20,13 +22,21 @@ set -euo pipefail
 
 declare -A PORT=(
   [redis]=6379 [rabbitmq]=5672 [postgres]=5432 [mariadb]=3306 [mosquitto]=1883 [nats]=4222
-  [stomp]=61613 [moto]=5000 [pubsub]=8085 [clickhouse]=8123
+  [stomp]=61613 [moto]=5000 [pubsub]=8085 [clickhouse]=8123 [kafka]=9092
 )
-ORDER=(redis rabbitmq postgres mariadb mosquitto nats stomp moto pubsub clickhouse)
+ORDER=(redis rabbitmq postgres mariadb mosquitto nats stomp moto pubsub clickhouse kafka)
 HERE=$(cd "$(dirname "$0")" && pwd)
 
 # The emulator's own launcher (the package's; `gcloud beta emulators pubsub start` runs the same).
 PUBSUB_EMULATOR=/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator
+
+# tansu (the Kafka-compatible broker of the kafka module's tests) is built once into this
+# cache; the build directory is kept too, so a re-run after a version bump is incremental.
+# Its default features store nothing (only the `null` engine): `dynostore` adds `memory://`.
+TOOLS_CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/webhook-connect
+TANSU_VERSION=0.6.0
+TANSU_FEATURES=dynostore
+TANSU=$TOOLS_CACHE/tools/bin/tansu
 
 is_up() { # port
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
@@ -72,6 +82,14 @@ start() { # name
       mkdir -p /var/lib/chdb-http
       setsid nohup python3 "$HERE/chdb_http.py" --host 127.0.0.1 --port 8123 \
         --path /var/lib/chdb-http >/tmp/services-chdb-http.log 2>&1 < /dev/null & ;;
+    kafka)
+      # The memory engine keeps the broker stateless: a restart starts with no topics. Topics
+      # are not auto-created; the tests create and delete their own.
+      setsid nohup "$TANSU" broker \
+        --kafka-listener-url tcp://127.0.0.1:9092 \
+        --kafka-advertised-listener-url tcp://127.0.0.1:9092 \
+        --storage-engine memory://tansu/ \
+        >/tmp/services-tansu-server.log 2>&1 < /dev/null & ;;
   esac
 }
 
@@ -80,7 +98,23 @@ binary_of() { # name
     redis) echo redis-server ;; rabbitmq) echo rabbitmq-server ;; postgres) echo pg_ctlcluster ;;
     mariadb) echo /usr/sbin/mariadbd ;; mosquitto) echo mosquitto ;; nats) echo /usr/sbin/nats-server ;;
     stomp) echo rabbitmq-plugins ;; moto) echo python3 ;; pubsub) echo "$PUBSUB_EMULATOR" ;;
-    clickhouse) echo python3 ;;
+    clickhouse) echo python3 ;; kafka) echo "$TANSU" ;;
+  esac
+}
+
+# Builds what a server needs when it is missing and can be built here; fails when it cannot.
+install() { # name
+  case "$1" in
+    kafka)
+      # cargo records the features of an install; one without the memory engine is rebuilt.
+      if [ -x "$TANSU" ] && grep -q "\"$TANSU_FEATURES\"" "$TOOLS_CACHE/tools/.crates2.json" 2>/dev/null
+      then
+        return 0
+      fi
+      # fd 3 is the terminal: the build takes many minutes the first time.
+      echo "services: building tansu $TANSU_VERSION (once; cached in $TOOLS_CACHE)" >&3
+      CARGO_TARGET_DIR=$TOOLS_CACHE/tools-build cargo install tansu --version "$TANSU_VERSION" \
+        --locked --features "$TANSU_FEATURES" --root "$TOOLS_CACHE/tools" ;;
   esac
 }
 
@@ -106,6 +140,12 @@ for name in "${wanted[@]}"; do
   fi
   if is_up "$port"; then
     echo "services: $name is up on 127.0.0.1:$port"
+    continue
+  fi
+  if ! install "$name" 3>&1 >/tmp/services-"$name"-install.log 2>&1; then
+    echo "services: installing $name failed (log: /tmp/services-$name-install.log):" >&2
+    tail -n 20 /tmp/services-"$name"-install.log >&2
+    failed=1
     continue
   fi
   if ! command -v "$(binary_of "$name")" >/dev/null 2>&1; then

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The full test suite: starts the local servers the tests use, then runs every test of the
 # workspace (unit, integration, end-to-end and doc tests) with every cargo feature on, so the
-# feature-gated output modules (zeromq, s3, aws_sqs, clickhouse, gcp_pubsub, redis_rq's RQ mode)
-# are tested too. Fails when any test fails, and also when no test ran at all.
+# feature-gated output modules (zeromq, s3, aws_sqs, clickhouse, gcp_pubsub, kafka, redis_rq's
+# RQ mode) are tested too. Fails when any test fails, and also when no test ran at all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

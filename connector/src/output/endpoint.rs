@@ -171,6 +171,12 @@ impl<T> ClientSlot<T> {
         Ok(slot.get_or_insert(c).clone())
     }
 
+    /// Hands the client over (for a teardown that must drop it off the async workers).
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))] // only `kafka` needs it
+    pub(crate) fn take(&self) -> Option<Arc<T>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
     /// Lets go of the client.
     pub(crate) fn release(&self) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).take();

@@ -19,6 +19,8 @@ mod gcp_auth;
 #[cfg(feature = "gcp_pubsub")]
 pub mod gcp_pubsub;
 pub mod http_webhook;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod log;
 pub mod mqtt;
 pub mod mysql;

@@ -95,6 +95,9 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
         #[cfg(not(feature = "gcp_pubsub"))]
         "gcp_pubsub" => requires_feature(settings, problems, "gcp_pubsub"),
         "http_webhook" => super::http_webhook::build(settings, problems),
+        #[cfg(feature = "kafka")]
+        "kafka" => super::kafka::build(settings, problems),
+        #[cfg(not(feature = "kafka"))]
         "kafka" => requires_feature(settings, problems, "kafka"),
         "log" => super::log::build(settings, problems),
         "mqtt" => super::mqtt::build(settings, problems),

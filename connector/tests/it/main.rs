@@ -18,6 +18,8 @@ mod output_aws_sqs;
 mod output_clickhouse;
 #[cfg(feature = "gcp_pubsub")]
 mod output_gcp_pubsub;
+#[cfg(feature = "kafka")]
+mod output_kafka;
 mod output_mqtt;
 mod output_mysql;
 mod output_nats;
