@@ -171,7 +171,6 @@ async fn main() -> anyhow::Result<()> {
         url: url.clone(),
         key_prefix: prefix.clone(),
         operation_timeout: Duration::from_secs(5),
-        ..Default::default()
     })
     .await
     {

@@ -13,7 +13,7 @@
 //! ```text
 //! let buffer: SharedBuffer = match backend {
 //!     Embedded => Arc::new(EmbeddedBuffer::open(path, EmbeddedOptions { commit_max_delay, operation_timeout }).await?),
-//!     Redis => Arc::new(RedisBuffer::connect(RedisOptions { url, key_prefix, operation_timeout, pool_size: 16 }).await?),
+//!     Redis => Arc::new(RedisBuffer::connect(RedisOptions { url, key_prefix, operation_timeout }).await?),
 //!     RabbitMq => Arc::new(RabbitBuffer::connect(RabbitOptions { url, exchange, prefetch, operation_timeout }).await?),
 //! };
 //! ```

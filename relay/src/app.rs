@@ -112,7 +112,6 @@ pub async fn open_buffer(config: &RelayConfig) -> Result<SharedBuffer, StartErro
                 url: r.url.expose().to_owned(),
                 key_prefix: r.key_prefix.clone(),
                 operation_timeout: Duration::from_millis(r.operation_timeout_ms),
-                pool_size: usize::try_from(r.pool_size).unwrap_or(16),
             };
             Ok(Arc::new(RedisBuffer::connect(options).await?))
         }

@@ -56,8 +56,6 @@ pub struct RedisOptions {
     pub key_prefix: String,
     /// Bound of every operation.
     pub operation_timeout: Duration,
-    /// Multiplexed connections, used in turn (`buffer.redis.pool_size`, 1–256).
-    pub pool_size: usize,
 }
 
 impl Default for RedisOptions {
@@ -66,7 +64,6 @@ impl Default for RedisOptions {
             url: "redis://127.0.0.1:6379/0".into(),
             key_prefix: "webhook_connect".into(),
             operation_timeout: Duration::from_secs(5),
-            pool_size: 16,
         }
     }
 }
@@ -89,9 +86,7 @@ pub struct RedisBuffer {
 
 /// The shared state of a [`RedisBuffer`] (spawned lease calls hold it too).
 pub struct Inner {
-    /// The pool: each a multiplexed, self-reconnecting connection; requests take them in turn.
-    conns: Vec<ConnectionManager>,
-    next_conn: std::sync::atomic::AtomicUsize,
+    conn: ConnectionManager,
     prefix: String,
     timeout: Duration,
     scripts: Scripts,
@@ -234,13 +229,9 @@ impl RedisBuffer {
             .set_connection_timeout(Some(options.operation_timeout))
             .set_response_timeout(Some(options.operation_timeout))
             .set_number_of_retries(2);
-        let size = options.pool_size.clamp(1, 256);
-        let conns = tokio::time::timeout(
+        let conn = tokio::time::timeout(
             options.operation_timeout,
-            futures_util::future::try_join_all(
-                (0..size)
-                    .map(|_| ConnectionManager::new_with_config(client.clone(), config.clone())),
-            ),
+            ConnectionManager::new_with_config(client.clone(), config),
         )
         .await
         .map_err(|_| BufferError::Timeout)?
@@ -256,8 +247,7 @@ impl RedisBuffer {
         ));
         Ok(RedisBuffer {
             inner: Arc::new(Inner {
-                conns,
-                next_conn: std::sync::atomic::AtomicUsize::new(0),
+                conn,
                 prefix: options.key_prefix,
                 timeout: options.operation_timeout,
                 scripts: Scripts::new(),
@@ -279,8 +269,7 @@ impl Inner {
         if self.closed.load(Ordering::Acquire) {
             return Err(BufferError::Closed);
         }
-        let i = self.next_conn.fetch_add(1, Ordering::Relaxed) % self.conns.len();
-        self.conns.get(i).cloned().ok_or(BufferError::Closed)
+        Ok(self.conn.clone())
     }
 
     async fn bounded<T>(

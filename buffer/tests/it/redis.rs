@@ -33,7 +33,6 @@ impl RedisHarness {
             url: url(),
             key_prefix: self.prefix.clone(),
             operation_timeout: Duration::from_secs(5),
-            pool_size: 4,
         }
     }
 

@@ -269,7 +269,6 @@ async fn buffer_limit(backend: &Backend, n: usize) -> Vec<Row> {
                 url: Backend::redis_url(),
                 key_prefix: prefix.clone(),
                 operation_timeout: Duration::from_secs(30),
-                ..Default::default()
             };
             match webhook_connect_buffer::RedisBuffer::connect(options).await {
                 Ok(b) => std::sync::Arc::new(b),
