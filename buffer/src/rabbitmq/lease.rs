@@ -346,16 +346,7 @@ impl Inner {
                 }
             }
             for (_, other) in &heads {
-                self.link
-                    .bounded(chan.basic_nack(
-                        other.delivery_tag,
-                        BasicNackOptions {
-                            requeue: true,
-                            multiple: false,
-                        },
-                    ))
-                    .await
-                    .map_err(|e| self.link.error(e))?;
+                self.return_delivery(&chan, other.delivery_tag).await?;
             }
             if let Taken::Leased(l) = self
                 .take(
@@ -377,16 +368,7 @@ impl Inner {
             }
         }
         // Nothing to deliver: put the (empty) token back.
-        self.link
-            .bounded(chan.basic_nack(
-                d.delivery_tag,
-                BasicNackOptions {
-                    requeue: true,
-                    multiple: false,
-                },
-            ))
-            .await
-            .map_err(|e| self.link.error(e))?;
+        self.return_delivery(&chan, d.delivery_tag).await?;
         Ok((Vec::new(), None))
     }
 
@@ -445,22 +427,27 @@ impl Inner {
         };
         let d = token.delivery;
         if d.data.is_empty() {
-            self.link
-                .bounded(chan.basic_nack(
-                    d.delivery_tag,
-                    BasicNackOptions {
-                        requeue: true,
-                        multiple: false,
-                    },
-                ))
-                .await
-                .map_err(|e| self.link.error(e))?;
+            self.return_delivery(chan, d.delivery_tag).await?;
             return Ok(None);
         }
         Ok(Some(
             self.lease_from_token(channel, settings, chan, generation, d)
                 .await,
         ))
+    }
+
+    /// Returns a delivery to its queue, in its place (`basic.nack` with requeue).
+    async fn return_delivery(&self, chan: &Channel, tag: u64) -> Result<(), BufferError> {
+        self.link
+            .bounded(chan.basic_nack(
+                tag,
+                BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                },
+            ))
+            .await
+            .map_err(|e| self.link.error(e))
     }
 
     pub(crate) async fn ack(&self, chan: &Channel, tag: u64) -> Result<(), BufferError> {
