@@ -97,6 +97,33 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A required string that `problem` accepts (it says why a value is refused), else `None`
+    /// with an error: "missing field" when neither the key nor `fallback` gives one, or the
+    /// value quoted with the reason.
+    pub(crate) fn checked_string<W: std::fmt::Display>(
+        &mut self,
+        p: &mut Problems,
+        key: &'static str,
+        fallback: Option<String>,
+        problem: impl Fn(&str) -> Option<W>,
+    ) -> Option<String> {
+        match self.string(p, key).or(fallback) {
+            Some(v) => match problem(&v) {
+                Some(why) => {
+                    self.error(p, key, format!("{v:?} {why}"));
+                    None
+                }
+                None => Some(v),
+            },
+            None => {
+                if self.get(key).is_none() {
+                    self.error(p, key, "missing field");
+                }
+                None
+            }
+        }
+    }
+
     pub(crate) fn number(&mut self, p: &mut Problems, key: &'static str) -> Option<f64> {
         let v = self.get(key)?;
         let parsed = match v {

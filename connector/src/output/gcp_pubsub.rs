@@ -98,21 +98,7 @@ struct Connection {
 impl Connection {
     fn read(s: &ModuleSettings<'_>, p: &mut Problems) -> Option<Self> {
         let mut r = endpoint::connection(s);
-        let project_id = match r.string(p, "project_id") {
-            Some(id) => match project_problem(&id) {
-                Some(why) => {
-                    r.error(p, "project_id", format!("{id:?} {why}"));
-                    None
-                }
-                None => Some(id),
-            },
-            None => {
-                if r.get("project_id").is_none() {
-                    r.error(p, "project_id", "missing field");
-                }
-                None
-            }
-        };
+        let project_id = r.checked_string(p, "project_id", None, project_problem);
         let endpoint = endpoint::url(&mut r, p, "endpoint", &["http", "https"], s.outbound_strict);
         let emulator = std::env::var("PUBSUB_EMULATOR_HOST").ok();
         let (base, using_emulator) = match base_url(endpoint.as_ref(), emulator.as_deref()) {
@@ -334,27 +320,11 @@ fn classify(what: &str, answer: &Answer) -> OutputError {
 pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<Box<dyn Output>> {
     let before = problems.errors.len();
     let mut mc = settings.config_reader();
-    let own = mc.string(problems, "topic");
-    let topic = match own.or_else(|| {
-        settings
-            .fallback("topic")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    }) {
-        Some(t) => match topic_problem(&t) {
-            Some(why) => {
-                mc.error(problems, "topic", format!("{t:?} {why}"));
-                None
-            }
-            None => Some(t),
-        },
-        None => {
-            if mc.get("topic").is_none() {
-                mc.error(problems, "topic", "missing field");
-            }
-            None
-        }
-    };
+    let fallback = settings
+        .fallback("topic")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let topic = mc.checked_string(problems, "topic", fallback, topic_problem);
     let create_topic = mc.boolean(problems, "create_topic", true);
     let ordering_key = mc.string(problems, "ordering_key");
     if let Some(k) = &ordering_key

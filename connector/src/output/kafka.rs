@@ -184,26 +184,10 @@ fn parse_bootstrap(value: &Value) -> Result<Vec<String>, String> {
 pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<Box<dyn Output>> {
     let before = problems.errors.len();
     let mut mc = settings.config_reader();
-    let topic = mc.string(problems, "topic").or_else(|| {
-        settings
-            .fallback("topic")
-            .and_then(|v| v.as_str().map(str::to_owned))
-    });
-    let topic = match topic {
-        Some(t) => match check_topic(&t) {
-            Some(why) => {
-                mc.error(problems, "topic", format!("{t:?} {why}"));
-                None
-            }
-            None => Some(t),
-        },
-        None => {
-            if mc.get("topic").is_none() {
-                mc.error(problems, "topic", "missing field");
-            }
-            None
-        }
-    };
+    let fallback = settings
+        .fallback("topic")
+        .and_then(|v| v.as_str().map(str::to_owned));
+    let topic = mc.checked_string(problems, "topic", fallback, check_topic);
     let key = mc
         .string(problems, "key")
         .and_then(|k| match KeyTemplate::parse(&k) {

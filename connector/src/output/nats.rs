@@ -44,22 +44,7 @@ fn check_subject(subject: &str) -> Option<&'static str> {
 pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<Box<dyn Output>> {
     let before = problems.errors.len();
     let mut mc = settings.config_reader();
-    let subject = mc.string(problems, "subject");
-    let subject = match subject {
-        Some(s) => match check_subject(&s) {
-            Some(why) => {
-                mc.error(problems, "subject", format!("{s:?} {why}"));
-                None
-            }
-            None => Some(s),
-        },
-        None => {
-            if mc.get("subject").is_none() {
-                mc.error(problems, "subject", "missing field");
-            }
-            None
-        }
-    };
+    let subject = mc.checked_string(problems, "subject", None, check_subject);
     let jetstream = mc.boolean(problems, "jetstream", false);
     let forward_headers = mc.boolean(problems, "forward_headers", false);
     let body = BodyFormat::read(&mut mc, problems, "body");

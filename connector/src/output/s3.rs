@@ -47,21 +47,7 @@ fn bucket_problem(bucket: &str) -> Option<&'static str> {
 pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<Box<dyn Output>> {
     let before = problems.errors.len();
     let mut mc = settings.config_reader();
-    let bucket = match mc.string(problems, "bucket") {
-        Some(b) => match bucket_problem(&b) {
-            Some(why) => {
-                mc.error(problems, "bucket", format!("{b:?} {why}"));
-                None
-            }
-            None => Some(b),
-        },
-        None => {
-            if mc.get("bucket").is_none() {
-                mc.error(problems, "bucket", "missing field");
-            }
-            None
-        }
-    };
+    let bucket = mc.checked_string(problems, "bucket", None, bucket_problem);
     let prefix = mc
         .string(problems, "prefix")
         .unwrap_or_else(|| "webhooks".to_owned())
