@@ -1,6 +1,11 @@
 //! One TLS configuration (rustls) for every connection to the relay: the WebSocket, the SSE
 //! stream, long-polls and the HTTP acks all use it, so a private CA or `verify_ssl: false` works
-//! for acks too.
+//! for acks too. Output modules that speak TLS themselves (`mqtt`) build theirs here
+//! too, from their own keys ([`client_config_for`]).
+//!
+//! The build links two rustls crypto providers (ring, ours, and aws-lc-rs, which lapin
+//! enables), so drivers that call `rustls::ClientConfig::builder()` (redis, async-nats) find
+//! no process default and panic unless one is installed: [`install_default_provider`].
 
 use std::sync::Arc;
 
@@ -11,8 +16,22 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 
 use crate::config::TlsConfig;
 
+/// Installs ring as the process-wide rustls provider, once; a no-op when one is installed.
+pub fn install_default_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// Builds the rustls client configuration described by `tls`.
 pub fn client_config(tls: &TlsConfig) -> Result<Arc<ClientConfig>, String> {
+    client_config_for(tls, ["ca_cert_path", "client_cert_path", "client_key_path"])
+}
+
+/// As [`client_config`], naming the CA, certificate and key settings `keys` in its errors.
+pub fn client_config_for(tls: &TlsConfig, keys: [&str; 3]) -> Result<Arc<ClientConfig>, String> {
+    let [ca_key, cert_key, key_key] = keys;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -23,21 +42,18 @@ pub fn client_config(tls: &TlsConfig) -> Result<Arc<ClientConfig>, String> {
         };
         if let Some(path) = &tls.ca_cert_path {
             let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("ca_cert_path: cannot read {}: {e}", path.display()))?;
+                .map_err(|e| format!("{ca_key}: cannot read {}: {e}", path.display()))?;
             let mut added = 0;
             for cert in certs {
-                let cert = cert
-                    .map_err(|e| format!("ca_cert_path: invalid PEM in {}: {e}", path.display()))?;
+                let cert =
+                    cert.map_err(|e| format!("{ca_key}: invalid PEM in {}: {e}", path.display()))?;
                 roots
                     .add(cert)
-                    .map_err(|e| format!("ca_cert_path: unusable certificate: {e}"))?;
+                    .map_err(|e| format!("{ca_key}: unusable certificate: {e}"))?;
                 added += 1;
             }
             if added == 0 {
-                return Err(format!(
-                    "ca_cert_path: no certificate in {}",
-                    path.display()
-                ));
+                return Err(format!("{ca_key}: no certificate in {}", path.display()));
             }
         }
         builder.with_root_certificates(roots)
@@ -51,11 +67,9 @@ pub fn client_config(tls: &TlsConfig) -> Result<Arc<ClientConfig>, String> {
         Some((cert_path, key_path)) => {
             let certs = CertificateDer::pem_file_iter(cert_path)
                 .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| {
-                    format!("client_cert_path: cannot read {}: {e}", cert_path.display())
-                })?;
+                .map_err(|e| format!("{cert_key}: cannot read {}: {e}", cert_path.display()))?;
             let key = PrivateKeyDer::from_pem_file(key_path)
-                .map_err(|e| format!("client_key_path: cannot read {}: {e}", key_path.display()))?;
+                .map_err(|e| format!("{key_key}: cannot read {}: {e}", key_path.display()))?;
             builder
                 .with_client_auth_cert(certs, key)
                 .map_err(|e| format!("client certificate rejected: {e}"))?

@@ -240,6 +240,10 @@ fn load(flags: Flags) -> Result<RelayConfig, ExitCode> {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // The redis crate (a `rediss://` buffer or state store) builds its TLS configuration with
+    // rustls's process-wide provider. The build links two (ring, and aws-lc-rs through lapin),
+    // so rustls cannot pick one itself and would panic: install ring, which the relay uses.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let (command, flags) = match cli.command {
         None => ("run", cli.flags),

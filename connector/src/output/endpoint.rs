@@ -206,6 +206,35 @@ pub(crate) fn io_error(what: &str, e: &std::io::Error) -> OutputError {
     OutputError::transient(category, format!("{what}: {e}"))
 }
 
+/// True when `e` is a failed TLS handshake (certificate refused, alert from the peer): a
+/// `rustls::Error` anywhere in its sources, also inside an `io::Error`. Drivers that wrap the
+/// I/O error so that its `rustls::Error` is out of reach are recognised by rustls's messages.
+pub(crate) fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if err.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    let text = e.to_string();
+    [
+        "invalid peer certificate",
+        "received fatal alert",
+        "peer is incompatible",
+        "peer misbehaved",
+    ]
+    .iter()
+    .any(|m| text.contains(m))
+}
+
 /// Percent-encodes a URL component (user name, password, vhost) so any character survives.
 pub(crate) fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

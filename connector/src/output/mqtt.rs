@@ -8,6 +8,10 @@
 //!   written for QoS 0. Publishes are matched to acknowledgements by packet id: the session
 //!   queues a waiter per publish in request order and the event loop pairs each outgoing
 //!   packet id with the next waiter.
+//! - **TLS** (`tls: true`): rustls, trusting the public roots plus `tls_ca_cert_file`, with an
+//!   optional client certificate (`tls_cert_file` + `tls_key_file`); `tls_insecure` accepts any
+//!   server certificate. Certificate files are read at load. A failed handshake is
+//!   `Unavailable`.
 //! - **Failures.** When the connection breaks, every waiting publish fails `Transient` and the
 //!   session is replaced on the next use, so no stale packet can be paired with a new waiter.
 //!   A refused `CONNECT` for bad credentials or authorisation is `Unavailable`.
@@ -18,6 +22,7 @@ use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Outgoing, Packet, QoS,
+    TlsConfiguration, Transport,
 };
 use serde_json::json;
 use tokio::sync::{oneshot, watch};
@@ -27,8 +32,8 @@ use super::endpoint::{self, ClientSlot, within};
 use super::record::{self, BodyFormat};
 use super::shared::{SharedClients, client_key};
 use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError};
-use crate::config::Problems;
 use crate::config::reader::Reader;
+use crate::config::{Problems, TlsConfig};
 
 /// Bound on connecting and on each acknowledgement.
 const MQTT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -148,6 +153,9 @@ struct MqttServer {
     password: Option<Secret>,
     client_id: String,
     keepalive: u64,
+    /// The TLS configuration with `tls: true`, built at load so an unreadable certificate or
+    /// key file is a load error.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl MqttServer {
@@ -178,17 +186,7 @@ impl MqttServer {
                 format!("must be \"3.1.1\" or \"5.0\", got {other:?}"),
             ),
         }
-        if r.boolean(p, "tls", false) {
-            r.error(p, "tls", "MQTT over TLS is not supported by this build");
-        }
-        for key in [
-            "tls_insecure",
-            "tls_cert_file",
-            "tls_key_file",
-            "tls_ca_cert_file",
-        ] {
-            let _ = r.get(key);
-        }
+        let tls = read_tls(&mut r, p);
         r.finish(p, false);
         let empty = serde_json::Map::new();
         Some(MqttServer {
@@ -203,6 +201,7 @@ impl MqttServer {
             password,
             client_id,
             keepalive: u64::try_from(keepalive).unwrap_or(60),
+            tls: tls?,
         })
     }
 
@@ -219,7 +218,70 @@ impl MqttServer {
                 .unwrap_or_default();
             o.set_credentials(user, password);
         }
+        if let Some(tls) = &self.tls {
+            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                tls.clone(),
+            )));
+        }
         o
+    }
+}
+
+/// The TLS keys: `tls` (default false), `tls_insecure` (accept any server certificate),
+/// `tls_ca_cert_file` (PEM, trusted in addition to the public roots), `tls_cert_file` +
+/// `tls_key_file` (client certificate, both or neither). `Some(None)` is plain TCP; `None` a
+/// load error.
+fn read_tls(r: &mut Reader<'_>, p: &mut Problems) -> Option<Option<Arc<rustls::ClientConfig>>> {
+    let tls = r.boolean(p, "tls", false);
+    let insecure = r.boolean(p, "tls_insecure", false);
+    let ca = r.string(p, "tls_ca_cert_file");
+    let cert = r.string(p, "tls_cert_file");
+    let key = r.string(p, "tls_key_file");
+    if !tls {
+        for (name, set) in [
+            ("tls_insecure", insecure),
+            ("tls_ca_cert_file", ca.is_some()),
+            ("tls_cert_file", cert.is_some()),
+            ("tls_key_file", key.is_some()),
+        ] {
+            if set {
+                r.warn(p, name, "ignored without \"tls\": true");
+            }
+        }
+        return Some(None);
+    }
+    let client_cert = match (cert, key) {
+        (Some(c), Some(k)) => Some((c.into(), k.into())),
+        (None, None) => None,
+        (Some(_), None) => {
+            r.error(p, "tls_key_file", "required with tls_cert_file");
+            return None;
+        }
+        (None, Some(_)) => {
+            r.error(p, "tls_cert_file", "required with tls_key_file");
+            return None;
+        }
+    };
+    let config = TlsConfig {
+        verify: !insecure,
+        ca_cert_path: ca.map(Into::into),
+        client_cert,
+    };
+    const KEYS: [&str; 3] = ["tls_ca_cert_file", "tls_cert_file", "tls_key_file"];
+    match crate::tls::client_config_for(&config, KEYS) {
+        Ok(c) => Some(Some(c)),
+        Err(message) => {
+            // The message starts with the key it is about.
+            let key = KEYS
+                .into_iter()
+                .find(|k| message.starts_with(&format!("{k}: ")))
+                .unwrap_or("tls");
+            let text = message
+                .strip_prefix(&format!("{key}: "))
+                .unwrap_or(&message);
+            r.error(p, key, text);
+            None
+        }
     }
 }
 
@@ -411,6 +473,11 @@ impl MqttClient {
 /// network failures and timeouts are `Transient`.
 fn mqtt_error(e: &ConnectionError) -> OutputError {
     let text = format!("MQTT: {e}");
+    // With TLS 1.3 a refused client certificate arrives as an alert after the handshake,
+    // while the CONNACK is read: look for TLS failures under every variant.
+    if endpoint::is_tls_failure(e) {
+        return OutputError::unavailable(ErrorCategory::Connection, format!("MQTT TLS: {text}"));
+    }
     match e {
         ConnectionError::ConnectionRefused(
             ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,
@@ -425,7 +492,23 @@ fn mqtt_error(e: &ConnectionError) -> OutputError {
             OutputError::transient(ErrorCategory::Timeout, text)
         }
         ConnectionError::Io(io) => endpoint::io_error("MQTT", io),
+        ConnectionError::Tls(tls) => tls_error(tls, text),
         _ => OutputError::transient(ErrorCategory::Connection, text),
+    }
+}
+
+/// A failed TLS handshake (certificate not trusted, name mismatch, client certificate
+/// refused) needs an operator: `Unavailable`, category `connection` as for the other modules'
+/// TLS failures. A connection dropped during the handshake is `Transient`.
+fn tls_error(e: &rumqttc::TlsError, text: String) -> OutputError {
+    let rustls_failure = match e {
+        rumqttc::TlsError::Io(io) => endpoint::is_tls_failure(io),
+        _ => true,
+    };
+    if rustls_failure {
+        OutputError::unavailable(ErrorCategory::Connection, format!("MQTT TLS: {text}"))
+    } else {
+        OutputError::transient(ErrorCategory::Connection, text)
     }
 }
 

@@ -5,6 +5,8 @@
 //!   `Nats-Msg-Id: <message_id>`, so the server drops a redelivery within its duplicate window.
 //! - **Success:** core NATS after the publish and a completed flush; JetStream on the PubAck
 //!   within 10 s.
+//! - **Authentication:** `user`/`password`, `token`, `nkey_seed` (a user seed, checked at load)
+//!   or `creds_file` (user JWT and seed, read and parsed at load); one of them.
 //! - **Errors:** disconnection, timeouts and no responders are `Transient`; authorisation
 //!   violations `Unavailable`; a payload over the server's `max_payload` `Permanent`.
 
@@ -68,6 +70,9 @@ struct NatsServer {
     servers: Vec<ServerAddr>,
     user: Option<(String, Secret)>,
     token: Option<Secret>,
+    nkey_seed: Option<Secret>,
+    /// The content of `creds_file` (user JWT and seed), read at load.
+    creds: Option<Secret>,
     tls: bool,
     tls_ca_cert_file: Option<String>,
     name: String,
@@ -108,10 +113,44 @@ impl NatsServer {
         let user = r.string(p, "user");
         let password = endpoint::secret(&mut r, p, "password");
         let token = endpoint::secret(&mut r, p, "token");
-        for key in ["nkey_seed", "creds_file"] {
-            if r.get(key).is_some() {
-                r.error(p, key, "NKey and credentials-file authentication are not supported by this build; use user/password or token");
-            }
+        let nkey_seed = endpoint::secret(&mut r, p, "nkey_seed");
+        if let Some(seed) = &nkey_seed
+            && !nkeys::KeyPair::from_seed(seed.expose())
+                .is_ok_and(|k| k.public_key().starts_with('U'))
+        {
+            r.error(p, "nkey_seed", "not a user NKey seed (\"SU…\")");
+        }
+        let creds =
+            r.string(p, "creds_file")
+                .and_then(|path| match std::fs::read_to_string(&path) {
+                    Ok(text) if async_nats::ConnectOptions::with_credentials(&text).is_ok() => {
+                        Some(Secret::new(text))
+                    }
+                    Ok(_) => {
+                        r.error(
+                            p,
+                            "creds_file",
+                            format!("{path} is not a NATS credentials file"),
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        r.error(p, "creds_file", format!("cannot read {path}: {e}"));
+                        None
+                    }
+                });
+        let methods = [
+            r.get("user").is_some(),
+            r.get("token").is_some(),
+            nkey_seed.is_some(),
+            r.get("creds_file").is_some(),
+        ];
+        if methods.into_iter().filter(|m| *m).count() > 1 {
+            r.error(
+                p,
+                "user",
+                "choose one of user/password, token, nkey_seed and creds_file",
+            );
         }
         let tls = r.boolean(p, "tls", false);
         let tls_ca_cert_file = r.string(p, "tls_ca_cert_file");
@@ -137,6 +176,8 @@ impl NatsServer {
             servers,
             user,
             token,
+            nkey_seed,
+            creds,
             tls,
             tls_ca_cert_file,
             name,
@@ -155,12 +196,28 @@ impl NatsServer {
         if let Some(token) = &self.token {
             opts = opts.token(token.expose().to_owned());
         }
+        if let Some(seed) = &self.nkey_seed {
+            opts = opts.nkey(seed.expose().to_owned());
+        }
+        if let Some(creds) = &self.creds {
+            opts = opts.credentials(creds.expose()).map_err(|_| {
+                OutputError::permanent(
+                    ErrorCategory::ClientError,
+                    "creds_file is not a NATS credentials file",
+                )
+            })?;
+        }
         if let Some(ca) = &self.tls_ca_cert_file {
             opts = opts.add_root_certificates(ca.into());
         }
+        // async-nats builds its rustls configuration with the process-wide provider.
+        crate::tls::install_default_provider();
         within(NATS_TIMEOUT, "connecting to NATS", async {
             opts.connect(self.servers.as_slice()).await.map_err(|e| {
                 let text = format!("connecting to NATS: {e}");
+                if endpoint::is_tls_failure(&e) {
+                    return OutputError::unavailable(ErrorCategory::Connection, text);
+                }
                 match e.kind() {
                     ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
                         OutputError::unavailable(ErrorCategory::Auth, text)

@@ -2,6 +2,10 @@
 //! (`modules.md` §3.7, §3.8): one multiplexed, self-reconnecting connection per server, pooled
 //! through [`SharedClients`](super::shared::SharedClients) so every instance naming the same
 //! connection entry uses it. No `PING` before each command.
+//!
+//! TLS: `tls: true` (with `host`/`port`) or a `rediss://` url, over rustls; the system roots are
+//! trusted unless `tls_ca_cert_file` names the CA, and `tls_cert_file` + `tls_key_file` present
+//! a client certificate.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +29,92 @@ pub(crate) const REDIS_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct RedisServer {
     key: String,
     target: Target,
+    /// `tls: true` with `host`/`port` fields (a `rediss://` url says so itself).
+    tls: bool,
+    files: TlsFiles,
+}
+
+/// `tls_ca_cert_file` (PEM; replaces the system roots) and `tls_cert_file` + `tls_key_file`
+/// (client certificate), read at load.
+#[derive(Clone, Default)]
+struct TlsFiles {
+    ca: Option<Vec<u8>>,
+    client: Option<(Vec<u8>, Secret)>,
+}
+
+impl std::fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsFiles")
+            .field("ca", &self.ca.is_some())
+            .field("client", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl TlsFiles {
+    /// Reads the files; with `tls` false their keys are ignored with a warning.
+    fn read(r: &mut Reader<'_>, p: &mut Problems, tls: bool) -> Option<TlsFiles> {
+        let ca = r.string(p, "tls_ca_cert_file");
+        let cert = r.string(p, "tls_cert_file");
+        let key = r.string(p, "tls_key_file");
+        if !tls {
+            for (name, set) in [
+                ("tls_ca_cert_file", ca.is_some()),
+                ("tls_cert_file", cert.is_some()),
+                ("tls_key_file", key.is_some()),
+            ] {
+                if set {
+                    r.warn(
+                        p,
+                        name,
+                        "ignored without TLS (\"tls\": true or a rediss:// url)",
+                    );
+                }
+            }
+            return Some(TlsFiles::default());
+        }
+        let mut ok = true;
+        let mut load = |name: &str, path: &str| -> Option<String> {
+            match std::fs::read_to_string(path) {
+                Ok(text) if text.contains("-----BEGIN ") => Some(text),
+                Ok(_) => {
+                    r.error(p, name, format!("no PEM data in {path}"));
+                    ok = false;
+                    None
+                }
+                Err(e) => {
+                    r.error(p, name, format!("cannot read {path}: {e}"));
+                    ok = false;
+                    None
+                }
+            }
+        };
+        let ca = ca.and_then(|path| load("tls_ca_cert_file", &path));
+        let client = match (cert, key) {
+            (Some(c), Some(k)) => {
+                let cert = load("tls_cert_file", &c);
+                let key = load("tls_key_file", &k);
+                cert.zip(key).map(|(c, k)| (c.into_bytes(), Secret::new(k)))
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                r.error(p, "tls_key_file", "required with tls_cert_file");
+                return None;
+            }
+            (None, Some(_)) => {
+                r.error(p, "tls_cert_file", "required with tls_key_file");
+                return None;
+            }
+        };
+        ok.then(|| TlsFiles {
+            ca: ca.map(String::into_bytes),
+            client,
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ca.is_none() && self.client.is_none()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -49,19 +139,18 @@ impl RedisServer {
         let mut r = endpoint::connection(s);
         let url = endpoint::url(&mut r, p, "url", &["redis", "rediss"], s.outbound_strict);
         let fields = Self::fields(&mut r, p, s.outbound_strict, &[]);
-        if r.boolean(p, "tls", false) && url.is_none() {
+        let tls = r.boolean(p, "tls", false);
+        let url_tls = url
+            .as_ref()
+            .is_some_and(|u| u.expose().to_ascii_lowercase().starts_with("rediss:"));
+        if tls && url.is_some() && !url_tls {
             r.error(
                 p,
                 "tls",
-                "TLS to Redis needs a rediss:// url, and this build has no Redis TLS support",
+                "conflicts with a redis:// url; use a rediss:// url",
             );
         }
-        if url
-            .as_ref()
-            .is_some_and(|u| u.expose().to_ascii_lowercase().starts_with("rediss:"))
-        {
-            r.error(p, "url", "this build has no Redis TLS support (rediss://)");
-        }
+        let files = TlsFiles::read(&mut r, p, tls || url_tls);
         r.finish(p, false);
         let target = match url {
             Some(u) => Target::Url(u),
@@ -69,7 +158,10 @@ impl RedisServer {
         };
         Some(RedisServer {
             key: client_key("redis", name, entry),
+            // A rediss:// url says TLS itself.
+            tls: tls && matches!(target, Target::Fields { .. }),
             target,
+            files: files?,
         })
     }
 
@@ -86,6 +178,8 @@ impl RedisServer {
         Some(RedisServer {
             key: client_key("redis", "<webhook redis>", object),
             target,
+            tls: false,
+            files: TlsFiles::default(),
         })
     }
 
@@ -127,7 +221,17 @@ impl RedisServer {
                 username,
                 password,
             } => {
-                let info = ConnectionAddr::Tcp(host.clone(), *port).into_connection_info()?;
+                let addr = if self.tls {
+                    ConnectionAddr::TcpTls {
+                        host: host.clone(),
+                        port: *port,
+                        insecure: false,
+                        tls_params: None,
+                    }
+                } else {
+                    ConnectionAddr::Tcp(host.clone(), *port)
+                };
+                let info = addr.into_connection_info()?;
                 let mut redis = info.redis_settings().clone().set_db(*db);
                 if let Some(u) = username {
                     redis = redis.set_username(u);
@@ -147,7 +251,25 @@ impl RedisServer {
                 format!("invalid Redis settings: {e}"),
             )
         })?;
-        let client = redis::Client::open(info).map_err(|e| redis_error("connect", &e))?;
+        // redis builds its rustls configuration with the process-wide provider.
+        crate::tls::install_default_provider();
+        let client = if self.files.is_empty() {
+            redis::Client::open(info)
+        } else {
+            redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: self.files.client.as_ref().map(|(cert, key)| {
+                        redis::ClientTlsConfig {
+                            client_cert: cert.clone(),
+                            client_key: key.expose().as_bytes().to_vec(),
+                        }
+                    }),
+                    root_cert: self.files.ca.clone(),
+                },
+            )
+        }
+        .map_err(|e| redis_error("connect", &e))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
             .set_response_timeout(Some(REDIS_TIMEOUT))
@@ -190,8 +312,8 @@ impl RedisClient {
     }
 }
 
-/// `modules.md` §3.7/§3.8: authentication errors (`NOAUTH`, `WRONGPASS`, `NOPERM`) are
-/// `Unavailable`; a key of the wrong type needs an operator too; everything else (connection
+/// `modules.md` §3.7/§3.8: authentication errors (`NOAUTH`, `WRONGPASS`, `NOPERM`) and TLS
+/// failures (certificate refused, handshake refused) are `Unavailable`; a key of the wrong type needs an operator too; everything else (connection
 /// refused or dropped, timeouts, `LOADING`, …) is `Transient`.
 pub(crate) fn redis_error(what: &str, e: &RedisError) -> OutputError {
     let code = e.code().unwrap_or_default();
@@ -203,6 +325,9 @@ pub(crate) fn redis_error(what: &str, e: &RedisError) -> OutputError {
     }
     if code == "WRONGTYPE" {
         return OutputError::unavailable(ErrorCategory::ClientError, text);
+    }
+    if endpoint::is_tls_failure(e) {
+        return OutputError::unavailable(ErrorCategory::Connection, format!("Redis TLS: {text}"));
     }
     if e.is_timeout() {
         return OutputError::transient(ErrorCategory::Timeout, text);

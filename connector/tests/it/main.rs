@@ -32,6 +32,7 @@ mod output_s3;
 #[cfg(feature = "zeromq")]
 mod output_zeromq;
 mod pipeline;
+mod private_server;
 mod sinks;
 mod streams;
 mod support;

@@ -1,6 +1,7 @@
 //! `redis_publish` against a real Redis (`TEST_REDIS_URL`, default `redis://127.0.0.1:6379`):
 //! the published envelope is received by a subscriber, both configuration styles work,
-//! password authentication works, and the error kinds and client sharing hold.
+//! password authentication works, and the error kinds and client sharing hold. TLS:
+//! a redis-server started by the test with a TLS port only and certificates made by the test.
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use serde_json::{Value, json};
 use webhook_connector::output::shared::SharedClients;
 use webhook_connector::output::{ErrorCategory, ErrorKind, redis_publish};
 
+use crate::private_server::{Pki, PrivateServer, binary};
 use crate::sinks::{Entry, closed_port, delivery, env_or, payload, require_server, unique};
 
 pub fn redis_url() -> String {
@@ -259,6 +261,144 @@ async fn wrong_types_are_load_errors_naming_the_path_and_unknown_keys_warnings()
             .warnings
             .iter()
             .any(|w| w.contains("module-config.colour")),
+        "{problems:?}"
+    );
+}
+
+/// A redis-server with only a TLS port, `pki`'s server certificate and, with
+/// `client_certificates`, clients required to present one signed by `pki`'s CA. Nothing is
+/// saved; the working directory is `pki`'s temporary one.
+pub async fn tls_redis(pki: &Pki, client_certificates: bool) -> PrivateServer {
+    let port = PrivateServer::free_port().await;
+    let mut command =
+        std::process::Command::new(binary("redis-server", &["/usr/bin/redis-server"]));
+    command
+        .args(["--port", "0", "--bind", "127.0.0.1", "--tls-port"])
+        .arg(port.to_string())
+        .arg("--tls-cert-file")
+        .arg(pki.path("server.pem"))
+        .arg("--tls-key-file")
+        .arg(pki.path("server.key"))
+        .arg("--tls-ca-cert-file")
+        .arg(pki.path("ca.pem"))
+        .args([
+            "--tls-auth-clients",
+            if client_certificates { "yes" } else { "no" },
+        ])
+        .args(["--save", "", "--appendonly", "no", "--dir"])
+        .arg(pki.path(""));
+    PrivateServer::start(command, port).await
+}
+
+/// A subscriber on `channel` over TLS, trusting `pki`'s CA and presenting its client certificate.
+async fn tls_subscribe(pki: &Pki, port: u16, channel: &str) -> redis::aio::PubSub {
+    webhook_connector::tls::install_default_provider();
+    let client = redis::Client::build_with_tls(
+        format!("rediss://127.0.0.1:{port}"),
+        redis::TlsCertificates {
+            client_tls: Some(redis::ClientTlsConfig {
+                client_cert: std::fs::read(pki.path("client.pem")).unwrap(),
+                client_key: std::fs::read(pki.path("client.key")).unwrap(),
+            }),
+            root_cert: Some(std::fs::read(pki.path("ca.pem")).unwrap()),
+        },
+    )
+    .unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe(channel).await.unwrap();
+    pubsub
+}
+
+#[tokio::test]
+async fn tls_fields_and_rediss_url_with_a_client_certificate_are_read_back_over_tls() {
+    let pki = Pki::new();
+    let server = tls_redis(&pki, true).await;
+    let channel = unique("tls");
+    let mut sub = tls_subscribe(&pki, server.port, &channel).await;
+    let files = |mut c: Value| {
+        c["tls_ca_cert_file"] = json!(pki.file("ca.pem"));
+        c["tls_cert_file"] = json!(pki.file("client.pem"));
+        c["tls_key_file"] = json!(pki.file("client.key"));
+        c
+    };
+    let connections = [
+        files(json!({"type": "redis", "host": "127.0.0.1", "port": server.port, "tls": true})),
+        files(json!({"type": "redis", "url": format!("rediss://127.0.0.1:{}/0", server.port)})),
+    ];
+    for (i, conn) in connections.into_iter().enumerate() {
+        let entry =
+            Entry::new("redis_publish", json!({"channel": channel})).connection("cache", conn);
+        let out = entry.build(redis_publish::build);
+        out.setup().await.unwrap();
+        let id = format!("msg_tls_{i}");
+        out.process(&delivery(&id, payload(i as u64)))
+            .await
+            .unwrap();
+        let got = next_message(&mut sub).await;
+        assert_eq!(got["message_id"], json!(id));
+        assert_eq!(got["payload"], payload(i as u64));
+        out.teardown().await;
+    }
+}
+
+#[tokio::test]
+async fn an_untrusted_server_certificate_or_a_missing_client_certificate_is_unavailable() {
+    let pki = Pki::new();
+    let other = Pki::new();
+    let server = tls_redis(&pki, true).await;
+    let base = json!({"type": "redis", "host": "127.0.0.1", "port": server.port, "tls": true});
+    let mut wrong_ca = base.clone();
+    wrong_ca["tls_ca_cert_file"] = json!(other.file("ca.pem"));
+    wrong_ca["tls_cert_file"] = json!(pki.file("client.pem"));
+    wrong_ca["tls_key_file"] = json!(pki.file("client.key"));
+    let mut no_client_cert = base.clone();
+    no_client_cert["tls_ca_cert_file"] = json!(pki.file("ca.pem"));
+    // No CA file: the system roots, which do not know the test's CA.
+    for conn in [wrong_ca, no_client_cert, base] {
+        let entry =
+            Entry::new("redis_publish", json!({"channel": "c"})).connection("cache", conn.clone());
+        let out = entry.build(redis_publish::build);
+        let err = out.setup().await.unwrap_err();
+        assert_eq!(
+            (err.kind, err.category),
+            (ErrorKind::Unavailable, ErrorCategory::Connection),
+            "{conn}: {err}"
+        );
+    }
+}
+
+#[test]
+fn tls_settings_are_checked_at_load() {
+    let pki = Pki::new();
+    for (conn, path) in [
+        (
+            json!({"type": "redis", "url": "redis://127.0.0.1:6379", "tls": true}),
+            "cache.tls",
+        ),
+        (
+            json!({"type": "redis", "tls": true, "tls_cert_file": pki.file("client.pem")}),
+            "cache.tls_key_file",
+        ),
+        (
+            json!({"type": "redis", "tls": true, "tls_ca_cert_file": pki.file("missing.pem")}),
+            "cache.tls_ca_cert_file",
+        ),
+    ] {
+        let entry = Entry::new("redis_publish", json!({})).connection("cache", conn.clone());
+        let p = entry.refused(redis_publish::build);
+        assert!(p.errors.iter().any(|e| e.contains(path)), "{conn}: {p:?}");
+    }
+    let plain = Entry::new("redis_publish", json!({})).connection(
+        "cache",
+        json!({"type": "redis", "tls_ca_cert_file": pki.file("ca.pem")}),
+    );
+    let mut problems = webhook_connector::config::Problems::default();
+    assert!(redis_publish::build(&plain.settings(), &mut problems).is_some());
+    assert!(
+        problems
+            .warnings
+            .iter()
+            .any(|w| w.contains("tls_ca_cert_file")),
         "{problems:?}"
     );
 }

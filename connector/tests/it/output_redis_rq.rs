@@ -1,12 +1,14 @@
 //! `redis_rq` against a real Redis (`TEST_REDIS_URL`): JSON-mode jobs are read back from the
 //! queue list; RQ mode without the `redis-rq` feature, and dangerous functions, are load errors;
 //! the error kinds hold. With the feature, RQ-mode jobs are run by a real RQ worker (PyPI `rq`,
-//! installed by `scripts/services.sh redis`), see `rq_mode` below.
+//! installed by `scripts/services.sh redis`), see `rq_mode` below. JSON mode also over TLS, to a
+//! redis-server started by the test.
 
 use serde_json::{Value, json};
 use webhook_connector::output::{ErrorCategory, ErrorKind, redis_rq};
 
-use crate::output_redis_publish::{admin, redis_host_port};
+use crate::output_redis_publish::{admin, redis_host_port, tls_redis};
+use crate::private_server::Pki;
 use crate::sinks::{Entry, closed_port, delivery, payload, unique};
 
 fn connection_entry() -> Value {
@@ -60,6 +62,48 @@ async fn json_mode_pushes_one_job_per_message_to_the_queue() {
     assert_eq!(job["kwargs"], json!({}));
     let at = job["enqueued_at"].as_str().unwrap();
     assert!(chrono_like(at), "enqueued_at {at}");
+    out.teardown().await;
+}
+
+#[tokio::test]
+async fn json_mode_over_tls_pushes_a_job_read_back_over_tls() {
+    let pki = Pki::new();
+    let server = tls_redis(&pki, false).await;
+    let queue = unique("wc_rq_tls");
+    let entry = Entry::new(
+        "redis_rq",
+        json!({"function": "tasks.handle_webhook", "queue_name": queue, "mode": "json"}),
+    )
+    .connection(
+        "jobs",
+        json!({"type": "redis", "host": "127.0.0.1", "port": server.port, "tls": true,
+               "tls_ca_cert_file": pki.file("ca.pem")}),
+    );
+    let out = entry.build(redis_rq::build);
+    out.setup().await.unwrap();
+    out.process(&delivery("msg_rq_tls", payload(5)))
+        .await
+        .unwrap();
+    let client = redis::Client::build_with_tls(
+        format!("rediss://127.0.0.1:{}", server.port),
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(std::fs::read(pki.path("ca.pem")).unwrap()),
+        },
+    )
+    .unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let jobs: Vec<String> = redis::cmd("LRANGE")
+        .arg(&queue)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    let job: Value = serde_json::from_str(&jobs[0]).unwrap();
+    assert_eq!(job["id"], "msg_rq_tls");
+    assert_eq!(job["args"][0], payload(5));
     out.teardown().await;
 }
 
