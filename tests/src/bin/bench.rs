@@ -585,38 +585,88 @@ fn rss_of(pid: u32) -> f64 {
 
 /// Relay RSS with 0 and then `steps` idle WebSocket connectors. The relay is the release binary
 /// next to this one, run as its own process so its memory is measured alone.
-async fn scale(steps: &[usize]) -> Vec<Row> {
-    let mut rows = Vec::new();
-    let Ok(exe) = std::env::current_exe() else {
-        return rows;
-    };
-    let relay_bin = exe.with_file_name("webhook-relay");
-    let Ok(dir) = TempDir::new("bench-scale") else {
-        return rows;
-    };
-    let port = match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
-        Ok(a) => a.port(),
-        Err(_) => return rows,
-    };
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\n[buffer.embedded]\npath = \"{db}\"\n[state]\npath = \"{state}\"\n[log]\nlevel = \"warn\"\n[[channels]]\nname = \"bench\"\ntoken = \"{TOKEN}\"\nmax_connections = 10000\n[channels.webhooks.github]\n",
-        db = dir.0.join("r.db").display(),
-        state = dir.0.join("s.json").display(),
-    );
-    let path = dir.0.join("relay.toml");
-    if std::fs::write(&path, config).is_err() {
-        return rows;
+/// How `scale` holds its idle connectors open.
+#[derive(Debug, Clone, Copy)]
+enum Idle {
+    WebSocket,
+    Sse,
+    LongPoll,
+}
+
+/// One idle connector of `kind` on the relay at `port`; the value keeps it open.
+async fn open_idle(
+    kind: Idle,
+    port: u16,
+    http: &reqwest::Client,
+) -> Option<Box<dyn std::any::Any + Send>> {
+    match kind {
+        Idle::WebSocket => {
+            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+            let mut request = format!("ws://127.0.0.1:{port}/connect/stream/bench")
+                .into_client_request()
+                .ok()?;
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {TOKEN}").parse().ok()?);
+            let (ws, _) = tokio_tungstenite::connect_async(request).await.ok()?;
+            Some(Box::new(ws))
+        }
+        Idle::Sse => {
+            let r = http
+                .get(format!("http://127.0.0.1:{port}/connect/stream/bench/sse"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 200).then(|| Box::new(r) as Box<dyn std::any::Any + Send>)
+        }
+        Idle::LongPoll => {
+            // A poll held open by the relay (nothing to deliver) until its 60 s timeout.
+            let request = http
+                .get(format!(
+                    "http://127.0.0.1:{port}/connect/stream/bench/poll?timeout=60"
+                ))
+                .bearer_auth(TOKEN)
+                .send();
+            let task = tokio::spawn(request);
+            Some(Box::new(AbortOnDrop(task)))
+        }
     }
-    let Ok(mut child) = std::process::Command::new(&relay_bin)
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts the release relay (beside this binary) as its own process, for RSS readings.
+async fn start_scale_relay(dir: &TempDir) -> Option<(std::process::Child, u16)> {
+    let relay_bin = std::env::current_exe()
+        .ok()?
+        .with_file_name("webhook-relay");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .ok()?
+        .port();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[buffer.embedded]\npath = \"{db}\"\n[state]\npath = \"{state}\"\n[log]\nlevel = \"warn\"\n[limits]\nmax_connections_total = 100000\n[[channels]]\nname = \"bench\"\ntoken = \"{TOKEN}\"\nmax_connections = 10000\n[channels.webhooks.github]\n",
+        db = dir.0.join(format!("r{port}.db")).display(),
+        state = dir.0.join(format!("s{port}.json")).display(),
+    );
+    let path = dir.0.join(format!("relay{port}.toml"));
+    std::fs::write(&path, config).ok()?;
+    let Ok(child) = std::process::Command::new(&relay_bin)
         .arg("--config")
         .arg(&path)
         .stdout(std::process::Stdio::null())
         .spawn()
     else {
         eprintln!("scale: cannot start {}", relay_bin.display());
-        return rows;
+        return None;
     };
-    let pid = child.id();
     let base = format!("http://127.0.0.1:{port}");
     for _ in 0..100 {
         if reqwest::get(format!("{base}/readyz"))
@@ -628,50 +678,64 @@ async fn scale(steps: &[usize]) -> Vec<Row> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    rows.push(Row {
-        name: "relay RSS, 0 connectors".into(),
-        rate: rss_of(pid),
-        note: "MB (in the per-second column)".into(),
-        ..Row::default()
-    });
-    let mut sockets = Vec::new();
-    let mut failed = 0;
-    for &target in steps {
-        let started = Instant::now();
-        while sockets.len() < target {
-            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-            let Ok(mut request) =
-                format!("ws://127.0.0.1:{port}/connect/stream/bench").into_client_request()
-            else {
-                break;
-            };
-            if let Ok(v) = format!("Bearer {TOKEN}").parse() {
-                request.headers_mut().insert("authorization", v);
-            }
-            match tokio_tungstenite::connect_async(request).await {
-                Ok((ws, _)) => sockets.push(ws),
-                Err(_) => {
-                    failed += 1;
-                    if failed > 100 {
-                        break;
-                    }
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+    Some((child, port))
+}
+
+/// Relay RSS with 0 and then `steps` idle connectors of each transport, a fresh relay process
+/// per transport.
+async fn scale(steps: &[usize]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let Ok(dir) = TempDir::new("bench-scale") else {
+        return rows;
+    };
+    let http = match reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(120))
+        .build()
+    {
+        Ok(c) => c,
+        Err(_) => return rows,
+    };
+    for (kind, label) in [
+        (Idle::WebSocket, "WebSocket"),
+        (Idle::Sse, "SSE"),
+        (Idle::LongPoll, "long-poll"),
+    ] {
+        let Some((mut child, port)) = start_scale_relay(&dir).await else {
+            return rows;
+        };
+        let pid = child.id();
         rows.push(Row {
-            name: format!("relay RSS, {} connectors", sockets.len()),
+            name: format!("relay RSS, 0 {label}"),
             rate: rss_of(pid),
-            note: format!(
-                "MB; opened in {:.1} s, {failed} failed",
-                started.elapsed().as_secs_f64()
-            ),
+            note: "MB (in the per-second column)".into(),
             ..Row::default()
         });
+        let mut held = Vec::new();
+        let mut failed = 0;
+        for &target in steps {
+            let started = Instant::now();
+            while held.len() < target && failed <= 100 {
+                match open_idle(kind, port, &http).await {
+                    Some(c) => held.push(c),
+                    None => failed += 1,
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            rows.push(Row {
+                name: format!("relay RSS, {} {label}", held.len()),
+                rate: rss_of(pid),
+                note: format!(
+                    "MB; opened in {:.1} s, {failed} failed",
+                    started.elapsed().as_secs_f64()
+                ),
+                ..Row::default()
+            });
+        }
+        drop(held);
+        let _ = child.kill();
+        let _ = child.wait();
     }
-    drop(sockets);
-    let _ = child.kill();
-    let _ = child.wait();
     rows
 }
 
