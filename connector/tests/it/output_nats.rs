@@ -31,6 +31,26 @@ async fn client() -> async_nats::Client {
         .expect("connect to TEST_NATS_URL")
 }
 
+/// Publishes message `id` (payload `n`) through `out` and returns what `sub` received, after
+/// checking it carries that payload.
+async fn published_and_read_back(
+    out: &dyn webhook_connector::output::Output,
+    sub: &mut async_nats::Subscriber,
+    id: &str,
+    n: u64,
+) -> async_nats::Message {
+    out.process(&delivery(id, payload(n))).await.unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&msg.payload).unwrap(),
+        payload(n)
+    );
+    msg
+}
+
 #[tokio::test]
 async fn core_publish_reaches_a_subscriber_with_the_id_headers() {
     let nc = client().await;
@@ -41,17 +61,7 @@ async fn core_publish_reaches_a_subscriber_with_the_id_headers() {
         .connection("bus", json!({"type": "nats", "url": url()}));
     let out = entry.build(nats::build);
     out.setup().await.unwrap();
-    out.process(&delivery("msg_nats", payload(1)))
-        .await
-        .unwrap();
-    let msg = tokio::time::timeout(Duration::from_secs(5), sub.next())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        serde_json::from_slice::<Value>(&msg.payload).unwrap(),
-        payload(1)
-    );
+    let msg = published_and_read_back(out.as_ref(), &mut sub, "msg_nats", 1).await;
     let headers = msg.headers.unwrap();
     assert_eq!(
         headers.get("Webhook-Message-Id").map(|v| v.as_str()),
@@ -293,17 +303,7 @@ async fn an_nkey_user_over_tls_publishes_and_a_tls_subscriber_reads_back() {
     );
     let out = entry.build(nats::build);
     out.setup().await.unwrap();
-    out.process(&delivery("msg_nkey", payload(4)))
-        .await
-        .unwrap();
-    let msg = tokio::time::timeout(Duration::from_secs(5), sub.next())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        serde_json::from_slice::<Value>(&msg.payload).unwrap(),
-        payload(4)
-    );
+    published_and_read_back(out.as_ref(), &mut sub, "msg_nkey", 4).await;
     out.teardown().await;
 }
 
@@ -456,17 +456,7 @@ async fn a_user_jwt_from_a_creds_file_publishes_and_is_read_back() {
     );
     let out = entry.build(nats::build);
     out.setup().await.unwrap();
-    out.process(&delivery("msg_creds", payload(6)))
-        .await
-        .unwrap();
-    let msg = tokio::time::timeout(Duration::from_secs(5), sub.next())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        serde_json::from_slice::<Value>(&msg.payload).unwrap(),
-        payload(6)
-    );
+    published_and_read_back(out.as_ref(), &mut sub, "msg_creds", 6).await;
     // A user the account did not sign: refused.
     let stranger = nkeys::KeyPair::new_user();
     let forged = creds.replace(&user.seed().unwrap(), &stranger.seed().unwrap());
