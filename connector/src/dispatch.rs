@@ -15,13 +15,14 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use webhook_connect_protocol::{Timestamp, WebhookMessage};
+use webhook_connect_protocol::WebhookMessage;
 
 use crate::ack::{AckError, AckSink};
 use crate::completion::CompletionRecord;
 use crate::config::ChannelConfig;
 use crate::forward::{self, Decision};
 use crate::health::ChannelState;
+use crate::lease::{self, LEASE_LOST, Lease, Leases};
 use crate::pipeline::Pipeline;
 
 struct Job {
@@ -44,13 +45,23 @@ struct Core {
     /// Messages being worked on, so a redelivery that arrives meanwhile (for example after a
     /// reconnect) waits for that work instead of calling the target a second time. Bounded by
     /// the holding permits.
-    in_progress: Mutex<HashMap<String, watch::Receiver<Option<Decision>>>>,
+    in_progress: Mutex<HashMap<String, watch::Receiver<Option<Finished>>>>,
+    /// Leases of the messages being worked on (`modules.md` §6 "Bounded by the lease").
+    leases: Leases,
+}
+
+/// How the work on a message ended, for a redelivery of it that waited.
+#[derive(Debug, Clone)]
+struct Finished {
+    decision: Decision,
+    /// The lease ran out first: the decision is no answer for the redelivery.
+    lease_lost: bool,
 }
 
 /// Either the work on a message is ours to do, or someone else's to wait for.
 enum Claim {
-    Mine(watch::Sender<Option<Decision>>),
-    Theirs(watch::Receiver<Option<Decision>>),
+    Mine(watch::Sender<Option<Finished>>),
+    Theirs(watch::Receiver<Option<Finished>>),
 }
 
 /// Dispatcher of one channel; shared by its successive connections.
@@ -117,6 +128,7 @@ impl Dispatcher {
             work_cancel: CancellationToken::new(),
             idle: Notify::new(),
             in_progress: Mutex::new(HashMap::new()),
+            leases: Leases::default(),
         });
         let (ordered_tx, mut rx) = mpsc::channel::<Job>(capacity);
         let tracker = TaskTracker::new();
@@ -148,6 +160,12 @@ impl Dispatcher {
     /// Waits for room to hold one more message.
     pub async fn hold(&self) -> Option<OwnedSemaphorePermit> {
         self.holding.clone().acquire_owned().await.ok()
+    }
+
+    /// The relay reported `message_id` as not in flight for this connector (an `ack_result`):
+    /// work on it starts no further attempt.
+    pub fn lease_lost(&self, message_id: &str) {
+        self.core.leases.lost(message_id);
     }
 
     /// Messages currently held.
@@ -211,30 +229,10 @@ impl Dispatcher {
     }
 }
 
-/// While a message is worked on over v2, extends its lease with `touch` whenever half of it has
-/// passed (`modules.md` §6). Never returns while the lease can be kept.
-async fn keep_leased(msg: &WebhookMessage, acks: &AckSink) {
-    let remaining = match (&msg.lease_expires_at, acks.supports_touch()) {
-        (Some(expires), true) => expires.unix_millis() - Timestamp::now().unix_millis(),
-        _ => return std::future::pending().await,
-    };
-    // The relay's lease length, as seen at receipt (at least 1 s).
-    let half = Duration::from_millis(u64::try_from(remaining.max(1000) / 2).unwrap_or(500));
-    loop {
-        tokio::time::sleep(half).await;
-        match acks.touch(&msg.message_id).await {
-            Ok(()) => tracing::debug!(message_id = %msg.message_id, "Lease extended"),
-            Err(e) => {
-                tracing::debug!(message_id = %msg.message_id, error = %e, "Could not extend the lease");
-            }
-        }
-    }
-}
-
 impl Core {
     fn lock_in_progress(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, watch::Receiver<Option<Decision>>>> {
+    ) -> std::sync::MutexGuard<'_, HashMap<String, watch::Receiver<Option<Finished>>>> {
         self.in_progress.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -256,33 +254,7 @@ impl Core {
             tracing::debug!(message_id = %msg.message_id, "Already completed; acking again");
             Decision::Ack
         } else {
-            match self.claim(&msg.message_id) {
-                Claim::Theirs(mut rx) => {
-                    self.state.deduplicated.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(message_id = %msg.message_id, "Redelivered while in progress; waiting for that work");
-                    loop {
-                        if let Some(d) = rx.borrow().clone() {
-                            break d;
-                        }
-                        if rx.changed().await.is_err() {
-                            break Decision::Nack {
-                                retry: true,
-                                reason: "earlier work on this message stopped".into(),
-                                delay_ms: None,
-                            };
-                        }
-                    }
-                }
-                Claim::Mine(tx) => {
-                    let d = tokio::select! {
-                        d = self.run(&msg, started) => d,
-                        () = keep_leased(&msg, &acks) => Decision::Nack { retry: true, reason: "lease keeper stopped".into(), delay_ms: None },
-                    };
-                    tx.send_replace(Some(d.clone()));
-                    self.lock_in_progress().remove(&msg.message_id);
-                    d
-                }
-            }
+            self.work_on(&msg, &acks, started).await
         };
         match &decision {
             Decision::Ack => self.state.acked.fetch_add(1, Ordering::Relaxed),
@@ -308,9 +280,60 @@ impl Core {
         }
     }
 
-    async fn run(&self, msg: &WebhookMessage, started: Instant) -> Decision {
+    /// Does the work on `msg`, or waits for the work already under way on the same message (a
+    /// redelivery that arrived meanwhile). Work that stopped because its lease was lost decides
+    /// nothing for a later delivery, which then does the work itself.
+    async fn work_on(&self, msg: &WebhookMessage, acks: &AckSink, started: Instant) -> Decision {
+        loop {
+            match self.claim(&msg.message_id) {
+                Claim::Theirs(mut rx) => {
+                    // The relay holds one lease per message: the earlier delivery's has ended.
+                    self.leases.lost(&msg.message_id);
+                    self.state.deduplicated.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(message_id = %msg.message_id, "Redelivered while in progress; waiting for that work");
+                    let theirs = loop {
+                        if let Some(f) = rx.borrow().clone() {
+                            break f;
+                        }
+                        if rx.changed().await.is_err() {
+                            break Finished {
+                                decision: Decision::Nack {
+                                    retry: true,
+                                    reason: "earlier work on this message stopped".into(),
+                                    delay_ms: None,
+                                },
+                                lease_lost: false,
+                            };
+                        }
+                    };
+                    if !theirs.lease_lost {
+                        return theirs.decision;
+                    }
+                }
+                Claim::Mine(tx) => {
+                    let lease = self.leases.start(&msg.message_id);
+                    let d = tokio::select! {
+                        d = self.run(msg, &lease, started) => d,
+                        // `keep` never returns.
+                        () = lease::keep(msg, acks, &lease) => Decision::Nack { retry: true, reason: LEASE_LOST.into(), delay_ms: None },
+                    };
+                    self.leases.finish(&msg.message_id);
+                    // Removed before the result is published, so a waiter that must do the work
+                    // itself can claim it.
+                    self.lock_in_progress().remove(&msg.message_id);
+                    tx.send_replace(Some(Finished {
+                        decision: d.clone(),
+                        lease_lost: lease.is_cancelled() && !matches!(d, Decision::Ack),
+                    }));
+                    return d;
+                }
+            }
+        }
+    }
+
+    async fn run(&self, msg: &WebhookMessage, lease: &Lease, started: Instant) -> Decision {
         if let Some(pipeline) = &self.pipeline {
-            return self.run_modules(pipeline, msg, started).await;
+            return self.run_modules(pipeline, msg, lease, started).await;
         }
         let channel = &self.channel;
         let Some(target) = channel.target_for(&msg.webhook_id) else {
@@ -333,6 +356,7 @@ impl Core {
             &channel.channel,
             &self.permits,
             &self.work_cancel,
+            lease,
         )
         .await;
         self.state
@@ -361,10 +385,11 @@ impl Core {
         &self,
         pipeline: &Pipeline,
         msg: &WebhookMessage,
+        lease: &Lease,
         started: Instant,
     ) -> Decision {
         let delivered = tokio::select! {
-            d = pipeline.deliver(msg, &self.channel.channel, &self.permits) => d,
+            d = pipeline.deliver(msg, &self.channel.channel, &self.permits, lease) => d,
             () = self.work_cancel.cancelled() => {
                 return Decision::Nack { retry: true, reason: "connector shutting down".into(), delay_ms: None };
             }

@@ -14,6 +14,7 @@ use webhook_connect_protocol::WebhookMessage;
 use webhook_connect_protocol::headers::is_hop_by_hop;
 
 use crate::config::{BodyMode, ForwardHeaders, TargetConfig};
+use crate::lease::{LEASE_LOST, Lease};
 
 /// What to tell the relay about one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +81,8 @@ pub fn target_client(proxy: Option<&str>) -> Result<reqwest::Client, reqwest::Er
 
 /// Delivers `msg` to `target`, making up to the policy's attempts, each under one permit of
 /// `permits`. `channel` feeds the `X-Webhook-Channel` header. Cancelling `cancel` stops between
-/// or during attempts with a nack `retry:true`.
+/// or during attempts with a nack `retry:true`; once `lease` is lost no further attempt starts
+/// and a retryable failure is final (`modules.md` §6 "Bounded by the lease").
 pub async fn deliver(
     client: &reqwest::Client,
     msg: &WebhookMessage,
@@ -88,6 +90,7 @@ pub async fn deliver(
     channel: &str,
     permits: &Semaphore,
     cancel: &CancellationToken,
+    lease: &Lease,
 ) -> Delivery {
     let attempts = target.retry.attempts();
     let mut error_kinds = Vec::new();
@@ -150,10 +153,14 @@ pub async fn deliver(
                 tracing::debug!(message_id = %msg.message_id, attempt, delay_ms = delay.as_millis() as u64, reason = %reason, "Retrying delivery");
                 // The permit is not held here.
                 tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
+                    biased;
                     () = cancel.cancelled() => {
                         return Delivery { decision: Decision::nack(true, reason), attempts: attempt, error_kinds };
                     }
+                    () = lease.cancelled() => {
+                        return Delivery { decision: Decision::nack(true, format!("{reason}; {LEASE_LOST}")), attempts: attempt, error_kinds };
+                    }
+                    () = tokio::time::sleep(delay) => {}
                 }
                 attempt += 1;
             }

@@ -48,6 +48,7 @@ pub mod config;
 pub mod dispatch;
 pub mod forward;
 pub mod health;
+pub mod lease;
 pub mod output;
 pub mod pipeline;
 pub mod stream;

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::partial::PartialRecord;
 use super::{Route, RouteItem};
+use crate::lease::Lease;
 use crate::output::{Delivery, ErrorCategory, ErrorKind, OutputError};
 
 /// What became of one item (§5.3 "Item results").
@@ -37,6 +38,8 @@ pub(crate) struct RunContext<'a> {
     pub permits: &'a Semaphore,
     /// Partial completion record of the channel.
     pub partial: &'a PartialRecord,
+    /// The relay's lease on the message: once lost, no item starts another attempt (§6).
+    pub lease: &'a Lease,
 }
 
 /// Runs `route` for `delivery`; one result per item, in item order.
@@ -172,7 +175,8 @@ async fn run_parallel(
 }
 
 /// One item with its retry policy: each attempt under one permit, no permit held while a retry
-/// delay sleeps. Success is recorded for partial completion at once (§5.4).
+/// delay sleeps, and no new attempt once the lease is lost (§6, the failure at hand is
+/// final). Success is recorded for partial completion at once (§5.4).
 async fn run_item(
     route: &Route,
     item: &RouteItem,
@@ -211,7 +215,11 @@ async fn run_item(
                     error = %e,
                     "Retrying module"
                 );
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    biased;
+                    () = ctx.lease.cancelled() => return Err(e),
+                    () = tokio::time::sleep(delay) => {}
+                }
             }
         }
     }

@@ -27,6 +27,7 @@ use crate::config::Problems;
 use crate::config::modules::{ChainSettings, ModuleModeConfig};
 use crate::forward::Decision;
 use crate::health::ModuleStatus;
+use crate::lease::Lease;
 use crate::output::shared::SharedClients;
 use crate::output::{Delivery, ErrorKind, ModuleSettings, Output, registry};
 
@@ -225,12 +226,13 @@ impl Pipeline {
     }
 
     /// Delivers `msg` (received on `channel`) through its entry and decides ack or nack. Each
-    /// `process` call takes one of `permits`.
+    /// `process` call takes one of `permits`; no retry starts once `lease` is lost.
     pub async fn deliver(
         &self,
         msg: &WebhookMessage,
         channel: &str,
         permits: &Semaphore,
+        lease: &Lease,
     ) -> Delivered {
         let Some(route) = self
             .routes
@@ -258,6 +260,7 @@ impl Pipeline {
         let ctx = RunContext {
             permits,
             partial: &self.partial,
+            lease,
         };
         let results = chain::run(route, &delivery, &ctx).await;
         let errors = results

@@ -263,7 +263,10 @@ pub async fn run(ctx: &SessionCtx<'_>) -> SessionEnd {
                         }
                         Ok(ServerFrame::AckResult(r)) => {
                             for item in r.results.iter().filter(|i| i.status != AckStatus::Ok) {
-                                tracing::warn!(message_id = %item.message_id, status = ?item.status, "Relay did not apply ack/nack");
+                                tracing::warn!(message_id = %item.message_id, status = ?item.status, "Relay did not apply ack/nack/touch");
+                                if item.status == AckStatus::NotInFlight {
+                                    ctx.dispatcher.lease_lost(&item.message_id);
+                                }
                             }
                             let failed = r.results.iter().any(|i| i.status == AckStatus::Error);
                             if let Some(retry) = pending.settle(r.reference.as_deref(), failed) {

@@ -45,6 +45,7 @@ async fn deliver(target: &TargetConfig, m: &WebhookMessage) -> forward::Delivery
         "orders",
         &permits,
         &CancellationToken::new(),
+        &CancellationToken::new(),
     )
     .await
 }

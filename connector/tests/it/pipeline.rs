@@ -143,9 +143,14 @@ fn message(id: &str, webhook: &str) -> WebhookMessage {
 }
 
 async fn deliver(p: &Pipeline, id: &str, webhook: &str) -> Decision {
-    p.deliver(&message(id, webhook), "orders", &Semaphore::new(10))
-        .await
-        .decision
+    p.deliver(
+        &message(id, webhook),
+        "orders",
+        &Semaphore::new(10),
+        &CancellationToken::new(),
+    )
+    .await
+    .decision
 }
 
 fn chain(items: usize, chain_config: serde_json::Value) -> serde_json::Value {

@@ -8,7 +8,7 @@ use webhook_connect_tests::sink::Sink;
 use webhook_connect_tests::stack::{
     Backend, Connector, Relay, TempDir, relay_toml, relay_toml_with,
 };
-use webhook_connector::config::Protocol;
+use webhook_connector::config::{ChannelConfig, ConnectorConfig, Protocol, TargetConfig};
 
 const TOKEN: &str = "e2e-channel-token-0123456789";
 const SECRET: &str = "e2e-github-secret";
@@ -322,4 +322,70 @@ async fn connector_stopped_mid_stream_and_restarted_loses_nothing() {
         ),
         (Some(0), Some(0))
     );
+}
+
+/// `modules.md` §6 "Bounded by the lease": the connector extends the lease with `touch` while it
+/// retries, but once the relay will not extend it further (`max_lease_seconds`) no new attempt
+/// starts on that delivery. The relay delivers the message again, and that delivery does the
+/// work itself instead of taking over the first one's outcome.
+async fn retries_stop_when_the_lease_cannot_be_extended(protocol: Protocol, tag: &str) {
+    let dir = TempDir::new(tag).unwrap();
+    let settings = "ack_timeout_seconds = 1\nmax_lease_seconds = 2\nrequeue_delay_initial_ms = 0\nrequeue_delay_max_ms = 0";
+    let relay = Relay::start(
+        &dir.0,
+        &relay_toml(&dir.0, &channel(settings)),
+        "127.0.0.1:0",
+    )
+    .await
+    .unwrap();
+    let sink = Sink::start("127.0.0.1:0".parse().unwrap(), false)
+        .await
+        .unwrap();
+    sink.script(&[503; 100]);
+    // Unbounded, this policy makes 20 attempts about 0.45 s apart: some 18 in the first 8 s.
+    let mut target = TargetConfig::new(sink.url());
+    target.retry.max_attempts = 20;
+    target.retry.delay = Duration::from_millis(500);
+    target.retry.max_delay = Duration::from_millis(500);
+    target.retry.multiplier = 1.0;
+    let mut ch = ChannelConfig::new("hooks", TOKEN);
+    ch.protocol = protocol;
+    ch.default_target = Some(target);
+    let _connector = Connector::start_with(ConnectorConfig::new(&relay.base, ch))
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    assert_eq!(post_signed(&http, &relay, b"{\"x\":1}").await, 200);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let received = sink.received();
+    let of_delivery = |n: &str| {
+        received
+            .iter()
+            .filter(|r| r.header("x-webhook-delivery-count") == Some(n))
+            .count()
+    };
+    // The lease ends 2 s after delivery; the loss is seen within half an ack timeout.
+    let first = of_delivery("1");
+    assert!(
+        (4..=9).contains(&first),
+        "attempts on the first delivery: {first} (about 6 expected, 18 unbounded)"
+    );
+    assert!(
+        of_delivery("2") >= 1,
+        "the next delivery does the work itself: {:?}",
+        received
+            .iter()
+            .map(|r| r.header("x-webhook-delivery-count"))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_stop_when_the_lease_cannot_be_extended_over_websocket() {
+    retries_stop_when_the_lease_cannot_be_extended(Protocol::WebSocket, "lease-bound-ws").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_stop_when_the_lease_cannot_be_extended_over_sse() {
+    retries_stop_when_the_lease_cannot_be_extended(Protocol::Sse, "lease-bound-sse").await;
 }
