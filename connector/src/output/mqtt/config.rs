@@ -75,6 +75,15 @@ pub(super) fn read_topic(
     Some(topic)
 }
 
+/// The protocol version of a connection (conn `mqtt_version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Version {
+    /// `"3.1.1"`, the default.
+    V311,
+    /// `"5.0"`.
+    V5,
+}
+
 /// Connection settings of one broker.
 #[derive(Debug, Clone)]
 pub(super) struct MqttServer {
@@ -86,6 +95,7 @@ pub(super) struct MqttServer {
     pub(super) password: Option<Secret>,
     pub(super) client_id: String,
     pub(super) keepalive: u64,
+    pub(super) version: Version,
     /// The TLS configuration with `tls: true`, built at load so an unreadable certificate or
     /// key file is a load error.
     pub(super) tls: Option<Arc<rustls::ClientConfig>>,
@@ -105,20 +115,18 @@ impl MqttServer {
             .string(p, "client_id")
             .unwrap_or_else(|| format!("webhook-connector-{:08x}", rand::random::<u32>()));
         let keepalive = r.integer_in(p, "keepalive", 60, 5, 65_535);
-        let version = r.string(p, "mqtt_version");
-        match version.as_deref() {
-            None | Some("3.1.1") => {}
-            Some("5.0" | "5") => r.error(
-                p,
-                "mqtt_version",
-                "MQTT 5.0 is not supported by this build; use \"3.1.1\"",
-            ),
-            Some(other) => r.error(
-                p,
-                "mqtt_version",
-                format!("must be \"3.1.1\" or \"5.0\", got {other:?}"),
-            ),
-        }
+        let version = match r.string(p, "mqtt_version").as_deref() {
+            None | Some("3.1.1") => Some(Version::V311),
+            Some("5.0") => Some(Version::V5),
+            Some(other) => {
+                r.error(
+                    p,
+                    "mqtt_version",
+                    format!("must be \"3.1.1\" or \"5.0\", got {other:?}"),
+                );
+                None
+            }
+        };
         let tls = read_tls(&mut r, p);
         r.finish(p, false);
         let empty = serde_json::Map::new();
@@ -134,6 +142,7 @@ impl MqttServer {
             password,
             client_id,
             keepalive: u64::try_from(keepalive).unwrap_or(60),
+            version: version?,
             tls: tls?,
         })
     }

@@ -46,7 +46,7 @@ pub(super) async fn publish(
 /// What one event means to the session; an error ends it.
 pub(super) fn step(event: Result<Event, ConnectionError>) -> Result<Step, OutputError> {
     Ok(match event.map_err(|e| connection_error(&e))? {
-        Event::Incoming(Packet::ConnAck(_)) => Step::Connected,
+        Event::Incoming(Packet::ConnAck(_)) => Step::Connected { max_packet: None },
         Event::Outgoing(Outgoing::Publish(pkid)) => Step::Sent(pkid),
         Event::Incoming(Packet::PubAck(ack)) => Step::Done(ack.pkid),
         Event::Incoming(Packet::PubComp(comp)) => Step::Done(comp.pkid),
