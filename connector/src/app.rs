@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::completion::CompletionRecord;
+use crate::config::outbound::PolicyResolver;
 use crate::config::{ConnectorConfig, Problems};
 use crate::dispatch::Dispatcher;
 use crate::health::{self, ChannelState, States};
@@ -89,9 +90,12 @@ impl ConnectorHandle {
     }
 }
 
+/// A client for the relay, or (`targets`) for local targets, whose every new connection passes
+/// the outbound policy; a configured proxy's own host is exempt from it.
 fn http_client(
     config: &ConnectorConfig,
     tls: &Arc<rustls::ClientConfig>,
+    targets: bool,
 ) -> Result<reqwest::Client, RunError> {
     let mut b = reqwest::Client::builder()
         .use_preconfigured_tls((**tls).clone())
@@ -105,6 +109,15 @@ fn http_client(
         }
         b = b.proxy(p);
     }
+    if targets {
+        let proxy_host = config
+            .proxy
+            .as_deref()
+            .and_then(|p| reqwest::Url::parse(p).ok())
+            .and_then(|u| u.host_str().map(str::to_owned));
+        let allowed: Vec<String> = proxy_host.into_iter().collect();
+        b = b.dns_resolver(PolicyResolver::new(config.outbound_strict, &allowed));
+    }
     b.build().map_err(|e| RunError::Client(e.to_string()))
 }
 
@@ -116,10 +129,10 @@ pub async fn start(
 ) -> Result<ConnectorHandle, RunError> {
     let config = Arc::new(config);
     let tls = crate::tls::client_config(&config.tls).map_err(RunError::Tls)?;
-    let relay_client = http_client(&config, &tls)?;
+    let relay_client = http_client(&config, &tls, false)?;
     // Targets get the same TLS and proxy settings (`modules.md` §7.1); list local targets in
     // `no_proxy` when a proxy is configured. A separate client keeps the pools apart.
-    let target_client = http_client(&config, &tls)?;
+    let target_client = http_client(&config, &tls, true)?;
     let shared = Arc::new(Shared {
         config: config.clone(),
         relay_client,

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use webhook_connect_protocol::WebhookMessage;
 use webhook_connect_protocol::headers::is_hop_by_hop;
 
+use crate::config::outbound;
 use crate::config::{BodyMode, ForwardHeaders, TargetConfig};
 use crate::lease::{LEASE_LOST, Lease};
 
@@ -237,6 +238,10 @@ fn classify_error(e: &reqwest::Error) -> Attempt {
             kind: "timeout",
             retry_after: None,
         };
+    }
+    if let Some(refused) = outbound::refusal_in(e) {
+        // An operator must change the configuration; the message waits in the relay.
+        return Attempt::Final(Decision::nack(true, refused.to_string()), "policy");
     }
     if is_tls_error(e) {
         return Attempt::Final(

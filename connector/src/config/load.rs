@@ -596,6 +596,7 @@ fn validate(
         drain_timeout: secs(drain_timeout),
         exit_on_stale,
         completion_record,
+        outbound_strict: strict,
     })
 }
 

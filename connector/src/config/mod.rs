@@ -325,6 +325,9 @@ pub struct ConnectorConfig {
     pub exit_on_stale: Option<Duration>,
     /// `completion_record`.
     pub completion_record: CompletionRecordConfig,
+    /// `outbound_policy: strict` (`modules.md` §2.3); HTTP targets are checked again on every
+    /// new connection.
+    pub outbound_strict: bool,
 }
 
 impl ConnectorConfig {
@@ -350,6 +353,7 @@ impl ConnectorConfig {
             drain_timeout: Duration::from_secs(30),
             exit_on_stale: None,
             completion_record: CompletionRecordConfig::default(),
+            outbound_strict: false,
         }
     }
 }

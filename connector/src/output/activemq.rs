@@ -83,6 +83,8 @@ struct StompServer {
     login: Option<String>,
     passcode: Option<Secret>,
     vhost: String,
+    /// `outbound_policy: strict`, applied to every address the host resolves to.
+    strict: bool,
 }
 
 impl StompServer {
@@ -110,6 +112,7 @@ impl StompServer {
             ),
             host: host?,
             port,
+            strict: s.outbound_strict,
             login,
             passcode,
             vhost,
@@ -256,7 +259,9 @@ impl Drop for StompConn {
 impl StompConn {
     async fn connect(s: &StompServer) -> Result<StompConn, OutputError> {
         within(STOMP_TIMEOUT, "connecting to the STOMP broker", async {
-            let stream = TcpStream::connect((s.host.as_str(), s.port))
+            // Connects to the addresses the policy checked: no second lookup.
+            let addrs = endpoint::admit(&s.host, s.port, s.strict, &[]).await?;
+            let stream = TcpStream::connect(&addrs[..])
                 .await
                 .map_err(|e| endpoint::io_error("STOMP connect", &e))?;
             let _ = stream.set_nodelay(true);

@@ -22,6 +22,7 @@ use super::endpoint::{self, percent_encode};
 use super::shared::{SharedClients, client_key};
 use super::{ErrorCategory, ModuleSettings, OutputError};
 use crate::config::Problems;
+use crate::config::outbound::PolicyResolver;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,6 +56,8 @@ pub(crate) struct AwsConnection {
     /// `endpoint_url`, honoured; `None` means the public AWS endpoint.
     pub(crate) endpoint: Option<Url>,
     credentials: Option<Credentials>,
+    /// `outbound_policy: strict`, applied to every address the endpoint resolves to.
+    strict: bool,
 }
 
 impl AwsConnection {
@@ -130,6 +133,7 @@ impl AwsConnection {
             region,
             endpoint,
             credentials,
+            strict: s.outbound_strict,
         };
         (conn, r)
     }
@@ -145,6 +149,7 @@ impl AwsConnection {
                     .connect_timeout(CONNECT_TIMEOUT)
                     .timeout(REQUEST_TIMEOUT)
                     .redirect(reqwest::redirect::Policy::none())
+                    .dns_resolver(PolicyResolver::new(self.strict, &[]))
                     .build()
                     .map_err(|e| {
                         OutputError::unavailable(
@@ -234,7 +239,10 @@ impl AwsClient {
         }
         req = req.header("authorization", authorization);
         let what = format!("{} request", self.service);
-        let response = req.send().await.map_err(|e| transport_error(&what, &e))?;
+        let response = req
+            .send()
+            .await
+            .map_err(|e| endpoint::http_error(&what, &e))?;
         let status = response.status().as_u16();
         let query_error = response
             .headers()
@@ -244,7 +252,7 @@ impl AwsClient {
         let body = response
             .bytes()
             .await
-            .map_err(|e| transport_error(&what, &e))?
+            .map_err(|e| endpoint::http_error(&what, &e))?
             .to_vec();
         Ok(AwsResponse {
             status,
@@ -252,16 +260,6 @@ impl AwsClient {
             body,
         })
     }
-}
-
-fn transport_error(what: &str, e: &reqwest::Error) -> OutputError {
-    let category = if e.is_timeout() {
-        ErrorCategory::Timeout
-    } else {
-        ErrorCategory::Connection
-    };
-    // The URL is ours (no credentials in it); the error text names it.
-    OutputError::transient(category, format!("{what}: {e}"))
 }
 
 /// What is signed of a request.

@@ -34,6 +34,7 @@ use super::shared::{SharedClients, client_key};
 use super::sql::is_identifier;
 use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError, record};
 use crate::config::Problems;
+use crate::config::outbound::PolicyResolver;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -133,6 +134,7 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
             database,
             user,
             password,
+            strict: settings.outbound_strict,
         },
         shared: settings.shared.clone(),
         client: ClientSlot::default(),
@@ -150,6 +152,8 @@ struct Connection {
     database: String,
     user: String,
     password: Secret,
+    /// `outbound_policy: strict`, applied to every address the host resolves to.
+    strict: bool,
 }
 
 impl Connection {
@@ -190,6 +194,7 @@ impl Connection {
                     .connect_timeout(CONNECT_TIMEOUT)
                     .timeout(REQUEST_TIMEOUT)
                     .redirect(reqwest::redirect::Policy::none())
+                    .dns_resolver(PolicyResolver::new(self.strict, &[]))
                     .default_headers(self.auth_headers())
                     .build()
                     .map_err(|e| {
@@ -244,7 +249,7 @@ impl Client {
             .body(body)
             .send()
             .await
-            .map_err(|e| transport_error(what, &e))?;
+            .map_err(|e| endpoint::http_error(what, &e))?;
         let status = response.status().as_u16();
         let header_code = response
             .headers()
@@ -254,7 +259,7 @@ impl Client {
         let text = response
             .text()
             .await
-            .map_err(|e| transport_error(what, &e))?;
+            .map_err(|e| endpoint::http_error(what, &e))?;
         if (200..300).contains(&status) && header_code.is_none() {
             return Ok(());
         }
@@ -265,22 +270,6 @@ impl Client {
             &text,
         ))
     }
-}
-
-fn transport_error(what: &str, e: &reqwest::Error) -> OutputError {
-    // The URL holds no credentials (they travel in headers); the error text may name it.
-    if crate::forward::is_tls_error(e) {
-        return OutputError::unavailable(
-            ErrorCategory::Connection,
-            format!("{what}: TLS failure talking to ClickHouse: {e}"),
-        );
-    }
-    let category = if e.is_timeout() {
-        ErrorCategory::Timeout
-    } else {
-        ErrorCategory::Connection
-    };
-    OutputError::transient(category, format!("{what}: {e}"))
 }
 
 /// The `N` of `Code: N.` in a ClickHouse error body.

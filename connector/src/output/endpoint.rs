@@ -183,6 +183,51 @@ impl<T> ClientSlot<T> {
     }
 }
 
+/// The outbound policy at connect time (`modules.md` §2.3): resolves `host` and checks every
+/// address it resolves to, so a name that leads to a refused address is refused however it was
+/// written. Refusal is `Unavailable` (an operator must change the configuration); a failed lookup
+/// is `Transient`/`connection`. Returns the addresses, for a client that can connect to them
+/// directly and so leave no gap between the check and the connection.
+pub(crate) async fn admit(
+    host: &str,
+    port: u16,
+    strict: bool,
+    allowed: &[String],
+) -> Result<Vec<std::net::SocketAddr>, OutputError> {
+    outbound::resolve(host, port, strict, allowed)
+        .await
+        .map_err(|e| match outbound::refusal_in(&e) {
+            Some(refused) => OutputError::unavailable(ErrorCategory::Other, refused.to_string()),
+            None => OutputError::transient(
+                ErrorCategory::Connection,
+                format!("cannot resolve {host}: {e}"),
+            ),
+        })
+}
+
+/// A failed HTTP request of a module: refused by the outbound policy or a TLS failure is
+/// `Unavailable`, running out of time `Transient`/`timeout`, anything else
+/// `Transient`/`connection`. `what` names the call; the error text never holds credentials
+/// (they travel in headers).
+pub(crate) fn http_error(what: &str, e: &reqwest::Error) -> OutputError {
+    if let Some(refused) = outbound::refusal_in(e) {
+        return OutputError::unavailable(ErrorCategory::Other, format!("{what}: {refused}"));
+    }
+    if crate::forward::is_tls_error(e) {
+        return OutputError::unavailable(
+            ErrorCategory::Connection,
+            format!("{what}: TLS failure: {}", crate::forward::error_chain(e)),
+        );
+    }
+    if e.is_timeout() {
+        return OutputError::transient(ErrorCategory::Timeout, format!("{what}: timed out"));
+    }
+    OutputError::transient(
+        ErrorCategory::Connection,
+        format!("{what}: {}", crate::forward::error_chain(e)),
+    )
+}
+
 /// Runs `fut` with a limit; running out is `Transient`/`timeout`.
 pub(crate) async fn within<T>(
     limit: Duration,

@@ -14,7 +14,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use webhook_connect_protocol::config_values::Secret;
 
-use super::{ErrorCategory, OutputError};
+use super::{ErrorCategory, OutputError, endpoint};
 
 /// The OAuth scope of Pub/Sub.
 pub(crate) const PUBSUB_SCOPE: &str = "https://www.googleapis.com/auth/pubsub";
@@ -160,12 +160,12 @@ impl TokenSource {
             ])
             .send()
             .await
-            .map_err(|e| transport_error(&what, &e))?;
+            .map_err(|e| endpoint::http_error(&what, &e))?;
         let status = response.status().as_u16();
         let body = response
             .bytes()
             .await
-            .map_err(|e| transport_error(&what, &e))?;
+            .map_err(|e| endpoint::http_error(&what, &e))?;
         let body = &body[..body.len().min(MAX_TOKEN_ANSWER)];
         let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         if !(200..300).contains(&status) {
@@ -203,15 +203,6 @@ impl TokenSource {
 }
 
 /// A network failure or timeout: `Transient`.
-pub(crate) fn transport_error(what: &str, e: &reqwest::Error) -> OutputError {
-    let category = if e.is_timeout() {
-        ErrorCategory::Timeout
-    } else {
-        ErrorCategory::Connection
-    };
-    OutputError::transient(category, format!("{what}: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

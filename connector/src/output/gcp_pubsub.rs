@@ -93,6 +93,8 @@ struct Connection {
     base: String,
     project_id: String,
     account: Option<ServiceAccount>,
+    /// `outbound_policy: strict`, applied to every address the endpoints resolve to.
+    strict: bool,
 }
 
 impl Connection {
@@ -138,6 +140,7 @@ impl Connection {
             base: base?,
             project_id: project_id?,
             account,
+            strict: s.outbound_strict,
         })
     }
 
@@ -148,6 +151,7 @@ impl Connection {
                     .connect_timeout(TIMEOUT)
                     .timeout(TIMEOUT)
                     .redirect(reqwest::redirect::Policy::none())
+                    .dns_resolver(outbound::PolicyResolver::new(self.strict, &[]))
                     .build()
                     .map_err(|e| {
                         OutputError::unavailable(
@@ -247,7 +251,7 @@ impl PubsubClient {
         let response = req
             .send()
             .await
-            .map_err(|e| gcp_auth::transport_error(what, &e))?;
+            .map_err(|e| endpoint::http_error(what, &e))?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -258,7 +262,7 @@ impl PubsubClient {
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| gcp_auth::transport_error(what, &e))?;
+            .map_err(|e| endpoint::http_error(what, &e))?;
         let body =
             serde_json::from_slice(&bytes[..bytes.len().min(MAX_ANSWER)]).unwrap_or(Value::Null);
         if status == 401

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use super::endpoint;
 use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError};
 use crate::config::Problems;
-use crate::forward::{error_chain, is_tls_error, never_forwarded, retry_after};
+use crate::config::outbound::PolicyResolver;
+use crate::forward::{never_forwarded, retry_after};
 
 /// Longest header name accepted.
 const MAX_HEADER_NAME: usize = 200;
@@ -115,6 +117,10 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs_f64(timeout))
         .pool_idle_timeout(Duration::from_secs(60))
+        .dns_resolver(PolicyResolver::new(
+            settings.outbound_strict,
+            &allowed_hosts,
+        ))
         .danger_accept_invalid_certs(!verify);
     if let Some(path) = ca {
         match std::fs::read(&path)
@@ -252,18 +258,7 @@ impl Output for HttpWebhook {
             Ok(response) => {
                 classify_status(response.status().as_u16(), retry_after(response.headers()))
             }
-            Err(e) if e.is_timeout() => Err(OutputError::transient(
-                ErrorCategory::Timeout,
-                "target timed out",
-            )),
-            Err(e) if is_tls_error(&e) => Err(OutputError::unavailable(
-                ErrorCategory::Connection,
-                "TLS failure talking to the target",
-            )),
-            Err(e) => Err(OutputError::transient(
-                ErrorCategory::Connection,
-                format!("cannot reach the target: {}", error_chain(&e)),
-            )),
+            Err(e) => Err(endpoint::http_error("target", &e)),
         }
     }
 

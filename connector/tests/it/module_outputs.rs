@@ -24,6 +24,7 @@ fn settings<'a>(
     module: &'static str,
     config: &'a Map<String, Value>,
     webhook: &'a Map<String, Value>,
+    outbound_strict: bool,
 ) -> ModuleSettings<'a> {
     ModuleSettings {
         module,
@@ -33,15 +34,24 @@ fn settings<'a>(
         connection: None,
         webhook,
         shared: SharedClients::new(),
-        outbound_strict: false,
+        outbound_strict,
     }
 }
 
 fn build(module: &'static str, config: Value) -> Result<Box<dyn Output>, Problems> {
+    build_with_policy(module, config, false)
+}
+
+/// [`build`] under `outbound_policy: strict` when `strict`.
+fn build_with_policy(
+    module: &'static str,
+    config: Value,
+    strict: bool,
+) -> Result<Box<dyn Output>, Problems> {
     let config = config.as_object().cloned().unwrap_or_default();
     let webhook = Map::new();
     let mut p = Problems::default();
-    match registry::build(&settings(module, &config, &webhook), &mut p) {
+    match registry::build(&settings(module, &config, &webhook, strict), &mut p) {
         Some(o) if p.errors.is_empty() => Ok(o),
         _ => Err(p),
     }
@@ -77,7 +87,7 @@ async fn log_prints_one_json_line_per_message_and_redacts_r110() {
     let webhook = Map::new();
     let mut p = Problems::default();
     let log = log_module::build_with_writer(
-        &settings("log", &config, &webhook),
+        &settings("log", &config, &webhook, false),
         &mut p,
         Box::new(out.clone()),
     )
@@ -331,6 +341,37 @@ fn http_webhook_refuses_metadata_endpoints_and_bad_schemes() {
     .map(|_| ())
     .err();
     assert!(p.is_none(), "unknown keys are warnings only");
+}
+
+/// `modules.md` §2.3 and R-136: `127.1` is no address literal to a naive check, but HTTP
+/// clients read it as 127.0.0.1; under `strict` it is refused as that address. Listed in
+/// `allowed_hosts`, or under the permissive policy, it is delivered to. (Host names that
+/// resolve to a refused address are refused at connect time: `config::outbound` tests that
+/// resolver inside a real HTTP client.)
+#[tokio::test]
+async fn http_webhook_under_strict_judges_numeric_hosts_by_their_address_r136() {
+    let (url, seen, _) = http_peer(Vec::new()).await;
+    let aliased = url.replace("127.0.0.1", "127.1");
+    let d = delivery("m", json!({"n": 1}));
+    let p = build_with_policy("http_webhook", json!({"url": aliased}), true)
+        .err()
+        .expect("refused at load");
+    assert!(
+        p.errors[0].contains("module-config.url") && p.errors[0].contains("strict"),
+        "{p:?}"
+    );
+    let allowed = json!({"url": aliased, "allowed_hosts": ["127.1"]});
+    build_with_policy("http_webhook", allowed, true)
+        .unwrap()
+        .process(&d)
+        .await
+        .unwrap();
+    build_with_policy("http_webhook", json!({"url": aliased}), false)
+        .unwrap()
+        .process(&d)
+        .await
+        .unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 2);
 }
 
 /// A WebSocket peer: counts connections, records text frames, answers each with `ok` when
