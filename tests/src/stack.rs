@@ -266,6 +266,11 @@ impl Connector {
         })
     }
 
+    /// Where its health listener listens, when `health_listen` was set.
+    pub fn health_addr(&self) -> Option<std::net::SocketAddr> {
+        self.handle.as_ref().and_then(|h| h.health_addr)
+    }
+
     /// Drains and stops it.
     pub async fn stop(&mut self) -> Option<RunOutcome> {
         self.shutdown.cancel();

@@ -389,3 +389,59 @@ async fn retries_stop_when_the_lease_cannot_be_extended_over_websocket() {
 async fn retries_stop_when_the_lease_cannot_be_extended_over_sse() {
     retries_stop_when_the_lease_cannot_be_extended(Protocol::Sse, "lease-bound-sse").await;
 }
+
+/// R-136 in HTTP mode: under `outbound_policy: strict` the target client resolves every new
+/// connection through the policy, so a target whose name resolves to a loopback address is never
+/// called. (The configuration loader already refuses `localhost` by name; this connector is
+/// configured in code to reach the connect-time check.) The message stays in the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_policy_refuses_a_target_resolving_to_loopback_at_connect_r136() {
+    let dir = TempDir::new("strict-target").unwrap();
+    let relay = Relay::start(&dir.0, &relay_toml(&dir.0, &channel("")), "127.0.0.1:0")
+        .await
+        .unwrap();
+    let sink = Sink::start("127.0.0.1:0".parse().unwrap(), false)
+        .await
+        .unwrap();
+    let by_name = sink.url().replace("127.0.0.1", "localhost");
+    let mut ch = ChannelConfig::new("hooks", TOKEN);
+    ch.protocol = Protocol::WebSocket;
+    ch.default_target = Some(TargetConfig::new(by_name));
+    let mut config = ConnectorConfig::new(&relay.base, ch);
+    config.outbound_strict = true;
+    config.health_listen = Some("127.0.0.1:0".parse().unwrap());
+    let connector = Connector::start_with(config).await.unwrap();
+    let metrics_url = format!("http://{}/metrics", connector.health_addr().unwrap());
+    let http = reqwest::Client::new();
+    assert_eq!(post_signed(&http, &relay, b"{\"x\":1}").await, 200);
+    let refusals = "target_errors_total{channel=\"hooks\",target=\"default\",kind=\"policy\"} 1";
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = http
+            .get(&metrics_url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains(refusals) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(metrics.contains(refusals), "{metrics}");
+    assert!(
+        metrics.contains("messages_nacked_total{channel=\"hooks\",retry=\"true\"} 1"),
+        "refused once, nacked for later: {metrics}"
+    );
+    let stats = relay_stats(&http, &relay).await;
+    assert_eq!(
+        stats["dead_letters_queued"], 0,
+        "refused, not dead-lettered"
+    );
+    let held = stats["messages_queued"].as_u64().unwrap_or(0)
+        + stats["messages_in_flight"].as_u64().unwrap_or(0);
+    assert_eq!(held, 1, "the message stays in the relay: {stats}");
+    assert!(sink.received().is_empty(), "the target was never called");
+}
