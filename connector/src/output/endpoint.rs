@@ -86,6 +86,28 @@ pub(crate) fn host(
     Some(host)
 }
 
+/// A client certificate's `tls_cert_file` and `tls_key_file`, which come both or neither:
+/// `Some(None)` for neither; `None`, with the error recorded, for one without the other.
+pub(crate) fn client_cert_files(
+    r: &mut Reader<'_>,
+    p: &mut Problems,
+    cert: Option<String>,
+    key: Option<String>,
+) -> Option<Option<(String, String)>> {
+    match (cert, key) {
+        (Some(c), Some(k)) => Some(Some((c, k))),
+        (None, None) => Some(None),
+        (Some(_), None) => {
+            r.error(p, "tls_key_file", "required with tls_cert_file");
+            None
+        }
+        (None, Some(_)) => {
+            r.error(p, "tls_cert_file", "required with tls_key_file");
+            None
+        }
+    }
+}
+
 /// A TCP port: an integer or a numeric string in 1–65535.
 pub(crate) fn port(r: &mut Reader<'_>, p: &mut Problems, key: &'static str, default: u16) -> u16 {
     let n = r.integer_in(p, key, i64::from(default), 1, 65535);

@@ -73,6 +73,7 @@ impl TlsFiles {
             }
             return Some(TlsFiles::default());
         }
+        let pair = endpoint::client_cert_files(r, p, cert, key)?;
         let mut ok = true;
         let mut load = |name: &str, path: &str| -> Option<String> {
             match std::fs::read_to_string(path) {
@@ -90,21 +91,13 @@ impl TlsFiles {
             }
         };
         let ca = ca.and_then(|path| load("tls_ca_cert_file", &path));
-        let client = match (cert, key) {
-            (Some(c), Some(k)) => {
+        let client = match pair {
+            Some((c, k)) => {
                 let cert = load("tls_cert_file", &c);
                 let key = load("tls_key_file", &k);
                 cert.zip(key).map(|(c, k)| (c.into_bytes(), Secret::new(k)))
             }
-            (None, None) => None,
-            (Some(_), None) => {
-                r.error(p, "tls_key_file", "required with tls_cert_file");
-                return None;
-            }
-            (None, Some(_)) => {
-                r.error(p, "tls_cert_file", "required with tls_key_file");
-                return None;
-            }
+            None => None,
         };
         ok.then(|| TlsFiles {
             ca: ca.map(String::into_bytes),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use serde_json::{Value, json};
 use webhook_connector::output::shared::SharedClients;
-use webhook_connector::output::{ErrorCategory, ErrorKind, Output, mqtt};
+use webhook_connector::output::{ErrorCategory, ErrorKind, Output, OutputError, mqtt};
 
 use crate::private_server::{Pki, PrivateServer, binary, insecure_client_config};
 use crate::sinks::{Entry, closed_port, delivery, env_or, payload, require_server, unique};
@@ -625,16 +625,14 @@ async fn mqtt5_a_topic_the_acl_refuses_is_unavailable_and_the_session_goes_on() 
     );
 }
 
-/// MQTT 5: a message that would make a PUBLISH packet larger than the Maximum Packet Size the
-/// broker announced (`max_packet_size`) is `Permanent`/`invalid_data` (as reason code 0x95) and
-/// is not sent; the session goes on.
-#[tokio::test]
-async fn mqtt5_a_message_over_the_brokers_maximum_packet_size_is_permanent() {
-    let broker = Mosquitto::start(
-        tempfile::tempdir().unwrap(),
-        "allow_anonymous true\nmax_packet_size 512\n",
-    )
-    .await;
+/// Starts a Mosquitto with `conf`, and publishes a 600-byte message at QoS 1 over MQTT 5 on a
+/// fresh topic; checks the failure is `expected` (kind, category) and that the session goes on:
+/// the next message is published and read back.
+async fn oversized_message_fails_and_the_session_goes_on(
+    conf: &str,
+    expected: (ErrorKind, ErrorCategory),
+) -> OutputError {
+    let broker = Mosquitto::start(tempfile::tempdir().unwrap(), conf).await;
     let topic = format!("wc/{}", unique("big"));
     let mut rx = broker.subscribe(&topic).await;
     let out = Entry::new("mqtt", json!({"topic": topic, "qos": 1}))
@@ -643,13 +641,22 @@ async fn mqtt5_a_message_over_the_brokers_maximum_packet_size_is_permanent() {
     out.setup().await.unwrap();
     let big = json!({"blob": "x".repeat(600)});
     let err = out.process(&delivery("big", big)).await.unwrap_err();
-    assert_eq!(
-        (err.kind, err.category),
-        (ErrorKind::Permanent, ErrorCategory::InvalidData),
-        "{err}"
-    );
-    assert!(err.message.contains("0x95"), "{err}");
+    assert_eq!((err.kind, err.category), expected, "{err}");
     published_and_read_back(out.as_ref(), &mut rx, &topic, 4).await;
+    err
+}
+
+/// MQTT 5: a message that would make a PUBLISH packet larger than the Maximum Packet Size the
+/// broker announced (`max_packet_size`) is `Permanent`/`invalid_data` (as reason code 0x95) and
+/// is not sent; the session goes on.
+#[tokio::test]
+async fn mqtt5_a_message_over_the_brokers_maximum_packet_size_is_permanent() {
+    let err = oversized_message_fails_and_the_session_goes_on(
+        "allow_anonymous true\nmax_packet_size 512\n",
+        (ErrorKind::Permanent, ErrorCategory::InvalidData),
+    )
+    .await;
+    assert!(err.message.contains("0x95"), "{err}");
 }
 
 /// MQTT 5, a limit of rumqttc 0.25: Mosquitto's `message_size_limit` refuses a larger payload
@@ -658,23 +665,9 @@ async fn mqtt5_a_message_over_the_brokers_maximum_packet_size_is_permanent() {
 /// refusal cannot be read), promptly, and the next message goes through on a new session.
 #[tokio::test]
 async fn mqtt5_a_puback_reason_code_rumqttc_cannot_decode_is_transient() {
-    let broker = Mosquitto::start(
-        tempfile::tempdir().unwrap(),
+    oversized_message_fails_and_the_session_goes_on(
         "allow_anonymous true\nmessage_size_limit 256\n",
+        (ErrorKind::Transient, ErrorCategory::Connection),
     )
     .await;
-    let topic = format!("wc/{}", unique("limit"));
-    let mut rx = broker.subscribe(&topic).await;
-    let out = Entry::new("mqtt", json!({"topic": topic, "qos": 1}))
-        .connection("b", local(broker.port(), Some("5.0")))
-        .build(mqtt::build);
-    out.setup().await.unwrap();
-    let big = json!({"blob": "x".repeat(600)});
-    let err = out.process(&delivery("big", big)).await.unwrap_err();
-    assert_eq!(
-        (err.kind, err.category),
-        (ErrorKind::Transient, ErrorCategory::Connection),
-        "{err}"
-    );
-    published_and_read_back(out.as_ref(), &mut rx, &topic, 5).await;
 }

@@ -179,18 +179,8 @@ fn read_tls(r: &mut Reader<'_>, p: &mut Problems) -> Option<Option<Arc<rustls::C
         }
         return Some(None);
     }
-    let client_cert = match (cert, key) {
-        (Some(c), Some(k)) => Some((c.into(), k.into())),
-        (None, None) => None,
-        (Some(_), None) => {
-            r.error(p, "tls_key_file", "required with tls_cert_file");
-            return None;
-        }
-        (None, Some(_)) => {
-            r.error(p, "tls_cert_file", "required with tls_key_file");
-            return None;
-        }
-    };
+    let client_cert =
+        endpoint::client_cert_files(r, p, cert, key)?.map(|(c, k)| (c.into(), k.into()));
     let config = TlsConfig {
         verify: !insecure,
         ca_cert_path: ca.map(Into::into),
