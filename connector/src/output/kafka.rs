@@ -19,6 +19,13 @@
 //!   `Transient`. librdkafka reports a refused login or TLS handshake only to its error callback
 //!   and keeps retrying, so the sends time out: a timeout while the last such report is fresh
 //!   is `Unavailable`/`auth` (or `connection` for TLS), with that report as its message.
+//! - **Outbound policy** (`modules.md` §2.3): each producer the connector creates for a
+//!   connection entry first resolves every bootstrap server through [`endpoint::admit_each`]: one
+//!   refused server refuses the producer; servers whose lookup fails are left out (none left:
+//!   `Transient`), and only the checked ones are given to librdkafka. librdkafka resolves them
+//!   again itself, and connects to the brokers the cluster's metadata names (their advertised
+//!   listeners) and re-resolves on every reconnect, all without the check. A producer replaced
+//!   after a fatal error reuses the checked bootstrap list without a new lookup.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -241,6 +248,8 @@ struct KafkaServer {
     ssl_ca_location: Option<String>,
     client_id: String,
     message_timeout: Duration,
+    /// `outbound_policy: strict`, applied to every address a bootstrap server resolves to.
+    strict: bool,
 }
 
 impl KafkaServer {
@@ -388,6 +397,7 @@ impl KafkaServer {
             ssl_ca_location,
             client_id,
             message_timeout: Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(30_000)),
+            strict: s.outbound_strict,
         };
         endpoint::unless_errors(p, before, Some(server))
     }
@@ -445,7 +455,44 @@ impl KafkaServer {
             })
     }
 
-    fn connect(&self) -> Result<KafkaClient, OutputError> {
+    /// A producer for the bootstrap servers that pass the outbound policy.
+    async fn connect(&self) -> Result<KafkaClient, OutputError> {
+        let entries: Vec<&str> = self.bootstrap.split(',').collect();
+        // Validated as host:port at load; an entry that is not is left out.
+        let endpoints: Vec<(&str, u16)> = entries
+            .iter()
+            .filter_map(|e| {
+                let (host, port) = e.rsplit_once(':')?;
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                Some((host, port.parse().ok()?))
+            })
+            .collect();
+        let admitted = within(
+            METADATA_TIMEOUT,
+            "resolving the Kafka bootstrap servers",
+            async { endpoint::admit_each(&endpoints, self.strict, &[]).await },
+        )
+        .await?;
+        let checked: Vec<String> = admitted
+            .into_iter()
+            .filter_map(|i| endpoints.get(i))
+            .map(|(host, port)| {
+                if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                }
+            })
+            .collect();
+        KafkaServer {
+            bootstrap: checked.join(","),
+            ..self.clone()
+        }
+        .start()
+    }
+
+    /// A producer for `bootstrap` as it is.
+    fn start(&self) -> Result<KafkaClient, OutputError> {
         let context = KafkaContext::default();
         Ok(KafkaClient {
             server: self.clone(),
@@ -740,7 +787,7 @@ impl Kafka {
         self.client
             .get_or(
                 self.shared
-                    .get_or_connect(&self.server.key, || async { self.server.connect() }),
+                    .get_or_connect(&self.server.key, || self.server.connect()),
             )
             .await
     }
@@ -885,8 +932,9 @@ mod tests {
             ssl_ca_location: None,
             client_id: DEFAULT_CLIENT_ID.into(),
             message_timeout: Duration::from_secs(1),
+            strict: false,
         };
-        let client = server.connect().expect("producer");
+        let client = server.start().expect("producer");
         let timeout = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
         assert_eq!(client.classify(&timeout, 0).kind, ErrorKind::Transient);
         client.context.error(

@@ -9,6 +9,13 @@
 //!   or `creds_file` (user JWT and seed, read and parsed at load); one of them.
 //! - **Errors:** disconnection, timeouts and no responders are `Transient`; authorisation
 //!   violations `Unavailable`; a payload over the server's `max_payload` `Permanent`.
+//! - **Outbound policy** (`modules.md` §2.3): each client the connector creates first resolves
+//!   every configured server (`url`, `servers`, as async-nats reads them) through
+//!   [`endpoint::admit_each`]: one refused server refuses the connection; servers whose lookup
+//!   fails are left out (none left: `Transient`), so only checked servers are handed to
+//!   async-nats. async-nats then resolves the
+//!   names again to connect. Its own reconnects after a lost connection, and the servers the
+//!   cluster announces (`connect_urls`), are resolved by async-nats without the check.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,6 +83,8 @@ struct NatsServer {
     tls: bool,
     tls_ca_cert_file: Option<String>,
     name: String,
+    /// `outbound_policy: strict`, applied to every address a server resolves to.
+    strict: bool,
 }
 
 impl NatsServer {
@@ -181,7 +190,19 @@ impl NatsServer {
             tls,
             tls_ca_cert_file,
             name,
+            strict,
         })
+    }
+
+    /// The configured servers that pass the outbound policy ([`endpoint::admit_each`]).
+    async fn admitted_servers(&self) -> Result<Vec<ServerAddr>, OutputError> {
+        let endpoints: Vec<(&str, u16)> =
+            self.servers.iter().map(|s| (s.host(), s.port())).collect();
+        let admitted = endpoint::admit_each(&endpoints, self.strict, &[]).await?;
+        Ok(admitted
+            .into_iter()
+            .filter_map(|i| self.servers.get(i).cloned())
+            .collect())
     }
 
     async fn connect(&self) -> Result<async_nats::Client, OutputError> {
@@ -213,7 +234,8 @@ impl NatsServer {
         // async-nats builds its rustls configuration with the process-wide provider.
         crate::tls::install_default_provider();
         within(NATS_TIMEOUT, "connecting to NATS", async {
-            opts.connect(self.servers.as_slice()).await.map_err(|e| {
+            let servers = self.admitted_servers().await?;
+            opts.connect(servers.as_slice()).await.map_err(|e| {
                 let text = format!("connecting to NATS: {e}");
                 if endpoint::is_tls_failure(&e) {
                     return OutputError::unavailable(ErrorCategory::Connection, text);

@@ -149,11 +149,17 @@ fn options(conn: &DbConnection) -> Result<PgConnectOptions, OutputError> {
 #[async_trait::async_trait]
 impl SqlPool for PgPool {
     async fn connect(conn: &DbConnection) -> Result<Self, OutputError> {
+        let opts = options(conn)?;
+        let tcp = opts
+            .get_socket()
+            .is_none()
+            .then(|| (opts.get_host(), opts.get_port()));
+        sql::admit(conn, tcp).await?;
         PgPoolOptions::new()
             .min_connections(conn.pool_min)
             .max_connections(conn.pool_max)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options(conn)?)
+            .connect_with(opts)
             .await
             .map_err(|e| pg_error("connecting to PostgreSQL", &e))
     }

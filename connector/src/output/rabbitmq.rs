@@ -10,6 +10,11 @@
 //!   `ACCESS_REFUSED`, `NOT_FOUND`, `PRECONDITION_FAILED` and a returned (unroutable) message are
 //!   `Unavailable`; a message over the broker's size limit is `Permanent`. At setup, a queue
 //!   that exists with other arguments is `Permanent` (the configuration itself is refused).
+//! - **Outbound policy** (`modules.md` §2.3): each connection the connector opens first resolves
+//!   the URL's host (as lapin reads it) through [`endpoint::admit`]; lapin then resolves the name
+//!   again to connect (kept so that `amqps` verifies the certificate against it). lapin does not
+//!   reconnect by itself (no recovery configured): a lost connection is replaced by a new one,
+//!   through the check.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +23,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOpti
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ErrorKind as LapinKind};
 use webhook_connect_protocol::config_values::Secret;
 
@@ -102,6 +108,8 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
 struct AmqpServer {
     key: String,
     url: Secret,
+    /// `outbound_policy: strict`, applied to every address the host resolves to.
+    strict: bool,
 }
 
 impl AmqpServer {
@@ -142,6 +150,7 @@ impl AmqpServer {
                 s.connection.unwrap_or(&empty),
             ),
             url,
+            strict,
         })
     }
 }
@@ -154,8 +163,14 @@ struct AmqpClient {
 
 impl AmqpClient {
     async fn connect(server: &AmqpServer) -> Result<AmqpClient, OutputError> {
+        // The parse error could quote the URL, credentials included: not passed on.
+        let uri = server.url.expose().parse::<AMQPUri>().map_err(|_| {
+            OutputError::permanent(ErrorCategory::ClientError, "not a valid AMQP URL")
+        })?;
         let connection = within(AMQP_TIMEOUT, "connecting to RabbitMQ", async {
-            Connection::connect(server.url.expose(), ConnectionProperties::default())
+            let authority = &uri.authority;
+            endpoint::admit(&authority.host, authority.port, server.strict, &[]).await?;
+            Connection::connect_uri(uri.clone(), ConnectionProperties::default())
                 .await
                 .map_err(|e| amqp_error("connecting to RabbitMQ", &e))
         })

@@ -6,6 +6,13 @@
 //! TLS: `tls: true` (with `host`/`port`) or a `rediss://` url, over rustls; the system roots are
 //! trusted unless `tls_ca_cert_file` names the CA, and `tls_cert_file` + `tls_key_file` present
 //! a client certificate.
+//!
+//! Outbound policy (`modules.md` §2.3): each client the connector opens first resolves the host
+//! (of the fields or of the url, as the redis crate reads it) through [`endpoint::admit`], then
+//! hands the host name to the redis crate, which resolves it again to connect (the name is
+//! kept so that TLS verifies the certificate against it, and so that every address of the name
+//! is tried). The `ConnectionManager`'s own reconnects after a lost connection resolve the name
+//! without the check; a client that fails is replaced through the check.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +39,10 @@ pub(crate) struct RedisServer {
     /// `tls: true` with `host`/`port` fields (a `rediss://` url says so itself).
     tls: bool,
     files: TlsFiles,
+    /// `outbound_policy: strict`, applied to every address the host resolves to.
+    strict: bool,
+    /// Hosts exempt from the address rules (`allowed_hosts` of a webhook-level object).
+    allowed: Vec<String>,
 }
 
 /// `tls_ca_cert_file` (PEM; replaces the system roots) and `tls_cert_file` + `tls_key_file`
@@ -155,6 +166,8 @@ impl RedisServer {
             tls: tls && matches!(target, Target::Fields { .. }),
             target,
             files: files?,
+            strict: s.outbound_strict,
+            allowed: Vec::new(),
         })
     }
 
@@ -173,6 +186,8 @@ impl RedisServer {
             target,
             tls: false,
             files: TlsFiles::default(),
+            strict,
+            allowed,
         })
     }
 
@@ -244,6 +259,15 @@ impl RedisServer {
                 format!("invalid Redis settings: {e}"),
             )
         })?;
+        // A Unix socket path has no host to check.
+        if let ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } =
+            info.addr()
+        {
+            within(REDIS_TIMEOUT, "resolving the Redis host", async {
+                endpoint::admit(host, *port, self.strict, &self.allowed).await
+            })
+            .await?;
+        }
         // redis builds its rustls configuration with the process-wide provider.
         crate::tls::install_default_provider();
         let client = if self.files.is_empty() {

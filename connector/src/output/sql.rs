@@ -448,6 +448,8 @@ pub(crate) struct DbConnection {
     pub(crate) ssl_key: Option<String>,
     pub(crate) pool_min: u32,
     pub(crate) pool_max: u32,
+    /// `outbound_policy: strict`, applied to every address the host resolves to.
+    pub(crate) strict: bool,
 }
 
 /// Defaults of one database module's connection keys.
@@ -536,9 +538,33 @@ impl DbConnection {
             ssl_key,
             pool_min: u32::try_from(pool_min).unwrap_or(d.pool.0),
             pool_max: u32::try_from(pool_max).unwrap_or(d.pool.1),
+            strict: s.outbound_strict,
         })
     }
 }
+
+/// The outbound policy when a pool is created (`modules.md` §2.3): resolves the host of the
+/// connect options (as the driver read them from the fields or the URL) through
+/// [`endpoint::admit`]. `None` is a Unix socket, which has no host. The driver resolves the name
+/// again for each connection it opens — the first, and those the pool opens later on its own
+/// (growing towards `pool_max_size`, keeping `pool_min_size`, replacing closed connections) —
+/// without the check; a pool is only created through this check.
+pub(crate) async fn admit(
+    conn: &DbConnection,
+    tcp: Option<(&str, u16)>,
+) -> Result<(), OutputError> {
+    let Some((host, port)) = tcp else {
+        return Ok(());
+    };
+    endpoint::within(RESOLVE_TIMEOUT, "resolving the database host", async {
+        endpoint::admit(host, port, conn.strict, &[]).await
+    })
+    .await
+    .map(|_| ())
+}
+
+/// Bound on the host lookup of [`admit`].
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A driver error that is not the database's own: connection and pool failures are `Transient`,
 /// TLS failures `Unavailable`, bad settings `Permanent`.

@@ -1,6 +1,12 @@
 //! `websocket` (`modules.md` §3.4): one persistent WebSocket connection per instance, opened
 //! lazily and reopened after failures, sends serialised. With `wait_for_response` each message
 //! waits for one frame from the server, one message at a time.
+//!
+//! Outbound policy (`modules.md` §2.3): every connection, the first and each reconnect, resolves
+//! the URL's host through [`endpoint::admit`] and opens the TCP connection to the checked
+//! addresses itself; the WebSocket (and for `wss` the TLS) handshake then runs over that
+//! stream with the URL's host name, so certificates are still verified against it. No lookup
+//! escapes the check.
 
 use std::time::Duration;
 
@@ -13,7 +19,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::http_webhook::static_headers;
-use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError};
+use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError, endpoint};
 use crate::config::Problems;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -36,6 +42,10 @@ pub struct WebSocketOutput {
     max_retries: u32,
     headers: HeaderMap,
     wait_for_response: bool,
+    /// `outbound_policy: strict`, applied to every address the host resolves to.
+    strict: bool,
+    /// Hosts exempt from the address rules (`allowed_hosts`).
+    allowed_hosts: Vec<String>,
     conn: tokio::sync::Mutex<Conn>,
 }
 
@@ -83,6 +93,8 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
         max_retries: u32::try_from(max_retries).unwrap_or(3),
         headers,
         wait_for_response,
+        strict: settings.outbound_strict,
+        allowed_hosts,
         conn: tokio::sync::Mutex::new(Conn::default()),
     }))
 }
@@ -123,19 +135,43 @@ impl WebSocketOutput {
         for (name, value) in &self.headers {
             request.headers_mut().append(name.clone(), value.clone());
         }
-        match tokio::time::timeout(self.timeout, tokio_tungstenite::connect_async(request)).await {
+        let uri = request.uri();
+        let host = uri
+            .host()
+            .ok_or_else(|| OutputError::permanent(ErrorCategory::Other, "url has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let tls = uri
+            .scheme_str()
+            .is_some_and(|s| s.eq_ignore_ascii_case("wss"));
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let connecting = async {
+            // Connects to the addresses the policy checked: no second lookup.
+            let addrs = endpoint::admit(&host, port, self.strict, &self.allowed_hosts).await?;
+            let stream = TcpStream::connect(&addrs[..])
+                .await
+                .map_err(|e| transient(format!("cannot connect: {e}")))?;
+            let _ = stream.set_nodelay(true);
+            // The handshake (TLS for wss) uses the URL's host name, not the address.
+            tokio_tungstenite::client_async_tls_with_config(request, stream, None, None)
+                .await
+                .map_err(|e| match e {
+                    tungstenite::Error::Http(response) if response.status().is_client_error() => {
+                        OutputError::unavailable(
+                            ErrorCategory::Auth,
+                            format!("handshake rejected with {}", response.status().as_u16()),
+                        )
+                    }
+                    e => transient(format!("cannot connect: {e}")),
+                })
+        };
+        match tokio::time::timeout(self.timeout, connecting).await {
             Err(_) => Err(OutputError::transient(
                 ErrorCategory::Timeout,
                 "connect timed out",
             )),
-            Ok(Ok((socket, _))) => Ok(socket),
-            Ok(Err(tungstenite::Error::Http(response))) if response.status().is_client_error() => {
-                Err(OutputError::unavailable(
-                    ErrorCategory::Auth,
-                    format!("handshake rejected with {}", response.status().as_u16()),
-                ))
-            }
-            Ok(Err(e)) => Err(transient(format!("cannot connect: {e}"))),
+            Ok(result) => result.map(|(socket, _)| socket),
         }
     }
 

@@ -17,6 +17,12 @@
 //!   `timeout`); an endpoint this process cannot bind is `Unavailable`.
 //! - `high_water_mark` is read and checked, but the crate's per-peer queue has a fixed size; a
 //!   send that stays blocked longer than `timeout` is `Transient` either way.
+//! - **Outbound policy** (`modules.md` §2.3): a connecting `tcp://` socket, each time one is
+//!   opened, first resolves the endpoint's host through [`endpoint::admit`]; the crate is then
+//!   given the endpoint as written, so a name keeps all its addresses (the crate tries each),
+//!   and it resolves the name again on each of its connect attempts (it retries a refused
+//!   connection until `timeout`) without the check. `ipc://` endpoints and bound sockets have
+//!   no host to check.
 
 use std::time::Duration;
 
@@ -88,6 +94,8 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
         kind,
         bind,
         timeout: Duration::from_secs_f64(timeout),
+        strict: settings.outbound_strict,
+        allowed_hosts,
         socket: tokio::sync::Mutex::new(None),
     });
     endpoint::unless_errors(problems, before, Some(out))
@@ -144,6 +152,10 @@ struct ZeroMq {
     kind: Kind,
     bind: bool,
     timeout: Duration,
+    /// `outbound_policy: strict`, applied to every address the host resolves to.
+    strict: bool,
+    /// Hosts exempt from the address rules (`allowed_hosts`).
+    allowed_hosts: Vec<String>,
     socket: tokio::sync::Mutex<Option<Open>>,
 }
 
@@ -196,7 +208,26 @@ fn wire_error(what: &str, e: &ZmqError) -> OutputError {
 }
 
 impl ZeroMq {
+    /// The outbound policy for a connecting `tcp://` endpoint.
+    async fn admit(&self) -> Result<(), OutputError> {
+        if self.bind {
+            return Ok(());
+        }
+        let Ok(zeromq::Endpoint::Tcp(host, port)) = self.endpoint.parse::<zeromq::Endpoint>()
+        else {
+            return Ok(());
+        };
+        let host = host.to_string();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        endpoint::within(self.timeout, "resolving the ZeroMQ endpoint", async {
+            endpoint::admit(host, port, self.strict, &self.allowed_hosts).await
+        })
+        .await
+        .map(|_| ())
+    }
+
     async fn open(&self) -> Result<Open, OutputError> {
+        self.admit().await?;
         let (ep, bind, t) = (self.endpoint.as_str(), self.bind, self.timeout);
         Ok(match self.kind {
             Kind::Pub => Open::Pub(attach(PubSocket::new(), ep, bind, t).await?),

@@ -11,6 +11,7 @@ mod module_outputs;
 #[cfg(any(feature = "s3", feature = "aws_sqs"))]
 mod moto;
 mod operations;
+mod outbound_policy;
 mod output_activemq;
 #[cfg(feature = "aws_sqs")]
 mod output_aws_sqs;

@@ -99,6 +99,8 @@ pub(super) struct MqttServer {
     /// The TLS configuration with `tls: true`, built at load so an unreadable certificate or
     /// key file is a load error.
     pub(super) tls: Option<Arc<rustls::ClientConfig>>,
+    /// `outbound_policy: strict`, applied to every address the host resolves to.
+    pub(super) strict: bool,
 }
 
 impl MqttServer {
@@ -144,6 +146,7 @@ impl MqttServer {
             keepalive: u64::try_from(keepalive).unwrap_or(60),
             version: version?,
             tls: tls?,
+            strict: s.outbound_strict,
         })
     }
 

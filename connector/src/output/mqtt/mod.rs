@@ -20,6 +20,11 @@
 //! - **Failures.** When the connection breaks, every waiting publish fails `Transient` and the
 //!   session is replaced on the next use, so no stale packet can be paired with a new waiter.
 //!   A refused `CONNECT` for bad credentials or authorisation is `Unavailable`.
+//! - **Outbound policy** (`modules.md` §2.3): every session starts by resolving `host` through
+//!   [`endpoint::admit`](super::endpoint::admit); rumqttc then resolves the name again to open
+//!   the connection (the name is kept so that TLS verifies the certificate against it). rumqttc
+//!   never reconnects by itself here: a session ends with its connection, and the next one is
+//!   checked again.
 //!
 //! **MQTT 5 reason codes.** A `PUBACK` or `PUBREC` (or `PUBCOMP`) with a failure reason code
 //! fails only its own publish, and the session goes on:

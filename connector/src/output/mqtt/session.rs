@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use rumqttc::QoS;
 use tokio::sync::{oneshot, watch};
 
-use super::super::endpoint::within;
+use super::super::endpoint::{self, within};
 use super::config::{MqttServer, Version};
 use super::{ErrorCategory, MQTT_TIMEOUT, OutputError, v5, v311};
 
@@ -258,7 +258,14 @@ impl MqttClient {
         let session = match current.as_ref() {
             Some(s) if !s.is_down() => s.clone(),
             _ => {
-                let s = Arc::new(Session::start(&self.server));
+                // Each session is one connection: checked here, then rumqttc resolves the
+                // name again to connect (kept for TLS server-name verification).
+                let server = &self.server;
+                within(MQTT_TIMEOUT, "resolving the MQTT broker", async {
+                    endpoint::admit(&server.host, server.port, server.strict, &[]).await
+                })
+                .await?;
+                let s = Arc::new(Session::start(server));
                 *current = Some(s.clone());
                 s
             }
