@@ -364,9 +364,13 @@ async fn buffer_limit(backend: &Backend, n: usize) -> Vec<Row> {
             ..Row::default()
         },
     ];
-    if let Backend::RabbitMq { exchange } = &backend {
-        let size = envelope(0).encode().len();
-        rows.extend(raw_broker_limit(&format!("{exchange}.raw"), n, size).await);
+    let size = envelope(0).encode().len();
+    match &backend {
+        Backend::RabbitMq { exchange } => {
+            rows.extend(raw_broker_limit(&format!("{exchange}.raw"), n, size).await);
+        }
+        Backend::Redis { prefix } => rows.extend(raw_redis_limit(prefix, n, size).await),
+        Backend::Embedded => {}
     }
     backend.cleanup().await;
     rows
@@ -517,6 +521,100 @@ async fn raw_broker(queue: &str, n: usize, size: usize) -> Result<Vec<Row>, lapi
             name: "raw broker consume+ack".into(),
             rate: consume_rate,
             note: format!("{consumed} consumed, prefetch {LIMIT_BATCH}, acked one by one"),
+            ..Row::default()
+        },
+    ])
+}
+
+/// Redis alone, driven with the redis crate directly: `XADD` of `size`-byte entries from
+/// [`LIMIT_CONCURRENCY`] tasks on one multiplexed connection (so commands are pipelined), then
+/// `XREADGROUP` in batches of [`LIMIT_BATCH`] with one `XACK` per entry, all of a batch's acks
+/// in flight together. The most the Redis backend could reach on this machine for the same work
+/// (it also runs a script per publish to count and check the queue).
+async fn raw_redis_limit(prefix: &str, n: usize, size: usize) -> Vec<Row> {
+    match tokio::time::timeout(Duration::from_secs(600), raw_redis(prefix, n, size)).await {
+        Ok(Ok(rows)) => rows,
+        Ok(Err(e)) => {
+            eprintln!("raw redis limit: {e}");
+            Vec::new()
+        }
+        Err(_) => {
+            eprintln!("raw redis limit: no result within 600 s");
+            Vec::new()
+        }
+    }
+}
+
+async fn raw_redis(prefix: &str, n: usize, size: usize) -> redis::RedisResult<Vec<Row>> {
+    use redis::AsyncCommands;
+    use redis::streams::{StreamReadOptions, StreamReadReply};
+
+    let client = redis::Client::open(Backend::redis_url())?;
+    let conn = client.get_multiplexed_async_connection().await?;
+    let key = format!("{prefix}:raw");
+    let body = std::sync::Arc::new(vec![b'x'; size]);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..LIMIT_CONCURRENCY {
+        let (mut conn, next, body, key) = (conn.clone(), next.clone(), body.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut added = 0usize;
+            while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < n {
+                let _: String = conn.xadd(&key, "*", &[("e", body.as_slice())]).await?;
+                added += 1;
+            }
+            Ok::<usize, redis::RedisError>(added)
+        }));
+    }
+    let mut published = 0;
+    for t in tasks {
+        if let Ok(r) = t.await {
+            published += r?;
+        }
+    }
+    let publish_rate = published as f64 / started.elapsed().as_secs_f64();
+    let mut reader = conn.clone();
+    let _: () = reader.xgroup_create(&key, "bench", "0").await?;
+    let options = StreamReadOptions::default()
+        .group("bench", "c1")
+        .count(usize::from(LIMIT_BATCH));
+    let started = Instant::now();
+    let mut consumed = 0;
+    while consumed < published {
+        let reply: StreamReadReply = reader.xread_options(&[&key], &[">"], &options).await?;
+        let ids: Vec<String> = reply
+            .keys
+            .into_iter()
+            .flat_map(|k| k.ids)
+            .map(|entry| entry.id)
+            .collect();
+        if ids.is_empty() {
+            break;
+        }
+        let acks = ids.iter().map(|id| {
+            let mut conn = conn.clone();
+            let key = key.clone();
+            async move { conn.xack::<_, _, _, u64>(&key, "bench", &[id]).await }
+        });
+        for r in futures_util::future::join_all(acks).await {
+            r?;
+        }
+        consumed += ids.len();
+    }
+    let consume_rate = consumed as f64 / started.elapsed().as_secs_f64();
+    let _: u64 = reader.del(&key).await?;
+    Ok(vec![
+        Row {
+            name: format!("raw broker publish c={LIMIT_CONCURRENCY}"),
+            rate: publish_rate,
+            note: format!("{published} x {size} B, XADD each, redis crate alone"),
+            ..Row::default()
+        },
+        Row {
+            name: "raw broker consume+ack".into(),
+            rate: consume_rate,
+            note: format!("{consumed} read by XREADGROUP COUNT {LIMIT_BATCH}, XACK each"),
             ..Row::default()
         },
     ])
