@@ -1,15 +1,17 @@
 //! `webhook-connect-bench`: measures the relay and connector on this machine and prints a table
 //! (and `--json FILE`). Not a test: numbers depend on the machine and what else runs on it.
 //!
-//!   webhook-connect-bench [--backend embedded|redis|rabbitmq] [--messages N] [--json FILE]
-//!                         [--only limit|ingest|websocket|sse|long_poll]
+//!   webhook-connect-bench --all [--messages N] [--json FILE]   (everything below, one run)
+//!   webhook-connect-bench [--backend embedded|redis|rabbitmq|all] [--messages N] [--json FILE]
+//!                         [--only limit|ingest|websocket|sse|long_poll] [--scale 1000,10000]
 //!
 //! Measurements, each on a fresh relay started in this process:
 //! 1. ingest: HMAC-signed 1 KiB webhooks at concurrency 1, 16 and 64 → accepted/s, p50/p99;
 //! 2. end to end: relay → connector (WebSocket, SSE, long-poll) → local HTTP sink → ack, at saturation and at a
 //!    fixed 1,000/s → messages/s, p50/p95/p99 from POST to arrival, lost and duplicated;
-//! 3. `--scale 1000,10000`: relay RSS with that many idle WebSocket connectors (relay run as a
-//!    separate process from the release binary next to this one);
+//! 3. `--scale 1000,10000` (and `--all`): relay RSS with that many idle WebSocket, SSE and
+//!    long-poll connectors, then relay and connector RSS idle and at their peak under load, each
+//!    run as a separate process from the release binaries next to this one;
 //! 4. the limit: the same backend driven directly through the Buffer trait (publish, lease, ack)
 //!    and, in the same run, what is underneath it alone: for the embedded store a bare
 //!    append+fsync loop, for RabbitMQ the broker driven with lapin directly (publish with
@@ -73,7 +75,7 @@ struct Row {
 }
 
 async fn post_all(
-    relay: &Relay,
+    base: &str,
     n: usize,
     concurrency: usize,
     pace: Option<f64>,
@@ -82,7 +84,7 @@ async fn post_all(
         .pool_max_idle_per_host(concurrency)
         .build()
         .unwrap_or_default();
-    let url = format!("{}/webhook/github", relay.base);
+    let url = format!("{base}/webhook/github");
     let started = Instant::now();
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -142,7 +144,7 @@ async fn ingest(backend: &Backend, n: usize) -> Vec<Row> {
             continue;
         };
         let count = if concurrency == 1 { n / 4 } else { n };
-        let (rate, lat, failed) = post_all(&relay, count, concurrency, None).await;
+        let (rate, lat, failed) = post_all(&relay.base, count, concurrency, None).await;
         rows.push(Row {
             name: format!("ingest c={concurrency}"),
             rate,
@@ -182,7 +184,7 @@ async fn end_to_end(
             .ok()?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
-    let (_, _, failed) = post_all(&relay, n, 32, pace).await;
+    let (_, _, failed) = post_all(&relay.base, n, 32, pace).await;
     let got = sink.wait_for(n, Duration::from_secs(120)).await;
     let secs = started.elapsed().as_secs_f64();
     let received = sink.received();
@@ -837,6 +839,98 @@ async fn scale(steps: &[usize]) -> Vec<Row> {
     rows
 }
 
+/// Relay and connector as separate release processes (the binaries next to this one), one
+/// WebSocket channel to a local sink: their RSS idle, then the peak of each while `n` webhooks
+/// go through at concurrency 64.
+async fn process_rss(n: usize) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let Ok(dir) = TempDir::new("bench-rss") else {
+        return rows;
+    };
+    let Some((mut relay, port)) = start_scale_relay(&dir).await else {
+        return rows;
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let Some(sink) = Sink::start(([127, 0, 0, 1], 0).into(), false).await.ok() else {
+        return rows;
+    };
+    let config = serde_json::json!({
+        "cloud_url": base, "channel": "bench", "token": TOKEN, "protocol": "websocket",
+        "max_concurrent_requests": 64, "log_level": "warn",
+        "default_target": {"url": sink.url()}
+    });
+    let path = dir.0.join("connector.json");
+    let connector_bin = std::env::current_exe()
+        .map(|p| p.with_file_name("webhook-connector"))
+        .unwrap_or_default();
+    let spawned = std::fs::write(&path, config.to_string()).and_then(|()| {
+        std::process::Command::new(&connector_bin)
+            .arg("--config")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+    });
+    let mut connector = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rss: cannot start {}: {e}", connector_bin.display());
+            let _ = relay.kill();
+            return rows;
+        }
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (relay_pid, connector_pid) = (relay.id(), connector.id());
+    let mb = |name: &str, v: f64, note: String| Row {
+        name: name.into(),
+        rate: v,
+        note,
+        ..Row::default()
+    };
+    rows.push(mb(
+        "relay RSS idle, 1 conn",
+        rss_of(relay_pid),
+        "MB; one WebSocket connector".into(),
+    ));
+    rows.push(mb(
+        "connector RSS idle",
+        rss_of(connector_pid),
+        "MB; one WebSocket channel".into(),
+    ));
+    let peaks = std::sync::Arc::new(std::sync::Mutex::new((0.0f64, 0.0f64)));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sampler = {
+        let (peaks, stop) = (peaks.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                let (r, c) = (rss_of(relay_pid), rss_of(connector_pid));
+                if let Ok(mut p) = peaks.lock() {
+                    p.0 = p.0.max(r);
+                    p.1 = p.1.max(c);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    let (_, _, failed) = post_all(&base, n, 64, None).await;
+    let got = sink.wait_for_distinct(n, Duration::from_secs(180)).await;
+    let rate = got as f64 / started.elapsed().as_secs_f64();
+    stop.cancel();
+    let _ = sampler.await;
+    let (relay_peak, connector_peak) = peaks.lock().map(|p| *p).unwrap_or_default();
+    let note = format!(
+        "MB peak; {n} x 1 KiB at c=64, {got} arrived ({rate:.0}/s), {failed} post failures"
+    );
+    rows.push(mb("relay RSS under load", relay_peak, note.clone()));
+    rows.push(mb("connector RSS under load", connector_peak, note));
+    for child in [&mut connector, &mut relay] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    sink.stop();
+    rows
+}
+
 fn rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -859,55 +953,19 @@ fn rss_mb() -> f64 {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let backend = match arg("--backend").as_deref() {
-        Some("redis") => Backend::redis(),
-        Some("rabbitmq") => Backend::rabbitmq(),
-        Some("embedded") | None => Backend::Embedded,
-        Some(other) => {
-            eprintln!("unknown backend {other}; use embedded, redis or rabbitmq");
-            std::process::exit(2);
-        }
-    };
-    let n: usize = arg("--messages")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
-    if let Some(steps) = arg("--scale") {
-        let steps: Vec<usize> = steps
-            .split(',')
-            .filter_map(|s| s.trim().parse().ok())
-            .collect();
-        for r in scale(&steps).await {
-            println!("{:<32} {:>10.1}  {}", r.name, r.rate, r.note);
-        }
-        return;
-    }
-    let label = match backend {
-        Backend::Embedded => "embedded",
-        Backend::Redis { .. } => "redis",
-        Backend::RabbitMq { .. } => "rabbitmq",
-    };
-    // `--only limit|ingest|websocket|sse|long_poll` runs one group (for profiling).
-    let only = arg("--only");
-    let wanted = |group: &str| only.as_deref().is_none_or(|o| o == group);
+/// Every measurement of one backend (or the `--only` group).
+async fn run_backend(backend: &Backend, n: usize, only: Option<&str>) -> Vec<Row> {
+    let wanted = |group: &str| only.is_none_or(|o| o == group);
     let mut rows = Vec::new();
     if wanted("limit") {
-        rows.extend(buffer_limit(&backend, n).await);
+        rows.extend(buffer_limit(backend, n).await);
         if matches!(backend, Backend::Embedded) {
             rows.extend(fsync_floor(2000));
         }
         note_ratios(&mut rows);
     }
     if wanted("ingest") {
-        rows.extend(ingest(&backend, n).await);
+        rows.extend(ingest(backend, n).await);
     }
     for (group, protocol) in [
         ("websocket", Protocol::WebSocket),
@@ -915,8 +973,8 @@ async fn main() {
         ("long_poll", Protocol::LongPoll),
     ] {
         if wanted(group) {
-            rows.extend(end_to_end(&backend, protocol, n, None, None).await);
-            rows.extend(end_to_end(&backend, protocol, 10_000.min(n), Some(1000.0), None).await);
+            rows.extend(end_to_end(backend, protocol, n, None, None).await);
+            rows.extend(end_to_end(backend, protocol, 10_000.min(n), Some(1000.0), None).await);
         }
     }
     if wanted("long_poll") {
@@ -924,7 +982,7 @@ async fn main() {
         // transport without it.
         rows.extend(
             end_to_end(
-                &backend,
+                backend,
                 Protocol::LongPoll,
                 10_000.min(n),
                 Some(1000.0),
@@ -933,6 +991,10 @@ async fn main() {
             .await,
         );
     }
+    rows
+}
+
+fn print_table(label: &str, rows: &[Row]) {
     println!(
         "backend: {label}   cores: {}   process RSS after run: {:.1} MB",
         std::thread::available_parallelism()
@@ -941,7 +1003,7 @@ async fn main() {
         rss_mb()
     );
     println!(
-        "{:<24} {:>12} {:>9} {:>9} {:>9}  notes",
+        "{:<28} {:>12} {:>9} {:>9} {:>9}  notes",
         "measurement", "per second", "p50 ms", "p95 ms", "p99 ms"
     );
     let fmt = |v: f64| {
@@ -951,9 +1013,9 @@ async fn main() {
             format!("{v:.2}")
         }
     };
-    for r in &rows {
+    for r in rows {
         println!(
-            "{:<24} {:>12.0} {:>9} {:>9} {:>9}  {}",
+            "{:<28} {:>12.1} {:>9} {:>9} {:>9}  {}",
             r.name,
             r.rate,
             fmt(r.p50_ms),
@@ -962,10 +1024,75 @@ async fn main() {
             r.note
         );
     }
+    println!();
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    // `--all`: every backend, then the process rows (scale and RSS under load).
+    let all = args.iter().any(|a| a == "--all");
+    let backends = match (all, arg("--backend").as_deref()) {
+        (true, _) | (false, Some("all")) => {
+            vec![Backend::Embedded, Backend::redis(), Backend::rabbitmq()]
+        }
+        (false, Some("redis")) => vec![Backend::redis()],
+        (false, Some("rabbitmq")) => vec![Backend::rabbitmq()],
+        (false, Some("embedded")) => vec![Backend::Embedded],
+        // `--scale` alone measures only the relay process.
+        (false, None) if arg("--scale").is_some() => Vec::new(),
+        (false, None) => vec![Backend::Embedded],
+        (false, Some(other)) => {
+            eprintln!("unknown backend {other}; use embedded, redis, rabbitmq or all");
+            std::process::exit(2);
+        }
+    };
+    let n: usize = arg("--messages")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let steps: Option<Vec<usize>> = match arg("--scale") {
+        Some(list) => Some(
+            list.split(',')
+                .filter_map(|s| s.trim().parse().ok())
+                .collect(),
+        ),
+        None if all => Some(vec![1000, 10_000]),
+        None => None,
+    };
+    // `--only limit|ingest|websocket|sse|long_poll` runs one group (for profiling).
+    let only = arg("--only");
+    let mut tables: Vec<(String, Vec<Row>)> = Vec::new();
+    for backend in &backends {
+        let label = match backend {
+            Backend::Embedded => "embedded",
+            Backend::Redis { .. } => "redis",
+            Backend::RabbitMq { .. } => "rabbitmq",
+        };
+        let rows = run_backend(backend, n, only.as_deref()).await;
+        print_table(label, &rows);
+        tables.push((label.to_owned(), rows));
+    }
+    if let Some(steps) = steps {
+        let mut rows = scale(&steps).await;
+        rows.extend(process_rss(n).await);
+        print_table(
+            "processes (release relay and connector, embedded store; MB)",
+            &rows,
+        );
+        tables.push(("processes".to_owned(), rows));
+    }
     if let Some(path) = arg("--json") {
-        let json: Vec<serde_json::Value> = rows
+        let json: Vec<serde_json::Value> = tables
             .iter()
-            .map(|r| serde_json::json!({"backend": label, "name": r.name, "per_second": r.rate, "p50_ms": r.p50_ms, "p95_ms": r.p95_ms, "p99_ms": r.p99_ms, "note": r.note}))
+            .flat_map(|(label, rows)| {
+                rows.iter().map(move |r| serde_json::json!({"backend": label, "name": r.name, "per_second": r.rate, "p50_ms": r.p50_ms, "p95_ms": r.p95_ms, "p99_ms": r.p99_ms, "note": r.note}))
+            })
             .collect();
         if let Err(e) = std::fs::write(
             &path,
