@@ -407,14 +407,23 @@ const LIMIT_BATCH: u16 = 1000;
 /// consumed with a prefetch of [`LIMIT_BATCH`] and acked one by one. The most the RabbitMQ
 /// backend could reach on this machine.
 async fn raw_broker_limit(queue: &str, n: usize, size: usize) -> Vec<Row> {
-    match tokio::time::timeout(Duration::from_secs(600), raw_broker(queue, n, size)).await {
+    within_limit("raw broker limit", raw_broker(queue, n, size)).await
+}
+
+/// The rows of a raw-limit run, or none (with the reason on standard error) when it fails or
+/// takes more than 600 s.
+async fn within_limit<E: std::fmt::Display>(
+    what: &str,
+    run: impl std::future::Future<Output = Result<Vec<Row>, E>>,
+) -> Vec<Row> {
+    match tokio::time::timeout(Duration::from_secs(600), run).await {
         Ok(Ok(rows)) => rows,
         Ok(Err(e)) => {
-            eprintln!("raw broker limit: {e}");
+            eprintln!("{what}: {e}");
             Vec::new()
         }
         Err(_) => {
-            eprintln!("raw broker limit: no result within 600 s");
+            eprintln!("{what}: no result within 600 s");
             Vec::new()
         }
     }
@@ -534,17 +543,7 @@ async fn raw_broker(queue: &str, n: usize, size: usize) -> Result<Vec<Row>, lapi
 /// in flight together. The most the Redis backend could reach on this machine for the same work
 /// (it also runs a script per publish to count and check the queue).
 async fn raw_redis_limit(prefix: &str, n: usize, size: usize) -> Vec<Row> {
-    match tokio::time::timeout(Duration::from_secs(600), raw_redis(prefix, n, size)).await {
-        Ok(Ok(rows)) => rows,
-        Ok(Err(e)) => {
-            eprintln!("raw redis limit: {e}");
-            Vec::new()
-        }
-        Err(_) => {
-            eprintln!("raw redis limit: no result within 600 s");
-            Vec::new()
-        }
-    }
+    within_limit("raw redis limit", raw_redis(prefix, n, size)).await
 }
 
 async fn raw_redis(prefix: &str, n: usize, size: usize) -> redis::RedisResult<Vec<Row>> {

@@ -23,6 +23,23 @@ fn github_signature(body: &[u8]) -> String {
     webhook_connect_tests::github_signature(SECRET, body)
 }
 
+/// A relay on the embedded store with the `hooks` channel (extra channel `settings`) and a local
+/// sink; the directory lives as long as the returned guard.
+async fn relay_and_sink(tag: &str, settings: &str) -> (TempDir, Relay, Sink) {
+    let dir = TempDir::new(tag).unwrap();
+    let relay = Relay::start(
+        &dir.0,
+        &relay_toml(&dir.0, &channel(settings)),
+        "127.0.0.1:0",
+    )
+    .await
+    .unwrap();
+    let sink = Sink::start("127.0.0.1:0".parse().unwrap(), false)
+        .await
+        .unwrap();
+    (dir, relay, sink)
+}
+
 async fn post_signed(http: &reqwest::Client, relay: &Relay, body: &[u8]) -> u16 {
     http.post(format!("{}/webhook/github", relay.base))
         .header("content-type", "application/json")
@@ -156,13 +173,7 @@ async fn thousand_webhooks_arrive_once_each_over_long_poll_on_rabbitmq() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_failing_with_500_then_200_is_delivered_once_after_retries() {
-    let dir = TempDir::new("retry").unwrap();
-    let relay = Relay::start(&dir.0, &relay_toml(&dir.0, &channel("")), "127.0.0.1:0")
-        .await
-        .unwrap();
-    let sink = Sink::start("127.0.0.1:0".parse().unwrap(), false)
-        .await
-        .unwrap();
+    let (_dir, relay, sink) = relay_and_sink("retry", "").await;
     sink.script(&[500, 200]);
     let _connector = Connector::start(
         &relay.base,
@@ -188,13 +199,7 @@ async fn target_failing_with_500_then_200_is_delivered_once_after_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_answering_400_dead_letters_the_message() {
-    let dir = TempDir::new("reject").unwrap();
-    let relay = Relay::start(&dir.0, &relay_toml(&dir.0, &channel("")), "127.0.0.1:0")
-        .await
-        .unwrap();
-    let sink = Sink::start("127.0.0.1:0".parse().unwrap(), false)
-        .await
-        .unwrap();
+    let (_dir, relay, sink) = relay_and_sink("reject", "").await;
     sink.script(&[400]);
     let _connector = Connector::start(&relay.base, "hooks", TOKEN, Protocol::Sse, &sink.url())
         .await
@@ -215,7 +220,10 @@ async fn target_answering_400_dead_letters_the_message() {
 
 async fn relay_restart_loses_nothing(backend: Backend, tag: &str) {
     let dir = TempDir::new(tag).unwrap();
-    let toml = relay_toml_with(&dir.0, &backend, &channel(""));
+    // A short lease: a delivery whose ack the restart swallowed settles within the wait below.
+    // (On RabbitMQ about one run in five under load leaves one such lease after the restart;
+    // it expires, is delivered again and acked from the connector's completion record.)
+    let toml = relay_toml_with(&dir.0, &backend, &channel("ack_timeout_seconds = 3"));
     let mut relay = Relay::start(&dir.0, &toml, "127.0.0.1:0").await.unwrap();
     let addr = relay.addr;
     let sink = Sink::start("127.0.0.1:0".parse().unwrap(), false)
@@ -277,13 +285,7 @@ async fn relay_restart_on_rabbitmq_loses_nothing_and_the_connector_reconnects_by
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connector_stopped_mid_stream_and_restarted_loses_nothing() {
-    let dir = TempDir::new("connector-restart").unwrap();
-    let relay = Relay::start(&dir.0, &relay_toml(&dir.0, &channel("")), "127.0.0.1:0")
-        .await
-        .unwrap();
-    let sink = Sink::start("127.0.0.1:0".parse().unwrap(), false)
-        .await
-        .unwrap();
+    let (_dir, relay, sink) = relay_and_sink("connector-restart", "").await;
     let http = reqwest::Client::new();
     let mut first = Connector::start(
         &relay.base,
@@ -329,18 +331,8 @@ async fn connector_stopped_mid_stream_and_restarted_loses_nothing() {
 /// starts on that delivery. The relay delivers the message again, and that delivery does the
 /// work itself instead of taking over the first one's outcome.
 async fn retries_stop_when_the_lease_cannot_be_extended(protocol: Protocol, tag: &str) {
-    let dir = TempDir::new(tag).unwrap();
     let settings = "ack_timeout_seconds = 1\nmax_lease_seconds = 2\nrequeue_delay_initial_ms = 0\nrequeue_delay_max_ms = 0";
-    let relay = Relay::start(
-        &dir.0,
-        &relay_toml(&dir.0, &channel(settings)),
-        "127.0.0.1:0",
-    )
-    .await
-    .unwrap();
-    let sink = Sink::start("127.0.0.1:0".parse().unwrap(), false)
-        .await
-        .unwrap();
+    let (_dir, relay, sink) = relay_and_sink(tag, settings).await;
     sink.script(&[503; 100]);
     // Unbounded, this policy makes 20 attempts about 0.45 s apart: some 18 in the first 8 s.
     let mut target = TargetConfig::new(sink.url());
@@ -396,13 +388,7 @@ async fn retries_stop_when_the_lease_cannot_be_extended_over_sse() {
 /// configured in code to reach the connect-time check.) The message stays in the relay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_policy_refuses_a_target_resolving_to_loopback_at_connect_r136() {
-    let dir = TempDir::new("strict-target").unwrap();
-    let relay = Relay::start(&dir.0, &relay_toml(&dir.0, &channel("")), "127.0.0.1:0")
-        .await
-        .unwrap();
-    let sink = Sink::start("127.0.0.1:0".parse().unwrap(), false)
-        .await
-        .unwrap();
+    let (_dir, relay, sink) = relay_and_sink("strict-target", "").await;
     let by_name = sink.url().replace("127.0.0.1", "localhost");
     let mut ch = ChannelConfig::new("hooks", TOKEN);
     ch.protocol = Protocol::WebSocket;
@@ -414,7 +400,18 @@ async fn strict_policy_refuses_a_target_resolving_to_loopback_at_connect_r136() 
     let metrics_url = format!("http://{}/metrics", connector.health_addr().unwrap());
     let http = reqwest::Client::new();
     assert_eq!(post_signed(&http, &relay, b"{\"x\":1}").await, 200);
-    let refusals = "target_errors_total{channel=\"hooks\",target=\"default\",kind=\"policy\"} 1";
+    // The counter of a metric line that starts with `series` (0 when absent).
+    let counter = |metrics: &str, series: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.split_once(series)
+                    .map(|(_, v)| v.trim().parse().unwrap_or(0))
+            })
+            .unwrap_or(0)
+    };
+    let refusals = "target_errors_total{channel=\"hooks\",target=\"default\",kind=\"policy\"}";
+    let nacks = "messages_nacked_total{channel=\"hooks\",retry=\"true\"}";
     let mut metrics = String::new();
     for _ in 0..100 {
         metrics = http
@@ -425,16 +422,16 @@ async fn strict_policy_refuses_a_target_resolving_to_loopback_at_connect_r136() 
             .text()
             .await
             .unwrap();
-        if metrics.contains(refusals) {
+        if counter(&metrics, refusals) >= 1 && counter(&metrics, nacks) >= 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(metrics.contains(refusals), "{metrics}");
     assert!(
-        metrics.contains("messages_nacked_total{channel=\"hooks\",retry=\"true\"} 1"),
-        "refused once, nacked for later: {metrics}"
+        counter(&metrics, refusals) >= 1,
+        "refused by policy: {metrics}"
     );
+    assert!(counter(&metrics, nacks) >= 1, "nacked for later: {metrics}");
     let stats = relay_stats(&http, &relay).await;
     assert_eq!(
         stats["dead_letters_queued"], 0,
