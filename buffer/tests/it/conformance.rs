@@ -10,7 +10,9 @@ use webhook_connect_buffer::{
     BufferError, DeadLetterQuery, DeadLetterReason, QueueSettings, Settle, Settled, SharedBuffer,
 };
 
-use crate::support::{Harness, body_n, ensure, envelope, lease, lease_one, publish, settings};
+use crate::support::{
+    Harness, body_n, ensure, envelope, lease, lease_one, publish, requeue_after, settings,
+};
 
 /// Instantiates every conformance case for the harness built by `$make`.
 macro_rules! conformance_suite {
@@ -179,16 +181,7 @@ pub async fn nack_with_retry_requeues_after_the_delay_and_counts_r20(h: &dyn Har
     assert_eq!(second.delivery_count, 2);
     // An explicit delay replaces the computed one.
     let at = Instant::now();
-    b.settle(
-        &second.token,
-        Settle::Nack {
-            retry: true,
-            delay: Some(Duration::from_millis(300)),
-            reason: None,
-        },
-    )
-    .await
-    .unwrap();
+    requeue_after(&b, &second, 300).await;
     let third = lease_one(&b, "orders").await;
     assert!(at.elapsed() >= Duration::from_millis(240));
     assert_eq!(third.delivery_count, 3);
@@ -739,16 +732,7 @@ pub async fn ordered_channel_never_has_two_in_flight_and_keeps_order_r29(h: &dyn
     assert_eq!(first.len(), 1);
     assert_eq!(body_n(&first[0]), 1);
     assert!(lease(&peer, "orders", 10, 200).await.is_empty());
-    b.settle(
-        &first[0].token,
-        Settle::Nack {
-            retry: true,
-            delay: Some(Duration::from_millis(100)),
-            reason: None,
-        },
-    )
-    .await
-    .unwrap();
+    requeue_after(&b, &first[0], 100).await;
     // The requeued head is still queued, wherever the backend keeps it during its delay.
     let st = b.stats("orders").await.unwrap();
     assert_eq!((st.total.queued, st.total.in_flight), (3, 0), "{st:?}");
@@ -1325,16 +1309,7 @@ pub async fn a_channel_turned_unordered_still_delivers_its_requeued_message(h: &
     }
     let first = lease(&b, "orders", 10, 2_000).await;
     assert_eq!(first.len(), 1);
-    b.settle(
-        &first[0].token,
-        Settle::Nack {
-            retry: true,
-            delay: Some(Duration::from_millis(300)),
-            reason: None,
-        },
-    )
-    .await
-    .unwrap();
+    requeue_after(&b, &first[0], 300).await;
     b.ensure_channel("orders", &["stripe".to_owned()], &settings())
         .await
         .unwrap();

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::value::RawValue;
-use webhook_connect_buffer::{Lease, QueueSettings, SharedBuffer};
+use webhook_connect_buffer::{Lease, QueueSettings, Settle, SharedBuffer};
 use webhook_connect_protocol::{DataType, Envelope, Headers, MessageId, Timestamp};
 
 /// Opens stores of one backend for one test; cleans up when dropped.
@@ -79,6 +79,21 @@ pub async fn lease(buffer: &SharedBuffer, channel: &str, max: usize, wait_ms: u6
         )
         .await
         .expect("lease")
+}
+
+/// Nacks `lease` with retry, asking for a requeue delay of `delay_ms`.
+pub async fn requeue_after(buffer: &SharedBuffer, lease: &Lease, delay_ms: u64) {
+    buffer
+        .settle(
+            &lease.token,
+            Settle::Nack {
+                retry: true,
+                delay: Some(Duration::from_millis(delay_ms)),
+                reason: None,
+            },
+        )
+        .await
+        .expect("nack accepted");
 }
 
 /// Leases exactly one message, waiting up to 10 s for it.
