@@ -1,16 +1,18 @@
 //! Dead letters (listing, replay, purge, counting the broker's own) and statistics.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
-use lapin::Channel;
 use lapin::message::BasicGetMessage;
-use lapin::options::{BasicGetOptions, QueuePurgeOptions};
+use lapin::options::QueuePurgeOptions;
 
 use super::lease::now_ms;
 use super::link::not_found;
 use super::message::Meta;
 use super::names::dead_letter_exchange;
-use super::{Inner, MAX_SCAN, lock, topology};
+use super::view;
+use super::walk::Walk;
+use super::{Inner, lock, topology};
 use crate::stored::{decode_stored, ts};
 use crate::unreadable::{Known, placeholder};
 use crate::{
@@ -18,22 +20,57 @@ use crate::{
     QueueStats,
 };
 
-/// A DLQ read on a private channel: closing the channel puts back whatever was not acked, in
-/// its original order.
-struct Scan {
-    chan: Channel,
-    items: Vec<BasicGetMessage>,
+/// The sort key of a stored dead letter, from its headers: listed newest first by the time it
+/// was dead-lettered, then by sequence (the same time and sequence as in its [`DeadLetter`]).
+fn key(meta: &Meta) -> (i64, u64) {
+    (meta.dead_at_ms.unwrap_or(meta.received_ms), meta.sequence)
 }
 
-impl Scan {
-    async fn done(self) {
-        let _ = self.chan.close(200, "scan done").await;
+/// The newest `keep` dead letters seen so far, with their keys.
+struct Newest {
+    keep: usize,
+    heap: BinaryHeap<Reverse<Ranked>>,
+}
+
+/// A dead letter ordered by its key alone.
+struct Ranked((i64, u64), DeadLetter);
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl Eq for Ranked {}
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
     }
 }
 
-/// The sort key of a dead letter: newest first by time, then by sequence.
-fn key(d: &DeadLetter) -> (i64, u64) {
-    (d.dead_lettered_at.unix_millis(), d.envelope.sequence)
+impl Newest {
+    /// Whether a dead letter with key `k` would be kept (decoding it is worth it).
+    fn wants(&self, k: (i64, u64)) -> bool {
+        self.heap.len() < self.keep || self.heap.peek().is_some_and(|Reverse(min)| k > min.0)
+    }
+
+    fn offer(&mut self, k: (i64, u64), d: DeadLetter) {
+        self.heap.push(Reverse(Ranked(k, d)));
+        if self.heap.len() > self.keep {
+            self.heap.pop();
+        }
+    }
+
+    /// The kept dead letters, newest first.
+    fn into_sorted(self) -> Vec<Ranked> {
+        let mut v: Vec<Ranked> = self.heap.into_iter().map(|Reverse(r)| r).collect();
+        v.sort_by(|a, b| b.cmp(a));
+        v
+    }
 }
 
 fn cursor_of(k: (i64, u64)) -> String {
@@ -46,33 +83,6 @@ fn parse_cursor(c: &str) -> Option<(i64, u64)> {
 }
 
 impl Inner {
-    async fn scan(&self, queue: &str) -> Result<Scan, BufferError> {
-        let chan = self.link.channel().await?;
-        let mut items = Vec::new();
-        while items.len() < MAX_SCAN {
-            match self
-                .link
-                .bounded(chan.basic_get(queue, BasicGetOptions { no_ack: false }))
-                .await
-            {
-                Ok(Some(m)) => {
-                    let last = m.message_count == 0;
-                    items.push(m);
-                    if last {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) if not_found(&e) => break,
-                Err(e) => {
-                    let _ = chan.close(200, "scan failed").await;
-                    return Err(self.link.error(e));
-                }
-            }
-        }
-        Ok(Scan { chan, items })
-    }
-
     fn to_dead_letter(&self, channel: &str, queue: &str, m: &BasicGetMessage) -> DeadLetter {
         let d = &m.delivery;
         let meta = Meta::read(&d.properties);
@@ -127,25 +137,35 @@ impl Inner {
             }
         };
         let names = self.names(channel);
-        let mut all = Vec::new();
+        // One more than a page, to know whether another page follows.
+        let mut newest = Newest {
+            keep: query.limit + 1,
+            heap: BinaryHeap::new(),
+        };
         for q in self.queues_of(channel, query.webhook_id.as_deref()).await? {
-            let scan = self.scan(&names.dead_letters(&q)).await?;
-            all.extend(
-                scan.items
-                    .iter()
-                    .map(|m| self.to_dead_letter(channel, &q, m)),
-            );
-            scan.done().await;
+            let mut walk = Walk::start(&self.link, &names.dead_letters(&q)).await?;
+            let visited = async {
+                while let Some(m) = walk.next().await? {
+                    let k = key(&Meta::read(&m.delivery.properties));
+                    if before.is_none_or(|b| k < b) && newest.wants(k) {
+                        newest.offer(k, self.to_dead_letter(channel, &q, &m));
+                    }
+                }
+                Ok::<(), BufferError>(())
+            }
+            .await;
+            walk.done().await;
+            visited?;
         }
-        all.retain(|d| before.is_none_or(|b| key(d) < b));
-        all.sort_by_key(|d| std::cmp::Reverse(key(d)));
-        let more = all.len() > query.limit;
-        all.truncate(query.limit);
+        let mut ranked = newest.into_sorted();
+        let more = ranked.len() > query.limit;
+        ranked.truncate(query.limit);
         let next_cursor = if more {
-            all.last().map(|d| cursor_of(key(d)))
+            ranked.last().map(|r| cursor_of(r.0))
         } else {
             None
         };
+        let all = ranked.into_iter().map(|r| r.1).collect();
         Ok(DeadLetterPage {
             items: all,
             next_cursor,
@@ -167,41 +187,40 @@ impl Inner {
         let live: Vec<String> = locked.data.queues.clone();
         let (mut replayed, mut blocked) = (0u64, 0u64);
         let mut outcome = Ok(());
-        'queues: for q in queues {
-            let scan = match self.scan(&names.dead_letters(&q)).await {
-                Ok(s) => s,
-                Err(e) => {
-                    outcome = Err(e);
-                    break;
-                }
-            };
+        for q in queues {
             let mut room = match topology::depth(&self.link, &names.queue(&q)).await {
                 Ok(d) => max_len.saturating_sub(d.unwrap_or(0)),
                 Err(e) => {
-                    scan.done().await;
                     outcome = Err(e);
                     break;
                 }
             };
-            for m in &scan.items {
-                let mut meta = Meta::read(&m.delivery.properties);
-                if message_id.is_some_and(|id| id != meta.message_id) {
-                    continue;
+            let mut walk = match Walk::start(&self.link, &names.dead_letters(&q)).await {
+                Ok(w) => w,
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
                 }
-                if room == 0 || !live.contains(&q) {
-                    blocked += 1;
-                    if message_id.is_some() {
-                        break;
+            };
+            let walked = async {
+                while let Some(m) = walk.next().await? {
+                    let mut meta = Meta::read(&m.delivery.properties);
+                    if message_id.is_some_and(|id| id != meta.message_id) {
+                        continue;
                     }
-                    continue;
-                }
-                meta.queue = q.clone();
-                meta.count = 0;
-                meta.reason = None;
-                meta.dead_at_ms = None;
-                meta.last_error = None;
-                meta.ready_ms = None;
-                let r = async {
+                    if room == 0 || !live.contains(&q) {
+                        blocked += 1;
+                        if message_id.is_some() {
+                            break;
+                        }
+                        continue;
+                    }
+                    meta.queue = q.clone();
+                    meta.count = 0;
+                    meta.reason = None;
+                    meta.dead_at_ms = None;
+                    meta.last_error = None;
+                    meta.ready_ms = None;
                     self.publish_copy(
                         &self.exchange,
                         &names.queue(&q),
@@ -209,22 +228,22 @@ impl Inner {
                         meta.properties(true),
                     )
                     .await?;
-                    self.ack(&scan.chan, m.delivery.delivery_tag).await
+                    self.ack(&walk.chan, m.delivery.delivery_tag).await?;
+                    room -= 1;
+                    replayed += 1;
+                    self.add_delta(channel, &q, |c| c.dead_depth -= 1);
+                    if message_id.is_some() {
+                        break;
+                    }
                 }
-                .await;
-                if let Err(e) = r {
-                    outcome = Err(e);
-                    scan.done().await;
-                    break 'queues;
-                }
-                room -= 1;
-                replayed += 1;
-                self.add_delta(channel, &q, |c| c.dead_depth -= 1);
-                if message_id.is_some() {
-                    break;
-                }
+                Ok::<(), BufferError>(())
             }
-            scan.done().await;
+            .await;
+            walk.done().await;
+            if let Err(e) = walked {
+                outcome = Err(e);
+                break;
+            }
             if message_id.is_some() && replayed > 0 {
                 break;
             }
@@ -265,17 +284,19 @@ impl Inner {
                     }
                 }
                 Some(id) => {
-                    let scan = self.scan(&dlq).await?;
-                    let mut n = 0;
-                    for m in &scan.items {
-                        if Meta::read(&m.delivery.properties).message_id == id {
-                            self.ack(&scan.chan, m.delivery.delivery_tag).await?;
-                            n += 1;
-                            break;
+                    let mut walk = Walk::start(&self.link, &dlq).await?;
+                    let found = async {
+                        while let Some(m) = walk.next().await? {
+                            if Meta::read(&m.delivery.properties).message_id == id {
+                                self.ack(&walk.chan, m.delivery.delivery_tag).await?;
+                                return Ok(1);
+                            }
                         }
+                        Ok::<u64, BufferError>(0)
                     }
-                    scan.done().await;
-                    n
+                    .await;
+                    walk.done().await;
+                    found?
                 }
             };
             if n > 0 {
@@ -305,31 +326,36 @@ impl Inner {
             if i64::try_from(depth).unwrap_or(i64::MAX) <= known {
                 continue;
             }
-            let scan = self.scan(&names.dead_letters(&q)).await?;
-            for m in &scan.items {
-                if !Meta::is_broker_dead_letter(&m.delivery.properties) {
-                    continue;
+            let mut walk = Walk::start(&self.link, &names.dead_letters(&q)).await?;
+            let walked = async {
+                while let Some(m) = walk.next().await? {
+                    if !Meta::is_broker_dead_letter(&m.delivery.properties) {
+                        continue;
+                    }
+                    let mut meta = Meta::read(&m.delivery.properties);
+                    meta.queue = q.clone();
+                    meta.reason = Some(DeadLetterReason::Expired);
+                    meta.dead_at_ms = Some(meta.dead_at_ms.unwrap_or_else(now_ms));
+                    self.publish_copy(
+                        &dead_letter_exchange(&self.exchange),
+                        &names.dead_letters(&q),
+                        &m.delivery.data,
+                        meta.properties(false),
+                    )
+                    .await?;
+                    self.ack(&walk.chan, m.delivery.delivery_tag).await?;
+                    self.add_delta(channel, &q, |c| {
+                        c.expired += 1;
+                        c.dead_lettered += 1;
+                        c.dead_depth += 1;
+                    });
+                    adopted += 1;
                 }
-                let mut meta = Meta::read(&m.delivery.properties);
-                meta.queue = q.clone();
-                meta.reason = Some(DeadLetterReason::Expired);
-                meta.dead_at_ms = Some(meta.dead_at_ms.unwrap_or_else(now_ms));
-                self.publish_copy(
-                    &dead_letter_exchange(&self.exchange),
-                    &names.dead_letters(&q),
-                    &m.delivery.data,
-                    meta.properties(false),
-                )
-                .await?;
-                self.ack(&scan.chan, m.delivery.delivery_tag).await?;
-                self.add_delta(channel, &q, |c| {
-                    c.expired += 1;
-                    c.dead_lettered += 1;
-                    c.dead_depth += 1;
-                });
-                adopted += 1;
+                Ok::<(), BufferError>(())
             }
-            scan.done().await;
+            .await;
+            walk.done().await;
+            walked?;
         }
         if adopted > 0 {
             self.flush(channel).await?;
@@ -341,14 +367,9 @@ impl Inner {
         self.adopt_expired(channel).await?;
         let record = self.flush(channel).await?;
         let names = self.names(channel);
-        let held: HashMap<String, u64> = {
-            let mut m = HashMap::new();
-            for l in lock(&self.leases).values().filter(|l| l.channel == channel) {
-                *m.entry(l.queue.clone()).or_default() += 1;
-            }
-            m
-        };
         let now = now_ms();
+        let mine = self.own_view(channel, now);
+        let others = view::others(&record.views, self.instance, now);
         let mut queues = Vec::new();
         let mut total = QueueStats::default();
         let mut all = record.queues.clone();
@@ -361,8 +382,10 @@ impl Inner {
                 .await?
                 .unwrap_or(0);
             let c = record.counters.get(&q).copied().unwrap_or_default();
+            let (their_leases, their_delayed) = others.get(&q).copied().unwrap_or_default();
+            let my_delayed: u64 = mine.delayed.get(&q).map_or(0, |d| d.values().sum());
             let queued =
-                queued + u64::try_from(c.waiting).unwrap_or(0) + self.delayed_count(channel, &q);
+                queued + u64::try_from(c.waiting).unwrap_or(0) + my_delayed + their_delayed;
             let oldest = if queued == 0 {
                 None
             } else {
@@ -373,7 +396,7 @@ impl Inner {
             let s = QueueStats {
                 webhook_id: q.clone(),
                 queued,
-                in_flight: held.get(&q).copied().unwrap_or(0),
+                in_flight: mine.in_flight.get(&q).copied().unwrap_or(0) + their_leases,
                 dead_letters: dead,
                 oldest_queued_age_seconds: oldest,
                 delivered: c.delivered,

@@ -54,23 +54,31 @@
 //!   it meets. The sweep and `stats` count the broker's own dead letters (reason `expired`) by
 //!   rewriting them with our headers.
 //! - **Dead letters.** Stored in the classic `….dlq` queue of each webhook queue with reason,
-//!   time, count and last error as headers. Listing takes the messages with `basic.get` on
-//!   a private channel and closes that channel, which puts all of them back in their original
-//!   order: nothing is consumed or reordered, and the depth is the same afterwards. Replay and
-//!   purge of single messages do the same and ack only the chosen ones; purge-all is
-//!   `queue.purge`. A scan reads at most [`MAX_SCAN`] dead letters per queue.
+//!   time, count and last error as headers. Listing walks the DLQ (`walk.rs`): it takes
+//!   every message present when it starts with `basic.get` on a private channel, in waves, and
+//!   then closes that channel, which puts all of them back in their original order: nothing is
+//!   consumed or reordered, and the depth is the same afterwards. Only the newest page (plus one)
+//!   is kept while walking, so a listing is exact and newest first at any DLQ size, in memory
+//!   bounded by the page; its time grows with the DLQ (see `docs/benchmarks.md`). Replay and
+//!   purge of single messages walk the same way and ack only the chosen ones; purge-all is
+//!   `queue.purge`. Two walks of one DLQ at the same moment (two admin calls, or two
+//!   instances) split its messages between them, so each sees only part of it.
 //!
 //! # Limits
 //!
-//! - `stats.in_flight` and `oldest_queued_age_seconds` are this instance's view; queue depths and
-//!   cumulative counters are the broker's (counters of other instances appear once they flush,
-//!   at most a second later).
+//! - Stats add up every instance's leases and delayed copies (`view.rs`): each instance writes
+//!   what it holds into the channel record within about a second of a change, and every 3 s
+//!   while it holds something. An instance that died without closing keeps counting its leases for up to 15 s,
+//!   while the broker has already put them back in the queue. `oldest_queued_age_seconds` is
+//!   this instance's view; queue depths are the broker's, and cumulative counters of other
+//!   instances appear once they flush (at most a second later).
 //! - Leases are settled by the instance holding them; an ack sent to another instance answers
 //!   `NotInFlight` (the message is redelivered after its lease). Several relay instances need
 //!   `state.backend = "redis"` (`config-formats.md` §2.3).
-//! - Messages waiting out a requeue delay in the shared delay queues count in `queued` on the
-//!   instance that requeued them (it knows when they come back); a requeued message of an
-//!   ordered channel, inside the token, counts on every instance.
+//! - Messages waiting out a requeue delay in the shared delay queues count in `queued` through
+//!   the view of the instance that requeued them, until they are due back (also after that
+//!   instance stopped); a requeued message of an ordered channel, inside the token, counts on
+//!   every instance.
 
 mod dead;
 mod lease;
@@ -81,6 +89,8 @@ mod publish;
 mod record;
 mod settle;
 mod topology;
+mod view;
+mod walk;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -100,8 +110,6 @@ use link::Link;
 use names::{ChannelNames, registry, valid_exchange};
 use record::{ChannelRecord, Counters, Registry};
 
-/// Most dead letters read from one DLQ by a listing, replay or purge scan.
-pub const MAX_SCAN: usize = 10_000;
 /// How long a lease call waits between looks for messages published by other instances.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// How long channel settings read from the record are used before reading them again.
@@ -205,6 +213,8 @@ pub struct Inner {
     /// When the copies this process sent into a delay queue come back, per (channel, queue):
     /// until then they are queued, though in a delay queue shared by every channel.
     delayed: std::sync::Mutex<HashMap<(String, String), DueTimes>>,
+    /// The view of each channel this process last wrote into its record, and when.
+    written_views: std::sync::Mutex<HashMap<String, (view::View, Instant)>>,
     exchanges_ready: tokio::sync::Mutex<bool>,
     /// Dropping the sender ends the background task.
     stop: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
@@ -276,6 +286,7 @@ impl RabbitBuffer {
             rr: Default::default(),
             peeked: Default::default(),
             delayed: Default::default(),
+            written_views: Default::default(),
             exchanges_ready: tokio::sync::Mutex::new(false),
             stop: std::sync::Mutex::new(Some(stop_tx)),
         });
@@ -316,7 +327,8 @@ impl RabbitBuffer {
     }
 }
 
-/// Ends expired leases and flushes counters until the buffer is closed or dropped.
+/// Ends expired leases and writes counters and this process's views until the buffer is closed
+/// or dropped.
 async fn background(inner: std::sync::Weak<Inner>, mut stop: tokio::sync::oneshot::Receiver<()>) {
     let mut last_flush = Instant::now();
     loop {
@@ -330,8 +342,7 @@ async fn background(inner: std::sync::Weak<Inner>, mut stop: tokio::sync::onesho
         inner.expire_leases().await;
         if last_flush.elapsed() >= FLUSH_INTERVAL {
             last_flush = Instant::now();
-            let channels: Vec<String> = lock(&inner.deltas).keys().cloned().collect();
-            for c in channels {
+            for c in inner.due_for_flush() {
                 if let Err(e) = inner.flush(&c).await {
                     tracing::debug!(channel = %c, error = %e, "Counter flush failed; retrying");
                 }
@@ -373,22 +384,65 @@ impl Inner {
         heap.push(std::cmp::Reverse(ready_ms));
     }
 
-    /// Copies of `queue` this process sent into a delay queue that are not due back yet.
-    pub(crate) fn delayed_count(&self, channel: &str, queue: &str) -> u64 {
-        let mut delayed = lock(&self.delayed);
-        let key = (channel.to_owned(), queue.to_owned());
-        let Some(heap) = delayed.get_mut(&key) else {
-            return 0;
+    /// What this process holds of `channel` at `now_ms`: its leases, and its copies in a delay
+    /// queue that are not due back yet.
+    pub(crate) fn own_view(&self, channel: &str, now_ms: i64) -> view::View {
+        let mut v = view::View {
+            at_ms: now_ms,
+            ..view::View::default()
         };
+        for l in lock(&self.leases).values().filter(|l| l.channel == channel) {
+            *v.in_flight.entry(l.queue.clone()).or_default() += 1;
+        }
+        let mut delayed = lock(&self.delayed);
+        delayed.retain(|(c, q), heap| {
+            if c != channel {
+                return true;
+            }
+            while heap.peek().is_some_and(|r| r.0 <= now_ms) {
+                heap.pop();
+            }
+            for std::cmp::Reverse(due) in heap.iter() {
+                *v.delayed
+                    .entry(q.clone())
+                    .or_default()
+                    .entry(view::due_second(*due))
+                    .or_default() += 1;
+            }
+            !heap.is_empty()
+        });
+        v
+    }
+
+    /// Channels whose record should be written now: counter changes to flush, or this
+    /// process's view changed or due for its heartbeat.
+    fn due_for_flush(&self) -> Vec<String> {
+        let mut channels: std::collections::BTreeSet<String> =
+            lock(&self.deltas).keys().cloned().collect();
+        let mut holding: std::collections::BTreeSet<String> = lock(&self.leases)
+            .values()
+            .map(|l| l.channel.clone())
+            .collect();
+        holding.extend(lock(&self.delayed).keys().map(|(c, _)| c.clone()));
+        holding.extend(lock(&self.written_views).keys().cloned());
         let now = lease::now_ms();
-        while heap.peek().is_some_and(|r| r.0 <= now) {
-            heap.pop();
+        for c in holding {
+            if channels.contains(&c) {
+                continue;
+            }
+            let mine = self.own_view(&c, now);
+            let stale = match lock(&self.written_views).get(&c) {
+                None => !mine.is_empty(),
+                Some((written, at)) => {
+                    !written.same_holdings(&mine)
+                        || (!mine.is_empty() && at.elapsed() >= view::HEARTBEAT)
+                }
+            };
+            if stale {
+                channels.insert(c);
+            }
         }
-        let n = heap.len() as u64;
-        if n == 0 {
-            delayed.remove(&key);
-        }
-        n
+        channels.into_iter().collect()
     }
 
     fn take_deltas(&self, channel: &str) -> BTreeMap<String, Counters> {
@@ -425,11 +479,26 @@ impl Inner {
         for (q, d) in &deltas {
             locked.data.counters.entry(q.clone()).or_default().add(d);
         }
+        let now = lease::now_ms();
+        let mine = self.own_view(channel, now);
+        view::prune(&mut locked.data.views, now);
+        if mine.is_empty() {
+            locked.data.views.remove(&self.instance);
+        } else {
+            locked.data.views.insert(self.instance, mine.clone());
+        }
         let snapshot = Arc::new(locked.data.clone());
         if let Err(e) = locked.write(&self.link).await {
             self.put_back_deltas(channel, deltas);
             return Err(e);
         }
+        let mut written = lock(&self.written_views);
+        if mine.is_empty() {
+            written.remove(channel);
+        } else {
+            written.insert(channel.to_owned(), (mine, Instant::now()));
+        }
+        drop(written);
         self.remember(channel, snapshot.clone());
         Ok(snapshot)
     }
@@ -664,6 +733,8 @@ impl Inner {
         lock(&self.leases).retain(|_, l| l.channel != channel);
         lock(&self.infos).remove(channel);
         lock(&self.deltas).remove(channel);
+        lock(&self.written_views).remove(channel);
+        lock(&self.delayed).retain(|k, _| k.0 != channel);
         lock(&self.heads).retain(|k, _| k.0 != channel);
         if let Some((chan, _)) = self.consumers.lock().await.remove(channel) {
             let _ = chan.close(200, "channel deleted").await;
@@ -759,11 +830,16 @@ impl Buffer for RabbitBuffer {
 
     async fn close(&self) -> Result<(), BufferError> {
         lock(&self.inner.stop).take();
-        let channels: Vec<String> = lock(&self.inner.deltas).keys().cloned().collect();
+        let mut channels: Vec<String> = lock(&self.inner.deltas).keys().cloned().collect();
+        channels.extend(lock(&self.inner.written_views).keys().cloned());
+        channels.sort();
+        channels.dedup();
+        // The broker gives the leases back when the connection closes; the views written now
+        // keep only the delayed copies, which still come back on their own.
+        lock(&self.inner.leases).clear();
         for c in channels {
             let _ = self.inner.flush(&c).await;
         }
-        lock(&self.inner.leases).clear();
         self.inner.link.close().await;
         Ok(())
     }

@@ -14,6 +14,7 @@ use lapin::{BasicProperties, Channel};
 use serde::{Deserialize, Serialize};
 
 use super::link::{Link, not_found};
+use super::view::View;
 use crate::{BufferError, QueueSettings};
 
 /// Sequence numbers skipped after a holder of the record died: more than one publish batch.
@@ -113,6 +114,9 @@ pub(crate) struct ChannelRecord {
     pub counters: BTreeMap<String, Counters>,
     /// Whether the ordered-delivery token was created.
     pub order_token: bool,
+    /// What each relay instance holds that the queue depths do not show, by instance id.
+    #[serde(default)]
+    pub views: BTreeMap<u64, View>,
 }
 
 impl ChannelRecord {

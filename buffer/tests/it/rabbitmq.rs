@@ -193,3 +193,177 @@ async fn ttl_change_applies_to_new_messages_without_redeclaring_r65() {
     assert_eq!(page.items.len(), 1);
     assert_eq!(page.items[0].reason, DeadLetterReason::Expired);
 }
+
+/// Dead-letters the next `left` messages of `channel`, a batch of leases at a time, settling
+/// each batch at once.
+async fn reject_all(b: &SharedBuffer, channel: &str, mut left: usize) {
+    while left > 0 {
+        let batch = lease(b, channel, left.min(1000), 2_000).await;
+        assert!(!batch.is_empty(), "{left} messages still to dead-letter");
+        left -= batch.len();
+        let settled = futures_util::future::join_all(batch.iter().map(|l| {
+            b.settle(
+                &l.token,
+                Settle::Nack {
+                    retry: false,
+                    delay: None,
+                    reason: Some("bulk".into()),
+                },
+            )
+        }))
+        .await;
+        for s in settled {
+            assert!(matches!(s, Ok(Settled::DeadLettered(_))), "{s:?}");
+        }
+    }
+}
+
+/// R-49 at any depth: a dead-letter queue deeper than any fixed scan window still lists exactly
+/// newest first, pages through every entry, and finds a single message for purge and replay
+/// at its far end; nothing is consumed by listing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_beyond_ten_thousand_list_newest_first_r49() {
+    const BULK: usize = 10_200;
+    let h = RabbitHarness::new();
+    let b = h.open().await;
+    let s = QueueSettings {
+        max_queue_size: 20_000,
+        ..settings()
+    };
+    ensure(&b, "c", &["w"], &s).await;
+    let publishes = futures_util::future::join_all((0..BULK as u64).map(|n| {
+        let b = b.clone();
+        async move {
+            let mut e = envelope("c", "w", n);
+            b.publish("w", &mut e).await.map(|_| ())
+        }
+    }))
+    .await;
+    assert!(publishes.iter().all(Result::is_ok));
+    reject_all(&b, "c", BULK).await;
+    // Three later ones, each dead-lettered after the one before: they sit at the far end.
+    let mut late = Vec::new();
+    for n in 0..3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        late.push(publish(&b, "c", "w", 100_000 + n).await.message_id);
+        reject_all(&b, "c", 1).await;
+    }
+    let started = std::time::Instant::now();
+    let first = b
+        .dead_letters(
+            "c",
+            &DeadLetterQuery {
+                limit: 3,
+                ..DeadLetterQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    eprintln!(
+        "listing {} dead letters took {:?}",
+        BULK + 3,
+        started.elapsed()
+    );
+    let ids: Vec<_> = first
+        .items
+        .iter()
+        .map(|d| d.envelope.message_id.clone())
+        .collect();
+    assert_eq!(ids, late.iter().rev().cloned().collect::<Vec<_>>());
+    // Every entry once, in order, across pages.
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor = first.next_cursor.clone();
+    let mut last_key = first.items.last().map(|d| d.dead_lettered_at);
+    seen.extend(ids);
+    while let Some(c) = cursor {
+        let page = b
+            .dead_letters(
+                "c",
+                &DeadLetterQuery {
+                    limit: 1000,
+                    cursor: Some(c),
+                    ..DeadLetterQuery::default()
+                },
+            )
+            .await
+            .unwrap();
+        for d in &page.items {
+            assert!(
+                last_key.is_none_or(|k| d.dead_lettered_at <= k),
+                "newest first"
+            );
+            last_key = Some(d.dead_lettered_at);
+            assert!(seen.insert(d.envelope.message_id.clone()), "listed twice");
+        }
+        cursor = page.next_cursor;
+    }
+    assert_eq!(seen.len(), BULK + 3);
+    assert_eq!(
+        b.stats("c").await.unwrap().total.dead_letters,
+        (BULK + 3) as u64
+    );
+    // Purge and replay find single messages at the far end.
+    assert_eq!(
+        b.purge_dead_letters("c", None, Some(late[2].as_str()))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        b.replay_dead_letters("c", None, Some(late[1].as_str()))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(lease_one(&b, "c").await.envelope.message_id, late[1]);
+    let stats = b.stats("c").await.unwrap();
+    assert_eq!(stats.total.dead_letters, (BULK + 1) as u64);
+    // Replay of all moves every remaining one back.
+    assert_eq!(
+        b.replay_dead_letters("c", None, None).await.unwrap(),
+        (BULK + 1) as u64
+    );
+    let stats = b.stats("c").await.unwrap();
+    assert_eq!(
+        (stats.total.dead_letters, stats.total.queued),
+        (0, (BULK + 1) as u64)
+    );
+}
+
+/// Waits up to 5 s for `b`'s stats of `channel` to show `(queued, in_flight)`; returns the
+/// last seen.
+async fn stats_become(b: &SharedBuffer, channel: &str, want: (u64, u64)) -> (u64, u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let t = b.stats(channel).await.unwrap().total;
+        let got = (t.queued, t.in_flight);
+        if got == want || std::time::Instant::now() >= deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Several relay instances on one broker: each one's stats count the leases and the delayed
+/// requeues of every instance, not only its own. When an instance closes, its leases are back
+/// in the queue and its copies in a delay queue still count as queued until they come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_add_up_the_leases_and_delays_of_every_instance() {
+    let h = RabbitHarness::new();
+    let a = h.open().await;
+    let b = h.peer(&a).await;
+    ensure(&a, "c", &["w"], &settings()).await;
+    for n in 0..6 {
+        publish(&a, "c", "w", n).await;
+    }
+    let held_a = lease(&a, "c", 2, 2_000).await;
+    let held_b = lease(&b, "c", 2, 2_000).await;
+    assert_eq!((held_a.len(), held_b.len()), (2, 2));
+    crate::support::requeue_after(&b, &held_b[0], 60_000).await;
+    // 2 ready + 1 waiting out its delay; 2 leases on a, 1 on b.
+    assert_eq!(stats_become(&a, "c", (3, 3)).await, (3, 3));
+    assert_eq!(stats_become(&b, "c", (3, 3)).await, (3, 3));
+    b.close().await.unwrap();
+    // b's lease is back in the queue; its delayed copy still counts.
+    assert_eq!(stats_become(&a, "c", (4, 2)).await, (4, 2));
+}

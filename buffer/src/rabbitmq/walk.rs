@@ -1,0 +1,105 @@
+//! A walk over one queue (a DLQ): every message that was in it when the walk started is taken
+//! once with `basic.get` on a private channel and held unacked. Ending the walk closes the
+//! channel, which puts back whatever was not acked in its original order, so a walk that acks
+//! nothing changes nothing. The caller keeps only what it needs from each message, so a walk
+//! over any number of messages uses bounded memory on this side.
+
+use std::collections::VecDeque;
+
+use lapin::Channel;
+use lapin::message::BasicGetMessage;
+use lapin::options::BasicGetOptions;
+
+use super::link::{Link, not_found, poll_once};
+use crate::BufferError;
+
+/// Most gets sent back to back before their answers are read.
+const WAVE: u64 = 256;
+
+/// An open walk; end it with [`Walk::done`].
+pub(crate) struct Walk<'a> {
+    link: &'a Link,
+    /// The private channel holding the taken messages.
+    pub chan: Channel,
+    queue: String,
+    /// Taken, not yet handed out.
+    taken: VecDeque<BasicGetMessage>,
+    /// Messages still to take: the depth when the walk started, less what was taken. Messages
+    /// added during the walk are left alone, so a walk always ends.
+    left: u64,
+}
+
+impl<'a> Walk<'a> {
+    /// Starts a walk over `queue` (a missing queue walks nothing).
+    pub(crate) async fn start(link: &'a Link, queue: &str) -> Result<Walk<'a>, BufferError> {
+        let chan = link.channel().await?;
+        let mut walk = Walk {
+            link,
+            chan,
+            queue: queue.to_owned(),
+            taken: VecDeque::new(),
+            left: 1,
+        };
+        // The first get says how many follow it.
+        match walk.get_wave(1).await {
+            Ok(()) => {
+                walk.left = walk.taken.front().map_or(0, |m| u64::from(m.message_count));
+                Ok(walk)
+            }
+            Err(e) => {
+                walk.done().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The next message, or `None` when every message present at the start was visited.
+    pub(crate) async fn next(&mut self) -> Result<Option<BasicGetMessage>, BufferError> {
+        if self.taken.is_empty() && self.left > 0 {
+            self.get_wave(self.left.min(WAVE)).await?;
+        }
+        Ok(self.taken.pop_front())
+    }
+
+    /// Sends `n` gets back to back (the broker answers them in order) and keeps the answers.
+    async fn get_wave(&mut self, n: u64) -> Result<(), BufferError> {
+        let mut wave = Vec::new();
+        for _ in 0..n {
+            let mut get = Box::pin(
+                self.link.bounded(
+                    self.chan
+                        .basic_get(&self.queue, BasicGetOptions { no_ack: false }),
+                ),
+            );
+            let early = poll_once(&mut get).await;
+            wave.push((get, early));
+        }
+        let mut failed = None;
+        for (get, early) in wave {
+            let got = match early {
+                Some(r) => r,
+                None => get.await,
+            };
+            match got {
+                Ok(Some(m)) => {
+                    self.left = self.left.saturating_sub(1);
+                    self.taken.push_back(m);
+                }
+                Ok(None) => self.left = 0,
+                Err(e) if not_found(&e) => self.left = 0,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        match failed {
+            Some(e) => Err(self.link.error(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the walk: everything not acked goes back, in order.
+    pub(crate) async fn done(self) {
+        let _ = self.chan.close(200, "walk done").await;
+    }
+}
