@@ -108,6 +108,13 @@ pub(crate) struct LeaseOut {
     pub next_wake_ms: Option<i64>,
 }
 
+/// One webhook queue: its live messages and the indexes over them.
+///
+/// Every message is in exactly one of `ready`, `delayed` and `leased`. A message that is not
+/// leased (ready or delayed) is also in `waiting`, and in `expiring` when it has an expiry, so
+/// `stats` and `sweep` read sizes and first entries instead of walking `msgs`. All five are kept
+/// by [`Queue::index`] and [`Queue::unindex`] (`promote` only moves from `delayed` to `ready`),
+/// and `load` rebuilds them through the same [`Queue::insert`].
 #[derive(Debug, Default)]
 struct Queue {
     msgs: BTreeMap<u64, MsgRecord>,
@@ -117,6 +124,13 @@ struct Queue {
     delayed: BTreeSet<(i64, u64)>,
     /// Leased until: (expires_ms, seq).
     leased: BTreeSet<(i64, u64)>,
+    /// Not leased (ready or delayed), by arrival: (received_ms, seq). Its size is the queue
+    /// depth once expired messages are buried; its first entry is the oldest waiting message,
+    /// also for a replayed dead letter that kept its old received time.
+    waiting: BTreeSet<(i64, u64)>,
+    /// Not leased and with an expiry: (expires_ms, seq). A leased message is not here: its
+    /// lease runs on past the TTL (its ack is accepted), and it enters again if it comes back.
+    expiring: BTreeSet<(i64, u64)>,
     counters: Counters,
     dead: u64,
 }
@@ -126,6 +140,10 @@ impl Queue {
         match rec.state {
             MsgState::Ready { ready_ms } => {
                 self.delayed.insert((ready_ms, seq));
+                self.waiting.insert((rec.received_ms, seq));
+                if let Some(expires_ms) = rec.expires_ms {
+                    self.expiring.insert((expires_ms, seq));
+                }
             }
             MsgState::Leased { expires_ms, .. } => {
                 self.leased.insert((expires_ms, seq));
@@ -138,6 +156,10 @@ impl Queue {
         match rec.state {
             MsgState::Ready { ready_ms } => {
                 self.delayed.remove(&(ready_ms, seq));
+                self.waiting.remove(&(rec.received_ms, seq));
+                if let Some(expires_ms) = rec.expires_ms {
+                    self.expiring.remove(&(expires_ms, seq));
+                }
             }
             MsgState::Leased { expires_ms, .. } => {
                 self.leased.remove(&(expires_ms, seq));
@@ -164,6 +186,15 @@ impl Queue {
             self.delayed.pop_first();
             self.ready.insert(seq);
         }
+    }
+
+    /// Sequence numbers of the waiting messages whose expiry is at or before `now`, soonest
+    /// first: O(k log n) for k of them.
+    fn expired(&self, now: i64) -> Vec<u64> {
+        self.expiring
+            .range(..=(now, u64::MAX))
+            .map(|&(_, seq)| seq)
+            .collect()
     }
 
     fn is_idle(&self) -> bool {
@@ -1180,6 +1211,10 @@ impl Mem {
         Ok(Ok(purged))
     }
 
+    /// The channel's numbers, from index sizes: no walk over its messages. Like a lease call it
+    /// first ends the leases that ran out and dead-letters the waiting messages that expired
+    /// (reason `expired`), so `queued` is exact (never an expired or leased message) and the
+    /// same answer's `expired` and `dead_letters` already hold what it no longer counts.
     pub(crate) fn stats(
         &mut self,
         t: &mut Tables<'_>,
@@ -1191,6 +1226,7 @@ impl Mem {
         }
         let now = now_ms();
         self.reap(t, b, channel, now)?;
+        self.bury_expired(t, b, channel, now)?;
         let Some(chan) = self.channels.get(channel) else {
             return Ok(Err(BufferError::UnknownChannel(channel.to_owned())));
         };
@@ -1202,20 +1238,13 @@ impl Mem {
             if q.is_idle() && chan.webhook_ids.binary_search(name).is_err() {
                 continue;
             }
-            let mut queued = 0u64;
-            let mut oldest: Option<i64> = None;
-            for rec in q.msgs.values() {
-                if matches!(rec.state, MsgState::Leased { .. })
-                    || rec.expires_ms.is_some_and(|e| e <= now)
-                {
-                    continue;
-                }
-                queued += 1;
-                oldest = Some(oldest.map_or(rec.received_ms, |o| o.min(rec.received_ms)));
-            }
+            debug_assert_eq!(q.waiting.len(), q.ready.len() + q.delayed.len());
+            debug_assert_eq!(q.msgs.len(), q.waiting.len() + q.leased.len());
+            // Expired ones were buried above: every waiting message counts.
+            let oldest = q.waiting.first().map(|&(received_ms, _)| received_ms);
             let qs = QueueStats {
                 webhook_id: name.clone(),
-                queued,
+                queued: q.waiting.len() as u64,
                 in_flight: q.leased.len() as u64,
                 dead_letters: q.dead,
                 oldest_queued_age_seconds: oldest
@@ -1232,28 +1261,44 @@ impl Mem {
         Ok(Ok(stats))
     }
 
+    /// Dead-letters the waiting messages that expired in every channel (after ending the leases
+    /// that ran out), through the expiry index: no walk over messages that are not expired.
     pub(crate) fn sweep(&mut self, t: &mut Tables<'_>, b: &mut Batch) -> SResult<u64> {
         let now = now_ms();
         let names: Vec<String> = self.channels.keys().cloned().collect();
         let mut moved = 0u64;
         for channel in names {
             self.reap(t, b, &channel, now)?;
-            let mut expired = Vec::new();
-            if let Some(chan) = self.channels.get(&channel) {
-                for (qname, q) in &chan.queues {
-                    for (&seq, rec) in &q.msgs {
-                        if !matches!(rec.state, MsgState::Leased { .. })
-                            && rec.expires_ms.is_some_and(|e| e <= now)
-                        {
-                            expired.push((qname.clone(), seq));
-                        }
-                    }
+            moved += self.bury_expired(t, b, &channel, now)?;
+        }
+        Ok(moved)
+    }
+
+    /// Moves the waiting (ready or delayed) messages of one channel whose expiry is at or before
+    /// `now` to the dead letters with reason `expired`; returns how many. Leased messages are
+    /// left to their lease.
+    fn bury_expired(
+        &mut self,
+        t: &mut Tables<'_>,
+        b: &mut Batch,
+        channel: &str,
+        now: i64,
+    ) -> SResult<u64> {
+        let mut expired = Vec::new();
+        if let Some(chan) = self.channels.get(channel) {
+            for (qname, q) in &chan.queues {
+                let seqs = q.expired(now);
+                if !seqs.is_empty() {
+                    expired.push((qname.clone(), seqs));
                 }
             }
-            for (queue, seq) in expired {
+        }
+        let mut moved = 0u64;
+        for (queue, seqs) in expired {
+            for seq in seqs {
                 let Some(rec) = self
                     .channels
-                    .get_mut(&channel)
+                    .get_mut(channel)
                     .and_then(|c| c.queues.get_mut(&queue))
                     .and_then(|q| q.remove(seq))
                 else {
@@ -1263,7 +1308,7 @@ impl Mem {
                     t,
                     b,
                     Bury {
-                        channel: &channel,
+                        channel,
                         queue: &queue,
                         seq,
                         rec,
@@ -1273,6 +1318,10 @@ impl Mem {
                 )?;
                 moved += 1;
             }
+        }
+        if moved > 0 {
+            // An ordered channel's head may have gone: the next message can be leased now.
+            b.wake.insert(channel.to_owned());
         }
         Ok(moved)
     }

@@ -1,5 +1,6 @@
 //! The conformance suite on the embedded backend, plus its own guarantees: the file lock
-//! and crash safety under SIGKILL.
+//! crash safety under SIGKILL, and stats and sweep read from indexes that stay
+//! exact.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -9,11 +10,15 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use webhook_connect_buffer::{
-    Buffer, BufferError, EmbeddedBuffer, EmbeddedOptions, Settle, SharedBuffer,
+    Buffer, BufferError, ChannelStats, DeadLetterQuery, DeadLetterReason, EmbeddedBuffer,
+    EmbeddedOptions, Lease, QueueSettings, Settle, Settled, SharedBuffer,
 };
+use webhook_connect_protocol::{Envelope, Timestamp};
 
 use crate::conformance::conformance_suite;
-use crate::support::{Harness, ensure, envelope, lease, settings, unique};
+use crate::support::{
+    Harness, ensure, envelope, lease, lease_one, publish, requeue_after, settings, unique,
+};
 
 /// A store file in its own temporary directory, removed on drop.
 pub struct EmbeddedHarness {
@@ -212,7 +217,7 @@ async fn every_confirmed_publish_survives_sigkill_r30() {
         }
     }
     // numbering goes on above everything stored before the crash.
-    let after = crate::support::publish(&b, "crash", "w", 0).await;
+    let after = publish(&b, "crash", "w", 0).await;
     assert!(after.sequence > max_sequence);
     let missing: Vec<&String> = confirmed
         .iter()
@@ -223,5 +228,243 @@ async fn every_confirmed_publish_survives_sigkill_r30() {
         "{} of {} confirmed messages lost",
         missing.len(),
         confirmed.len()
+    );
+}
+
+/// Settings whose requeue delay may be a minute, so a nacked message stays delayed for the test.
+fn long_delay_settings() -> QueueSettings {
+    QueueSettings {
+        requeue_delay_max: Duration::from_secs(60),
+        ..settings()
+    }
+}
+
+/// Publishes a message into `webhook_id` that expires at `expires_at`.
+async fn publish_expiring(
+    b: &SharedBuffer,
+    channel: &str,
+    webhook_id: &str,
+    n: u64,
+    expires_at: Timestamp,
+) -> Envelope {
+    let mut e = envelope(channel, webhook_id, n);
+    e.expires_at = Some(expires_at);
+    b.publish(webhook_id, &mut e)
+        .await
+        .expect("publish accepted");
+    e
+}
+
+/// Leases the next message of `channel` and checks it is `sent`.
+async fn lease_this(b: &SharedBuffer, channel: &str, sent: &Envelope) -> Lease {
+    let l = lease_one(b, channel).await;
+    assert_eq!(
+        l.envelope.message_id, sent.message_id,
+        "setup leased another"
+    );
+    l
+}
+
+/// Sleeps until `at` has passed (by a margin, so the store's clock agrees).
+async fn sleep_past(at: Timestamp) {
+    let left = at.unix_millis() + 200 - Timestamp::now().unix_millis();
+    if let Ok(ms) = u64::try_from(left) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+/// Stats of `channel` with the wall-clock interval (unix ms) in which they were taken.
+async fn timed_stats(b: &SharedBuffer, channel: &str) -> (ChannelStats, i64, i64) {
+    let before = Timestamp::now().unix_millis();
+    let st = b.stats(channel).await.expect("stats");
+    (st, before, Timestamp::now().unix_millis())
+}
+
+/// Asserts that `age` (seconds, as stats report it) is the age of a message received at
+/// `received` for a stats call made between `before` and `after` (unix ms).
+fn assert_age_of(age: Option<f64>, received: &Envelope, before: i64, after: i64) {
+    let age = age.expect("an oldest queued age");
+    let received = received.received_at.unix_millis();
+    let lo = (before - received) as f64 / 1000.0;
+    let hi = (after - received) as f64 / 1000.0;
+    assert!(
+        age >= lo - 0.0005 && age <= hi + 0.0005,
+        "oldest age {age} s is not the expected message's ({lo}..={hi} s)"
+    );
+}
+
+/// R-50 with R-28: `queued` counts exactly the waiting messages that have not expired, over a
+/// mix of ready, delayed (nacked with a delay), leased and expired ones, where expired ones are
+/// ready, delayed, and leased past their expiry. The stats call itself dead-letters the expired
+/// waiting ones (reason `expired`), so a sweep right after finds nothing.
+#[tokio::test]
+async fn stats_are_exact_over_ready_delayed_leased_and_expired_messages_r50_r28() {
+    let h = EmbeddedHarness::new();
+    let b = h.open().await;
+    ensure(&b, "mix", &["w"], &long_delay_settings()).await;
+    let expiry = Timestamp::now().plus_millis(2_000);
+
+    let expired_delayed = publish_expiring(&b, "mix", "w", 1, expiry).await;
+    let l = lease_this(&b, "mix", &expired_delayed).await;
+    requeue_after(&b, &l, 60_000).await;
+    let expired_leased = publish_expiring(&b, "mix", "w", 2, expiry).await;
+    let held_past_expiry = lease_this(&b, "mix", &expired_leased).await;
+    let live_delayed = publish(&b, "mix", "w", 3).await;
+    let l = lease_this(&b, "mix", &live_delayed).await;
+    requeue_after(&b, &l, 60_000).await;
+    let live_leased = publish(&b, "mix", "w", 4).await;
+    let held = lease_this(&b, "mix", &live_leased).await;
+    let expired_ready = publish_expiring(&b, "mix", "w", 5, expiry).await;
+    publish(&b, "mix", "w", 6).await;
+    publish(&b, "mix", "w", 7).await;
+    let st = b.stats("mix").await.unwrap();
+    assert_eq!(
+        st.total.queued, 5,
+        "before the expiry: two delayed, three ready"
+    );
+    assert_eq!(st.total.in_flight, 2);
+
+    sleep_past(expiry).await;
+    let (st, before, after) = timed_stats(&b, "mix").await;
+    assert_eq!(st.total.queued, 3, "one delayed and two ready are live");
+    assert_eq!(
+        st.total.in_flight, 2,
+        "a lease runs on past the message's expiry"
+    );
+    assert_eq!(st.total.expired, 2);
+    assert_eq!(st.total.dead_letters, 2);
+    assert_age_of(
+        st.total.oldest_queued_age_seconds,
+        &live_delayed,
+        before,
+        after,
+    );
+    let page = b
+        .dead_letters("mix", &DeadLetterQuery::default())
+        .await
+        .unwrap();
+    let mut buried: Vec<_> = page
+        .items
+        .iter()
+        .map(|d| {
+            assert_eq!(d.reason, DeadLetterReason::Expired);
+            d.envelope.message_id.clone()
+        })
+        .collect();
+    buried.sort();
+    let mut want = vec![expired_delayed.message_id, expired_ready.message_id];
+    want.sort();
+    assert_eq!(buried, want);
+    assert_eq!(b.sweep_expired().await.unwrap(), 0, "stats buried them");
+
+    assert_eq!(
+        b.settle(&held_past_expiry.token, Settle::Ack)
+            .await
+            .unwrap(),
+        Settled::Acked
+    );
+    b.settle(&held.token, Settle::Release).await.unwrap();
+    let st = b.stats("mix").await.unwrap();
+    assert_eq!(st.total.queued, 4, "the released message waits again");
+    assert_eq!(st.total.in_flight, 0);
+}
+
+/// R-56 with R-50: a replayed dead letter keeps its received time, so once it waits again the
+/// oldest queued age is its age, not that of a message published after it; once it is leased
+/// the age is the next one's.
+#[tokio::test]
+async fn oldest_queued_age_is_the_replayed_dead_letters_r56_r50() {
+    let h = EmbeddedHarness::new();
+    let b = h.open().await;
+    ensure(&b, "replay", &["w"], &settings()).await;
+    let old = publish(&b, "replay", "w", 1).await;
+    let l = lease_this(&b, "replay", &old).await;
+    b.settle(
+        &l.token,
+        Settle::Nack {
+            retry: false,
+            delay: None,
+            reason: None,
+        },
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let young = publish(&b, "replay", "w", 2).await;
+    let (st, before, after) = timed_stats(&b, "replay").await;
+    assert_age_of(st.total.oldest_queued_age_seconds, &young, before, after);
+
+    let replayed = b
+        .replay_dead_letters("replay", None, Some(old.message_id.as_str()))
+        .await
+        .unwrap();
+    assert_eq!(replayed, 1);
+    let (st, before, after) = timed_stats(&b, "replay").await;
+    assert_eq!(st.total.queued, 2);
+    assert_eq!(st.total.dead_letters, 0);
+    assert_age_of(st.total.oldest_queued_age_seconds, &old, before, after);
+
+    let l = lease_this(&b, "replay", &old).await;
+    let (st, before, after) = timed_stats(&b, "replay").await;
+    assert_eq!(st.total.queued, 1);
+    assert_age_of(st.total.oldest_queued_age_seconds, &young, before, after);
+    b.settle(&l.token, Settle::Ack).await.unwrap();
+}
+
+/// R-28 across a restart: the indexes rebuilt at open find exactly the expired messages, ready,
+/// delayed, and leased at the restart (ended as a failed attempt, then waiting), and sweep
+/// dead-letters those and nothing else.
+#[tokio::test]
+async fn sweep_after_reopen_buries_exactly_the_expired_messages_r28() {
+    let h = EmbeddedHarness::new();
+    let b = h.open().await;
+    ensure(&b, "reopen", &["w", "v"], &long_delay_settings()).await;
+    let expiry = Timestamp::now().plus_millis(2_000);
+
+    let expired_delayed = publish_expiring(&b, "reopen", "w", 1, expiry).await;
+    let l = lease_this(&b, "reopen", &expired_delayed).await;
+    requeue_after(&b, &l, 60_000).await;
+    let expired_leased = publish_expiring(&b, "reopen", "w", 2, expiry).await;
+    let _held = lease_this(&b, "reopen", &expired_leased).await;
+    let live_delayed = publish(&b, "reopen", "w", 3).await;
+    let l = lease_this(&b, "reopen", &live_delayed).await;
+    requeue_after(&b, &l, 60_000).await;
+    let expired_ready = publish_expiring(&b, "reopen", "v", 4, expiry).await;
+    publish(&b, "reopen", "v", 5).await;
+    publish(&b, "reopen", "w", 6).await;
+
+    let b = h.reopen(b).await;
+    sleep_past(expiry).await;
+    assert_eq!(b.sweep_expired().await.unwrap(), 3);
+    assert_eq!(b.sweep_expired().await.unwrap(), 0);
+    let page = b
+        .dead_letters("reopen", &DeadLetterQuery::default())
+        .await
+        .unwrap();
+    let mut buried: Vec<_> = page
+        .items
+        .iter()
+        .map(|d| {
+            assert_eq!(d.reason, DeadLetterReason::Expired);
+            d.envelope.message_id.clone()
+        })
+        .collect();
+    buried.sort();
+    let mut want = vec![
+        expired_delayed.message_id,
+        expired_leased.message_id,
+        expired_ready.message_id,
+    ];
+    want.sort();
+    assert_eq!(buried, want);
+    let (st, before, after) = timed_stats(&b, "reopen").await;
+    assert_eq!(st.total.queued, 3, "one delayed and two ready are live");
+    assert_eq!(st.total.in_flight, 0);
+    assert_eq!(st.total.expired, 3);
+    assert_age_of(
+        st.total.oldest_queued_age_seconds,
+        &live_delayed,
+        before,
+        after,
     );
 }
