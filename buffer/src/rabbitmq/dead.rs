@@ -221,24 +221,28 @@ impl Inner {
                     meta.dead_at_ms = None;
                     meta.last_error = None;
                     meta.ready_ms = None;
-                    self.publish_copy(
+                    room -= 1;
+                    let data = &m.delivery.data;
+                    walk.move_to(
+                        &m,
                         &self.exchange,
                         &names.queue(&q),
-                        &m.delivery.data,
+                        data,
                         meta.properties(true),
                     )
                     .await?;
-                    self.ack(&walk.chan, m.delivery.delivery_tag).await?;
-                    room -= 1;
-                    replayed += 1;
-                    self.add_delta(channel, &q, |c| c.dead_depth -= 1);
                     if message_id.is_some() {
                         break;
                     }
                 }
-                Ok::<(), BufferError>(())
+                walk.finish_moves().await
             }
             .await;
+            let moved = walk.moved();
+            replayed += moved;
+            self.add_delta(channel, &q, |c| {
+                c.dead_depth -= i64::try_from(moved).unwrap_or(0)
+            });
             walk.done().await;
             if let Err(e) = walked {
                 outcome = Err(e);
@@ -288,7 +292,7 @@ impl Inner {
                     let found = async {
                         while let Some(m) = walk.next().await? {
                             if Meta::read(&m.delivery.properties).message_id == id {
-                                self.ack(&walk.chan, m.delivery.delivery_tag).await?;
+                                walk.remove(&m).await?;
                                 return Ok(1);
                             }
                         }
@@ -336,24 +340,29 @@ impl Inner {
                     meta.queue = q.clone();
                     meta.reason = Some(DeadLetterReason::Expired);
                     meta.dead_at_ms = Some(meta.dead_at_ms.unwrap_or_else(now_ms));
-                    self.publish_copy(
-                        &dead_letter_exchange(&self.exchange),
-                        &names.dead_letters(&q),
+                    let (exchange, dlq) =
+                        (dead_letter_exchange(&self.exchange), names.dead_letters(&q));
+                    walk.move_to(
+                        &m,
+                        &exchange,
+                        &dlq,
                         &m.delivery.data,
                         meta.properties(false),
                     )
                     .await?;
-                    self.ack(&walk.chan, m.delivery.delivery_tag).await?;
-                    self.add_delta(channel, &q, |c| {
-                        c.expired += 1;
-                        c.dead_lettered += 1;
-                        c.dead_depth += 1;
-                    });
-                    adopted += 1;
                 }
-                Ok::<(), BufferError>(())
+                walk.finish_moves().await
             }
             .await;
+            // Counted also when a later move failed: the counters match what was moved.
+            let moved = walk.moved();
+            self.add_delta(channel, &q, |c| {
+                let n = i64::try_from(moved).unwrap_or(0);
+                c.expired += moved;
+                c.dead_lettered += moved;
+                c.dead_depth += n;
+            });
+            adopted += moved;
             walk.done().await;
             walked?;
         }

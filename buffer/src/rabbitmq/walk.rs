@@ -3,12 +3,17 @@
 //! channel, which puts back whatever was not acked in its original order, so a walk that acks
 //! nothing changes nothing. The caller keeps only what it needs from each message, so a walk
 //! over any number of messages uses bounded memory on this side.
+//!
+//! A walk can also move messages: it publishes a copy elsewhere and acks the original only once
+//! the copy is confirmed, so a failure leaves the original in place (never neither). Copies are
+//! confirmed in waves, not one round trip each.
 
 use std::collections::VecDeque;
 
-use lapin::Channel;
 use lapin::message::BasicGetMessage;
-use lapin::options::BasicGetOptions;
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions};
+use lapin::publisher_confirm::PublisherConfirm;
+use lapin::{BasicProperties, Channel as AmqpChannel};
 
 use super::link::{Link, not_found, poll_once};
 use crate::BufferError;
@@ -20,13 +25,17 @@ const WAVE: u64 = 256;
 pub(crate) struct Walk<'a> {
     link: &'a Link,
     /// The private channel holding the taken messages.
-    pub chan: Channel,
+    chan: AmqpChannel,
     queue: String,
     /// Taken, not yet handed out.
     taken: VecDeque<BasicGetMessage>,
     /// Messages still to take: the depth when the walk started, less what was taken. Messages
     /// added during the walk are left alone, so a walk always ends.
     left: u64,
+    /// Copies published by [`Walk::move_to`], not confirmed yet, with the original's delivery.
+    moving: Vec<(PublisherConfirm, u64)>,
+    /// Moves completed: copy confirmed, original removed.
+    moved: u64,
 }
 
 impl<'a> Walk<'a> {
@@ -39,6 +48,8 @@ impl<'a> Walk<'a> {
             queue: queue.to_owned(),
             taken: VecDeque::new(),
             left: 1,
+            moving: Vec::new(),
+            moved: 0,
         };
         // The first get says how many follow it.
         match walk.get_wave(1).await {
@@ -96,6 +107,69 @@ impl<'a> Walk<'a> {
             Some(e) => Err(self.link.error(e)),
             None => Ok(()),
         }
+    }
+
+    /// Acks a taken message: it leaves the queue.
+    pub(crate) async fn remove(&mut self, m: &BasicGetMessage) -> Result<(), BufferError> {
+        self.link
+            .bounded(
+                self.chan
+                    .basic_ack(m.delivery.delivery_tag, BasicAckOptions::default()),
+            )
+            .await
+            .map_err(|e| self.link.error(e))
+    }
+
+    /// Moves a taken message: publishes `body` with `props` to `exchange`/`routing` (mandatory,
+    /// on the shared confirm channel) and removes the original once the copy is confirmed, at
+    /// the latest in [`Walk::finish_moves`].
+    pub(crate) async fn move_to(
+        &mut self,
+        m: &BasicGetMessage,
+        exchange: &str,
+        routing: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<(), BufferError> {
+        let publisher = self.link.publisher().await?;
+        let confirm = self
+            .link
+            .bounded(publisher.basic_publish(
+                exchange,
+                routing,
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                body,
+                props,
+            ))
+            .await
+            .map_err(|e| self.link.error(e))?;
+        self.moving.push((confirm, m.delivery.delivery_tag));
+        if (self.moving.len() as u64) < WAVE {
+            return Ok(());
+        }
+        self.finish_moves().await
+    }
+
+    /// Waits for the confirms of the moves under way and removes their originals. Stops at the
+    /// first failure (the originals not removed stay).
+    pub(crate) async fn finish_moves(&mut self) -> Result<(), BufferError> {
+        for (confirm, tag) in std::mem::take(&mut self.moving) {
+            self.link.confirmed(confirm).await?;
+            self.link
+                .bounded(self.chan.basic_ack(tag, BasicAckOptions::default()))
+                .await
+                .map_err(|e| self.link.error(e))?;
+            self.moved += 1;
+        }
+        Ok(())
+    }
+
+    /// Moves completed so far (also when a later one failed).
+    pub(crate) fn moved(&self) -> u64 {
+        self.moved
     }
 
     /// Ends the walk: everything not acked goes back, in order.
