@@ -18,8 +18,9 @@ use lapin::{BasicProperties, Channel as AmqpChannel};
 use super::link::{Link, not_found, poll_once};
 use crate::BufferError;
 
-/// Most gets sent back to back before their answers are read.
-const WAVE: u64 = 256;
+/// Most gets sent back to back before their answers are read (as many messages are held in
+/// memory at once; the lease path uses the same wave size).
+const WAVE: u64 = 128;
 
 /// An open walk; end it with [`Walk::done`].
 pub(crate) struct Walk<'a> {

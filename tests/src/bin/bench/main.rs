@@ -3,7 +3,7 @@
 //!
 //!   webhook-connect-bench --all [--messages N] [--json FILE]   (everything below, one run)
 //!   webhook-connect-bench [--backend embedded|redis|rabbitmq|all] [--messages N] [--json FILE]
-//!                         [--only limit|ingest|websocket|sse|long_poll] [--scale 1000,10000]
+//!                         [--only limit|admin|ingest|websocket|sse|long_poll] [--scale 1000,10000]
 //!
 //! Measurements, each on a fresh relay started in this process:
 //! 1. ingest: HMAC-signed 1 KiB webhooks at concurrency 1, 16 and 64 → accepted/s, p50/p99;
@@ -15,13 +15,17 @@
 //! 4. the limit: the same backend driven directly through the Buffer trait (publish, lease, ack)
 //!    and, in the same run, what is underneath it alone: for the embedded store a bare
 //!    append+fsync loop, for RabbitMQ the broker driven with lapin directly (publish with
-//!    confirms, consume, ack, same message size). The buffer rows say what fraction they reach.
+//!    confirms, consume, ack, same message size). The buffer rows say what fraction they reach;
+//! 5. admin (`admin_ops.rs`): stats with N queued, dead-lettering N, listing the newest page of
+//!    N dead letters, stats with them, replaying them all.
+
+mod admin_ops;
+mod buffers;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use webhook_connect_buffer::{Buffer, QueueSettings, Settle};
-use webhook_connect_protocol::{DataType, Envelope, Headers, MessageId, Timestamp};
+use webhook_connect_buffer::Settle;
 use webhook_connect_tests::sink::Sink;
 use webhook_connect_tests::stack::{Backend, Connector, Relay, TempDir, relay_toml_with};
 use webhook_connector::config::Protocol;
@@ -234,123 +238,25 @@ async fn end_to_end(
     })
 }
 
-fn envelope(i: usize) -> Envelope {
-    let now = Timestamp::now();
-    Envelope {
-        message_id: MessageId::generate(),
-        channel: "limit".into(),
-        webhook_id: "w".into(),
-        namespace: None,
-        sequence: 0,
-        received_at: now,
-        expires_at: Some(now.plus_millis(86_400_000)),
-        headers: Headers::new(),
-        raw_headers: None,
-        data_type: DataType::Json,
-        content_type: Some("application/json".into()),
-        payload: serde_json::value::to_raw_value(&i).unwrap_or_default(),
-        payload_encoding: None,
-        body_omitted: false,
-        body: vec![b'x'; 1024],
-    }
-}
-
 /// The backend through the Buffer trait alone: 64 concurrent publishers, then lease+ack.
 async fn buffer_limit(backend: &Backend, n: usize) -> Vec<Row> {
     let Ok(dir) = TempDir::new("bench-limit") else {
         return Vec::new();
     };
     let backend = backend.fresh();
-    let buffer: std::sync::Arc<dyn Buffer> = match &backend {
-        Backend::Embedded => {
-            let options = webhook_connect_buffer::EmbeddedOptions {
-                commit_max_delay: Duration::from_millis(2),
-                operation_timeout: Duration::from_secs(30),
-            };
-            match webhook_connect_buffer::EmbeddedBuffer::open(dir.0.join("limit.db"), options)
-                .await
-            {
-                Ok(b) => std::sync::Arc::new(b),
-                Err(_) => return Vec::new(),
-            }
-        }
-        Backend::Redis { prefix } => {
-            let options = webhook_connect_buffer::RedisOptions {
-                url: Backend::redis_url(),
-                key_prefix: prefix.clone(),
-                operation_timeout: Duration::from_secs(30),
-            };
-            match webhook_connect_buffer::RedisBuffer::connect(options).await {
-                Ok(b) => std::sync::Arc::new(b),
-                Err(_) => return Vec::new(),
-            }
-        }
-        Backend::RabbitMq { exchange } => {
-            let options = webhook_connect_buffer::RabbitOptions {
-                url: Backend::rabbitmq_url(),
-                exchange: exchange.clone(),
-                // Room for the lease batches of 1000 below.
-                prefetch: 1000,
-                operation_timeout: Duration::from_secs(30),
-            };
-            match webhook_connect_buffer::RabbitBuffer::connect(options).await {
-                Ok(b) => std::sync::Arc::new(b),
-                Err(_) => return Vec::new(),
-            }
-        }
+    let Some(buffer) = buffers::open(&backend, &dir).await else {
+        return Vec::new();
     };
-    let settings = QueueSettings {
-        max_queue_size: 10_000_000,
-        ..QueueSettings::default()
-    };
-    if buffer
-        .ensure_channel("limit", &["w".into()], &settings)
-        .await
-        .is_err()
-    {
+    if !buffers::ensure(&buffer).await {
         return Vec::new();
     }
     let started = Instant::now();
-    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..LIMIT_CONCURRENCY {
-        let (buffer, next) = (buffer.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                if i >= n {
-                    break;
-                }
-                let _ = buffer.publish("w", &mut envelope(i)).await;
-            }
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
+    buffers::publish_all(&buffer, n).await;
     let publish_rate = n as f64 / started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let mut done = 0;
-    while done < n {
-        let Ok(leases) = buffer
-            .lease(
-                "limit",
-                usize::from(LIMIT_BATCH),
-                Duration::from_millis(100),
-                "bench",
-            )
-            .await
-        else {
-            break;
-        };
-        if leases.is_empty() {
-            break;
-        }
-        let acks = leases.iter().map(|l| buffer.settle(&l.token, Settle::Ack));
-        done += futures_ack(acks).await;
-    }
+    let done = buffers::settle_all(&buffer, n, &Settle::Ack).await;
     let consume_rate = done as f64 / started.elapsed().as_secs_f64();
-    let _ = buffer.delete_channel("limit").await;
+    let _ = buffer.delete_channel(buffers::CHANNEL).await;
     let _ = buffer.close().await;
     let mut rows = vec![
         Row {
@@ -366,7 +272,7 @@ async fn buffer_limit(backend: &Backend, n: usize) -> Vec<Row> {
             ..Row::default()
         },
     ];
-    let size = envelope(0).encode().len();
+    let size = buffers::envelope(0).encode().len();
     match &backend {
         Backend::RabbitMq { exchange } => {
             rows.extend(raw_broker_limit(&format!("{exchange}.raw"), n, size).await);
@@ -378,29 +284,9 @@ async fn buffer_limit(backend: &Backend, n: usize) -> Vec<Row> {
     rows
 }
 
-async fn futures_ack<
-    F: std::future::Future<
-            Output = Result<webhook_connect_buffer::Settled, webhook_connect_buffer::BufferError>,
-        >,
->(
-    acks: impl Iterator<Item = F>,
-) -> usize {
-    let mut n = 0;
-    let mut set = Vec::new();
-    for a in acks {
-        set.push(a);
-    }
-    for r in futures_util::future::join_all(set).await {
-        if r.is_ok() {
-            n += 1;
-        }
-    }
-    n
-}
-
 /// Publishers and lease batch size of the limit rows.
-const LIMIT_CONCURRENCY: usize = 64;
-const LIMIT_BATCH: u16 = 1000;
+const LIMIT_CONCURRENCY: usize = buffers::CONCURRENCY;
+const LIMIT_BATCH: u16 = buffers::BATCH;
 
 /// The broker alone, driven with lapin directly: a durable queue, persistent messages of
 /// `size` bytes from [`LIMIT_CONCURRENCY`] publishers each waiting for its confirm, then
@@ -963,6 +849,9 @@ async fn run_backend(backend: &Backend, n: usize, only: Option<&str>) -> Vec<Row
         }
         note_ratios(&mut rows);
     }
+    if wanted("admin") {
+        rows.extend(admin_ops::admin_ops(backend, n).await);
+    }
     if wanted("ingest") {
         rows.extend(ingest(backend, n).await);
     }
@@ -1064,7 +953,7 @@ async fn main() {
         None if all => Some(vec![1000, 10_000]),
         None => None,
     };
-    // `--only limit|ingest|websocket|sse|long_poll` runs one group (for profiling).
+    // `--only limit|admin|ingest|websocket|sse|long_poll` runs one group (for profiling).
     let only = arg("--only");
     let mut tables: Vec<(String, Vec<Row>)> = Vec::new();
     for backend in &backends {
