@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
-use webhook_connect_buffer::LeaseToken;
+use webhook_connect_buffer::{BufferError, LeaseToken, Settle, Settled, SharedBuffer};
 use webhook_connect_protocol::{
     CloseReason, ConnectionId, ConnectionKind, ProtocolVersion, Timestamp,
 };
@@ -43,13 +43,49 @@ pub struct ConnInfo {
     pub token: [u8; 32],
 }
 
-/// A lease held by a connection.
+/// A message in flight on a connection, with the lease it was sent under.
 #[derive(Debug, Clone)]
 pub(crate) struct InFlight {
     pub(crate) token: LeaseToken,
     pub(crate) expires_at: Instant,
     /// When the relay accepted the message (for the end-to-end latency histogram).
     pub(crate) received_at: Timestamp,
+    /// Further leases of the same message that arrived while this one was live: a backend can
+    /// hold two copies of one message (RabbitMQ, when a requeue's publish-then-ack was cut
+    /// short by a restart). They are not sent again; they are settled with this entry.
+    pub(crate) copies: Vec<LeaseToken>,
+}
+
+impl InFlight {
+    /// Settles the entry's leases: `action` goes to the first one the backend still holds
+    /// (the primary, else a copy), and the copies after it are acked, since that settle
+    /// accounts for the message. `Touch` extends the primary only (a copy the backend still
+    /// holds expires there and comes back, to be acked from the connector's record).
+    pub(crate) async fn settle(
+        &self,
+        buffer: &SharedBuffer,
+        action: Settle,
+    ) -> Result<Settled, BufferError> {
+        if action == Settle::Touch || self.copies.is_empty() {
+            return buffer.settle(&self.token, action).await;
+        }
+        let mut tokens = std::iter::once(&self.token).chain(&self.copies);
+        let mut outcome = Ok(Settled::NotInFlight);
+        for token in tokens.by_ref() {
+            outcome = buffer.settle(token, action.clone()).await;
+            if !matches!(outcome, Ok(Settled::NotInFlight)) {
+                break;
+            }
+        }
+        if matches!(&outcome, Ok(s) if *s != Settled::NotInFlight) {
+            for token in tokens {
+                if let Err(e) = buffer.settle(token, Settle::Ack).await {
+                    tracing::warn!(message_id = %token.message_id, error = %e, "Extra copy not acked; it comes back after its lease");
+                }
+            }
+        }
+        outcome
+    }
 }
 
 /// An open long-poll request waiting for messages.

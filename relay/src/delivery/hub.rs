@@ -263,7 +263,7 @@ impl Hub {
         let buffer = self.buffer.clone();
         self.tracker.spawn(async move {
             for lease in leases {
-                if let Err(e) = buffer.settle(&lease.token, action.clone()).await {
+                if let Err(e) = lease.settle(&buffer, action.clone()).await {
                     tracing::warn!(message_id = %lease.token.message_id, error = %e, "Release failed; the lease will expire");
                 }
             }
@@ -473,6 +473,7 @@ impl Hub {
                         token: lease.token,
                         expires_at,
                         received_at: lease.envelope.received_at,
+                        copies: Vec::new(),
                     }],
                     Settle::Return,
                 );
@@ -495,6 +496,18 @@ impl Hub {
                 .clone();
             let delivered = {
                 let mut s = conn.lock();
+                if !s.closing
+                    && let Some(live) = s
+                        .in_flight
+                        .get_mut(&message_id)
+                        .filter(|f| f.expires_at > Instant::now())
+                {
+                    // A second copy of a message this connection is working on: settled with
+                    // it rather than sent twice (a replaced entry's lease would be stranded).
+                    tracing::debug!(channel = %self.channel, message_id, "Second copy of a message in flight; held with it");
+                    live.copies.push(lease.token.clone());
+                    return;
+                }
                 let sent = if s.closing {
                     false
                 } else if conn.info.kind == ConnectionKind::LongPoll {
@@ -533,6 +546,7 @@ impl Hub {
                             token: lease.token.clone(),
                             expires_at,
                             received_at: lease.envelope.received_at,
+                            copies: Vec::new(),
                         },
                     );
                     s.last_delivery = Some(Instant::now());
@@ -642,7 +656,7 @@ impl Hub {
             Settle::Nack { retry, .. } => Some(*retry),
             _ => None,
         };
-        match self.buffer.settle(&entry.token, action).await {
+        match entry.settle(&self.buffer, action).await {
             Ok(Settled::NotInFlight) => {
                 conn.lock().in_flight.remove(message_id);
                 self.wake.notify_one();

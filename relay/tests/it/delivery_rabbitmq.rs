@@ -2,7 +2,13 @@
 //! exchange and queues per test, deleted afterwards). The case bodies live with their embedded
 //! versions.
 
+use std::time::Duration;
+
+use webhook_connect_buffer::{Buffer, RabbitBuffer, RabbitOptions};
+use webhook_connect_protocol::{DataType, Envelope, Headers, MessageId, Timestamp};
+
 use crate::support::Store::RabbitMq;
+use crate::support::{TestRelay, eventually};
 use crate::{
     delivery_http as http, delivery_ws as ws, flow_control as flow, ingest_store as ingest,
     liveness_order as liveness,
@@ -75,4 +81,80 @@ async fn eviction_closes_the_socket_on_rabbitmq_r33() {
         RabbitMq,
     )
     .await;
+}
+
+/// A message for `orders`/`shop` with body `{"copy":true}`.
+fn shop_message() -> Envelope {
+    let now = Timestamp::now();
+    let body = br#"{"copy":true}"#.to_vec();
+    Envelope {
+        message_id: MessageId::generate(),
+        channel: "orders".into(),
+        webhook_id: "shop".into(),
+        namespace: None,
+        sequence: 0,
+        received_at: now,
+        expires_at: Some(now.plus_millis(86_400_000)),
+        headers: Headers::new(),
+        raw_headers: None,
+        data_type: DataType::Json,
+        content_type: Some("application/json".into()),
+        payload: serde_json::value::RawValue::from_string(
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+        .unwrap(),
+        payload_encoding: None,
+        body_omitted: false,
+        body,
+    }
+}
+
+/// RabbitMQ can hold two copies of one message: a requeue publishes the new copy before it
+/// acks the old one, and a restart in between leaves both. When one connection is handed both
+/// copies, it gets the message once, and its one ack settles both leases: nothing stays in
+/// flight until the lease runs out (which is what a relay restart on RabbitMQ used to leave).
+#[tokio::test]
+async fn two_copies_of_one_message_reach_a_connection_once_and_one_ack_settles_both() {
+    const WAIT: Duration = Duration::from_secs(10);
+    let relay = TestRelay::start_on(RabbitMq, "rabbit-copies", "", "").await;
+    let url = std::env::var("WEBHOOK_CONNECT_TEST_RABBITMQ_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let peer = RabbitBuffer::connect(RabbitOptions {
+        url,
+        exchange: relay.rabbit_exchange.clone().unwrap(),
+        ..RabbitOptions::default()
+    })
+    .await
+    .unwrap();
+    // Wait for the relay to create the channel, then put two copies of one message.
+    let message = shop_message();
+    assert!(
+        eventually(WAIT, || async {
+            peer.publish("shop", &mut message.clone()).await.is_ok()
+        })
+        .await
+    );
+    peer.publish("shop", &mut message.clone()).await.unwrap();
+    peer.close().await.unwrap();
+    let id = message.message_id.as_str().to_owned();
+    let mut ws = relay.ws(true, &[]).await;
+    ws.next_of("connected", WAIT).await;
+    assert_eq!(ws.next_of("webhook", WAIT).await["message_id"], id);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), ws.next_of("webhook", WAIT))
+            .await
+            .is_err(),
+        "the second copy was sent as well"
+    );
+    ws.send(&format!(r#"{{"type":"ack","message_id":"{id}"}}"#))
+        .await;
+    let result = ws.next_of("ack_result", WAIT).await;
+    assert_eq!(result["results"][0]["status"], "ok", "{result}");
+    assert_eq!(result["results"][0]["outcome"], "acked", "{result}");
+    let settled = eventually(WAIT, || async {
+        let stats = relay.status().await["stats"].clone();
+        stats["messages_in_flight"] == 0 && stats["messages_queued"] == 0
+    })
+    .await;
+    assert!(settled, "{}", relay.status().await);
 }
