@@ -1152,10 +1152,8 @@ impl Mem {
                 blocked += 1;
                 continue;
             }
-            let expires_ms = match rec.expires_ms {
-                Some(e) if e <= now => Some(now.saturating_add(ttl)),
-                other => other,
-            };
+            // `http-api.md`: a replayed message lives `ttl_seconds` from now.
+            let expires_ms = Some(now.saturating_add(ttl));
             let live = MsgRecord {
                 message_id: rec.message_id.clone(),
                 delivery_count: 0,

@@ -184,6 +184,7 @@ impl Inner {
         let _g = gate.lock.lock().await;
         let locked = self.lock_record(channel).await?;
         let max_len = locked.data.settings_max_queue_size();
+        let ttl_ms = super::lease::ms(crate::QueueSettings::from(&locked.data.settings).ttl);
         let live: Vec<String> = locked.data.queues.clone();
         let (mut replayed, mut blocked) = (0u64, 0u64);
         let mut outcome = Ok(());
@@ -221,6 +222,8 @@ impl Inner {
                     meta.dead_at_ms = None;
                     meta.last_error = None;
                     meta.ready_ms = None;
+                    // `http-api.md`: a replayed message lives `ttl_seconds` from now.
+                    meta.expires_ms = Some(now_ms().saturating_add(ttl_ms));
                     room -= 1;
                     let data = &m.delivery.data;
                     walk.move_to(

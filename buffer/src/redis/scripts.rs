@@ -403,8 +403,8 @@ local f = {}
 local raw = e[1][2]
 for i = 1, #raw, 2 do f[raw[i]] = raw[i + 1] end
 local now = now_ms()
-local exp = f['exp'] or ''
-if exp ~= '' and tonumber(exp) <= now then exp = tostring(now + st.ttl) end
+-- http-api.md: a replayed message lives ttl from now.
+local exp = tostring(now + st.ttl)
 redis.pcall('XGROUP', 'CREATE', s, 'wc', '0', 'MKSTREAM')
 local id = redis.call('XADD', s, '*', 'm', f['m'] or '', 'id', f['id'] or '', 'seq',
   f['seq'] or '0', 'rcv', f['rcv'] or '0', 'exp', exp)

@@ -32,6 +32,7 @@ macro_rules! conformance_suite {
             delivery_count_survives_reopen_r23,
             replay_restores_id_sequence_body_and_resets_count_r56,
             replay_into_a_full_queue_fails_and_keeps_the_dead_letter_r56,
+            replay_gives_a_fresh_ttl_so_an_expired_message_is_deliverable_again_r56,
             purge_reports_counts_r56,
             dead_letter_listing_is_read_only_and_paged_newest_first_r48_r49,
             competing_consumers_never_hold_one_message_at_once,
@@ -525,6 +526,42 @@ pub async fn replay_restores_id_sequence_body_and_resets_count_r56(h: &dyn Harne
     }
     assert_eq!(got.len(), 2);
     assert!(got.iter().all(|l| l.delivery_count == 1));
+}
+
+/// `http-api.md` (replay): a replayed message lives `ttl_seconds` from the replay, so an expired
+/// dead letter comes back deliverable instead of expiring again at once.
+pub async fn replay_gives_a_fresh_ttl_so_an_expired_message_is_deliverable_again_r56(
+    h: &dyn Harness,
+) {
+    let ttl = Duration::from_secs(3600);
+    let s = QueueSettings { ttl, ..settings() };
+    let b = open_with(h, "orders", &["stripe"], &s).await;
+    let mut e = envelope("orders", "stripe", 1);
+    e.expires_at = Some(e.received_at.plus_millis(200));
+    b.publish("stripe", &mut e).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        lease(&b, "orders", 1, 300).await.is_empty(),
+        "expired, not delivered"
+    );
+    b.sweep_expired().await.unwrap();
+    let page = b.dead_letters("orders", &dlq_all()).await.unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].reason, DeadLetterReason::Expired);
+    let before = webhook_connect_protocol::Timestamp::now().unix_millis();
+    assert_eq!(
+        b.replay_dead_letters("orders", None, None).await.unwrap(),
+        1
+    );
+    let after = webhook_connect_protocol::Timestamp::now().unix_millis();
+    let l = lease_one(&b, "orders").await;
+    assert_eq!(l.envelope.message_id, e.message_id);
+    let expires = l.envelope.expires_at.expect("an expiry").unix_millis();
+    let ttl_ms = ttl.as_millis() as i64;
+    assert!(
+        (before + ttl_ms..=after + ttl_ms).contains(&expires),
+        "expires {expires}, replayed between {before} and {after}"
+    );
 }
 
 pub async fn replay_into_a_full_queue_fails_and_keeps_the_dead_letter_r56(h: &dyn Harness) {
