@@ -68,7 +68,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 struct Row {
     name: String,
     rate: f64,
@@ -76,6 +76,20 @@ struct Row {
     p95_ms: f64,
     p99_ms: f64,
     note: String,
+}
+
+/// A row with a rate only: its latency columns print as `-`.
+impl Default for Row {
+    fn default() -> Self {
+        Row {
+            name: String::new(),
+            rate: 0.0,
+            p50_ms: f64::NAN,
+            p95_ms: f64::NAN,
+            p99_ms: f64::NAN,
+            note: String::new(),
+        }
+    }
 }
 
 async fn post_all(
