@@ -12,7 +12,7 @@ use super::message::Meta;
 use super::names::dead_letter_exchange;
 use super::view;
 use super::walk::Walk;
-use super::{Inner, lock, topology};
+use super::{Inner, topology};
 use crate::stored::{decode_stored, ts};
 use crate::unreadable::{Known, placeholder};
 use crate::{
@@ -394,21 +394,21 @@ impl Inner {
                 .await?
                 .unwrap_or(0);
             let c = record.counters.get(&q).copied().unwrap_or_default();
-            let (their_leases, their_delayed) = others.get(&q).copied().unwrap_or_default();
+            let theirs = others.get(&q).copied().unwrap_or_default();
             let my_delayed: u64 = mine.delayed.get(&q).map_or(0, |d| d.values().sum());
             let queued =
-                queued + u64::try_from(c.waiting).unwrap_or(0) + my_delayed + their_delayed;
+                queued + u64::try_from(c.waiting).unwrap_or(0) + my_delayed + theirs.delayed;
+            // The most recent look at the head, by any instance.
             let oldest = if queued == 0 {
                 None
             } else {
-                lock(&self.heads)
-                    .get(&(channel.to_owned(), q.clone()))
-                    .map(|rcv| (now - rcv).max(0) as f64 / 1000.0)
+                view::latest(mine.heads.get(&q).copied(), theirs.head)
+                    .map(|[_, rcv]| (now - rcv).max(0) as f64 / 1000.0)
             };
             let s = QueueStats {
                 webhook_id: q.clone(),
                 queued,
-                in_flight: mine.in_flight.get(&q).copied().unwrap_or(0) + their_leases,
+                in_flight: mine.in_flight.get(&q).copied().unwrap_or(0) + theirs.leases,
                 dead_letters: dead,
                 oldest_queued_age_seconds: oldest,
                 delivered: c.delivered,

@@ -257,8 +257,14 @@ impl Inner {
                     continue;
                 };
                 hint[qi] = u64::from(msg.message_count);
+                let key = (channel.to_owned(), q.clone());
                 if msg.message_count == 0 {
-                    lock(&self.heads).remove(&(channel.to_owned(), q.clone()));
+                    lock(&self.heads).remove(&key);
+                } else {
+                    // The messages left were published after this one (requeued copies aside),
+                    // so its receive time bounds the oldest of them.
+                    let rcv = Meta::read(&msg.delivery.properties).received_ms;
+                    lock(&self.heads).insert(key, [now_ms(), rcv]);
                 }
                 let d = msg.delivery;
                 match self

@@ -69,9 +69,15 @@
 //! - Stats add up every instance's leases and delayed copies (`view.rs`): each instance writes
 //!   what it holds into the channel record within about a second of a change, and every 3 s
 //!   while it holds something. An instance that died without closing keeps counting its leases for up to 15 s,
-//!   while the broker has already put them back in the queue. `oldest_queued_age_seconds` is
-//!   this instance's view; queue depths are the broker's, and cumulative counters of other
-//!   instances appear once they flush (at most a second later).
+//!   while the broker has already put them back in the queue. Queue depths are the broker's,
+//!   and cumulative counters of other instances appear once they flush (at most a second
+//!   later).
+//! - `oldest_queued_age_seconds` comes from the most recent look at the queue's head by any
+//!   instance that holds something: a publish into an empty queue, or a lease that left
+//!   messages behind (the leased message's receive time, since the rest came after it). It can
+//!   be older than the true head by the gap between two messages, and it does not see a
+//!   requeued copy waiting at the tail with an older receive time. AMQP has no way to read a
+//!   head without taking it, which would count as a delivery attempt on another instance.
 //! - Leases are settled by the instance holding them; an ack sent to another instance answers
 //!   `NotInFlight` (the message is redelivered after its lease). Several relay instances need
 //!   `state.backend = "redis"` (`config-formats.md` §2.3).
@@ -202,8 +208,10 @@ pub struct Inner {
     next_lease: std::sync::atomic::AtomicU64,
     /// Counter changes not yet written to the records: channel → queue → delta.
     deltas: std::sync::Mutex<HashMap<String, BTreeMap<String, Counters>>>,
-    /// Receive time of the oldest message believed queued, per (channel, queue).
-    heads: std::sync::Mutex<HashMap<(String, String), i64>>,
+    /// This process's latest look at each queue's head, per (channel, queue): `[seen_ms,
+    /// received_ms]`, the receive time of the oldest message believed queued (set when a
+    /// message enters an empty queue, moved on by each lease that leaves messages behind).
+    heads: std::sync::Mutex<HashMap<(String, String), [i64; 2]>>,
     /// Round-robin position per channel.
     rr: std::sync::Mutex<HashMap<String, usize>>,
     /// Ordered channels: (channel, message id) of queue heads this process took only to compare
@@ -393,6 +401,11 @@ impl Inner {
         };
         for l in lock(&self.leases).values().filter(|l| l.channel == channel) {
             *v.in_flight.entry(l.queue.clone()).or_default() += 1;
+        }
+        for ((c, q), head) in lock(&self.heads).iter() {
+            if c == channel {
+                v.heads.insert(q.clone(), *head);
+            }
         }
         let mut delayed = lock(&self.delayed);
         delayed.retain(|(c, q), heap| {

@@ -7,6 +7,7 @@ use lapin::options::BasicPublishOptions;
 use tokio::sync::oneshot;
 use webhook_connect_protocol::Envelope;
 
+use super::lease::now_ms;
 use super::link::poll_once;
 use super::message::Meta;
 use super::record::CRASH_GAP;
@@ -109,8 +110,10 @@ impl Inner {
                     }
                 };
                 if depth == 0 {
-                    lock(&self.heads)
-                        .insert((channel.to_owned(), p.queue.clone()), p.meta.received_ms);
+                    lock(&self.heads).insert(
+                        (channel.to_owned(), p.queue.clone()),
+                        [now_ms(), p.meta.received_ms],
+                    );
                 }
                 room.insert(p.queue.clone(), max_len.saturating_sub(depth));
             }

@@ -31,6 +31,19 @@ pub(crate) struct View {
     /// → how many.
     #[serde(default)]
     pub delayed: BTreeMap<String, BTreeMap<i64, u64>>,
+    /// The instance's latest look at each webhook queue's head: `[seen_ms, received_ms]` (the
+    /// receive time of the oldest message it knows to be queued). Carried along with the
+    /// holdings, never a reason to write.
+    #[serde(default)]
+    pub heads: BTreeMap<String, [i64; 2]>,
+}
+
+/// The most recent of two looks at a queue head (`[seen_ms, received_ms]`).
+pub(crate) fn latest(a: Option<[i64; 2]>, b: Option<[i64; 2]>) -> Option<[i64; 2]> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if y[0] > x[0] { y } else { x }),
+        (x, y) => x.or(y),
+    }
 }
 
 /// The second a copy due at `ms` is counted until.
@@ -52,10 +65,12 @@ impl View {
         now_ms.saturating_sub(self.at_ms) < VIEW_TTL_MS
     }
 
-    /// Drops what is over at `now_ms`: the leases of a gone instance, copies already due.
+    /// Drops what is over at `now_ms`: the leases and head looks of a gone instance, copies
+    /// already due.
     fn prune(&mut self, now_ms: i64) {
         if !self.live(now_ms) {
             self.in_flight.clear();
+            self.heads.clear();
         }
         for due in self.delayed.values_mut() {
             due.retain(|s, _| s.saturating_mul(1000) > now_ms);
@@ -72,14 +87,22 @@ pub(crate) fn prune(views: &mut BTreeMap<u64, View>, now_ms: i64) {
     views.retain(|_, v| !v.is_empty());
 }
 
-/// What the instances other than `me` hold at `now_ms`, per webhook queue: (leases, delayed
-/// copies).
+/// What the instances other than `me` hold at `now_ms`, per webhook queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Others {
+    pub leases: u64,
+    pub delayed: u64,
+    /// Their most recent look at the queue's head.
+    pub head: Option<[i64; 2]>,
+}
+
+/// What the instances other than `me` hold at `now_ms`, per webhook queue.
 pub(crate) fn others(
     views: &BTreeMap<u64, View>,
     me: u64,
     now_ms: i64,
-) -> BTreeMap<String, (u64, u64)> {
-    let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+) -> BTreeMap<String, Others> {
+    let mut out: BTreeMap<String, Others> = BTreeMap::new();
     for (id, v) in views {
         if *id == me {
             continue;
@@ -87,10 +110,14 @@ pub(crate) fn others(
         let mut v = v.clone();
         v.prune(now_ms);
         for (q, n) in v.in_flight {
-            out.entry(q).or_default().0 += n;
+            out.entry(q).or_default().leases += n;
         }
         for (q, due) in v.delayed {
-            out.entry(q).or_default().1 += due.values().sum::<u64>();
+            out.entry(q).or_default().delayed += due.values().sum::<u64>();
+        }
+        for (q, head) in v.heads {
+            let o = out.entry(q).or_default();
+            o.head = latest(o.head, Some(head));
         }
     }
     out
@@ -105,6 +132,7 @@ mod tests {
             at_ms,
             in_flight: BTreeMap::from([("w".to_owned(), leases)]),
             delayed: BTreeMap::from([("w".to_owned(), due.iter().copied().collect())]),
+            heads: BTreeMap::from([("w".to_owned(), [at_ms, at_ms - 500])]),
         }
     }
 
@@ -120,16 +148,19 @@ mod tests {
         let views = BTreeMap::from([
             (1, view(10_000, 2, &[(20, 1)])),
             (2, view(10_000, 3, &[(20, 4), (30, 1)])),
+            (3, view(9_000, 1, &[])),
         ]);
-        let sum = others(&views, 1, 11_000);
-        assert_eq!(sum.get("w"), Some(&(3, 5)));
+        let sum = others(&views, 1, 11_000)["w"];
+        assert_eq!((sum.leases, sum.delayed), (4, 5));
+        assert_eq!(sum.head, Some([10_000, 9_500]), "the most recent look");
     }
 
     #[test]
     fn a_gone_instance_loses_its_leases_but_its_delayed_copies_count_until_due() {
         let mut views = BTreeMap::from([(7, view(0, 5, &[(20, 2), (40, 1)]))]);
-        assert_eq!(others(&views, 1, VIEW_TTL_MS).get("w"), Some(&(0, 3)));
-        assert_eq!(others(&views, 1, 25_000).get("w"), Some(&(0, 1)));
+        let gone = others(&views, 1, VIEW_TTL_MS)["w"];
+        assert_eq!((gone.leases, gone.delayed, gone.head), (0, 3, None));
+        assert_eq!(others(&views, 1, 25_000)["w"].delayed, 1);
         prune(&mut views, 25_000);
         assert_eq!(views[&7].delayed["w"].len(), 1);
         prune(&mut views, 40_000);

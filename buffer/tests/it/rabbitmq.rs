@@ -354,3 +354,39 @@ async fn stats_add_up_the_leases_and_delays_of_every_instance() {
     // b's lease is back in the queue; its delayed copy still counts.
     assert_eq!(stats_become(&a, "c", (4, 2)).await, (4, 2));
 }
+
+/// The oldest queued age moves on as messages are leased (it is not the age of the first
+/// message since the queue was last empty), and an instance that never touched the queue
+/// reports the same from the leasing instance's view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oldest_queued_age_follows_the_head_on_every_instance_r50() {
+    let h = RabbitHarness::new();
+    let a = h.open().await;
+    let b = h.peer(&a).await;
+    ensure(&a, "c", &["w"], &settings()).await;
+    let now = webhook_connect_protocol::Timestamp::now();
+    for age_ms in [600_000, 60_000, 60_000] {
+        let mut e = envelope("c", "w", 0);
+        e.received_at =
+            webhook_connect_protocol::Timestamp::from_unix_millis(now.unix_millis() - age_ms)
+                .unwrap();
+        a.publish("w", &mut e).await.unwrap();
+    }
+    let age =
+        |s: webhook_connect_buffer::ChannelStats| s.total.oldest_queued_age_seconds.unwrap_or(0.0);
+    assert!(age(a.stats("c").await.unwrap()) >= 600.0);
+    // Two leased: what is left arrived a minute ago.
+    assert_eq!(lease(&a, "c", 2, 2_000).await.len(), 2);
+    let fresh = |s: f64| (60.0..120.0).contains(&s);
+    assert!(fresh(age(a.stats("c").await.unwrap())));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut seen = 0.0;
+    while std::time::Instant::now() < deadline {
+        seen = age(b.stats("c").await.unwrap());
+        if fresh(seen) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(fresh(seen), "the other instance reports {seen}");
+}
