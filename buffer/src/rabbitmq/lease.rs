@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::message::BasicGetMessage;
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 use lapin::{BasicProperties, Channel};
 use webhook_connect_protocol::Timestamp;
 
@@ -60,24 +60,11 @@ pub(crate) async fn put_token(
     queue: &str,
     carried: Option<(&Meta, &[u8])>,
 ) -> Result<(), BufferError> {
-    let publisher = link.publisher().await?;
     let (props, body) = match carried {
         Some((meta, body)) => (meta.properties(false), body),
         None => (BasicProperties::default().with_delivery_mode(2), &[][..]),
     };
-    let confirm = link
-        .bounded(publisher.basic_publish(
-            "",
-            queue,
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            body,
-            props,
-        ))
-        .await
-        .map_err(|e| link.error(e))?;
+    let confirm = link.publish("", queue, body, props).await?;
     link.confirmed(confirm).await
 }
 

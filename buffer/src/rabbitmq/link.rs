@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use lapin::options::ConfirmSelectOptions;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
-use lapin::{Channel, Connection, ConnectionProperties, ErrorKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ErrorKind};
 
 use crate::BufferError;
 
@@ -213,6 +213,30 @@ impl Link {
             .await
             .map_err(|e| self.error(e))?;
         Ok((chan, generation))
+    }
+
+    /// Starts a mandatory publish on the shared confirm channel; the confirm is awaited with
+    /// [`Link::confirmed`].
+    pub(crate) async fn publish(
+        &self,
+        exchange: &str,
+        routing: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<PublisherConfirm, BufferError> {
+        let publisher = self.publisher().await?;
+        self.bounded(publisher.basic_publish(
+            exchange,
+            routing,
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            body,
+            props,
+        ))
+        .await
+        .map_err(|e| self.error(e))
     }
 
     /// Waits for a publisher confirm: `Ok` only for an ack of a routed message.

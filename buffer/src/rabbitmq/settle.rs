@@ -1,8 +1,6 @@
 //! Settling leases: ack, requeue (directly, through a delay queue, or inside the ordered
 //! token), dead-lettering.
 
-use lapin::options::BasicPublishOptions;
-
 use super::lease::{Held, ms, now_ms, put_token};
 use super::names::{dead_letter_exchange, delay_exchange};
 use super::topology::{MIN_DELAY_MS, bucket, bucket_headers};
@@ -190,21 +188,7 @@ impl Inner {
         body: &[u8],
         props: lapin::BasicProperties,
     ) -> Result<(), BufferError> {
-        let publisher = self.link.publisher().await?;
-        let confirm = self
-            .link
-            .bounded(publisher.basic_publish(
-                exchange,
-                routing,
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                body,
-                props,
-            ))
-            .await
-            .map_err(|e| self.link.error(e))?;
+        let confirm = self.link.publish(exchange, routing, body, props).await?;
         self.link.confirmed(confirm).await
     }
 

@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 
 use lapin::message::BasicGetMessage;
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::publisher_confirm::PublisherConfirm;
 use lapin::{BasicProperties, Channel as AmqpChannel};
 
@@ -132,21 +132,7 @@ impl<'a> Walk<'a> {
         body: &[u8],
         props: BasicProperties,
     ) -> Result<(), BufferError> {
-        let publisher = self.link.publisher().await?;
-        let confirm = self
-            .link
-            .bounded(publisher.basic_publish(
-                exchange,
-                routing,
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                body,
-                props,
-            ))
-            .await
-            .map_err(|e| self.link.error(e))?;
+        let confirm = self.link.publish(exchange, routing, body, props).await?;
         self.moving.push((confirm, m.delivery.delivery_tag));
         if (self.moving.len() as u64) < WAVE {
             return Ok(());

@@ -339,19 +339,7 @@ async fn stats_are_exact_over_ready_delayed_leased_and_expired_messages_r50_r28(
         before,
         after,
     );
-    let page = b
-        .dead_letters("mix", &DeadLetterQuery::default())
-        .await
-        .unwrap();
-    let mut buried: Vec<_> = page
-        .items
-        .iter()
-        .map(|d| {
-            assert_eq!(d.reason, DeadLetterReason::Expired);
-            d.envelope.message_id.clone()
-        })
-        .collect();
-    buried.sort();
+    let buried = expired_dead_letters(&b, "mix").await;
     let mut want = vec![expired_delayed.message_id, expired_ready.message_id];
     want.sort();
     assert_eq!(buried, want);
@@ -437,19 +425,7 @@ async fn sweep_after_reopen_buries_exactly_the_expired_messages_r28() {
     sleep_past(expiry).await;
     assert_eq!(b.sweep_expired().await.unwrap(), 3);
     assert_eq!(b.sweep_expired().await.unwrap(), 0);
-    let page = b
-        .dead_letters("reopen", &DeadLetterQuery::default())
-        .await
-        .unwrap();
-    let mut buried: Vec<_> = page
-        .items
-        .iter()
-        .map(|d| {
-            assert_eq!(d.reason, DeadLetterReason::Expired);
-            d.envelope.message_id.clone()
-        })
-        .collect();
-    buried.sort();
+    let buried = expired_dead_letters(&b, "reopen").await;
     let mut want = vec![
         expired_delayed.message_id,
         expired_leased.message_id,
@@ -467,4 +443,25 @@ async fn sweep_after_reopen_buries_exactly_the_expired_messages_r28() {
         before,
         after,
     );
+}
+
+/// The ids of `channel`'s dead letters, sorted, each checked to be there for reason `expired`.
+async fn expired_dead_letters(
+    b: &SharedBuffer,
+    channel: &str,
+) -> Vec<webhook_connect_protocol::MessageId> {
+    let page = b
+        .dead_letters(channel, &DeadLetterQuery::default())
+        .await
+        .unwrap();
+    let mut ids: Vec<_> = page
+        .items
+        .iter()
+        .map(|d| {
+            assert_eq!(d.reason, DeadLetterReason::Expired);
+            d.envelope.message_id.clone()
+        })
+        .collect();
+    ids.sort();
+    ids
 }
