@@ -12,15 +12,12 @@
 //! 1048, 1062 (other keys), 1264, 1292, 1366, 1406, 3140 and MariaDB's 4025 `Permanent`.
 
 use std::str::FromStr;
-use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::mysql::{
-    MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlSslMode,
-};
+use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlSslMode};
 
 use super::sql::{
-    self, ColumnType, DbConnection, DbDefaults, Dialect, SqlOutput, SqlPool, SslChoice,
+    self, ColumnType, DbConnection, DbDefaults, DialTarget, Dialect, SqlOutput, SqlPool, SslChoice,
 };
 use super::{ErrorCategory, ModuleSettings, Output, OutputError};
 use crate::config::Problems;
@@ -35,8 +32,6 @@ const DEFAULTS: DbDefaults = DbDefaults {
     url_key: "url",
     url_schemes: &["mysql", "mariadb"],
 };
-
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Builds the module, recording configuration problems.
 pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<Box<dyn Output>> {
@@ -180,19 +175,7 @@ fn options(conn: &DbConnection) -> Result<MySqlConnectOptions, OutputError> {
 #[async_trait::async_trait]
 impl SqlPool for MySqlPool {
     async fn connect(conn: &DbConnection) -> Result<Self, OutputError> {
-        let opts = options(conn)?;
-        let tcp = opts
-            .get_socket()
-            .is_none()
-            .then(|| (opts.get_host(), opts.get_port()));
-        sql::admit(conn, tcp).await?;
-        MySqlPoolOptions::new()
-            .min_connections(conn.pool_min)
-            .max_connections(conn.pool_max)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(opts)
-            .await
-            .map_err(|e| mysql_error("connecting to MySQL", &e))
+        sql::open_pool(conn, options(conn)?, mysql_error, "connecting to MySQL").await
     }
 
     fn dialect(&self) -> &'static dyn Dialect {
@@ -224,5 +207,13 @@ impl SqlPool for MySqlPool {
             Err(e) if is_duplicate_id(&e) => Ok(()),
             Err(e) => Err(mysql_error("insert", &e)),
         }
+    }
+}
+
+impl DialTarget for MySqlConnectOptions {
+    fn tcp(&self) -> Option<(&str, u16)> {
+        self.get_socket()
+            .is_none()
+            .then(|| (self.get_host(), self.get_port()))
     }
 }

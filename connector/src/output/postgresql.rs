@@ -7,13 +7,12 @@
 //! `Unavailable`; classes `22` and `23` are `Permanent`.
 
 use std::str::FromStr;
-use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgSslMode};
 
 use super::sql::{
-    self, ColumnType, DbConnection, DbDefaults, Dialect, SqlOutput, SqlPool, SslChoice,
+    self, ColumnType, DbConnection, DbDefaults, DialTarget, Dialect, SqlOutput, SqlPool, SslChoice,
 };
 use super::{ErrorCategory, ModuleSettings, Output, OutputError};
 use crate::config::Problems;
@@ -28,8 +27,6 @@ const DEFAULTS: DbDefaults = DbDefaults {
     url_key: "connection_string",
     url_schemes: &["postgres", "postgresql"],
 };
-
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Builds the module, recording configuration problems.
 pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<Box<dyn Output>> {
@@ -149,19 +146,7 @@ fn options(conn: &DbConnection) -> Result<PgConnectOptions, OutputError> {
 #[async_trait::async_trait]
 impl SqlPool for PgPool {
     async fn connect(conn: &DbConnection) -> Result<Self, OutputError> {
-        let opts = options(conn)?;
-        let tcp = opts
-            .get_socket()
-            .is_none()
-            .then(|| (opts.get_host(), opts.get_port()));
-        sql::admit(conn, tcp).await?;
-        PgPoolOptions::new()
-            .min_connections(conn.pool_min)
-            .max_connections(conn.pool_max)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(opts)
-            .await
-            .map_err(|e| pg_error("connecting to PostgreSQL", &e))
+        sql::open_pool(conn, options(conn)?, pg_error, "connecting to PostgreSQL").await
     }
 
     fn dialect(&self) -> &'static dyn Dialect {
@@ -192,5 +177,13 @@ impl SqlPool for PgPool {
             .await
             .map(|_| ())
             .map_err(|e| pg_error("insert", &e))
+    }
+}
+
+impl DialTarget for PgConnectOptions {
+    fn tcp(&self) -> Option<(&str, u16)> {
+        self.get_socket()
+            .is_none()
+            .then(|| (self.get_host(), self.get_port()))
     }
 }

@@ -549,10 +549,7 @@ impl DbConnection {
 /// again for each connection it opens — the first, and those the pool opens later on its own
 /// (growing towards `pool_max_size`, keeping `pool_min_size`, replacing closed connections) —
 /// without the check; a pool is only created through this check.
-pub(crate) async fn admit(
-    conn: &DbConnection,
-    tcp: Option<(&str, u16)>,
-) -> Result<(), OutputError> {
+async fn admit(conn: &DbConnection, tcp: Option<(&str, u16)>) -> Result<(), OutputError> {
     let Some((host, port)) = tcp else {
         return Ok(());
     };
@@ -561,6 +558,36 @@ pub(crate) async fn admit(
     })
     .await
     .map(|_| ())
+}
+
+/// Connect options that know the TCP endpoint they will dial (`None`: a Unix socket).
+pub(crate) trait DialTarget {
+    fn tcp(&self) -> Option<(&str, u16)>;
+}
+
+/// Bound on waiting for a pooled connection.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Opens the pool of `conn` over `opts`: the outbound policy first ([`admit`]), then the driver
+/// with the connection's pool sizes; a driver failure is mapped by `driver_error`.
+pub(crate) async fn open_pool<DB>(
+    conn: &DbConnection,
+    opts: <DB::Connection as sqlx::Connection>::Options,
+    driver_error: fn(&str, &sqlx::Error) -> OutputError,
+    what: &str,
+) -> Result<sqlx::Pool<DB>, OutputError>
+where
+    DB: sqlx::Database,
+    <DB::Connection as sqlx::Connection>::Options: DialTarget,
+{
+    admit(conn, opts.tcp()).await?;
+    sqlx::pool::PoolOptions::<DB>::new()
+        .min_connections(conn.pool_min)
+        .max_connections(conn.pool_max)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(opts)
+        .await
+        .map_err(|e| driver_error(what, &e))
 }
 
 /// Bound on the host lookup of [`admit`].
