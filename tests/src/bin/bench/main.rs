@@ -298,6 +298,24 @@ async fn buffer_limit(backend: &Backend, n: usize) -> Vec<Row> {
     rows
 }
 
+/// Waits for publishing tasks that each return how many they published: (total, per second
+/// since `started`). The first task that failed gives the error.
+async fn publishers_done<E>(
+    tasks: Vec<tokio::task::JoinHandle<Result<usize, E>>>,
+    started: Instant,
+) -> Result<(usize, f64), E> {
+    let mut published = 0;
+    for t in tasks {
+        if let Ok(r) = t.await {
+            published += r?;
+        }
+    }
+    Ok((
+        published,
+        published as f64 / started.elapsed().as_secs_f64(),
+    ))
+}
+
 /// Publishers and lease batch size of the limit rows.
 const LIMIT_CONCURRENCY: usize = buffers::CONCURRENCY;
 const LIMIT_BATCH: u16 = buffers::BATCH;
@@ -379,13 +397,7 @@ async fn raw_broker(queue: &str, n: usize, size: usize) -> Result<Vec<Row>, lapi
             Ok::<usize, lapin::Error>(confirmed)
         }));
     }
-    let mut published = 0;
-    for t in tasks {
-        if let Ok(r) = t.await {
-            published += r?;
-        }
-    }
-    let publish_rate = published as f64 / started.elapsed().as_secs_f64();
+    let (published, publish_rate) = publishers_done(tasks, started).await?;
     let consumer_chan = conn.create_channel().await?;
     consumer_chan
         .basic_qos(LIMIT_BATCH, BasicQosOptions::default())
@@ -468,13 +480,7 @@ async fn raw_redis(prefix: &str, n: usize, size: usize) -> redis::RedisResult<Ve
             Ok::<usize, redis::RedisError>(added)
         }));
     }
-    let mut published = 0;
-    for t in tasks {
-        if let Ok(r) = t.await {
-            published += r?;
-        }
-    }
-    let publish_rate = published as f64 / started.elapsed().as_secs_f64();
+    let (published, publish_rate) = publishers_done(tasks, started).await?;
     let mut reader = conn.clone();
     let _: () = reader.xgroup_create(&key, "bench", "0").await?;
     let options = StreamReadOptions::default()
