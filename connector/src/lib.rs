@@ -51,6 +51,7 @@ pub mod health;
 pub mod lease;
 pub mod output;
 pub mod pipeline;
+pub(crate) mod settings;
 pub mod stream;
 pub mod tls;
 

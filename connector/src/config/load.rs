@@ -13,35 +13,12 @@ use webhook_connect_protocol::config_values::{Secret, substitute};
 use webhook_connect_protocol::names::validate_channel_name;
 
 use super::modules::{self, ModuleModeConfig};
-use super::reader::{Origins, Reader, join};
 use super::{
     BodyMode, ChannelConfig, CompletionRecordConfig, ConnectorConfig, Flags, ForwardHeaders,
     LogFormat, Protocol, ReconnectPolicy, TargetConfig, TlsConfig, TokenSource, VersionPreference,
 };
-
-/// Every error and warning found while loading, each as `source: path: message`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Problems {
-    /// Problems that stop the load.
-    pub errors: Vec<String>,
-    /// Problems that are only reported.
-    pub warnings: Vec<String>,
-}
-
-impl Problems {
-    pub(crate) fn error(&mut self, text: String) {
-        self.errors.push(text);
-    }
-
-    pub(crate) fn warn(&mut self, text: String) {
-        self.warnings.push(text);
-    }
-
-    /// True when there is no error (warnings allowed).
-    pub fn is_ok(&self) -> bool {
-        self.errors.is_empty()
-    }
-}
+use crate::settings::Problems;
+use crate::settings::reader::{Origins, Reader, join};
 
 /// The configuration could not be loaded; holds every problem found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

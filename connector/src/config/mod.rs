@@ -9,7 +9,6 @@ pub mod flags;
 pub mod load;
 pub mod modules;
 pub mod outbound;
-pub(crate) mod reader;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,8 +18,9 @@ use std::time::Duration;
 
 use webhook_connect_protocol::config_values::{Secret, secret_from_file_text};
 
+pub use crate::settings::Problems;
 pub use flags::Flags;
-pub use load::{ConfigError, Problems, load, load_from_value};
+pub use load::{ConfigError, load, load_from_value};
 pub use modules::ModuleModeConfig;
 
 /// Stream transport (`protocol`). `auto` tries WebSocket, then SSE, then long-poll (C.7 rule 4).

@@ -15,10 +15,10 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use webhook_connect_protocol::config_values::substitute;
 
-use super::Problems;
-use super::reader::Reader;
 use crate::output::registry;
 use crate::pipeline::retry::ModuleRetry;
+use crate::settings::Problems;
+use crate::settings::Reader;
 
 /// Keys of a webhook entry that the relay reads and the connector ignores without a warning.
 const RELAY_KEYS: &[&str] = &[

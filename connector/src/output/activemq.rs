@@ -21,7 +21,7 @@ use webhook_connect_protocol::config_values::Secret;
 use super::endpoint::{self, ClientSlot, within};
 use super::shared::{SharedClients, client_key};
 use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError};
-use crate::config::Problems;
+use crate::settings::Problems;
 
 const STOMP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest frame accepted from the broker.

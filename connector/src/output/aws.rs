@@ -21,8 +21,8 @@ use webhook_connect_protocol::config_values::Secret;
 use super::endpoint::{self, percent_encode};
 use super::shared::{SharedClients, client_key};
 use super::{ErrorCategory, ModuleSettings, OutputError};
-use crate::config::Problems;
 use crate::config::outbound::PolicyResolver;
+use crate::settings::Problems;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -69,7 +69,7 @@ impl AwsConnection {
         p: &mut Problems,
         service: &'static str,
         region_keys: &[&'static str],
-    ) -> (Self, crate::config::reader::Reader<'a>) {
+    ) -> (Self, crate::settings::Reader<'a>) {
         let mut r = endpoint::connection(s);
         let access_key_id = r.string(p, "aws_access_key_id");
         let secret = endpoint::secret(&mut r, p, "aws_secret_access_key");

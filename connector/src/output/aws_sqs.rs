@@ -22,7 +22,7 @@ use super::aws::{self, AwsClient, AwsConnection, AwsResponse};
 use super::endpoint::{self, ClientSlot};
 use super::shared::SharedClients;
 use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError};
-use crate::config::Problems;
+use crate::settings::Problems;
 
 /// SQS's limit on a message body.
 const MAX_BODY: usize = 256 * 1024;

@@ -33,8 +33,8 @@ use super::endpoint::{self, ClientSlot};
 use super::shared::{SharedClients, client_key};
 use super::sql::is_identifier;
 use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError, record};
-use crate::config::Problems;
 use crate::config::outbound::PolicyResolver;
+use crate::settings::Problems;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

@@ -12,9 +12,9 @@ use serde_json::{Map, Value};
 use webhook_connect_protocol::config_values::Secret;
 
 use super::{ErrorCategory, ModuleSettings, OutputError};
-use crate::config::Problems;
 use crate::config::outbound;
-use crate::config::reader::Reader;
+use crate::settings::Problems;
+use crate::settings::Reader;
 
 static EMPTY: LazyLock<Map<String, Value>> = LazyLock::new(Map::new);
 

@@ -32,8 +32,8 @@ use super::endpoint::{self, ClientSlot, percent_encode};
 use super::gcp_auth::{self, ServiceAccount, TokenSource};
 use super::shared::{SharedClients, client_key};
 use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError};
-use crate::config::Problems;
 use crate::config::outbound;
+use crate::settings::Problems;
 
 /// The longest a `process` (or `setup`) waits.
 const TIMEOUT: Duration = Duration::from_secs(10);

@@ -8,9 +8,9 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::endpoint;
 use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError};
-use crate::config::Problems;
 use crate::config::outbound::PolicyResolver;
 use crate::forward::{never_forwarded, retry_after};
+use crate::settings::Problems;
 
 /// Longest header name accepted.
 const MAX_HEADER_NAME: usize = 200;

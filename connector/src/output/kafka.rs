@@ -42,8 +42,8 @@ use super::endpoint::{self, ClientSlot, within};
 use super::record::{self, BodyFormat};
 use super::shared::{SharedClients, client_key};
 use super::{Delivery, ErrorCategory, ErrorKind, ModuleSettings, Output, OutputError};
-use crate::config::Problems;
 use crate::config::outbound;
+use crate::settings::Problems;
 
 /// Header with the relay's message id, on every record.
 pub const HEADER_MESSAGE_ID: &str = "webhook-message-id";

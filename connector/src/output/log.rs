@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use serde_json::{Map, Value};
 
 use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError};
-use crate::config::Problems;
+use crate::settings::Problems;
 
 /// Key fragments whose values are printed as `[REDACTED]` (headers also with `-` for `_`).
 const SENSITIVE: &[&str] = &[

@@ -20,7 +20,7 @@ use super::sql::{
     self, ColumnType, DbConnection, DbDefaults, DialTarget, Dialect, SqlOutput, SqlPool, SslChoice,
 };
 use super::{ErrorCategory, ModuleSettings, Output, OutputError};
-use crate::config::Problems;
+use crate::settings::Problems;
 
 const DEFAULTS: DbDefaults = DbDefaults {
     module: "mysql",

@@ -28,7 +28,7 @@ use super::endpoint::{self, ClientSlot, within};
 use super::record::{self, BodyFormat};
 use super::shared::{SharedClients, client_key};
 use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError};
-use crate::config::Problems;
+use crate::settings::Problems;
 
 const NATS_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -99,7 +99,7 @@ impl NatsServer {
             for text in list {
                 let mut one = serde_json::Map::new();
                 one.insert("servers".into(), serde_json::Value::String(text));
-                let mut item = crate::config::reader::Reader::detached(&one, r.path.clone());
+                let mut item = crate::settings::Reader::detached(&one, r.path.clone());
                 urls.extend(endpoint::url(
                     &mut item,
                     p,

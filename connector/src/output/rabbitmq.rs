@@ -31,7 +31,7 @@ use super::endpoint::{self, ClientSlot, within};
 use super::record::{self, BodyFormat};
 use super::shared::{SharedClients, client_key};
 use super::{Delivery, ErrorCategory, ErrorKind, ModuleSettings, Output, OutputError};
-use crate::config::Problems;
+use crate::settings::Problems;
 
 const AMQP_TIMEOUT: Duration = Duration::from_secs(10);
 /// RabbitMQ's default `max_message_size` (128 MiB).

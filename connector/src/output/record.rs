@@ -7,8 +7,8 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::{Delivery, ErrorCategory, OutputError};
-use crate::config::Problems;
-use crate::config::reader::Reader;
+use crate::settings::Problems;
+use crate::settings::Reader;
 
 /// Namespace of [`message_uuid`]; fixed forever, so a redelivery maps to the same id.
 const MESSAGE_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a4e_9b7d_4c1a_8e35_0d2b_7f64_a9c3);

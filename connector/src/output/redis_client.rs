@@ -25,8 +25,8 @@ use webhook_connect_protocol::config_values::Secret;
 use super::endpoint::{self, within};
 use super::shared::client_key;
 use super::{ErrorCategory, ModuleSettings, OutputError};
-use crate::config::Problems;
-use crate::config::reader::Reader;
+use crate::settings::Problems;
+use crate::settings::Reader;
 
 /// Bound on connecting and on each command.
 pub(crate) const REDIS_TIMEOUT: Duration = Duration::from_secs(10);

@@ -11,8 +11,8 @@ use super::endpoint::ClientSlot;
 use super::redis_client::{RedisClient, RedisServer};
 use super::shared::SharedClients;
 use super::{Delivery, ModuleSettings, Output, OutputError, endpoint, record};
-use crate::config::Problems;
-use crate::config::reader::Reader;
+use crate::settings::Problems;
+use crate::settings::Reader;
 
 const DEFAULT_CHANNEL: &str = "webhook_events";
 

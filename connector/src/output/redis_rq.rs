@@ -20,7 +20,7 @@ use super::redis_client::{RedisClient, RedisServer};
 use super::rq_job;
 use super::shared::SharedClients;
 use super::{Delivery, ModuleSettings, Output, OutputError, endpoint, record};
-use crate::config::Problems;
+use crate::settings::Problems;
 
 const REFUSED_MODULES: &[&str] = &["os", "subprocess", "sys", "builtins", "importlib", "shutil"];
 const REFUSED_NAMES: &[&str] = &[
@@ -127,7 +127,7 @@ enum Mode {
 /// `mode: "rq"`: the RQ settings, or the load error of a build without the feature.
 #[cfg(feature = "redis-rq")]
 fn rq_mode(
-    _mc: &crate::config::reader::Reader<'_>,
+    _mc: &crate::settings::Reader<'_>,
     _problems: &mut Problems,
     job_timeout: i64,
     result_ttl: i64,
@@ -141,7 +141,7 @@ fn rq_mode(
 /// `mode: "rq"`: the RQ settings, or the load error of a build without the feature.
 #[cfg(not(feature = "redis-rq"))]
 fn rq_mode(
-    mc: &crate::config::reader::Reader<'_>,
+    mc: &crate::settings::Reader<'_>,
     problems: &mut Problems,
     _job_timeout: i64,
     _result_ttl: i64,

@@ -9,7 +9,7 @@
 //! pretends to deliver.
 
 use super::{ModuleSettings, Output};
-use crate::config::Problems;
+use crate::settings::Problems;
 
 /// Every module name the connector knows, sorted (the list in the unknown-name error).
 pub const MODULES: &[&str] = &[

@@ -24,7 +24,7 @@ use super::endpoint::{self, ClientSlot, percent_encode};
 use super::record::{self, BodyFormat};
 use super::shared::SharedClients;
 use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError};
-use crate::config::Problems;
+use crate::settings::Problems;
 
 /// Total size of the `x-amz-meta-*` headers (names and values).
 const MAX_METADATA: usize = 2048;

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use webhook_connect_protocol::Timestamp;
 
 use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError};
-use crate::config::Problems;
+use crate::settings::Problems;
 
 /// Directories `base_dir` must not be, or be under.
 const SYSTEM_DIRS: &[&str] = &[

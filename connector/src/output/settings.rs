@@ -6,9 +6,9 @@
 use serde_json::Value;
 
 use super::ModuleSettings;
-use crate::config::Problems;
 use crate::config::outbound;
-use crate::config::reader::Reader;
+use crate::settings::Problems;
+use crate::settings::Reader;
 
 impl<'a> ModuleSettings<'a> {
     /// A reader over the merged `module-config`; paths read

@@ -17,8 +17,8 @@ use webhook_connect_protocol::config_values::Secret;
 use super::endpoint::{self, ClientSlot};
 use super::shared::{SharedClients, client_key};
 use super::{Delivery, ErrorCategory, ErrorKind, ModuleSettings, Output, OutputError, record};
-use crate::config::Problems;
-use crate::config::reader::Reader;
+use crate::settings::Problems;
+use crate::settings::Reader;
 
 /// The column types `schema.fields` may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

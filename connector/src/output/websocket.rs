@@ -20,7 +20,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::http_webhook::static_headers;
 use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError, endpoint};
-use crate::config::Problems;
+use crate::settings::Problems;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 

@@ -33,7 +33,7 @@ use zeromq::{
 
 use super::endpoint;
 use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError};
-use crate::config::Problems;
+use crate::settings::Problems;
 
 /// The socket types this module can send on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

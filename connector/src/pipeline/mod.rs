@@ -23,13 +23,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use webhook_connect_protocol::WebhookMessage;
 
-use crate::config::Problems;
 use crate::config::modules::{ChainSettings, ModuleModeConfig};
 use crate::forward::Decision;
 use crate::health::ModuleStatus;
 use crate::lease::Lease;
 use crate::output::shared::SharedClients;
 use crate::output::{Delivery, ErrorKind, ModuleSettings, Output, registry};
+use crate::settings::Problems;
 
 use self::chain::{ItemResult, RunContext};
 use self::instance::Instance;

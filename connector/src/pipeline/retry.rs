@@ -7,9 +7,9 @@ use std::time::Duration;
 use rand::Rng;
 use serde_json::Value;
 
-use crate::config::Problems;
-use crate::config::reader::Reader;
 use crate::output::{ErrorCategory, ErrorKind, OutputError};
+use crate::settings::Problems;
+use crate::settings::Reader;
 
 /// A sanitised `retry` object.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,8 +9,9 @@ use webhook_connect_protocol::config_values::Secret;
 use super::super::ModuleSettings;
 use super::super::endpoint;
 use super::super::shared::client_key;
-use crate::config::reader::Reader;
-use crate::config::{Problems, TlsConfig};
+use crate::config::TlsConfig;
+use crate::settings::Problems;
+use crate::settings::Reader;
 
 /// Why `topic` is refused, if it is.
 pub(super) fn check_topic(topic: &str) -> Option<&'static str> {

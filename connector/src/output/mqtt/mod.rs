@@ -76,7 +76,7 @@ use super::endpoint::{self, ClientSlot};
 use super::record::{self, BodyFormat};
 use super::shared::SharedClients;
 use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError};
-use crate::config::Problems;
+use crate::settings::Problems;
 use config::MqttServer;
 use session::MqttClient;
 

@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use serde_json::{Map, Value};
 use webhook_connect_protocol::config_values::lenient::parse_bool;
 
-use super::load::Problems;
+use super::Problems;
 
 /// Where each overridden path came from; paths not listed come from `default_source`.
 #[derive(Debug, Default)]
