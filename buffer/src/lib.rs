@@ -22,10 +22,10 @@
 //! lease and delay logic cannot be driven by `tokio::time::pause`; their tests use short real
 //! timeouts instead.
 
-mod delay;
 mod detached;
 pub mod embedded;
 mod error;
+mod lease_policy;
 mod notify;
 pub mod rabbitmq;
 mod reason;
@@ -36,9 +36,9 @@ mod unreadable;
 
 pub use self::rabbitmq::{RabbitBuffer, RabbitOptions};
 pub use self::redis::{RedisBuffer, RedisOptions};
-pub use delay::requeue_delay;
 pub use embedded::{EmbeddedBuffer, EmbeddedOptions};
 pub use error::BufferError;
+pub use lease_policy::requeue_delay;
 pub use types::{
     ChannelStats, DeadLetter, DeadLetterPage, DeadLetterQuery, DeadLetterReason, Lease, LeaseToken,
     QueueSettings, QueueStats, Settle, Settled,
