@@ -1,24 +1,35 @@
 //! The Webhook Connect relay: ingest, buffering, streaming to connectors, admin API.
 //!
-//! Start one in-process with [`app::run`] on any listener (tests use `127.0.0.1:0`).
+//! Start one in-process with [`run`] on any listener (tests use `127.0.0.1:0`).
+//!
+//! Dependencies run one way: [`startup`] and [`server`] build and serve the [`state::AppState`];
+//! `routes` is the only module that names HTTP handlers (`http`); the domain modules
+//! (`channels`, `delivery`, `lifecycle`, `state_store`, `peer_acks`, [`auth`], [`body`],
+//! [`config`]) know nothing of HTTP responses.
 
-pub mod admin;
 pub mod admin_cli;
-pub mod app;
+mod admin_guard;
 pub mod auth;
+mod backend;
 pub mod body;
-pub mod channels;
+mod channels;
 pub mod config;
-pub mod delivery;
-pub mod health;
-pub mod http_error;
-pub mod ingest;
-pub mod late_buffer;
-pub mod metrics;
+mod delivery;
+mod http;
+mod jobs;
+mod lifecycle;
+mod metrics;
 pub mod openapi;
 pub mod peer_acks;
-pub mod state_store;
-pub mod state_sync;
-pub mod stats;
-pub mod tls;
-pub mod transport;
+mod routes;
+mod server;
+mod start_error;
+pub mod startup;
+mod state;
+mod state_store;
+mod stats;
+mod tls;
+
+pub use backend::open_buffer;
+pub use server::serve;
+pub use startup::{StartError, build_state, run};

@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use webhook_relay::admin_cli::{self, Target, Task};
-use webhook_relay::app::{self, StartError};
 use webhook_relay::config::{self, FlagOverrides, LoadOptions, RelayConfig};
+use webhook_relay::{StartError, run};
 
 #[derive(Debug, Parser)]
 #[command(name = "webhook-relay", version, about = "Webhook Connect relay")]
@@ -361,7 +361,7 @@ fn serve(config: RelayConfig) -> ExitCode {
             wait_for_signal().await;
             signal.cancel();
         });
-        match app::run(config, listener, shutdown).await {
+        match run(config, listener, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(StartError::Config(e)) => {
                 for line in e.lines() {

@@ -29,8 +29,11 @@ use webhook_connect_protocol::ConnectionId;
 use webhook_connect_protocol::ack::AckRequest;
 use webhook_connect_protocol::frames::AckItemResult;
 
-use crate::app::AppState;
-use crate::transport::settle::settle_requests;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::channels::Channel;
+use crate::delivery::settle::settle_requests;
 
 /// How long the asking instance waits for its peers.
 pub const ANSWER_WITHIN: Duration = Duration::from_secs(5);
@@ -221,11 +224,17 @@ impl PeerAcks {
     }
 }
 
-/// Follows the request and reply channels until shutdown.
-pub(crate) fn spawn(state: &Arc<AppState>) {
-    let Some(peers) = state.peer_acks.clone() else {
-        return;
-    };
+/// Looks a channel up by name on this instance.
+pub(crate) type FindChannel = Arc<dyn Fn(&str) -> Option<Arc<Channel>> + Send + Sync>;
+
+/// Follows the request and reply channels until `stop`, answering requests about connections
+/// on the channels `find_channel` knows.
+pub(crate) fn spawn(
+    peers: Arc<PeerAcks>,
+    tracker: &TaskTracker,
+    stop: CancellationToken,
+    find_channel: FindChannel,
+) {
     let (stop_requests, stop_requests_rx) = oneshot::channel();
     let (stop_replies, stop_replies_rx) = oneshot::channel();
     peers
@@ -234,7 +243,7 @@ pub(crate) fn spawn(state: &Arc<AppState>) {
         .unwrap_or_else(|p| p.into_inner())
         .extend([stop_requests, stop_replies]);
     let (incoming, mut requests) = mpsc::unbounded_channel::<String>();
-    state.tracker.spawn(follow_channel(
+    tracker.spawn(follow_channel(
         peers.client.clone(),
         peers.requests.clone(),
         ANSWER_WITHIN,
@@ -245,7 +254,7 @@ pub(crate) fn spawn(state: &Arc<AppState>) {
         },
     ));
     let replies = peers.clone();
-    state.tracker.spawn(follow_channel(
+    tracker.spawn(follow_channel(
         peers.client.clone(),
         peers.replies_of(&peers.instance),
         ANSWER_WITHIN,
@@ -253,9 +262,8 @@ pub(crate) fn spawn(state: &Arc<AppState>) {
         || {},
         move |text| replies.deliver_reply(&text),
     ));
-    let state = state.clone();
-    let stop = state.shutdown.clone();
-    state.tracker.clone().spawn(async move {
+    let answers = tracker.clone();
+    tracker.spawn(async move {
         loop {
             let text = tokio::select! {
                 text = requests.recv() => text,
@@ -264,12 +272,9 @@ pub(crate) fn spawn(state: &Arc<AppState>) {
             let Some(text) = text else { break };
             match serde_json::from_str::<Request>(&text) {
                 Ok(request) => {
-                    let state = state.clone();
+                    let find_channel = find_channel.clone();
                     let peers = peers.clone();
-                    state
-                        .tracker
-                        .clone()
-                        .spawn(async move { answer(&state, &peers, request).await });
+                    answers.spawn(async move { answer(&*find_channel, &peers, request).await });
                 }
                 Err(e) => tracing::debug!(error = %e, "Ignoring a malformed peer ack request"),
             }
@@ -279,10 +284,14 @@ pub(crate) fn spawn(state: &Arc<AppState>) {
 }
 
 /// Settles a peer's request when this instance holds the connection, and answers either way.
-async fn answer(state: &AppState, peers: &PeerAcks, request: Request) {
+async fn answer(
+    find_channel: &(dyn Fn(&str) -> Option<Arc<Channel>> + Send + Sync),
+    peers: &PeerAcks,
+    request: Request,
+) {
     let connection = ConnectionId::from_peer(request.connection.as_str());
     let held = request.channels.iter().find_map(|name| {
-        let channel = state.registry.channel(name)?;
+        let channel = find_channel(name)?;
         let conn = channel.hub.find(&connection)?;
         Some((channel, conn))
     });

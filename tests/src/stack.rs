@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use webhook_connect_buffer::{Buffer, RabbitBuffer, RabbitOptions};
 use webhook_connector::config::{ChannelConfig, Protocol, TargetConfig};
 use webhook_connector::{ConnectorConfig, ConnectorHandle, RunOutcome};
-use webhook_relay::app::StartError;
+use webhook_relay::StartError;
 use webhook_relay::config::{FlagOverrides, LoadOptions, load};
 
 /// A temporary directory removed on drop.
@@ -64,7 +64,7 @@ impl Relay {
             .map_err(|e| e.to_string())?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let shutdown = CancellationToken::new();
-        let join = tokio::spawn(webhook_relay::app::run(config, listener, shutdown.clone()));
+        let join = tokio::spawn(webhook_relay::run(config, listener, shutdown.clone()));
         Ok(Relay {
             addr,
             base: format!("http://{addr}"),

@@ -48,11 +48,6 @@ impl LateBuffer {
             .ok_or_else(not_connected)
     }
 
-    /// True once the backend is connected.
-    pub fn is_connected(&self) -> bool {
-        self.get().is_ok()
-    }
-
     /// Creates the remembered channels on `backend` and puts it in force. On failure nothing
     /// changes (the next attempt replays everything again; `ensure_channel` is idempotent).
     async fn attach(&self, backend: SharedBuffer) -> Result<(), BufferError> {

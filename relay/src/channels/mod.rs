@@ -5,8 +5,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
-
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use webhook_connect_protocol::{DataType, Timestamp};
@@ -15,7 +13,6 @@ use crate::auth::WebhookAuth;
 use crate::config::settings::ChannelSettings;
 use crate::config::{ChannelSource, ChannelSpec};
 use crate::delivery::Hub;
-use crate::http_error::ApiError;
 
 /// SHA-256 of a token; tokens are only ever held and compared in this form.
 pub type TokenHash = [u8; 32];
@@ -24,6 +21,10 @@ pub type TokenHash = [u8; 32];
 pub fn hash_token(token: &[u8]) -> TokenHash {
     Sha256::digest(token).into()
 }
+
+/// A channel's ingest rate limit is spent for this second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimited;
 
 /// One channel.
 #[derive(Debug)]
@@ -104,8 +105,9 @@ impl Channel {
         }
     }
 
-    /// The channel's ingest rate limit (step 12 of ingest): `429` with `Retry-After: 1`.
-    pub fn check_rate_limit(&self) -> Result<(), ApiError> {
+    /// The channel's ingest rate limit (step 12 of ingest): `Err(RateLimited)` once this
+    /// second's allowance is spent.
+    pub fn check_rate_limit(&self) -> Result<(), RateLimited> {
         let Some(limit) = self.settings().rate_limit_per_second else {
             return Ok(());
         };
@@ -115,11 +117,7 @@ impl Channel {
             w.count = 0;
         }
         if w.count >= limit {
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Rate limit exceeded. Retry after 1 seconds",
-            )
-            .retry_after(1));
+            return Err(RateLimited);
         }
         w.count += 1;
         Ok(())

@@ -8,6 +8,7 @@
 
 mod conn;
 mod hub;
+pub(crate) mod settle;
 
-pub use conn::{Conn, ConnInfo, Outbound, PollSlot};
+pub use conn::{Conn, ConnInfo, Outbound};
 pub use hub::{Hub, HubOptions, PollOpenError, SettleOutcome, effective_limit};

@@ -7,7 +7,7 @@ use webhook_connect_buffer::{Settle, Settled};
 use webhook_connect_protocol::ack::{AckAction, AckRequest};
 use webhook_connect_protocol::frames::{AckItemResult, AckOutcome, AckStatus};
 
-use crate::delivery::{Conn, Hub, SettleOutcome};
+use super::{Conn, Hub, SettleOutcome};
 
 /// What to do with each id.
 #[derive(Debug, Clone)]

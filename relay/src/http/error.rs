@@ -78,3 +78,30 @@ pub fn json_response(status: StatusCode, body: String) -> Response {
     );
     response
 }
+
+/// A JSON `{"status":…}` body.
+pub fn status_body(status: StatusCode, body: serde_json::Value) -> Response {
+    json_response(status, body.to_string())
+}
+
+impl From<crate::channels::RateLimited> for ApiError {
+    fn from(_: crate::channels::RateLimited) -> Self {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Rate limit exceeded. Retry after 1 seconds",
+        )
+        .retry_after(1)
+    }
+}
+
+impl From<crate::lifecycle::DefinitionError> for ApiError {
+    fn from(e: crate::lifecycle::DefinitionError) -> Self {
+        use crate::lifecycle::DefinitionError;
+        match e {
+            DefinitionError::Invalid(detail) => ApiError::unprocessable(detail),
+            DefinitionError::WebhookIdInUse(_) => {
+                ApiError::new(StatusCode::CONFLICT, e.to_string())
+            }
+        }
+    }
+}

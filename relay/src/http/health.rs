@@ -11,7 +11,8 @@ use webhook_connect_protocol::token::{PresentedToken, parse_authorization};
 use crate::metrics::GaugeSample;
 use serde_json::json;
 
-use crate::app::{AppState, status_body};
+use crate::http::error::{ApiError, json_response, status_body};
+use crate::state::AppState;
 
 /// Process up.
 pub async fn healthz() -> Response {
@@ -79,13 +80,10 @@ fn metrics_token_ok(settings: &crate::config::file::MetricsSection, headers: &He
 pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let settings = &state.config.file.metrics;
     if !settings.enabled {
-        return crate::http_error::ApiError::new(StatusCode::NOT_FOUND, "Not Found")
-            .into_response();
+        return ApiError::new(StatusCode::NOT_FOUND, "Not Found").into_response();
     }
     if !settings.bearer_token.is_empty() && !metrics_token_ok(settings, &headers) {
-        let mut response =
-            crate::http_error::ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized")
-                .into_response();
+        let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
         response.headers_mut().insert(
             http::header::WWW_AUTHENTICATE,
             http::HeaderValue::from_static("Bearer"),
@@ -154,8 +152,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
 /// `GET /openapi.json`, served from memory (`404` when `server.openapi = false`).
 pub async fn openapi(State(state): State<Arc<AppState>>) -> Response {
     if !state.config.file.server.openapi {
-        return crate::http_error::ApiError::new(StatusCode::NOT_FOUND, "Not Found")
-            .into_response();
+        return ApiError::new(StatusCode::NOT_FOUND, "Not Found").into_response();
     }
-    crate::http_error::json_response(StatusCode::OK, state.openapi.clone())
+    json_response(StatusCode::OK, state.openapi.clone())
 }

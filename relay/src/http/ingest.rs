@@ -18,11 +18,11 @@ use webhook_connect_protocol::names::{validate_namespace, validate_webhook_id};
 use webhook_connect_protocol::webhook::blob_payload;
 use webhook_connect_protocol::{DataType, Envelope, Headers, MessageId, Timestamp};
 
-use crate::app::AppState;
 use crate::auth::{Rejection, RequestView};
 use crate::body::{BodyLimits, HeaderLimits, check_headers, parse_json_body};
 use crate::channels::WebhookRoute;
-use crate::http_error::{ApiError, json_response};
+use crate::http::error::{ApiError, json_response};
+use crate::state::AppState;
 
 impl From<Rejection> for ApiError {
     fn from(r: Rejection) -> Self {

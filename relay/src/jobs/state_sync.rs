@@ -10,9 +10,10 @@ use serde_json::{Map, Value};
 use tokio::sync::broadcast::error::RecvError;
 use webhook_connect_protocol::{CloseReason, Timestamp};
 
-use crate::app::{AppState, add_admin_channel, auth_options, stored_tokens};
 use crate::channels::{Channel, hash_token};
 use crate::config::ChannelSource;
+use crate::lifecycle::{add_admin_channel, auth_options, stored_tokens};
+use crate::state::AppState;
 use crate::state_store::{Change, ChannelRecord, hex};
 
 /// Follows the store's change feed until shutdown.
@@ -123,7 +124,7 @@ async fn redefine(
     channel: &Channel,
     definition: &Map<String, Value>,
 ) -> Option<Arc<Channel>> {
-    use crate::admin::lifecycle::{ensure_queues, install_definition, prepare_definition};
+    use crate::lifecycle::{ensure_queues, install_definition, prepare_definition};
     let prepared = match prepare_definition(state, name, definition) {
         Ok(p) => p,
         Err(e) => {
@@ -159,7 +160,7 @@ fn apply_tokens(state: &AppState, channel: &Arc<Channel>, record: &ChannelRecord
         return;
     };
     if tokens != channel.tokens() {
-        crate::admin::channels::install_tokens(state, channel, tokens);
+        crate::lifecycle::install_tokens(state, channel, tokens);
     }
 }
 

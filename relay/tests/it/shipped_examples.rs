@@ -51,10 +51,8 @@ async fn the_shipped_relay_examples_load_and_build_r121() {
     let names: Vec<&str> = config.channels.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, vec!["payments", "orders"]);
     // Building the relay also builds every webhook's authentication from the examples.
-    let buffer = webhook_relay::app::open_buffer(&config).await.unwrap();
-    let state = webhook_relay::app::build_state(config, buffer)
-        .await
-        .unwrap();
+    let buffer = webhook_relay::open_buffer(&config).await.unwrap();
+    let state = webhook_relay::build_state(config, buffer).await.unwrap();
     assert!(
         state.registry.route("stripe").is_some() && state.registry.route("shop-refunds").is_some()
     );

@@ -44,7 +44,7 @@ pub struct TestRelay {
     pub addr: SocketAddr,
     pub base: String,
     pub shutdown: CancellationToken,
-    pub join: Option<JoinHandle<Result<(), webhook_relay::app::StartError>>>,
+    pub join: Option<JoinHandle<Result<(), webhook_relay::StartError>>>,
     pub dir: PathBuf,
     pub http: reqwest::Client,
     pub redis_prefix: Option<String>,
@@ -183,7 +183,7 @@ token = "{TOKEN}"
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let join = tokio::spawn(webhook_relay::app::run(config, listener, shutdown.clone()));
+        let join = tokio::spawn(webhook_relay::run(config, listener, shutdown.clone()));
         TestRelay {
             addr,
             base: format!("http://{addr}"),

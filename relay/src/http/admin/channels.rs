@@ -11,9 +11,11 @@ use serde_json::{Value, json};
 use webhook_connect_protocol::{CloseReason, ConnectionId, Timestamp};
 
 use super::views;
-use crate::app::{AppState, status_body};
 use crate::channels::{Channel, TokenState, hash_token};
-use crate::http_error::ApiError;
+use crate::http::error::ApiError;
+use crate::http::error::status_body;
+use crate::lifecycle::install_tokens;
+use crate::state::AppState;
 use crate::state_store::hex;
 use crate::stats::channel_stats_json;
 
@@ -148,40 +150,6 @@ pub fn new_token() -> String {
         "ch_tok_{}",
         bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
     )
-}
-
-/// Makes `tokens` the channel's token state and closes the connections whose token stopped
-/// being valid; those on a previous token still in its grace period are closed when the grace
-/// ends (`wire-protocol.md` C.5 rule 2). Used by rotation here and by changes another relay
-/// instance made.
-pub(crate) fn install_tokens(state: &AppState, channel: &Arc<Channel>, tokens: TokenState) {
-    let old = channel.tokens();
-    channel.set_tokens(tokens.clone());
-    let hub = channel.hub.clone();
-    let before = std::iter::once(old.current).chain(old.previous.map(|(h, _)| h));
-    for hash in before {
-        if !channel.token_matches(&hash) {
-            hub.close_token(&hash);
-        }
-    }
-    if let Some((previous, expires)) = tokens.previous {
-        let wait = (expires.0 - Timestamp::now().0)
-            .to_std()
-            .unwrap_or(std::time::Duration::ZERO);
-        let stop = state.shutdown.clone();
-        let check = channel.clone();
-        state.tracker.spawn(async move {
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {
-                    // A later rotation may have ended it already; close only if it is not valid.
-                    if !check.token_matches(&previous) {
-                        hub.close_token(&previous);
-                    }
-                }
-                _ = stop.cancelled() => {}
-            }
-        });
-    }
 }
 
 /// `POST /channels/{channel}/rotate-token`

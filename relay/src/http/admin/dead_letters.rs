@@ -13,8 +13,9 @@ use webhook_connect_buffer::{BufferError, DeadLetter, DeadLetterQuery};
 
 use super::channels::find;
 use super::views;
-use crate::app::{AppState, parse_query, status_body};
-use crate::http_error::ApiError;
+use crate::http::error::{ApiError, status_body};
+use crate::http::query::parse_query;
+use crate::state::AppState;
 
 /// Pages read at most to fill one filtered page.
 const MAX_SCAN_PAGES: usize = 20;

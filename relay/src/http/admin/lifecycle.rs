@@ -8,14 +8,19 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use serde_json::{Map, Value, json};
-use webhook_connect_protocol::{CloseReason, DataType, Timestamp};
+use serde_json::{Value, json};
+use webhook_connect_protocol::{CloseReason, Timestamp};
 
 use super::channels::{details_json, find, new_token};
-use crate::app::{AppState, add_channel, auth_options, parse_query, status_body};
-use crate::channels::{Channel, hash_token};
+use crate::channels::hash_token;
 use crate::config::{ChannelSource, channel_spec_from_json};
-use crate::http_error::ApiError;
+use crate::http::error::ApiError;
+use crate::http::error::status_body;
+use crate::http::query::parse_query;
+use crate::lifecycle::{
+    add_channel, auth_options, ensure_queues, install_definition, prepare_definition,
+};
+use crate::state::AppState;
 use crate::state_store::hex;
 
 /// `POST /channels`
@@ -169,78 +174,6 @@ fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-/// An admin channel definition, checked and with every webhook's authentication built.
-pub(crate) struct PreparedDefinition {
-    settings: crate::config::settings::ChannelSettings,
-    ids: Vec<String>,
-    routes: Vec<(String, DataType, crate::auth::WebhookAuth)>,
-}
-
-/// Checks `definition` for channel `name` (its webhook ids must not belong to another
-/// channel) and builds its routes. Changes nothing.
-pub(crate) fn prepare_definition(
-    state: &AppState,
-    name: &str,
-    definition: &Map<String, Value>,
-) -> Result<PreparedDefinition, ApiError> {
-    let mut with_token = definition.clone();
-    with_token.insert("token".into(), Value::String("unchanged".into()));
-    let (mut spec, _) = channel_spec_from_json(with_token, &state.config.file)
-        .map_err(|errors| ApiError::unprocessable(errors.join("; ")))?;
-    spec.source = ChannelSource::Admin;
-    if let Some(w) = spec.webhooks.iter().find(|w| {
-        state
-            .registry
-            .route(&w.id)
-            .is_some_and(|r| r.channel.name != name)
-            && state.registry.has_route(&w.id)
-    }) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("Webhook ID already in use: {}", w.id),
-        ));
-    }
-    let options = auth_options(&state.config, &state.trusted_proxies);
-    let mut routes = Vec::new();
-    for webhook in &spec.webhooks {
-        let auth = crate::auth::WebhookAuth::from_entry(&webhook.entry, &webhook.path, &options)
-            .map_err(|e| ApiError::unprocessable(e.join("; ")))?;
-        routes.push((webhook.id.clone(), webhook.data_type, auth));
-    }
-    Ok(PreparedDefinition {
-        settings: spec.settings,
-        ids: spec.webhooks.iter().map(|w| w.id.clone()).collect(),
-        routes,
-    })
-}
-
-/// Creates the queues a prepared definition needs (idempotent).
-pub(crate) async fn ensure_queues(
-    state: &AppState,
-    name: &str,
-    prepared: &PreparedDefinition,
-) -> Result<(), ApiError> {
-    state
-        .buffer
-        .ensure_channel(name, &prepared.ids, &prepared.settings.queue_settings())
-        .await
-        .map_err(|_| ApiError::unavailable())
-}
-
-/// Puts a prepared definition in force for the running `channel`: settings and routes.
-pub(crate) fn install_definition(
-    state: &AppState,
-    channel: &Channel,
-    prepared: PreparedDefinition,
-) -> Arc<Channel> {
-    channel.hub.set_settings(prepared.settings);
-    let replacement = Arc::new(channel.with_webhooks(prepared.ids));
-    state
-        .registry
-        .replace_channel(replacement.clone(), prepared.routes);
-    replacement
-}
-
 /// `PATCH /channels/{channel}`
 pub async fn update(
     State(state): State<Arc<AppState>>,
@@ -280,7 +213,9 @@ pub async fn update(
         return Err(ApiError::unprocessable("Body must be a JSON object"));
     };
     let prepared = prepare_definition(&state, &name, &definition)?;
-    ensure_queues(&state, &name, &prepared).await?;
+    ensure_queues(&state, &name, &prepared)
+        .await
+        .map_err(|_| ApiError::unavailable())?;
     state
         .state_store
         .update(&name, |r| r.definition = Some(definition.clone()))

@@ -3,10 +3,10 @@
 //! Every route but `GET /health` passes the admin guard first ([`guard`]): disabled unless a
 //! token is configured, constant-time comparison on bytes, and a per-IP limit on failures.
 
-pub(crate) mod channels;
+mod channels;
 mod dead_letters;
 mod guard;
-pub(crate) mod lifecycle;
+mod lifecycle;
 mod views;
 
 use std::sync::Arc;
@@ -14,12 +14,10 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{delete, get, post};
 
-pub use guard::AdminGuard;
-
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// Admin routes, to be nested under `/admin/webhook-connect`.
-pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
+pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
     let guarded = Router::new()
         .route("/channels", get(channels::list).post(lifecycle::create))
         .route(

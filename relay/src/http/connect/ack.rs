@@ -12,11 +12,11 @@ use webhook_connect_protocol::ack::{AckBatchError, AckRequest, MAX_ACK_BODY_BYTE
 use webhook_connect_protocol::frames::AckStatus;
 use webhook_connect_protocol::version::{CONNECTION_ID_HEADER, PROTOCOL_HEADER};
 
-use super::settle::settle_requests;
 use super::{TokenSource, presented_token, requested_version};
-use crate::app::AppState;
-use crate::http_error::{ApiError, json_response};
+use crate::delivery::settle::settle_requests;
+use crate::http::error::{ApiError, json_response};
 use crate::peer_acks::PeerOutcome;
+use crate::state::AppState;
 
 /// The ack handler.
 pub async fn handler(
@@ -52,7 +52,7 @@ async fn handle(
         ));
     }
     // 1. Parameters.
-    let query = crate::app::parse_query(raw_query);
+    let query = crate::http::query::parse_query(raw_query);
     let single =
         AckRequest::from_query(query.iter().map(|(k, v)| (k.as_str(), v.as_str())), version)
             .map_err(|e| ApiError::unprocessable(e.to_string()))?;

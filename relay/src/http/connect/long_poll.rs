@@ -15,9 +15,9 @@ use webhook_connect_protocol::version::{CONNECTION_ID_HEADER, PROTOCOL_HEADER};
 use webhook_connect_protocol::{ConnectionId, ConnectionKind, Timestamp};
 
 use super::accept_stream;
-use crate::app::AppState;
 use crate::delivery::{Conn, Hub, PollOpenError};
-use crate::http_error::{ApiError, json_response};
+use crate::http::error::{ApiError, json_response};
+use crate::state::AppState;
 
 /// Closes the poll when the request ends, however it ends.
 struct OpenPoll {

@@ -4,7 +4,6 @@
 
 pub mod ack;
 pub mod long_poll;
-pub mod settle;
 pub mod sse;
 pub mod status;
 pub mod websocket;
@@ -20,10 +19,10 @@ use webhook_connect_protocol::version::{
 };
 use webhook_connect_protocol::{ConnectionKind, ProtocolVersion};
 
-use crate::app::AppState;
 use crate::channels::{Channel, TokenHash, hash_token};
 use crate::delivery::{ConnInfo, effective_limit};
-use crate::http_error::ApiError;
+use crate::http::error::ApiError;
+use crate::state::AppState;
 
 /// Where a token may come from on this endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +114,7 @@ pub fn accept_stream(
     raw_query: Option<&str>,
     peer: SocketAddr,
 ) -> Result<StreamRequest, ApiError> {
-    let query = crate::app::parse_query(raw_query);
+    let query = crate::http::query::parse_query(raw_query);
     let (channel, ip, token) = authorize_stream(
         state,
         channel,

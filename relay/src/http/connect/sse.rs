@@ -19,9 +19,9 @@ use webhook_connect_protocol::version::PROTOCOL_HEADER;
 use webhook_connect_protocol::{CloseReason, ConnectionKind, ServerFrame};
 
 use super::accept_stream;
-use crate::app::AppState;
 use crate::delivery::{Conn, Hub, Outbound};
-use crate::http_error::ApiError;
+use crate::http::error::ApiError;
+use crate::state::AppState;
 
 /// Unregisters the connection when the response body is dropped (client gone, or stream ended).
 struct Registration {

@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use webhook_connect_protocol::Timestamp;
 
 use super::{TokenSource, check_allowed_ip, client_ip, presented_token};
-use crate::app::AppState;
-use crate::http_error::{ApiError, json_response};
+use crate::http::error::{ApiError, json_response};
+use crate::state::AppState;
 use crate::stats::channel_stats_json;
 
 /// The status handler.

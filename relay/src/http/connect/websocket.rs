@@ -24,10 +24,10 @@ use webhook_connect_protocol::{
 };
 
 use super::accept_stream;
-use super::settle::{Action, settle_ids};
-use crate::app::AppState;
 use crate::channels::Channel;
+use crate::delivery::settle::{Action, settle_ids};
 use crate::delivery::{Conn, ConnInfo, Hub, Outbound};
+use crate::state::AppState;
 
 /// The upgrade handler: checks 1–4, then the upgrade itself (400 when invalid).
 pub async fn handler(

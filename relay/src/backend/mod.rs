@@ -1,0 +1,55 @@
+//! Opening the configured buffer backend, and the stand-in used while a broker is still down
+//! at start-up ([`LateBuffer`]).
+
+mod late;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use webhook_connect_buffer::{
+    EmbeddedBuffer, EmbeddedOptions, RabbitBuffer, RabbitOptions, RedisBuffer, RedisOptions,
+    SharedBuffer,
+};
+
+pub(crate) use late::LateBuffer;
+
+use crate::config::{BackendKind, RelayConfig};
+use crate::start_error::StartError;
+
+/// Opens the configured buffer backend.
+pub async fn open_buffer(config: &RelayConfig) -> Result<SharedBuffer, StartError> {
+    match config.backend {
+        BackendKind::Embedded => {
+            let e = &config.file.buffer.embedded;
+            if let Some(dir) = std::path::Path::new(&e.path).parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir)?;
+            }
+            let options = EmbeddedOptions {
+                commit_max_delay: Duration::from_millis(e.commit_max_delay_ms),
+                operation_timeout: Duration::from_millis(5000),
+            };
+            Ok(Arc::new(EmbeddedBuffer::open(&e.path, options).await?))
+        }
+        BackendKind::Redis => {
+            let r = &config.file.buffer.redis;
+            let options = RedisOptions {
+                url: r.url.expose().to_owned(),
+                key_prefix: r.key_prefix.clone(),
+                operation_timeout: Duration::from_millis(r.operation_timeout_ms),
+            };
+            Ok(Arc::new(RedisBuffer::connect(options).await?))
+        }
+        BackendKind::RabbitMq => {
+            let r = &config.file.buffer.rabbitmq;
+            let options = RabbitOptions {
+                url: r.url.expose().to_owned(),
+                exchange: r.exchange.clone(),
+                prefetch: u16::try_from(r.prefetch).unwrap_or(u16::MAX),
+                operation_timeout: Duration::from_millis(r.operation_timeout_ms),
+            };
+            Ok(Arc::new(RabbitBuffer::connect(options).await?))
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Starting a relay: open the buffer, build the state with every configured and persisted
+//! channel, then serve ([`run`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use webhook_connect_buffer::{BufferError, SharedBuffer};
+
+use crate::admin_guard::AdminGuard;
+use crate::auth::{TrustedProxies, WebhookAuth};
+use crate::backend::{LateBuffer, open_buffer};
+use crate::channels::{Registry, WebhookRoute};
+use crate::config::{BackendKind, RelayConfig};
+use crate::delivery::HubOptions;
+use crate::lifecycle::{add_channel, auth_options, restore_admin_channels};
+use crate::metrics::Metrics;
+use crate::server::serve;
+pub use crate::start_error::StartError;
+use crate::state::AppState;
+use crate::state_store::StateStore;
+
+/// Builds the state: every channel and its queues exist before this returns.
+pub async fn build_state(
+    config: RelayConfig,
+    buffer: SharedBuffer,
+) -> Result<Arc<AppState>, StartError> {
+    let trusted =
+        TrustedProxies::parse(&config.file.server.trusted_proxies).map_err(StartError::Config)?;
+    let state_store = StateStore::open(&config).await.map_err(|e| {
+        StartError::Config(format!("state store ({}): {e}", config.file.state.backend))
+    })?;
+    let admin = AdminGuard::new(
+        config.admin_token.expose(),
+        config.file.admin.max_failed_auth_per_minute,
+    );
+    let metrics = Arc::new(Metrics::default());
+    let openapi = crate::openapi::document(&config.file.server.public_base_url).to_string();
+    let state = Arc::new(AppState {
+        config: Arc::new(config),
+        registry: Registry::default(),
+        buffer,
+        trusted_proxies: trusted,
+        shutdown: CancellationToken::new(),
+        buffer_ok: AtomicBool::new(true),
+        admin,
+        peer_acks: state_store
+            .peer_link()
+            .map(|link| Arc::new(crate::peer_acks::PeerAcks::new(link))),
+        state_store,
+        tracker: TaskTracker::new(),
+        openapi,
+        hub_options: HubOptions {
+            metrics: metrics.clone(),
+            ..HubOptions::default()
+        },
+        metrics,
+    });
+    let options = auth_options(&state.config, &state.trusted_proxies);
+    let mut errors = Vec::new();
+    let default_channel = state
+        .config
+        .file
+        .ingest
+        .allow_default_webhook
+        .then(|| state.config.default_webhook.clone())
+        .flatten();
+    for spec in &state.config.channels {
+        let with_default = default_channel
+            .as_ref()
+            .is_some_and(|(c, _)| *c == spec.name);
+        if let Err(e) = add_channel(&state, spec, with_default, &options).await {
+            errors.push(e);
+        }
+    }
+    restore_admin_channels(&state, &options, &mut errors).await;
+    if let Some((channel_name, webhook)) = default_channel {
+        match (
+            state.registry.channel(&channel_name),
+            WebhookAuth::from_entry(&webhook.entry, &webhook.path, &options),
+        ) {
+            (Some(channel), Ok(auth)) => {
+                state
+                    .registry
+                    .set_default_route(Some(Arc::new(WebhookRoute {
+                        channel,
+                        queue: "default".into(),
+                        data_type: webhook.data_type,
+                        auth,
+                    })))
+            }
+            (None, _) => errors.push(format!(
+                "default webhook: channel \"{channel_name}\" is not defined"
+            )),
+            (_, Err(e)) => errors.extend(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(state)
+    } else {
+        Err(StartError::Config(errors.join("\n")))
+    }
+}
+
+/// Runs a relay on `listener` until `shutdown` is cancelled, then shuts down gracefully.
+pub async fn run(
+    config: RelayConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    let (buffer, late) = match open_buffer(&config).await {
+        Ok(buffer) => (buffer, None),
+        // A broker that is down is waited for (config-formats.md §2.8); a locked embedded
+        // store or a bad setting is not.
+        Err(StartError::Buffer(e @ (BufferError::Unavailable(_) | BufferError::Timeout)))
+            if config.backend != BackendKind::Embedded =>
+        {
+            tracing::warn!(error = %e, "Buffer unreachable at start-up; starting anyway and retrying");
+            let late = LateBuffer::new();
+            (late.clone() as SharedBuffer, Some(late))
+        }
+        Err(e) => return Err(e),
+    };
+    let state = build_state(config, buffer).await?;
+    if let Some(late) = late {
+        state.buffer_ok.store(false, Ordering::SeqCst);
+        let config = state.config.clone();
+        let stop = state.shutdown.clone();
+        state.tracker.spawn(async move {
+            late.connect_with_backoff(|| open_buffer(&config), stop)
+                .await;
+        });
+    }
+    serve(state, listener, shutdown).await
+}

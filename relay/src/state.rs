@@ -1,0 +1,60 @@
+//! The shared state of a running relay ([`AppState`]): configuration, channels, buffer, state
+//! store and the handles every handler and background job reads. It imports no HTTP handler;
+//! [`crate::startup`] builds it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use webhook_connect_buffer::SharedBuffer;
+
+use crate::admin_guard::AdminGuard;
+use crate::auth::TrustedProxies;
+use crate::channels::Registry;
+use crate::config::RelayConfig;
+use crate::delivery::HubOptions;
+use crate::metrics::Metrics;
+use crate::peer_acks::PeerAcks;
+use crate::state_store::StateStore;
+
+/// Shared state of a running relay.
+#[derive(Debug)]
+pub struct AppState {
+    /// The validated configuration.
+    pub config: Arc<RelayConfig>,
+    /// Channels and webhook routes.
+    pub registry: Registry,
+    /// The message buffer.
+    pub buffer: SharedBuffer,
+    /// Proxies whose forwarding headers are trusted (`server.trusted_proxies`).
+    pub trusted_proxies: TrustedProxies,
+    /// Cancelled when graceful shutdown begins.
+    pub shutdown: CancellationToken,
+    pub(crate) buffer_ok: AtomicBool,
+    /// Admin authentication.
+    pub admin: AdminGuard,
+    /// Persisted tokens, rotations and pause state.
+    pub state_store: StateStore,
+    /// Acks for connections other instances hold (only with the shared Redis state store).
+    pub peer_acks: Option<Arc<PeerAcks>>,
+    /// Counters and histograms.
+    pub metrics: Arc<Metrics>,
+    /// The OpenAPI document, rendered once at start-up.
+    pub openapi: String,
+    /// Background tasks (dispatchers, releases, sweeps).
+    pub tracker: TaskTracker,
+    pub(crate) hub_options: HubOptions,
+}
+
+impl AppState {
+    /// Buffer reachable and not shutting down.
+    pub fn is_ready(&self) -> bool {
+        !self.shutdown.is_cancelled() && self.buffer_ok.load(Ordering::SeqCst)
+    }
+
+    /// Whether the last buffer probe succeeded.
+    pub fn buffer_ok(&self) -> bool {
+        self.buffer_ok.load(Ordering::SeqCst)
+    }
+}
