@@ -15,9 +15,10 @@ use super::records::{
     Counters, DeadRecord, MsgRecord, MsgState, dead_key, dead_key_id, decode_channel, duration_ms,
     encode_channel, message_key, split_dead_key, split_message_key, split_queue_key,
 };
+use crate::lease_policy::{AfterFailure, LeasePolicy};
 use crate::{
     BufferError, ChannelStats, DeadLetter, DeadLetterPage, DeadLetterQuery, DeadLetterReason,
-    Lease, LeaseToken, QueueSettings, QueueStats, Settle, Settled, requeue_delay,
+    Lease, LeaseToken, QueueSettings, QueueStats, Settle, Settled,
 };
 
 const META: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("message_meta");
@@ -483,7 +484,7 @@ impl Mem {
         let Some(chan) = self.channels.get_mut(channel) else {
             return Ok(Settled::NotInFlight);
         };
-        let settings = chan.settings.clone();
+        let (ordered, policy) = (chan.settings.ordered, LeasePolicy::of(&chan.settings));
         let Some(q) = chan.queues.get_mut(queue) else {
             return Ok(Settled::NotInFlight);
         };
@@ -493,35 +494,30 @@ impl Mem {
         q.counters.nacked += 1;
         b.dirty_counters
             .insert((channel.to_owned(), queue.to_owned()));
-        if settings.ordered {
+        if ordered {
             // The channel's one slot is free again.
             b.wake.insert(channel.to_owned());
         }
         if last_error.is_some() {
             rec.last_error = last_error;
         }
-        if rec.delivery_count >= settings.max_delivery_attempts {
-            self.bury(
-                t,
-                b,
-                Bury {
-                    channel,
-                    queue,
-                    seq,
-                    rec,
-                    reason: DeadLetterReason::MaxAttempts,
-                    now,
-                },
-            )?;
-            return Ok(Settled::DeadLettered(DeadLetterReason::MaxAttempts));
-        }
-        let delay = match delay {
-            Some(d) => d.min(settings.requeue_delay_max),
-            None => requeue_delay(
-                rec.delivery_count.max(1),
-                settings.requeue_delay_initial,
-                settings.requeue_delay_max,
-            ),
+        let delay = match policy.after_failure(rec.delivery_count, delay) {
+            AfterFailure::Requeue(delay) => delay,
+            AfterFailure::DeadLetter => {
+                self.bury(
+                    t,
+                    b,
+                    Bury {
+                        channel,
+                        queue,
+                        seq,
+                        rec,
+                        reason: DeadLetterReason::MaxAttempts,
+                        now,
+                    },
+                )?;
+                return Ok(Settled::DeadLettered(DeadLetterReason::MaxAttempts));
+            }
         };
         let ready_ms = now.saturating_add(ms(delay));
         if ready_ms <= now {

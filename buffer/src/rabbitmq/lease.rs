@@ -13,6 +13,7 @@ use webhook_connect_protocol::Timestamp;
 use super::link::{Link, poll_once};
 use super::message::Meta;
 use super::{Inner, POLL_INTERVAL, lock};
+use crate::lease_policy::LeasePolicy;
 use crate::stored::{decode_stored, ts};
 use crate::unreadable::UNREADABLE;
 use crate::{BufferError, DeadLetterReason, Lease, LeaseToken, QueueSettings};
@@ -498,7 +499,7 @@ impl Inner {
             Some((DeadLetterReason::Expired, held.meta.last_error.clone()))
         } else if decode_stored(&held.body, held.meta.sequence, held.meta.expires_ms).is_none() {
             Some((DeadLetterReason::Rejected, Some(UNREADABLE.to_owned())))
-        } else if held.meta.count >= settings.max_delivery_attempts {
+        } else if LeasePolicy::of(settings).exhausted(held.meta.count) {
             Some((DeadLetterReason::MaxAttempts, held.meta.last_error.clone()))
         } else {
             None

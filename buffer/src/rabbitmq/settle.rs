@@ -5,8 +5,9 @@ use super::lease::{Held, ms, now_ms, put_token};
 use super::names::{dead_letter_exchange, delay_exchange};
 use super::topology::{MIN_DELAY_MS, bucket, bucket_headers};
 use super::{Inner, lock};
+use crate::lease_policy::{AfterFailure, LeasePolicy};
 use crate::stored::ts;
-use crate::{BufferError, DeadLetterReason, LeaseToken, Settle, Settled, requeue_delay};
+use crate::{BufferError, DeadLetterReason, LeaseToken, Settle, Settled};
 
 /// The lease id in a handle `{instance}-{generation}-{id}`.
 fn lease_id(handle: &str) -> Option<u64> {
@@ -109,22 +110,16 @@ impl Inner {
         reason: Option<String>,
         counted: bool,
     ) -> Result<Settled, BufferError> {
-        let s = held.settings.clone();
-        if counted {
-            self.add_delta(&held.channel, &held.queue, |c| c.nacked += 1);
-            if held.count >= s.max_delivery_attempts {
-                self.bury(held, DeadLetterReason::MaxAttempts, reason)
-                    .await?;
-                return Ok(Settled::DeadLettered(DeadLetterReason::MaxAttempts));
-            }
-        }
         let delay_ms = if counted {
-            let d = delay
-                .map(|d| d.min(s.requeue_delay_max))
-                .unwrap_or_else(|| {
-                    requeue_delay(held.count, s.requeue_delay_initial, s.requeue_delay_max)
-                });
-            u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+            self.add_delta(&held.channel, &held.queue, |c| c.nacked += 1);
+            match LeasePolicy::of(&held.settings).after_failure(held.count, delay) {
+                AfterFailure::Requeue(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+                AfterFailure::DeadLetter => {
+                    self.bury(held, DeadLetterReason::MaxAttempts, reason)
+                        .await?;
+                    return Ok(Settled::DeadLettered(DeadLetterReason::MaxAttempts));
+                }
+            }
         } else {
             0
         };
