@@ -15,7 +15,31 @@ use webhook_connect_protocol::frames::AckStatus;
 use webhook_connect_protocol::frames::MAX_REASON_CHARS;
 use webhook_connect_protocol::version::{CONNECTION_ID_HEADER, PROTOCOL_HEADER};
 
-use crate::forward::Decision;
+/// What to tell the relay about one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Local delivery succeeded.
+    Ack,
+    /// Local delivery failed.
+    Nack {
+        /// Requeue (`true`) or dead-letter at once (`false`).
+        retry: bool,
+        /// Reason text for v2 (no secrets).
+        reason: String,
+        /// Requested requeue delay (v2 `delay_ms`), when the failure asks for one.
+        delay_ms: Option<u64>,
+    },
+}
+
+impl Decision {
+    pub(crate) fn nack(retry: bool, reason: impl Into<String>) -> Self {
+        Decision::Nack {
+            retry,
+            reason: reason.into(),
+            delay_ms: None,
+        }
+    }
+}
 
 /// Where the acks of one connection go.
 #[derive(Debug, Clone)]

@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::completion::CompletionRecord;
-use crate::config::outbound::PolicyResolver;
 use crate::config::{ConnectorConfig, Problems};
 use crate::dispatch::Dispatcher;
 use crate::health::{self, ChannelState, States};
+use crate::outbound::PolicyResolver;
 use crate::output::shared::SharedClients;
 use crate::pipeline::Pipeline;
 use crate::stream::{self, Shared};

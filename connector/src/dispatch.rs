@@ -17,10 +17,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use webhook_connect_protocol::WebhookMessage;
 
+use crate::ack::Decision;
 use crate::ack::{AckError, AckSink};
 use crate::completion::CompletionRecord;
 use crate::config::ChannelConfig;
-use crate::forward::{self, Decision};
+use crate::forward;
 use crate::health::ChannelState;
 use crate::lease::{self, LEASE_LOST, Lease, Leases};
 use crate::pipeline::Pipeline;

@@ -11,37 +11,13 @@ use rand::Rng;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use webhook_connect_protocol::WebhookMessage;
-use webhook_connect_protocol::headers::is_hop_by_hop;
+use webhook_connect_protocol::headers::never_forwarded;
 
-use crate::config::outbound;
+use crate::ack::Decision;
 use crate::config::{BodyMode, ForwardHeaders, TargetConfig};
+use crate::failure::{error_chain, is_tls_error, retry_after};
 use crate::lease::{LEASE_LOST, Lease};
-
-/// What to tell the relay about one message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Local delivery succeeded.
-    Ack,
-    /// Local delivery failed.
-    Nack {
-        /// Requeue (`true`) or dead-letter at once (`false`).
-        retry: bool,
-        /// Reason text for v2 (no secrets).
-        reason: String,
-        /// Requested requeue delay (v2 `delay_ms`), when the failure asks for one.
-        delay_ms: Option<u64>,
-    },
-}
-
-impl Decision {
-    fn nack(retry: bool, reason: impl Into<String>) -> Self {
-        Decision::Nack {
-            retry,
-            reason: reason.into(),
-            delay_ms: None,
-        }
-    }
-}
+use crate::outbound;
 
 /// Result of one attempt.
 #[derive(Debug)]
@@ -256,43 +232,6 @@ fn classify_error(e: &reqwest::Error) -> Attempt {
     }
 }
 
-/// The `Retry-After` delay of a response, when given in seconds.
-pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
-}
-
-/// True when a request failed on TLS (certificate, handshake).
-pub(crate) fn is_tls_error(e: &reqwest::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if err.downcast_ref::<rustls::Error>().is_some() {
-            return true;
-        }
-        let text = err.to_string().to_ascii_lowercase();
-        if text.contains("certificate") || text.contains("tls handshake") {
-            return true;
-        }
-        source = err.source();
-    }
-    false
-}
-
-/// The error and its sources, joined with `: `.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// The headers and body of one request to a target.
 #[derive(Debug)]
 pub struct TargetRequest {
@@ -300,13 +239,6 @@ pub struct TargetRequest {
     pub headers: HeaderMap,
     /// Body bytes.
     pub body: Vec<u8>,
-}
-
-/// Headers never forwarded under their own names: hop-by-hop, `host`, `content-length`.
-pub(crate) fn never_forwarded(name: &str) -> bool {
-    is_hop_by_hop(name)
-        || name.eq_ignore_ascii_case("host")
-        || name.eq_ignore_ascii_case("content-length")
 }
 
 /// Builds headers and body for one attempt (§7.1 steps 2–6).

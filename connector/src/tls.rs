@@ -7,6 +7,7 @@
 //! enables), so drivers that call `rustls::ClientConfig::builder()` (redis, async-nats) find
 //! no process default and panic unless one is installed: [`install_default_provider`].
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -14,7 +15,26 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::config::TlsConfig;
+/// TLS settings for every connection to the relay (streams and acks alike, R-80).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// `verify_ssl` (default true).
+    pub verify: bool,
+    /// `ca_cert_path`: extra trusted CA bundle (PEM).
+    pub ca_cert_path: Option<PathBuf>,
+    /// `client_cert_path` + `client_key_path`: mTLS identity (both or neither).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            verify: true,
+            ca_cert_path: None,
+            client_cert: None,
+        }
+    }
+}
 
 /// Installs ring as the process-wide rustls provider, once; a no-op when one is installed.
 pub fn install_default_provider() {

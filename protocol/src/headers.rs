@@ -22,6 +22,14 @@ pub fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
+/// True for a header never forwarded to a local target under its own name (`modules.md` §7.1):
+/// hop-by-hop, `host` and `content-length` (any letter case).
+pub fn never_forwarded(name: &str) -> bool {
+    is_hop_by_hop(name)
+        || name.eq_ignore_ascii_case("host")
+        || name.eq_ignore_ascii_case("content-length")
+}
+
 /// Ordered header list, serialised as a JSON object.
 ///
 /// Names are unique: [`Headers::append`] joins a repeated header's values with `", "` as the spec

@@ -12,11 +12,11 @@ use serde_json::{Map, Value};
 use webhook_connect_protocol::config_values::{Secret, substitute};
 use webhook_connect_protocol::names::validate_channel_name;
 
-use super::modules::{self, ModuleModeConfig};
 use super::{
     BodyMode, ChannelConfig, CompletionRecordConfig, ConnectorConfig, Flags, ForwardHeaders,
     LogFormat, Protocol, ReconnectPolicy, TargetConfig, TlsConfig, TokenSource, VersionPreference,
 };
+use crate::pipeline::config::{self as modules, ModuleModeConfig};
 use crate::settings::Problems;
 use crate::settings::reader::{Origins, Reader, join};
 
@@ -775,7 +775,7 @@ fn target(
     let url = r.string(p, "url");
     let url = match url {
         Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
-            match super::outbound::check(&u, strict) {
+            match crate::outbound::check(&u, strict) {
                 None => Some(u),
                 Some(why) => {
                     r.error(p, "url", why);

@@ -7,8 +7,6 @@
 
 pub mod flags;
 pub mod load;
-pub mod modules;
-pub mod outbound;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,10 +16,11 @@ use std::time::Duration;
 
 use webhook_connect_protocol::config_values::{Secret, secret_from_file_text};
 
+pub use crate::pipeline::config::ModuleModeConfig;
 pub use crate::settings::Problems;
+pub use crate::tls::TlsConfig;
 pub use flags::Flags;
 pub use load::{ConfigError, load, load_from_value};
-pub use modules::ModuleModeConfig;
 
 /// Stream transport (`protocol`). `auto` tries WebSocket, then SSE, then long-poll (C.7 rule 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,27 +235,6 @@ impl Default for ReconnectPolicy {
             initial: Duration::from_secs(1),
             max: Duration::from_secs(60),
             multiplier: 2.0,
-        }
-    }
-}
-
-/// TLS settings for every connection to the relay (streams and acks alike, R-80).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsConfig {
-    /// `verify_ssl` (default true).
-    pub verify: bool,
-    /// `ca_cert_path`: extra trusted CA bundle (PEM).
-    pub ca_cert_path: Option<PathBuf>,
-    /// `client_cert_path` + `client_key_path`: mTLS identity (both or neither).
-    pub client_cert: Option<(PathBuf, PathBuf)>,
-}
-
-impl Default for TlsConfig {
-    fn default() -> Self {
-        TlsConfig {
-            verify: true,
-            ca_cert_path: None,
-            client_cert: None,
         }
     }
 }

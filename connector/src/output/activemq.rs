@@ -18,7 +18,12 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::oneshot;
 use webhook_connect_protocol::config_values::Secret;
 
-use super::endpoint::{self, ClientSlot, within};
+use super::admission;
+use super::client_slot::ClientSlot;
+use super::connection_keys;
+use super::error_mapping;
+use super::error_mapping::within;
+use super::settings;
 use super::shared::{SharedClients, client_key};
 use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError};
 use crate::settings::Problems;
@@ -60,7 +65,7 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
     let kind = mc.choice(problems, "destination_type", "queue", &["queue", "topic"]);
     let persistent = mc.boolean(problems, "persistent", true);
     mc.finish(problems, false);
-    let server = if endpoint::require_connection(settings, problems) {
+    let server = if connection_keys::require_connection(settings, problems) {
         StompServer::read(settings, problems)
     } else {
         None
@@ -72,7 +77,7 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
         shared: settings.shared.clone(),
         client: ClientSlot::default(),
     });
-    endpoint::unless_errors(problems, before, Some(out))
+    settings::unless_errors(problems, before, Some(out))
 }
 
 #[derive(Debug, Clone)]
@@ -89,11 +94,11 @@ struct StompServer {
 
 impl StompServer {
     fn read(s: &ModuleSettings<'_>, p: &mut Problems) -> Option<Self> {
-        let mut r = endpoint::connection(s);
-        let host = endpoint::host(&mut r, p, "host", None, s.outbound_strict, &[]);
-        let port = endpoint::port(&mut r, p, "port", 61613);
+        let mut r = connection_keys::connection(s);
+        let host = connection_keys::host(&mut r, p, "host", None, s.outbound_strict, &[]);
+        let port = connection_keys::port(&mut r, p, "port", 61613);
         let login = r.string(p, "user").or_else(|| r.string(p, "username"));
-        let passcode = endpoint::secret(&mut r, p, "password");
+        let passcode = connection_keys::secret(&mut r, p, "password");
         if r.boolean(p, "use_ssl", false) {
             r.error(
                 p,
@@ -187,7 +192,7 @@ async fn read_frame(r: &mut BufReader<OwnedReadHalf>) -> Result<Frame, OutputErr
         let n = r
             .read_line(&mut line)
             .await
-            .map_err(|e| endpoint::io_error("STOMP read", &e))?;
+            .map_err(|e| error_mapping::io_error("STOMP read", &e))?;
         if n == 0 {
             return Err(lost("connection closed by the broker"));
         }
@@ -203,7 +208,7 @@ async fn read_frame(r: &mut BufReader<OwnedReadHalf>) -> Result<Frame, OutputErr
         line.clear();
         r.read_line(&mut line)
             .await
-            .map_err(|e| endpoint::io_error("STOMP read", &e))?;
+            .map_err(|e| error_mapping::io_error("STOMP read", &e))?;
         let l = line.trim_end_matches(['\r', '\n']);
         if l.is_empty() {
             break;
@@ -223,17 +228,17 @@ async fn read_frame(r: &mut BufReader<OwnedReadHalf>) -> Result<Frame, OutputErr
             frame.body = vec![0; n];
             r.read_exact(&mut frame.body)
                 .await
-                .map_err(|e| endpoint::io_error("STOMP read", &e))?;
+                .map_err(|e| error_mapping::io_error("STOMP read", &e))?;
             let mut nul = [0u8; 1];
             r.read_exact(&mut nul)
                 .await
-                .map_err(|e| endpoint::io_error("STOMP read", &e))?;
+                .map_err(|e| error_mapping::io_error("STOMP read", &e))?;
         }
         Some(_) => return Err(lost("frame larger than 1 MiB")),
         None => {
             r.read_until(0, &mut frame.body)
                 .await
-                .map_err(|e| endpoint::io_error("STOMP read", &e))?;
+                .map_err(|e| error_mapping::io_error("STOMP read", &e))?;
             frame.body.pop();
         }
     }
@@ -260,10 +265,10 @@ impl StompConn {
     async fn connect(s: &StompServer) -> Result<StompConn, OutputError> {
         within(STOMP_TIMEOUT, "connecting to the STOMP broker", async {
             // Connects to the addresses the policy checked: no second lookup.
-            let addrs = endpoint::admit(&s.host, s.port, s.strict, &[]).await?;
+            let addrs = admission::admit(&s.host, s.port, s.strict, &[]).await?;
             let stream = TcpStream::connect(&addrs[..])
                 .await
-                .map_err(|e| endpoint::io_error("STOMP connect", &e))?;
+                .map_err(|e| error_mapping::io_error("STOMP connect", &e))?;
             let _ = stream.set_nodelay(true);
             let (read, mut write) = stream.into_split();
             let mut connect = format!(
@@ -280,7 +285,7 @@ impl StompConn {
             write
                 .write_all(connect.as_bytes())
                 .await
-                .map_err(|e| endpoint::io_error("STOMP connect", &e))?;
+                .map_err(|e| error_mapping::io_error("STOMP connect", &e))?;
             let mut reader = BufReader::new(read);
             let first = read_frame(&mut reader).await?;
             match first.command.as_str() {
@@ -358,7 +363,7 @@ impl StompConn {
             {
                 m.remove(&receipt);
             }
-            return Err(endpoint::io_error("STOMP send", &e));
+            return Err(error_mapping::io_error("STOMP send", &e));
         }
         within(STOMP_TIMEOUT, "STOMP receipt", async {
             rx.await.unwrap_or_else(|_| Err(lost("connection closed")))

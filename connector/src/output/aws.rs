@@ -18,10 +18,12 @@ use reqwest::{Method, Url};
 use sha2::{Digest, Sha256};
 use webhook_connect_protocol::config_values::Secret;
 
-use super::endpoint::{self, percent_encode};
+use super::connection_keys;
+use super::error_mapping;
 use super::shared::{SharedClients, client_key};
 use super::{ErrorCategory, ModuleSettings, OutputError};
-use crate::config::outbound::PolicyResolver;
+use crate::outbound::PolicyResolver;
+use crate::percent::percent_encode;
 use crate::settings::Problems;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,10 +72,10 @@ impl AwsConnection {
         service: &'static str,
         region_keys: &[&'static str],
     ) -> (Self, crate::settings::Reader<'a>) {
-        let mut r = endpoint::connection(s);
+        let mut r = connection_keys::connection(s);
         let access_key_id = r.string(p, "aws_access_key_id");
-        let secret = endpoint::secret(&mut r, p, "aws_secret_access_key");
-        let session_token = endpoint::secret(&mut r, p, "aws_session_token");
+        let secret = connection_keys::secret(&mut r, p, "aws_secret_access_key");
+        let session_token = connection_keys::secret(&mut r, p, "aws_session_token");
         let credentials = match (access_key_id, secret) {
             (Some(id), Some(secret)) => Some(Credentials {
                 access_key_id: id,
@@ -104,7 +106,7 @@ impl AwsConnection {
         {
             r.error(p, region_keys[0], format!("not an AWS region: {region:?}"));
         }
-        let endpoint = endpoint::url(
+        let endpoint = connection_keys::url(
             &mut r,
             p,
             "endpoint_url",
@@ -242,7 +244,7 @@ impl AwsClient {
         let response = req
             .send()
             .await
-            .map_err(|e| endpoint::http_error(&what, &e))?;
+            .map_err(|e| error_mapping::http_error(&what, &e))?;
         let status = response.status().as_u16();
         let query_error = response
             .headers()
@@ -252,7 +254,7 @@ impl AwsClient {
         let body = response
             .bytes()
             .await
-            .map_err(|e| endpoint::http_error(&what, &e))?
+            .map_err(|e| error_mapping::http_error(&what, &e))?
             .to_vec();
         Ok(AwsResponse {
             status,

@@ -19,7 +19,8 @@ use reqwest::{Method, Url};
 use serde_json::{Map, Value, json};
 
 use super::aws::{self, AwsClient, AwsConnection, AwsResponse};
-use super::endpoint::{self, ClientSlot};
+use super::client_slot::ClientSlot;
+use super::settings;
 use super::shared::SharedClients;
 use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError};
 use crate::settings::Problems;
@@ -134,7 +135,7 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
         shared: settings.shared.clone(),
         client: ClientSlot::default(),
     });
-    endpoint::unless_errors(problems, before, Some(out))
+    settings::unless_errors(problems, before, Some(out))
 }
 
 struct Sqs {

@@ -29,11 +29,14 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 use webhook_connect_protocol::config_values::Secret;
 
-use super::endpoint::{self, ClientSlot};
+use super::client_slot::ClientSlot;
+use super::connection_keys;
+use super::error_mapping;
+use super::settings;
 use super::shared::{SharedClients, client_key};
 use super::sql::is_identifier;
 use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError, record};
-use crate::config::outbound::PolicyResolver;
+use crate::outbound::PolicyResolver;
 use crate::settings::Problems;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,9 +81,9 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
     let include_timestamp = mc.boolean(problems, "include_timestamp", true);
     mc.finish(problems, false);
 
-    endpoint::require_connection(settings, problems);
-    let mut r = endpoint::connection(settings);
-    let host = endpoint::host(
+    connection_keys::require_connection(settings, problems);
+    let mut r = connection_keys::connection(settings);
+    let host = connection_keys::host(
         &mut r,
         problems,
         "host",
@@ -89,7 +92,7 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
         &[],
     );
     let secure = r.boolean(problems, "secure", false);
-    let port = endpoint::port(&mut r, problems, "port", if secure { 8443 } else { 8123 });
+    let port = connection_keys::port(&mut r, problems, "port", if secure { 8443 } else { 8123 });
     if let Some(why) = port_problem(port) {
         r.error(problems, "port", why);
     }
@@ -102,7 +105,7 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
     let user = r
         .string(problems, "user")
         .unwrap_or_else(|| "default".to_owned());
-    let password = endpoint::secret(&mut r, problems, "password").unwrap_or_default();
+    let password = connection_keys::secret(&mut r, problems, "password").unwrap_or_default();
     r.finish(problems, false);
 
     let host = host?;
@@ -139,7 +142,7 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
         shared: settings.shared.clone(),
         client: ClientSlot::default(),
     });
-    endpoint::unless_errors(problems, before, Some(out))
+    settings::unless_errors(problems, before, Some(out))
 }
 
 /// Where and as whom the module talks to ClickHouse.
@@ -249,7 +252,7 @@ impl Client {
             .body(body)
             .send()
             .await
-            .map_err(|e| endpoint::http_error(what, &e))?;
+            .map_err(|e| error_mapping::http_error(what, &e))?;
         let status = response.status().as_u16();
         let header_code = response
             .headers()
@@ -259,7 +262,7 @@ impl Client {
         let text = response
             .text()
             .await
-            .map_err(|e| endpoint::http_error(what, &e))?;
+            .map_err(|e| error_mapping::http_error(what, &e))?;
         if (200..300).contains(&status) && header_code.is_none() {
             return Ok(());
         }

@@ -14,7 +14,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use webhook_connect_protocol::config_values::Secret;
 
-use super::{ErrorCategory, OutputError, endpoint};
+use super::error_mapping;
+use super::{ErrorCategory, OutputError};
 
 /// The OAuth scope of Pub/Sub.
 pub(crate) const PUBSUB_SCOPE: &str = "https://www.googleapis.com/auth/pubsub";
@@ -160,12 +161,12 @@ impl TokenSource {
             ])
             .send()
             .await
-            .map_err(|e| endpoint::http_error(&what, &e))?;
+            .map_err(|e| error_mapping::http_error(&what, &e))?;
         let status = response.status().as_u16();
         let body = response
             .bytes()
             .await
-            .map_err(|e| endpoint::http_error(&what, &e))?;
+            .map_err(|e| error_mapping::http_error(&what, &e))?;
         let body = &body[..body.len().min(MAX_TOKEN_ANSWER)];
         let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         if !(200..300).contains(&status) {

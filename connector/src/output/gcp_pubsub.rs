@@ -28,11 +28,15 @@ use reqwest::Method;
 use serde_json::{Map, Value, json};
 use webhook_connect_protocol::config_values::Secret;
 
-use super::endpoint::{self, ClientSlot, percent_encode};
+use super::client_slot::ClientSlot;
+use super::connection_keys;
+use super::error_mapping;
 use super::gcp_auth::{self, ServiceAccount, TokenSource};
+use super::settings;
 use super::shared::{SharedClients, client_key};
 use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError};
-use crate::config::outbound;
+use crate::outbound;
+use crate::percent::percent_encode;
 use crate::settings::Problems;
 
 /// The longest a `process` (or `setup`) waits.
@@ -99,9 +103,10 @@ struct Connection {
 
 impl Connection {
     fn read(s: &ModuleSettings<'_>, p: &mut Problems) -> Option<Self> {
-        let mut r = endpoint::connection(s);
+        let mut r = connection_keys::connection(s);
         let project_id = r.checked_string(p, "project_id", None, project_problem);
-        let endpoint = endpoint::url(&mut r, p, "endpoint", &["http", "https"], s.outbound_strict);
+        let endpoint =
+            connection_keys::url(&mut r, p, "endpoint", &["http", "https"], s.outbound_strict);
         let emulator = std::env::var("PUBSUB_EMULATOR_HOST").ok();
         let (base, using_emulator) = match base_url(endpoint.as_ref(), emulator.as_deref()) {
             Ok(Base::Endpoint(b)) => (Some(b), false),
@@ -251,7 +256,7 @@ impl PubsubClient {
         let response = req
             .send()
             .await
-            .map_err(|e| endpoint::http_error(what, &e))?;
+            .map_err(|e| error_mapping::http_error(what, &e))?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -262,7 +267,7 @@ impl PubsubClient {
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| endpoint::http_error(what, &e))?;
+            .map_err(|e| error_mapping::http_error(what, &e))?;
         let body =
             serde_json::from_slice(&bytes[..bytes.len().min(MAX_ANSWER)]).unwrap_or(Value::Null);
         if status == 401
@@ -350,7 +355,7 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
         shared: settings.shared.clone(),
         client: ClientSlot::default(),
     });
-    endpoint::unless_errors(problems, before, Some(out))
+    settings::unless_errors(problems, before, Some(out))
 }
 
 struct PubSub {
@@ -460,7 +465,7 @@ impl PubSub {
 #[async_trait::async_trait]
 impl Output for PubSub {
     async fn setup(&self) -> Result<(), OutputError> {
-        endpoint::within(TIMEOUT, "Pub/Sub setup", async {
+        error_mapping::within(TIMEOUT, "Pub/Sub setup", async {
             let client = self.client().await?;
             if self.create_topic {
                 return self.ensure_topic(&client).await;
@@ -476,7 +481,7 @@ impl Output for PubSub {
     }
 
     async fn process(&self, delivery: &Delivery) -> Result<(), OutputError> {
-        endpoint::within(TIMEOUT, "Pub/Sub publish", self.publish(delivery)).await
+        error_mapping::within(TIMEOUT, "Pub/Sub publish", self.publish(delivery)).await
     }
 
     async fn teardown(&self) {

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::endpoint;
+use super::error_mapping;
 use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError};
-use crate::config::outbound::PolicyResolver;
-use crate::forward::{never_forwarded, retry_after};
+use crate::failure::retry_after;
+use crate::outbound::PolicyResolver;
 use crate::settings::Problems;
+use webhook_connect_protocol::headers::never_forwarded;
 
 /// Longest header name accepted.
 const MAX_HEADER_NAME: usize = 200;
@@ -258,7 +259,7 @@ impl Output for HttpWebhook {
             Ok(response) => {
                 classify_status(response.status().as_u16(), retry_after(response.headers()))
             }
-            Err(e) => Err(endpoint::http_error("target", &e)),
+            Err(e) => Err(error_mapping::http_error("target", &e)),
         }
     }
 

@@ -20,7 +20,7 @@
 //!   and keeps retrying, so the sends time out: a timeout while the last such report is fresh
 //!   is `Unavailable`/`auth` (or `connection` for TLS), with that report as its message.
 //! - **Outbound policy** (`modules.md` §2.3): each producer the connector creates for a
-//!   connection entry first resolves every bootstrap server through [`endpoint::admit_each`]: one
+//!   connection entry first resolves every bootstrap server through [`admission::admit_each`]: one
 //!   refused server refuses the producer; servers whose lookup fails are left out (none left:
 //!   `Transient`), and only the checked ones are given to librdkafka. librdkafka resolves them
 //!   again itself, and connects to the brokers the cluster's metadata names (their advertised
@@ -38,11 +38,15 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde_json::{Map, Value};
 use webhook_connect_protocol::config_values::Secret;
 
-use super::endpoint::{self, ClientSlot, within};
+use super::admission;
+use super::client_slot::ClientSlot;
+use super::connection_keys;
+use super::error_mapping::within;
 use super::record::{self, BodyFormat};
+use super::settings;
 use super::shared::{SharedClients, client_key};
 use super::{Delivery, ErrorCategory, ErrorKind, ModuleSettings, Output, OutputError};
-use crate::config::outbound;
+use crate::outbound;
 use crate::settings::Problems;
 
 /// Header with the relay's message id, on every record.
@@ -232,7 +236,7 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
         shared: settings.shared.clone(),
         client: ClientSlot::default(),
     });
-    endpoint::unless_errors(problems, before, Some(out))
+    settings::unless_errors(problems, before, Some(out))
 }
 
 /// The settings of one producer (a `connections.json` entry of type `kafka`).
@@ -259,7 +263,7 @@ impl KafkaServer {
         p: &mut Problems,
     ) -> Option<Self> {
         let before = p.errors.len();
-        let mut r = endpoint::connection(s);
+        let mut r = connection_keys::connection(s);
         let conn_bootstrap = r.get("bootstrap_servers");
         let mc_path = format!("{}.module-config", s.path);
         let mc_list = mc_bootstrap.and_then(|v| match parse_bootstrap(v) {
@@ -350,7 +354,7 @@ impl KafkaServer {
             },
         };
         let sasl_username = r.string(p, "sasl_username");
-        let sasl_password = endpoint::secret(&mut r, p, "sasl_password");
+        let sasl_password = connection_keys::secret(&mut r, p, "sasl_password");
         if sasl && (sasl_username.is_none() || sasl_password.is_none()) {
             r.error(
                 p,
@@ -399,7 +403,7 @@ impl KafkaServer {
             message_timeout: Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(30_000)),
             strict: s.outbound_strict,
         };
-        endpoint::unless_errors(p, before, Some(server))
+        settings::unless_errors(p, before, Some(server))
     }
 
     /// The librdkafka configuration of the producer. Holds the SASL password: never logged.
@@ -470,7 +474,7 @@ impl KafkaServer {
         let admitted = within(
             METADATA_TIMEOUT,
             "resolving the Kafka bootstrap servers",
-            async { endpoint::admit_each(&endpoints, self.strict, &[]).await },
+            async { admission::admit_each(&endpoints, self.strict, &[]).await },
         )
         .await?;
         let checked: Vec<String> = admitted

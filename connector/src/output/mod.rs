@@ -7,13 +7,16 @@
 //! [`shared::SharedClients`].
 
 pub mod activemq;
+mod admission;
 #[cfg(any(feature = "s3", feature = "aws_sqs"))]
 mod aws;
 #[cfg(feature = "aws_sqs")]
 pub mod aws_sqs;
 #[cfg(feature = "clickhouse")]
 pub mod clickhouse;
-mod endpoint;
+mod client_slot;
+mod connection_keys;
+mod error_mapping;
 #[cfg(feature = "gcp_pubsub")]
 mod gcp_auth;
 #[cfg(feature = "gcp_pubsub")]

@@ -11,7 +11,7 @@
 //!   violations `Unavailable`; a payload over the server's `max_payload` `Permanent`.
 //! - **Outbound policy** (`modules.md` §2.3): each client the connector creates first resolves
 //!   every configured server (`url`, `servers`, as async-nats reads them) through
-//!   [`endpoint::admit_each`]: one refused server refuses the connection; servers whose lookup
+//!   [`admission::admit_each`]: one refused server refuses the connection; servers whose lookup
 //!   fails are left out (none left: `Transient`), so only checked servers are handed to
 //!   async-nats. async-nats then resolves the
 //!   names again to connect. Its own reconnects after a lost connection, and the servers the
@@ -24,10 +24,15 @@ use async_nats::jetstream::context::PublishErrorKind as JsPublishErrorKind;
 use async_nats::{ConnectErrorKind, HeaderMap, ServerAddr};
 use webhook_connect_protocol::config_values::Secret;
 
-use super::endpoint::{self, ClientSlot, within};
+use super::admission;
+use super::client_slot::ClientSlot;
+use super::connection_keys;
+use super::error_mapping::within;
 use super::record::{self, BodyFormat};
+use super::settings;
 use super::shared::{SharedClients, client_key};
 use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError};
+use crate::failure;
 use crate::settings::Problems;
 
 const NATS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,7 +73,7 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
         shared: settings.shared.clone(),
         client: ClientSlot::default(),
     });
-    endpoint::unless_errors(problems, before, Some(out))
+    settings::unless_errors(problems, before, Some(out))
 }
 
 #[derive(Debug, Clone)]
@@ -89,10 +94,10 @@ struct NatsServer {
 
 impl NatsServer {
     fn read(s: &ModuleSettings<'_>, p: &mut Problems) -> Option<Self> {
-        let mut r = endpoint::connection(s);
+        let mut r = connection_keys::connection(s);
         let strict = s.outbound_strict;
         let mut urls = Vec::new();
-        if let Some(u) = endpoint::url(&mut r, p, "url", &["nats", "tls"], strict) {
+        if let Some(u) = connection_keys::url(&mut r, p, "url", &["nats", "tls"], strict) {
             urls.push(u);
         }
         if let Some(list) = r.string_list(p, "servers") {
@@ -100,7 +105,7 @@ impl NatsServer {
                 let mut one = serde_json::Map::new();
                 one.insert("servers".into(), serde_json::Value::String(text));
                 let mut item = crate::settings::Reader::detached(&one, r.path.clone());
-                urls.extend(endpoint::url(
+                urls.extend(connection_keys::url(
                     &mut item,
                     p,
                     "servers",
@@ -120,9 +125,9 @@ impl NatsServer {
             }
         }
         let user = r.string(p, "user");
-        let password = endpoint::secret(&mut r, p, "password");
-        let token = endpoint::secret(&mut r, p, "token");
-        let nkey_seed = endpoint::secret(&mut r, p, "nkey_seed");
+        let password = connection_keys::secret(&mut r, p, "password");
+        let token = connection_keys::secret(&mut r, p, "token");
+        let nkey_seed = connection_keys::secret(&mut r, p, "nkey_seed");
         if let Some(seed) = &nkey_seed
             && !nkeys::KeyPair::from_seed(seed.expose())
                 .is_ok_and(|k| k.public_key().starts_with('U'))
@@ -194,11 +199,11 @@ impl NatsServer {
         })
     }
 
-    /// The configured servers that pass the outbound policy ([`endpoint::admit_each`]).
+    /// The configured servers that pass the outbound policy ([`admission::admit_each`]).
     async fn admitted_servers(&self) -> Result<Vec<ServerAddr>, OutputError> {
         let endpoints: Vec<(&str, u16)> =
             self.servers.iter().map(|s| (s.host(), s.port())).collect();
-        let admitted = endpoint::admit_each(&endpoints, self.strict, &[]).await?;
+        let admitted = admission::admit_each(&endpoints, self.strict, &[]).await?;
         Ok(admitted
             .into_iter()
             .filter_map(|i| self.servers.get(i).cloned())
@@ -237,7 +242,7 @@ impl NatsServer {
             let servers = self.admitted_servers().await?;
             opts.connect(servers.as_slice()).await.map_err(|e| {
                 let text = format!("connecting to NATS: {e}");
-                if endpoint::is_tls_failure(&e) {
+                if failure::is_tls_failure(&e) {
                     return OutputError::unavailable(ErrorCategory::Connection, text);
                 }
                 match e.kind() {

@@ -11,7 +11,7 @@
 //!   `Unavailable`; a message over the broker's size limit is `Permanent`. At setup, a queue
 //!   that exists with other arguments is `Permanent` (the configuration itself is refused).
 //! - **Outbound policy** (`modules.md` §2.3): each connection the connector opens first resolves
-//!   the URL's host (as lapin reads it) through [`endpoint::admit`]; lapin then resolves the name
+//!   the URL's host (as lapin reads it) through [`admission::admit`]; lapin then resolves the name
 //!   again to connect (kept so that `amqps` verifies the certificate against it). lapin does not
 //!   reconnect by itself (no recovery configured): a lost connection is replaced by a new one,
 //!   through the check.
@@ -27,10 +27,16 @@ use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ErrorKind as LapinKind};
 use webhook_connect_protocol::config_values::Secret;
 
-use super::endpoint::{self, ClientSlot, within};
+use super::admission;
+use super::client_slot::ClientSlot;
+use super::connection_keys;
+use super::error_mapping;
+use super::error_mapping::within;
 use super::record::{self, BodyFormat};
+use super::settings;
 use super::shared::{SharedClients, client_key};
 use super::{Delivery, ErrorCategory, ErrorKind, ModuleSettings, Output, OutputError};
+use crate::percent;
 use crate::settings::Problems;
 
 const AMQP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -84,7 +90,7 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
     let persistent = mc.boolean(problems, "persistent", true);
     let body = BodyFormat::read(&mut mc, problems, "body");
     mc.finish(problems, false);
-    let server = if endpoint::require_connection(settings, problems) {
+    let server = if connection_keys::require_connection(settings, problems) {
         AmqpServer::read(settings, problems)
     } else {
         None
@@ -101,7 +107,7 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
         shared: settings.shared.clone(),
         client: ClientSlot::default(),
     });
-    endpoint::unless_errors(problems, before, Some(out))
+    settings::unless_errors(problems, before, Some(out))
 }
 
 #[derive(Debug, Clone)]
@@ -114,13 +120,14 @@ struct AmqpServer {
 
 impl AmqpServer {
     fn read(s: &ModuleSettings<'_>, p: &mut Problems) -> Option<Self> {
-        let mut r = endpoint::connection(s);
+        let mut r = connection_keys::connection(s);
         let strict = s.outbound_strict;
-        let url = endpoint::url(&mut r, p, "url", &["amqp", "amqps"], strict);
-        let host = endpoint::host(&mut r, p, "host", Some("localhost"), strict, &[]);
-        let port = endpoint::port(&mut r, p, "port", 5672);
+        let url = connection_keys::url(&mut r, p, "url", &["amqp", "amqps"], strict);
+        let host = connection_keys::host(&mut r, p, "host", Some("localhost"), strict, &[]);
+        let port = connection_keys::port(&mut r, p, "port", 5672);
         let user = r.string(p, "user").unwrap_or_else(|| "guest".to_owned());
-        let pass = endpoint::secret(&mut r, p, "pass").unwrap_or_else(|| Secret::new("guest"));
+        let pass =
+            connection_keys::secret(&mut r, p, "pass").unwrap_or_else(|| Secret::new("guest"));
         let vhost = r.string(p, "vhost").unwrap_or_else(|| "/".to_owned());
         let tls = r.boolean(p, "tls", false);
         r.finish(p, false);
@@ -136,9 +143,9 @@ impl AmqpServer {
                 Secret::new(format!(
                     "{}://{}:{}@{host}:{port}/{}",
                     if tls { "amqps" } else { "amqp" },
-                    endpoint::percent_encode(&user),
-                    endpoint::percent_encode(pass.expose()),
-                    endpoint::percent_encode(&vhost),
+                    percent::percent_encode(&user),
+                    percent::percent_encode(pass.expose()),
+                    percent::percent_encode(&vhost),
                 ))
             }
         };
@@ -169,7 +176,7 @@ impl AmqpClient {
         })?;
         let connection = within(AMQP_TIMEOUT, "connecting to RabbitMQ", async {
             let authority = &uri.authority;
-            endpoint::admit(&authority.host, authority.port, server.strict, &[]).await?;
+            admission::admit(&authority.host, authority.port, server.strict, &[]).await?;
             Connection::connect_uri(uri.clone(), ConnectionProperties::default())
                 .await
                 .map_err(|e| amqp_error("connecting to RabbitMQ", &e))
@@ -255,7 +262,7 @@ fn amqp_error(what: &str, e: &lapin::Error) -> OutputError {
             }
             _ => OutputError::transient(ErrorCategory::ServerError, text),
         },
-        LapinKind::IOError(io) => endpoint::io_error(what, io),
+        LapinKind::IOError(io) => error_mapping::io_error(what, io),
         _ => OutputError::transient(ErrorCategory::Connection, text),
     }
 }

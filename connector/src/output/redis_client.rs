@@ -8,7 +8,7 @@
 //! a client certificate.
 //!
 //! Outbound policy (`modules.md` §2.3): each client the connector opens first resolves the host
-//! (of the fields or of the url, as the redis crate reads it) through [`endpoint::admit`], then
+//! (of the fields or of the url, as the redis crate reads it) through [`admission::admit`], then
 //! hands the host name to the redis crate, which resolves it again to connect (the name is
 //! kept so that TLS verifies the certificate against it, and so that every address of the name
 //! is tried). The `ConnectionManager`'s own reconnects after a lost connection resolve the name
@@ -22,9 +22,12 @@ use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError};
 use serde_json::{Map, Value};
 use webhook_connect_protocol::config_values::Secret;
 
-use super::endpoint::{self, within};
+use super::admission;
+use super::connection_keys;
+use super::error_mapping::within;
 use super::shared::client_key;
 use super::{ErrorCategory, ModuleSettings, OutputError};
+use crate::failure;
 use crate::settings::Problems;
 use crate::settings::Reader;
 
@@ -84,7 +87,7 @@ impl TlsFiles {
             }
             return Some(TlsFiles::default());
         }
-        let pair = endpoint::client_cert_files(r, p, cert, key)?;
+        let pair = connection_keys::client_cert_files(r, p, cert, key)?;
         let mut ok = true;
         let mut load = |name: &str, path: &str| -> Option<String> {
             match std::fs::read_to_string(path) {
@@ -140,8 +143,8 @@ impl RedisServer {
         let empty = Map::new();
         let entry = s.connection.unwrap_or(&empty);
         let name = s.connection_name.unwrap_or("<default>");
-        let mut r = endpoint::connection(s);
-        let url = endpoint::url(&mut r, p, "url", &["redis", "rediss"], s.outbound_strict);
+        let mut r = connection_keys::connection(s);
+        let url = connection_keys::url(&mut r, p, "url", &["redis", "rediss"], s.outbound_strict);
         let fields = Self::fields(&mut r, p, s.outbound_strict, &[]);
         let tls = r.boolean(p, "tls", false);
         let url_tls = url
@@ -197,11 +200,11 @@ impl RedisServer {
         strict: bool,
         allowed: &[String],
     ) -> Option<Target> {
-        let host = endpoint::host(r, p, "host", Some("localhost"), strict, allowed);
-        let port = endpoint::port(r, p, "port", 6379);
+        let host = connection_keys::host(r, p, "host", Some("localhost"), strict, allowed);
+        let port = connection_keys::port(r, p, "port", 6379);
         let db = r.integer_in(p, "db", 0, 0, 1 << 20);
         let username = r.string(p, "username");
-        let password = endpoint::secret(r, p, "password");
+        let password = connection_keys::secret(r, p, "password");
         Some(Target::Fields {
             host: host?,
             port,
@@ -264,7 +267,7 @@ impl RedisServer {
             info.addr()
         {
             within(REDIS_TIMEOUT, "resolving the Redis host", async {
-                endpoint::admit(host, *port, self.strict, &self.allowed).await
+                admission::admit(host, *port, self.strict, &self.allowed).await
             })
             .await?;
         }
@@ -343,7 +346,7 @@ pub(crate) fn redis_error(what: &str, e: &RedisError) -> OutputError {
     if code == "WRONGTYPE" {
         return OutputError::unavailable(ErrorCategory::ClientError, text);
     }
-    if endpoint::is_tls_failure(e) {
+    if failure::is_tls_failure(e) {
         return OutputError::unavailable(ErrorCategory::Connection, format!("Redis TLS: {text}"));
     }
     if e.is_timeout() {

@@ -7,10 +7,11 @@
 
 use std::sync::Arc;
 
-use super::endpoint::ClientSlot;
+use super::client_slot::ClientSlot;
 use super::redis_client::{RedisClient, RedisServer};
+use super::settings;
 use super::shared::SharedClients;
-use super::{Delivery, ModuleSettings, Output, OutputError, endpoint, record};
+use super::{Delivery, ModuleSettings, Output, OutputError, record};
 use crate::settings::Problems;
 use crate::settings::Reader;
 
@@ -65,7 +66,7 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
         shared: settings.shared.clone(),
         client: ClientSlot::default(),
     });
-    endpoint::unless_errors(problems, before, Some(out))
+    settings::unless_errors(problems, before, Some(out))
 }
 
 struct RedisPublish {

@@ -14,12 +14,13 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::endpoint::ClientSlot;
+use super::client_slot::ClientSlot;
 use super::redis_client::{RedisClient, RedisServer};
 #[cfg(feature = "redis-rq")]
 use super::rq_job;
+use super::settings;
 use super::shared::SharedClients;
-use super::{Delivery, ModuleSettings, Output, OutputError, endpoint, record};
+use super::{Delivery, ModuleSettings, Output, OutputError, record};
 use crate::settings::Problems;
 
 const REFUSED_MODULES: &[&str] = &["os", "subprocess", "sys", "builtins", "importlib", "shutil"];
@@ -111,7 +112,7 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
         shared: settings.shared.clone(),
         client: ClientSlot::default(),
     });
-    endpoint::unless_errors(problems, before, Some(out))
+    settings::unless_errors(problems, before, Some(out))
 }
 
 /// How jobs are written.

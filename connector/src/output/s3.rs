@@ -20,10 +20,12 @@ use chrono::{DateTime, Utc};
 use reqwest::{Method, Url};
 
 use super::aws::{self, AwsClient, AwsConnection};
-use super::endpoint::{self, ClientSlot, percent_encode};
+use super::client_slot::ClientSlot;
 use super::record::{self, BodyFormat};
+use super::settings;
 use super::shared::SharedClients;
 use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError};
+use crate::percent::percent_encode;
 use crate::settings::Problems;
 
 /// Total size of the `x-amz-meta-*` headers (names and values).
@@ -82,7 +84,7 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
         shared: settings.shared.clone(),
         client: ClientSlot::default(),
     });
-    endpoint::unless_errors(problems, before, Some(out))
+    settings::unless_errors(problems, before, Some(out))
 }
 
 struct S3 {

@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use super::ModuleSettings;
-use crate::config::outbound;
+use crate::outbound;
 use crate::settings::Problems;
 use crate::settings::Reader;
 
@@ -74,4 +74,10 @@ impl<'a> ModuleSettings<'a> {
             }
         }
     }
+}
+
+/// `out`, unless errors were recorded since the count was `before`: a module with any load
+/// error is not built.
+pub(crate) fn unless_errors<T>(p: &Problems, before: usize, out: Option<T>) -> Option<T> {
+    if p.errors.len() > before { None } else { out }
 }

@@ -14,7 +14,11 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use webhook_connect_protocol::config_values::Secret;
 
-use super::endpoint::{self, ClientSlot};
+use super::admission;
+use super::client_slot::ClientSlot;
+use super::connection_keys;
+use super::error_mapping;
+use super::settings;
 use super::shared::{SharedClients, client_key};
 use super::{Delivery, ErrorCategory, ErrorKind, ModuleSettings, Output, OutputError, record};
 use crate::settings::Problems;
@@ -467,20 +471,20 @@ pub(crate) struct DbDefaults {
 impl DbConnection {
     /// Reads the connection entry (or the defaults when none is named).
     pub(crate) fn read(s: &ModuleSettings<'_>, p: &mut Problems, d: &DbDefaults) -> Option<Self> {
-        let mut r = endpoint::connection(s);
-        let url = endpoint::url(&mut r, p, d.url_key, d.url_schemes, s.outbound_strict);
+        let mut r = connection_keys::connection(s);
+        let url = connection_keys::url(&mut r, p, d.url_key, d.url_schemes, s.outbound_strict);
         let host = if url.is_some() {
             let _ = r.get("host");
             Some(String::new())
         } else {
-            endpoint::host(&mut r, p, "host", d.host, s.outbound_strict, &[])
+            connection_keys::host(&mut r, p, "host", d.host, s.outbound_strict, &[])
         };
-        let port = endpoint::port(&mut r, p, "port", d.port);
+        let port = connection_keys::port(&mut r, p, "port", d.port);
         let database = r
             .string(p, "database")
             .unwrap_or_else(|| d.database.to_owned());
         let user = r.string(p, "user").unwrap_or_else(|| d.user.to_owned());
-        let password = endpoint::secret(&mut r, p, "password").unwrap_or_default();
+        let password = connection_keys::secret(&mut r, p, "password").unwrap_or_default();
         let ssl = match r.get("ssl") {
             None => None,
             Some(Value::Bool(true)) => Some(SslChoice::Require),
@@ -545,7 +549,7 @@ impl DbConnection {
 
 /// The outbound policy when a pool is created (`modules.md` §2.3): resolves the host of the
 /// connect options (as the driver read them from the fields or the URL) through
-/// [`endpoint::admit`]. `None` is a Unix socket, which has no host. The driver resolves the name
+/// [`admission::admit`]. `None` is a Unix socket, which has no host. The driver resolves the name
 /// again for each connection it opens — the first, and those the pool opens later on its own
 /// (growing towards `pool_max_size`, keeping `pool_min_size`, replacing closed connections) —
 /// without the check; a pool is only created through this check.
@@ -553,8 +557,8 @@ async fn admit(conn: &DbConnection, tcp: Option<(&str, u16)>) -> Result<(), Outp
     let Some((host, port)) = tcp else {
         return Ok(());
     };
-    endpoint::within(RESOLVE_TIMEOUT, "resolving the database host", async {
-        endpoint::admit(host, port, conn.strict, &[]).await
+    error_mapping::within(RESOLVE_TIMEOUT, "resolving the database host", async {
+        admission::admit(host, port, conn.strict, &[]).await
     })
     .await
     .map(|_| ())
@@ -600,7 +604,7 @@ pub(crate) fn driver_error(what: &str, e: &sqlx::Error) -> OutputError {
     let text = format!("{what}: {e}");
     match e {
         sqlx::Error::PoolTimedOut => OutputError::transient(C::Timeout, text),
-        sqlx::Error::Io(io) => endpoint::io_error(what, io),
+        sqlx::Error::Io(io) => error_mapping::io_error(what, io),
         sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
             OutputError::transient(C::Connection, text)
         }
@@ -667,7 +671,7 @@ impl<P: SqlPool> SqlOutput<P> {
             shared: s.shared.clone(),
             pool: ClientSlot::default(),
         });
-        endpoint::unless_errors(p, before, Some(out))
+        settings::unless_errors(p, before, Some(out))
     }
 
     async fn pool(&self) -> Result<Arc<P>, OutputError> {

@@ -3,7 +3,7 @@
 //! waits for one frame from the server, one message at a time.
 //!
 //! Outbound policy (`modules.md` §2.3): every connection, the first and each reconnect, resolves
-//! the URL's host through [`endpoint::admit`] and opens the TCP connection to the checked
+//! the URL's host through [`admission::admit`] and opens the TCP connection to the checked
 //! addresses itself; the WebSocket (and for `wss` the TLS) handshake then runs over that
 //! stream with the URL's host name, so certificates are still verified against it. No lookup
 //! escapes the check.
@@ -18,8 +18,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::admission;
 use super::http_webhook::static_headers;
-use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError, endpoint};
+use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError};
 use crate::settings::Problems;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -148,7 +149,7 @@ impl WebSocketOutput {
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let connecting = async {
             // Connects to the addresses the policy checked: no second lookup.
-            let addrs = endpoint::admit(&host, port, self.strict, &self.allowed_hosts).await?;
+            let addrs = admission::admit(&host, port, self.strict, &self.allowed_hosts).await?;
             let stream = TcpStream::connect(&addrs[..])
                 .await
                 .map_err(|e| transient(format!("cannot connect: {e}")))?;

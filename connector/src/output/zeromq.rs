@@ -18,7 +18,7 @@
 //! - `high_water_mark` is read and checked, but the crate's per-peer queue has a fixed size; a
 //!   send that stays blocked longer than `timeout` is `Transient` either way.
 //! - **Outbound policy** (`modules.md` §2.3): a connecting `tcp://` socket, each time one is
-//!   opened, first resolves the endpoint's host through [`endpoint::admit`]; the crate is then
+//!   opened, first resolves the endpoint's host through [`admission::admit`]; the crate is then
 //!   given the endpoint as written, so a name keeps all its addresses (the crate tries each),
 //!   and it resolves the name again on each of its connect attempts (it retries a refused
 //!   connection until `timeout`) without the check. `ipc://` endpoints and bound sockets have
@@ -31,7 +31,9 @@ use zeromq::{
     ZmqMessage,
 };
 
-use super::endpoint;
+use super::admission;
+use super::error_mapping;
+use super::settings;
 use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError};
 use crate::settings::Problems;
 
@@ -98,7 +100,7 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
         allowed_hosts,
         socket: tokio::sync::Mutex::new(None),
     });
-    endpoint::unless_errors(problems, before, Some(out))
+    settings::unless_errors(problems, before, Some(out))
 }
 
 /// Checks `endpoint`: `tcp://host:port` (outbound policy when connecting) or `ipc://path`;
@@ -202,7 +204,7 @@ async fn attach<S: Socket>(
 /// A failure on the wire: always `Transient`.
 fn wire_error(what: &str, e: &ZmqError) -> OutputError {
     match e {
-        ZmqError::Network(io) => endpoint::io_error(what, io),
+        ZmqError::Network(io) => error_mapping::io_error(what, io),
         other => OutputError::transient(ErrorCategory::Connection, format!("{what}: {other}")),
     }
 }
@@ -219,8 +221,8 @@ impl ZeroMq {
         };
         let host = host.to_string();
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        endpoint::within(self.timeout, "resolving the ZeroMQ endpoint", async {
-            endpoint::admit(host, port, self.strict, &self.allowed_hosts).await
+        error_mapping::within(self.timeout, "resolving the ZeroMQ endpoint", async {
+            admission::admit(host, port, self.strict, &self.allowed_hosts).await
         })
         .await
         .map(|_| ())

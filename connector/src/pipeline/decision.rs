@@ -2,7 +2,7 @@
 
 use super::Route;
 use super::chain::ItemResult;
-use crate::forward::Decision;
+use crate::ack::Decision;
 use crate::output::ErrorKind;
 
 /// The requeue delay asked for when the sink is `Unavailable` (v2 `delay_ms`). The relay clamps

@@ -8,6 +8,7 @@
 //! - [`decision`]: outcome → ack/nack.
 
 pub mod chain;
+pub mod config;
 pub mod decision;
 pub mod instance;
 pub mod partial;
@@ -23,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use webhook_connect_protocol::WebhookMessage;
 
-use crate::config::modules::{ChainSettings, ModuleModeConfig};
-use crate::forward::Decision;
+use self::config::{ChainSettings, ModuleModeConfig};
+use crate::ack::Decision;
 use crate::health::ModuleStatus;
 use crate::lease::Lease;
 use crate::output::shared::SharedClients;

@@ -12,8 +12,8 @@ use webhook_connect_protocol::version::PROTOCOL_HEADER;
 use webhook_connect_protocol::{ProtocolVersion, ServerFrame};
 
 use super::{Ended, Failure, SessionCtx, SessionEnd, maybe, status_failure};
+use crate::ack::Decision;
 use crate::ack::{AckSink, HttpAcker};
-use crate::forward::Decision;
 
 /// Runs one SSE session.
 pub async fn run(ctx: &SessionCtx<'_>) -> SessionEnd {

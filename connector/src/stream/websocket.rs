@@ -18,7 +18,7 @@ use webhook_connect_protocol::{ClientFrame, CloseReason, ProtocolVersion, Server
 
 use super::{Ended, Failure, SessionCtx, SessionEnd, maybe, proxy, status_failure};
 use crate::ack::AckSink;
-use crate::forward::Decision;
+use crate::ack::Decision;
 
 /// Largest server frame accepted (A.5: 3 × max message size + 64 KiB; ours uses 64 MiB).
 pub const MAX_SERVER_FRAME: usize = 64 * 1024 * 1024;

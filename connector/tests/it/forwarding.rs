@@ -8,10 +8,11 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use webhook_connect_protocol::{ProtocolVersion, WebhookMessage};
 use webhook_connector::ack::AckSink;
+use webhook_connector::ack::Decision;
 use webhook_connector::completion::CompletionRecord;
 use webhook_connector::config::{ChannelConfig, CompletionRecordConfig, TargetConfig};
 use webhook_connector::dispatch::Dispatcher;
-use webhook_connector::forward::{self, Decision};
+use webhook_connector::forward;
 use webhook_connector::health::ChannelState;
 
 use crate::support::{Target, webhook_frame};

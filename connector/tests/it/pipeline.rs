@@ -13,14 +13,14 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use webhook_connect_protocol::WebhookMessage;
+use webhook_connector::ack::Decision;
 use webhook_connector::config::Problems;
-use webhook_connector::config::modules::{self, ModuleModeConfig};
-use webhook_connector::forward::Decision;
 use webhook_connector::output::shared::SharedClients;
 use webhook_connector::output::{
     Delivery, ErrorCategory, ErrorKind, ModuleSettings, Output, OutputError,
 };
 use webhook_connector::pipeline::Pipeline;
+use webhook_connector::pipeline::config::{self as modules, ModuleModeConfig};
 
 /// What a probe does on each `process` call.
 #[derive(Debug, Clone, Copy)]

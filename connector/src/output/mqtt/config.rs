@@ -7,11 +7,11 @@ use std::sync::Arc;
 use webhook_connect_protocol::config_values::Secret;
 
 use super::super::ModuleSettings;
-use super::super::endpoint;
+use super::super::connection_keys;
 use super::super::shared::client_key;
-use crate::config::TlsConfig;
 use crate::settings::Problems;
 use crate::settings::Reader;
+use crate::tls::TlsConfig;
 
 /// Why `topic` is refused, if it is.
 pub(super) fn check_topic(topic: &str) -> Option<&'static str> {
@@ -106,14 +106,14 @@ pub(super) struct MqttServer {
 
 impl MqttServer {
     pub(super) fn read(s: &ModuleSettings<'_>, p: &mut Problems) -> Option<Self> {
-        if !endpoint::require_connection(s, p) {
+        if !connection_keys::require_connection(s, p) {
             return None;
         }
-        let mut r = endpoint::connection(s);
-        let host = endpoint::host(&mut r, p, "host", None, s.outbound_strict, &[]);
-        let port = endpoint::port(&mut r, p, "port", 1883);
+        let mut r = connection_keys::connection(s);
+        let host = connection_keys::host(&mut r, p, "host", None, s.outbound_strict, &[]);
+        let port = connection_keys::port(&mut r, p, "port", 1883);
         let username = r.string(p, "username");
-        let password = endpoint::secret(&mut r, p, "password");
+        let password = connection_keys::secret(&mut r, p, "password");
         let client_id = r
             .string(p, "client_id")
             .unwrap_or_else(|| format!("webhook-connector-{:08x}", rand::random::<u32>()));
@@ -184,7 +184,7 @@ fn read_tls(r: &mut Reader<'_>, p: &mut Problems) -> Option<Option<Arc<rustls::C
         return Some(None);
     }
     let client_cert =
-        endpoint::client_cert_files(r, p, cert, key)?.map(|(c, k)| (c.into(), k.into()));
+        connection_keys::client_cert_files(r, p, cert, key)?.map(|(c, k)| (c.into(), k.into()));
     let config = TlsConfig {
         verify: !insecure,
         ca_cert_path: ca.map(Into::into),

@@ -21,7 +21,7 @@
 //!   session is replaced on the next use, so no stale packet can be paired with a new waiter.
 //!   A refused `CONNECT` for bad credentials or authorisation is `Unavailable`.
 //! - **Outbound policy** (`modules.md` §2.3): every session starts by resolving `host` through
-//!   [`endpoint::admit`](super::endpoint::admit); rumqttc then resolves the name again to open
+//!   [`admission::admit`](super::admission::admit); rumqttc then resolves the name again to open
 //!   the connection (the name is kept so that TLS verifies the certificate against it). rumqttc
 //!   never reconnects by itself here: a session ends with its connection, and the next one is
 //!   checked again.
@@ -72,10 +72,12 @@ use std::time::Duration;
 use rumqttc::QoS;
 use serde_json::json;
 
-use super::endpoint::{self, ClientSlot};
+use super::client_slot::ClientSlot;
 use super::record::{self, BodyFormat};
+use super::settings;
 use super::shared::SharedClients;
 use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError};
+use crate::failure;
 use crate::settings::Problems;
 use config::MqttServer;
 use session::MqttClient;
@@ -126,7 +128,7 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
         shared: settings.shared.clone(),
         session: ClientSlot::default(),
     });
-    endpoint::unless_errors(problems, before, Some(out))
+    settings::unless_errors(problems, before, Some(out))
 }
 
 /// A failed TLS handshake (certificate not trusted, name mismatch, client certificate
@@ -134,7 +136,7 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
 /// TLS failures. A connection dropped during the handshake is `Transient`.
 fn tls_error(e: &rumqttc::TlsError, text: String) -> OutputError {
     let rustls_failure = match e {
-        rumqttc::TlsError::Io(io) => endpoint::is_tls_failure(io),
+        rumqttc::TlsError::Io(io) => failure::is_tls_failure(io),
         _ => true,
     };
     if rustls_failure {

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use rumqttc::QoS;
 use tokio::sync::{oneshot, watch};
 
-use super::super::endpoint::{self, within};
+use super::super::admission;
+use super::super::error_mapping::within;
 use super::config::{MqttServer, Version};
 use super::{ErrorCategory, MQTT_TIMEOUT, OutputError, v5, v311};
 
@@ -262,7 +263,7 @@ impl MqttClient {
                 // name again to connect (kept for TLS server-name verification).
                 let server = &self.server;
                 within(MQTT_TIMEOUT, "resolving the MQTT broker", async {
-                    endpoint::admit(&server.host, server.port, server.strict, &[]).await
+                    admission::admit(&server.host, server.port, server.strict, &[]).await
                 })
                 .await?;
                 let s = Arc::new(Session::start(server));

@@ -8,10 +8,11 @@ use rumqttc::{
     Packet, QoS, TlsConfiguration, Transport,
 };
 
-use super::super::endpoint;
+use super::super::error_mapping;
 use super::config::MqttServer;
 use super::session::Step;
 use super::{ErrorCategory, MAX_PACKET, OutputError, tls_error};
+use crate::failure;
 
 /// A client and its event loop, not yet connected (the first poll connects).
 pub(super) fn start(server: &MqttServer) -> (AsyncClient, EventLoop) {
@@ -60,7 +61,7 @@ fn connection_error(e: &ConnectionError) -> OutputError {
     let text = format!("MQTT: {e}");
     // With TLS 1.3 a refused client certificate arrives as an alert after the handshake,
     // while the CONNACK is read: look for TLS failures under every variant.
-    if endpoint::is_tls_failure(e) {
+    if failure::is_tls_failure(e) {
         return OutputError::unavailable(ErrorCategory::Connection, format!("MQTT TLS: {text}"));
     }
     match e {
@@ -76,7 +77,7 @@ fn connection_error(e: &ConnectionError) -> OutputError {
         ConnectionError::NetworkTimeout | ConnectionError::FlushTimeout => {
             OutputError::transient(ErrorCategory::Timeout, text)
         }
-        ConnectionError::Io(io) => endpoint::io_error("MQTT", io),
+        ConnectionError::Io(io) => error_mapping::io_error("MQTT", io),
         ConnectionError::Tls(tls) => tls_error(tls, text),
         _ => OutputError::transient(ErrorCategory::Connection, text),
     }

@@ -11,10 +11,11 @@ use rumqttc::v5::mqttbytes::v5::{
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, StateError};
 use rumqttc::{Outgoing, QoS, TlsConfiguration, Transport};
 
-use super::super::endpoint;
+use super::super::error_mapping;
 use super::config::MqttServer;
 use super::session::Step;
 use super::{ErrorCategory, OutputError, tls_error};
+use crate::failure;
 
 /// A client and its event loop, not yet connected (the first poll connects). No session expiry
 /// interval is sent, so the broker drops the session with the connection, as a 3.1.1 clean
@@ -289,12 +290,11 @@ fn connection_error(e: &ConnectionError) -> OutputError {
     let text = format!("MQTT: {e}");
     // With TLS 1.3 a refused client certificate arrives as an alert after the handshake,
     // while the CONNACK is read.
-    if endpoint::is_tls_failure(e) || io_error_of(e).is_some_and(|io| endpoint::is_tls_failure(io))
-    {
+    if failure::is_tls_failure(e) || io_error_of(e).is_some_and(|io| failure::is_tls_failure(io)) {
         return OutputError::unavailable(ErrorCategory::Connection, format!("MQTT TLS: {text}"));
     }
     if let Some(io) = io_error_of(e) {
-        return endpoint::io_error("MQTT", io);
+        return error_mapping::io_error("MQTT", io);
     }
     match e {
         ConnectionError::ConnectionRefused(code) => connect_refused(*code, text),
