@@ -10,21 +10,11 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+pub use crate::webhook::DataType;
 use crate::webhook::{PayloadEncoding, WebhookMessage};
 use crate::{Headers, MessageId, ProtocolVersion, Timestamp};
 
 const MAGIC: &[u8; 4] = b"WCE1";
-
-/// How a webhook's body is interpreted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DataType {
-    /// The body is JSON; `payload` is its parsed value.
-    #[default]
-    Json,
-    /// The body is opaque bytes; `payload` is a string (text or base64).
-    Blob,
-}
 
 /// A stored envelope could not be read (R-63: the buffer dead-letters such entries).
 #[derive(Debug, thiserror::Error)]

@@ -5,8 +5,18 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::envelope::DataType;
 use crate::{Headers, Timestamp};
+
+/// How a webhook's body is interpreted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataType {
+    /// The body is JSON; `payload` is its parsed value.
+    #[default]
+    Json,
+    /// The body is opaque bytes; `payload` is a string (text or base64).
+    Blob,
+}
 
 /// How `payload` encodes a `blob` body that is not UTF-8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
