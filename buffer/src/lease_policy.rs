@@ -1,6 +1,7 @@
 //! The lease policy (`wire-protocol.md` C.2 rules 6 and 7): how long a message waits after a
 //! failed attempt (nack with retry, lease expiry, connection loss), and when it goes to the dead
-//! letters instead. Written once, for every backend.
+//! letters instead. Written once: the embedded store and RabbitMQ call it, and the Redis scripts
+//! get its answers as arguments.
 
 use std::time::Duration;
 
@@ -61,9 +62,14 @@ impl LeasePolicy {
             return AfterFailure::DeadLetter;
         }
         AfterFailure::Requeue(match requested {
-            Some(d) => d.min(self.max),
+            Some(d) => self.requested_delay(d),
             None => self.requeue_delay(attempts),
         })
+    }
+
+    /// A requested delay (v2 `delay_ms`), clamped to the largest delay.
+    pub(crate) fn requested_delay(&self, requested: Duration) -> Duration {
+        requested.min(self.max)
     }
 
     /// `min(initial × 2^(n−1), max)` for a message whose `delivery_count` is `n` (0 counts as
@@ -90,6 +96,26 @@ impl LeasePolicy {
         let base = self.base_delay(attempt);
         let factor = rand::rng().random_range(0.8..=1.2);
         Duration::try_from_secs_f64(base.as_secs_f64() * factor).unwrap_or(Duration::MAX)
+    }
+
+    /// The requeue delays of attempts 1, 2, … up to the first one from which every later attempt
+    /// has the same base delay (the cap, or a zero delay) or the last one that requeues, each
+    /// with its own random factor; at least one. The Redis scripts take the delay of attempt
+    /// `n` from this list, its last entry for every later `n`.
+    pub(crate) fn requeue_delays(&self) -> Vec<Duration> {
+        let mut out = Vec::new();
+        let mut attempt = 1u32;
+        loop {
+            out.push(self.requeue_delay(attempt));
+            let next = attempt.saturating_add(1);
+            if next >= self.max_attempts
+                || next == attempt
+                || self.base_delay(next) == self.base_delay(attempt)
+            {
+                return out;
+            }
+            attempt = next;
+        }
     }
 }
 
@@ -231,6 +257,38 @@ mod tests {
         assert_eq!(
             p.after_failure(1, Some(Duration::MAX)),
             AfterFailure::Requeue(ms(2_000))
+        );
+    }
+
+    #[test]
+    fn delay_list_ends_where_the_delay_stops_changing() {
+        // 500, 1000, …, 32 000, then 60 000 from the 8th attempt on.
+        let d = policy(10, 500, 60_000).requeue_delays();
+        assert_eq!(d.len(), 8);
+        for (i, delay) in d.iter().enumerate() {
+            let n = i as u32 + 1;
+            assert!(
+                jittered(*delay, policy(10, 500, 60_000).base_delay(n)),
+                "n={n}"
+            );
+        }
+        // Only the attempts that requeue: the 3rd failure of 3 dead-letters.
+        assert_eq!(policy(3, 500, 60_000).requeue_delays().len(), 2);
+        // At least one entry, even when nothing requeues or nothing changes.
+        assert_eq!(policy(1, 500, 60_000).requeue_delays().len(), 1);
+        assert_eq!(policy(0, 500, 60_000).requeue_delays().len(), 1);
+        assert_eq!(
+            policy(100, 0, 60_000).requeue_delays(),
+            vec![Duration::ZERO]
+        );
+        assert_eq!(policy(100, 50, 50).requeue_delays().len(), 1);
+        // Bounded at any attempt cap.
+        assert!(policy(u32::MAX, 1, 3_600_000).requeue_delays().len() <= 64);
+        assert!(
+            LeasePolicy::new(u32::MAX, Duration::from_nanos(1), Duration::MAX)
+                .requeue_delays()
+                .len()
+                <= 128
         );
     }
 }

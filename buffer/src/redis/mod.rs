@@ -15,6 +15,7 @@
 //! instances' publishes.
 
 mod keys;
+mod policy;
 pub mod pubsub;
 
 pub use keys::valid_prefix;
@@ -29,9 +30,9 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{RedisError, Value};
 use async_trait::async_trait;
-use rand::Rng;
 use webhook_connect_protocol::{Envelope, Timestamp};
 
+use crate::lease_policy::LeasePolicy;
 use crate::notify::Notifiers;
 use crate::stored::{decode_stored, ts};
 use crate::unreadable::{Known, UNREADABLE, placeholder};
@@ -40,12 +41,15 @@ use crate::{
     DeadLetterReason, Lease, LeaseToken, QueueSettings, QueueStats, Settle, Settled,
 };
 use keys::{channel_base, channels_key, generation_key, health_key, queue_key, wake_channel};
+use policy::{Policies, PolicySettings};
 use scripts::Scripts;
 
 /// How often a waiting `lease` looks for messages published by other instances.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Dead letters read per round trip when scanning for replay or purge.
 const SCAN_PAGE: usize = 500;
+/// Runs of a script that requeues, when the channel's settings change under it.
+const POLICY_TRIES: usize = 3;
 
 /// Options of the Redis backend (`buffer.redis.*`).
 #[derive(Clone, PartialEq, Eq)]
@@ -91,6 +95,8 @@ pub struct Inner {
     timeout: Duration,
     scripts: Scripts,
     notifiers: Arc<Notifiers>,
+    /// Lease-policy settings of the channels seen, passed to the scripts that requeue.
+    policies: Policies,
     closed: AtomicBool,
     /// Dropping it stops the wake-up listener.
     stop_listener: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
@@ -177,10 +183,6 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn jitter() -> f64 {
-    rand::rng().random_range(0.8..=1.2)
-}
-
 /// One stream entry: id and its fields.
 type Entry = (String, HashMap<String, Vec<u8>>);
 
@@ -252,6 +254,7 @@ impl RedisBuffer {
                 timeout: options.operation_timeout,
                 scripts: Scripts::new(),
                 notifiers,
+                policies: Policies::default(),
                 closed: AtomicBool::new(false),
                 stop_listener: std::sync::Mutex::new(Some(stop_tx)),
             }),
@@ -295,6 +298,35 @@ impl Inner {
         self.bounded(inv.invoke_async::<Value>(&mut conn)).await
     }
 
+    /// Runs a script that applies the lease policy of `channel`: `args` builds its arguments
+    /// from the policy (if known) and the policy's two script arguments. When the channel's
+    /// stored settings are not the ones the policy was built from (changed through another
+    /// instance, or not seen by this process yet), the script changes nothing and answers them;
+    /// they are remembered and the script runs again.
+    async fn script_with_policy(
+        &self,
+        channel: &str,
+        script: &::redis::Script,
+        args: impl Fn(Option<&LeasePolicy>, [Vec<u8>; 2]) -> Vec<Vec<u8>>,
+    ) -> Result<Value, BufferError> {
+        let mut known = self.policies.get(channel);
+        for _ in 0..POLICY_TRIES {
+            let lease_policy = known.as_ref().map(PolicySettings::policy);
+            let argv = args(lease_policy.as_ref(), policy::args(known.as_ref()));
+            let reply = self.script(script, &argv).await?;
+            match policy::stale(&reply)? {
+                None => return Ok(reply),
+                Some(stored) => {
+                    self.policies.remember(channel, stored);
+                    known = Some(stored);
+                }
+            }
+        }
+        Err(BufferError::Unavailable(
+            "redis: channel settings kept changing during the call".into(),
+        ))
+    }
+
     async fn query(&self, cmd: &::redis::Cmd) -> Result<Value, BufferError> {
         let mut conn = self.conn()?;
         self.bounded(cmd.query_async::<Value>(&mut conn)).await
@@ -332,15 +364,15 @@ impl Inner {
     ) -> Result<(Vec<Lease>, Option<u64>), BufferError> {
         let base = self.base(channel);
         let reply = self
-            .script(
-                &self.scripts.lease,
-                &[
+            .script_with_policy(channel, &self.scripts.lease, |_, [built, delays]| {
+                vec![
                     base.clone().into_bytes(),
                     max.to_string().into_bytes(),
                     generation_key(&self.prefix).into_bytes(),
-                    jitter().to_string().into_bytes(),
-                ],
-            )
+                    built,
+                    delays,
+                ]
+            })
             .await?;
         let items = array(reply).ok_or_else(|| bad_reply("lease"))?;
         let mut it = items.into_iter();
@@ -372,7 +404,14 @@ impl Inner {
                 // On failure the lease runs out and the entry comes back here later; the other
                 // leases of this call must not be lost over it.
                 if let Err(e) = self
-                    .settle_script(channel, &queue, &handle, "unreadable", -1, Some(UNREADABLE))
+                    .settle_script(
+                        channel,
+                        &queue,
+                        &handle,
+                        "unreadable",
+                        None,
+                        Some(UNREADABLE),
+                    )
                     .await
                 {
                     tracing::warn!(channel, error = %e, "Could not dead-letter an unreadable entry");
@@ -422,29 +461,41 @@ impl Inner {
         queue: &str,
         handle: &str,
         action: &str,
-        delay_ms: i64,
+        delay: Option<Duration>,
         reason: Option<&str>,
     ) -> Result<Settled, BufferError> {
         let Some((entry_id, generation)) = handle.split_once('|') else {
             return Ok(Settled::NotInFlight);
         };
-        let reply = self
-            .script(
-                &self.scripts.settle,
-                &[
-                    self.base(channel).into_bytes(),
-                    queue.as_bytes().to_vec(),
-                    entry_id.as_bytes().to_vec(),
-                    generation.as_bytes().to_vec(),
-                    action.as_bytes().to_vec(),
-                    delay_ms.to_string().into_bytes(),
-                    reason.unwrap_or("").as_bytes().to_vec(),
-                    jitter().to_string().into_bytes(),
-                    wake_channel(&self.prefix).into_bytes(),
-                    channel.as_bytes().to_vec(),
-                ],
-            )
-            .await?;
+        let base = self.base(channel);
+        let argv = |policy: Option<&LeasePolicy>, [built, delays]: [Vec<u8>; 2]| {
+            // A requested delay within the policy's bound; -1: the policy's own delay.
+            let delay_ms = delay.map_or(-1, |d| {
+                let d = policy.map_or(d, |p| p.requested_delay(d));
+                i64::try_from(ms(d)).unwrap_or(i64::MAX)
+            });
+            vec![
+                base.clone().into_bytes(),
+                queue.as_bytes().to_vec(),
+                entry_id.as_bytes().to_vec(),
+                generation.as_bytes().to_vec(),
+                action.as_bytes().to_vec(),
+                delay_ms.to_string().into_bytes(),
+                reason.unwrap_or("").as_bytes().to_vec(),
+                built,
+                delays,
+                wake_channel(&self.prefix).into_bytes(),
+                channel.as_bytes().to_vec(),
+            ]
+        };
+        // Only a retry requeues; the other actions do not read the policy.
+        let reply = if action == "retry" {
+            self.script_with_policy(channel, &self.scripts.settle, argv)
+                .await?
+        } else {
+            self.script(&self.scripts.settle, &argv(None, policy::args(None)))
+                .await?
+        };
         let items = array(reply).ok_or_else(|| bad_reply("settle"))?;
         let code = items
             .first()
@@ -475,13 +526,13 @@ impl Inner {
     /// Runs the stats script (which also ends expired leases and buries expired messages).
     async fn stats_script(
         &self,
-        base: &str,
+        channel: &str,
     ) -> Result<Option<(u64, Vec<QueueStats>)>, BufferError> {
+        let base = self.base(channel);
         let reply = self
-            .script(
-                &self.scripts.stats,
-                &[base.as_bytes().to_vec(), jitter().to_string().into_bytes()],
-            )
+            .script_with_policy(channel, &self.scripts.stats, |_, [built, delays]| {
+                vec![base.clone().into_bytes(), built, delays]
+            })
             .await?;
         let items = array(reply).ok_or_else(|| bad_reply("stats"))?;
         let moved = items
@@ -676,6 +727,8 @@ impl Buffer for RedisBuffer {
         }
         args.extend(webhook_ids.iter().map(|w| w.as_bytes().to_vec()));
         self.script(&self.scripts.ensure, &args).await?;
+        self.policies
+            .remember(channel, PolicySettings::of(settings));
         self.notifiers.wake(channel);
         Ok(())
     }
@@ -692,6 +745,7 @@ impl Buffer for RedisBuffer {
             )
             .await?;
         self.notifiers.remove(channel);
+        self.policies.forget(channel);
         match int(&reply) {
             Some(0) => Ok(()),
             Some(1) => Err(BufferError::UnknownChannel(channel.to_owned())),
@@ -776,24 +830,20 @@ impl Buffer for RedisBuffer {
 
     async fn settle(&self, token: &LeaseToken, action: Settle) -> Result<Settled, BufferError> {
         let (name, delay, reason) = match crate::reason::bound_action(action) {
-            Settle::Ack => ("ack", -1, None),
+            Settle::Ack => ("ack", None, None),
             Settle::Nack {
                 retry: true,
                 delay,
                 reason,
-            } => (
-                "retry",
-                delay.map_or(-1, |d| i64::try_from(ms(d)).unwrap_or(i64::MAX)),
-                reason,
-            ),
+            } => ("retry", delay, reason),
             Settle::Nack {
                 retry: false,
                 reason,
                 ..
-            } => ("reject", -1, reason),
-            Settle::Release => ("retry", -1, None),
-            Settle::Touch => ("touch", -1, None),
-            Settle::Return => ("return", -1, None),
+            } => ("reject", None, reason),
+            Settle::Release => ("retry", None, None),
+            Settle::Touch => ("touch", None, None),
+            Settle::Return => ("return", None, None),
         };
         let settled = self
             .settle_script(
@@ -940,8 +990,7 @@ impl Buffer for RedisBuffer {
     }
 
     async fn stats(&self, channel: &str) -> Result<ChannelStats, BufferError> {
-        let base = self.base(channel);
-        let Some((_, queues)) = self.stats_script(&base).await? else {
+        let Some((_, queues)) = self.stats_script(channel).await? else {
             return Err(BufferError::UnknownChannel(channel.to_owned()));
         };
         let mut total = QueueStats::default();
@@ -978,7 +1027,7 @@ impl Buffer for RedisBuffer {
             .collect();
         let mut moved = 0;
         for channel in channels {
-            if let Some((n, _)) = self.stats_script(&self.base(&channel)).await? {
+            if let Some((n, _)) = self.stats_script(&channel).await? {
                 moved += n;
             }
         }

@@ -20,7 +20,8 @@
 //! | `qk(c)` | hash | cumulative counters |
 //! | `qk(dlq)` | stream | dead letters, ids `0-<dlid>` increasing channel-wide |
 //!
-//! All times come from the Redis server clock (`TIME`), so instances agree.
+//! All times come from the Redis server clock (`TIME`), so instances agree. The requeue delays
+//! and the attempt cap come from the lease policy in Rust, passed as arguments (`policy.rs`).
 
 /// Functions shared by the scripts.
 const PRELUDE: &str = r#"
@@ -37,7 +38,22 @@ local function settings(base)
   if not v[1] then return nil end
   return { ttl = tonumber(v[1]), maxq = tonumber(v[2]), maxsize = tonumber(v[3]),
     maxatt = tonumber(v[4]), ack = tonumber(v[5]), maxlease = tonumber(v[6]),
-    rqi = tonumber(v[7]), rqm = tonumber(v[8]), ordered = tonumber(v[9]) }
+    ordered = tonumber(v[9]), policy = v[4] .. ' ' .. v[7] .. ' ' .. v[8] }
+end
+-- The lease policy the caller passed (see policy.rs): `built` names the settings it was built
+-- from, `delays` lists the requeue delays (ms) of attempts 1, 2, … Nil unless they are the
+-- channel's settings; the script then answers stale_policy, changing nothing.
+local function lease_policy(st, built, delays)
+  if built ~= st.policy then return nil end
+  local d = {}
+  for v in string.gmatch(delays, '%d+') do d[#d + 1] = tonumber(v) end
+  if #d == 0 then return nil end
+  return { maxatt = st.maxatt, delays = d }
+end
+-- The answer to a caller whose policy is not the channel's: the settings to build it from.
+local function stale_policy(base)
+  local v = redis.call('HMGET', base .. ':meta', 'maxatt', 'rqi', 'rqm')
+  return { -2, v[1], v[2], v[3] }
 end
 local function count(base, q, field, n)
   redis.call('HINCRBY', qk(base, q, 'c'), field, n)
@@ -78,33 +94,28 @@ local function bury(base, q, id, reason, err, now)
   count(base, q, 'dead_lettered', 1)
   if reason == 'expired' then count(base, q, 'expired', 1) end
 end
--- A failed attempt: requeue after the delay (delay < 0: computed), or bury with max_attempts.
+-- A failed attempt, as the lease policy `p` answers: bury with max_attempts once the message
+-- had its last attempt, else requeue after `delay` (< 0: the policy's delay for its attempt).
 -- Returns the ready time, or -1 when buried.
-local function fail_attempt(base, q, id, delay, err, now, st, jitter)
+local function fail_attempt(base, q, id, delay, err, now, p)
   redis.call('HDEL', qk(base, q, 'l'), id)
   redis.call('ZREM', qk(base, q, 'e'), id)
   count(base, q, 'nacked', 1)
   if err then redis.call('HSET', qk(base, q, 'x'), id, err) end
   local n = tonumber(redis.call('HGET', qk(base, q, 'n'), id) or '0')
-  if n >= st.maxatt then
+  if n >= p.maxatt then
     bury(base, q, id, 'max_attempts', nil, now)
     return -1
   end
   local d = delay
-  if d < 0 then
-    local e = math.max(n, 1) - 1
-    if e > 40 then e = 40 end
-    d = math.floor(math.min(st.rqi * (2 ^ e), st.rqm) * jitter)
-  elseif d > st.rqm then
-    d = st.rqm
-  end
+  if d < 0 then d = p.delays[math.min(math.max(n, 1), #p.delays)] end
   local ready = now + d
   redis.call('ZADD', qk(base, q, 'd'), ready, id)
   return ready
 end
-local function reap(base, q, now, st, jitter)
+local function reap(base, q, now, p)
   local ids = redis.call('ZRANGEBYSCORE', qk(base, q, 'e'), '-inf', now, 'LIMIT', 0, 1000)
-  for _, id in ipairs(ids) do fail_attempt(base, q, id, -1, nil, now, st, jitter) end
+  for _, id in ipairs(ids) do fail_attempt(base, q, id, -1, nil, now, p) end
 end
 local function expire_ttl(base, q, now)
   local ids = redis.call('ZRANGEBYSCORE', qk(base, q, 't'), '-inf', now, 'LIMIT', 0, 1000)
@@ -190,17 +201,20 @@ wake_others()
 return { 0, seq }
 "#;
 
-/// ARGV: base, max, generation key, jitter.
-/// Returns {-1} unknown channel, or {wake_in_ms (-1 none), then per lease: queue, entry id,
-/// stored bytes, seq, delivery count, generation, lease expiry ms, expires field}.
+/// ARGV: base, max, generation key, policy settings, policy delays.
+/// Returns {-1} unknown channel, {-2, …} stale policy, or {wake_in_ms (-1 none), then per
+/// lease: queue, entry id, stored bytes, seq, delivery count, generation, lease expiry ms,
+/// expires field}.
 const LEASE: &str = r#"
-local base, max, genkey, jitter = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local base, max, genkey = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local st = settings(base)
 if not st then return { -1 } end
+local p = lease_policy(st, ARGV[4], ARGV[5])
+if not p then return stale_policy(base) end
 local now = now_ms()
 local queues = sorted_queues(base)
 local nq = #queues
-for _, q in ipairs(queues) do reap(base, q, now, st, jitter) end
+for _, q in ipairs(queues) do reap(base, q, now, p) end
 if st.ordered == 1 then
   local held = 0
   for _, q in ipairs(queues) do held = held + redis.call('ZCARD', qk(base, q, 'e')) end
@@ -282,17 +296,22 @@ return out
 "#;
 
 /// ARGV: base, queue, entry id, generation, action (ack | retry | reject | unreadable | return |
-/// touch),
-/// delay ms (-1: computed), reason ('' none), jitter, wake channel, channel.
+/// touch), delay ms (-1: the policy's), reason ('' none), policy settings, policy delays (both
+/// only read for retry), wake channel, channel.
 /// Returns {0} not in flight | {1} acked | {2, ready_ms} requeued | {3, reason} buried |
-/// {4, lease_expires_ms} extended; a last element 1 means waiting lease calls were woken
-/// (ordered channel, or something ready at once).
+/// {4, lease_expires_ms} extended | {-2, …} stale policy; a last element 1 means waiting lease
+/// calls were woken (ordered channel, or something ready at once).
 const SETTLE: &str = r#"
 local base, q, id, gen, action = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local delay, reason, jitter = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
+local delay, reason = tonumber(ARGV[6]), ARGV[7]
 if reason == '' then reason = nil end
 local st = settings(base)
 if not st then return { 0 } end
+local p
+if action == 'retry' then
+  p = lease_policy(st, ARGV[8], ARGV[9])
+  if not p then return stale_policy(base) end
+end
 local now = now_ms()
 local l = redis.call('HGET', qk(base, q, 'l'), id)
 if not l then return { 0 } end
@@ -313,7 +332,7 @@ elseif action == 'unreadable' then
   if st.ordered == 1 then wake_others() end
   return { 3, 'rejected', st.ordered }
 elseif action == 'retry' then
-  local ready = fail_attempt(base, q, id, delay, reason, now, st, jitter)
+  local ready = fail_attempt(base, q, id, delay, reason, now, p)
   local woke = 0
   if st.ordered == 1 or (ready >= 0 and ready <= now) then
     wake_others()
@@ -338,20 +357,22 @@ end
 return redis.error_reply('unknown action')
 "#;
 
-/// ARGV: base, jitter. Ends expired leases and buries expired messages of one channel, then
-/// reports per queue: name, queued, in flight, dead letters, oldest queued age ms (-1 none),
-/// published, delivered, nacked, expired, dead_lettered. Returns {-1} for an unknown channel,
-/// else {moved_expired, rows…}.
+/// ARGV: base, policy settings, policy delays. Ends expired leases and buries expired messages
+/// of one channel, then reports per queue: name, queued, in flight, dead letters, oldest queued
+/// age ms (-1 none), published, delivered, nacked, expired, dead_lettered. Returns {-1} for an
+/// unknown channel, {-2, …} for a stale policy, else {moved_expired, rows…}.
 const STATS: &str = r#"
-local base, jitter = ARGV[1], tonumber(ARGV[2])
+local base = ARGV[1]
 local st = settings(base)
 if not st then return { -1 } end
+local p = lease_policy(st, ARGV[2], ARGV[3])
+if not p then return stale_policy(base) end
 local now = now_ms()
 local declared = {}
 for _, q in ipairs(redis.call('SMEMBERS', base .. ':queues')) do declared[q] = true end
 local out = { 0 }
 for _, q in ipairs(sorted_queues(base)) do
-  reap(base, q, now, st, jitter)
+  reap(base, q, now, p)
   out[1] = out[1] + expire_ttl(base, q, now)
   local s = qk(base, q, 's')
   local live = redis.call('XLEN', s)

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use webhook_connect_buffer::{BufferError, RedisBuffer, RedisOptions, SharedBuffer};
+use webhook_connect_buffer::{
+    BufferError, DeadLetterReason, RedisBuffer, RedisOptions, Settle, Settled, SharedBuffer,
+};
 
 use crate::conformance::conformance_suite;
 use crate::support::{Harness, ensure, lease, publish, settings, unique};
@@ -213,4 +215,53 @@ async fn waiting_lease_on_one_instance_gets_a_publish_from_another() {
     let got = waiter.await.expect("waiter");
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].envelope.message_id, sent.message_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requeues_follow_settings_changed_through_another_instance() {
+    let h = RedisHarness::new();
+    let a = h.open().await;
+    let b = h.open().await;
+    ensure(&a, "c", &["w"], &settings()).await;
+    publish(&a, "c", "w", 1).await;
+    let first = lease(&a, "c", 1, 5_000).await.remove(0);
+    // `a` built its lease policy from 10 attempts; `b` allows one.
+    let one = webhook_connect_buffer::QueueSettings {
+        max_delivery_attempts: 1,
+        ..settings()
+    };
+    ensure(&b, "c", &["w"], &one).await;
+    let settled = a
+        .settle(
+            &first.token,
+            Settle::Nack {
+                retry: true,
+                delay: None,
+                reason: None,
+            },
+        )
+        .await
+        .expect("settle");
+    assert_eq!(
+        settled,
+        Settled::DeadLettered(DeadLetterReason::MaxAttempts)
+    );
+    // And back to a long delay: `b` learns it from the store on its first requeue.
+    let slow = webhook_connect_buffer::QueueSettings {
+        requeue_delay_initial: Duration::from_secs(30),
+        requeue_delay_max: Duration::from_secs(30),
+        ..settings()
+    };
+    ensure(&a, "c", &["w"], &slow).await;
+    publish(&a, "c", "w", 2).await;
+    let second = lease(&b, "c", 1, 5_000).await.remove(0);
+    let settled = b
+        .settle(&second.token, Settle::Release)
+        .await
+        .expect("settle");
+    let Settled::Requeued { ready_at } = settled else {
+        panic!("unexpected {settled:?}");
+    };
+    let wait_ms = ready_at.unix_millis() - webhook_connect_protocol::Timestamp::now().unix_millis();
+    assert!(wait_ms >= 20_000, "requeued for {wait_ms} ms only");
 }
