@@ -1,16 +1,26 @@
-//! Percent-encoding of URL components.
+//! Percent-encoding, with the `percent-encoding` crate: URL components written into connection
+//! URLs and signed requests, and `%XX` escapes read back.
+
+use std::borrow::Cow;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+
+/// Every byte but the unreserved characters of RFC 3986 (`A–Z a–z 0–9 - . _ ~`).
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Percent-encodes a URL component (user name, password, vhost) so any character survives.
 pub(crate) fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(text, COMPONENT).to_string()
+}
+
+/// Decodes `%XX` escapes; invalid escapes stay as they are, and bytes that are not UTF-8 become
+/// U+FFFD.
+pub(crate) fn percent_decode(text: &str) -> Cow<'_, str> {
+    percent_decode_str(text).decode_utf8_lossy()
 }
 
 #[cfg(test)]
@@ -22,5 +32,12 @@ mod tests {
         assert_eq!(percent_encode("a@b/c%d:e"), "a%40b%2Fc%25d%3Ae");
         assert_eq!(percent_encode("Az09-._~"), "Az09-._~");
         assert_eq!(percent_encode("/"), "%2F");
+    }
+
+    #[test]
+    fn percent_decoding_leaves_invalid_escapes_alone() {
+        assert_eq!(percent_decode("%2e%2E/%zz%4"), "../%zz%4");
+        assert_eq!(percent_decode("%252e"), "%2e");
+        assert_eq!(percent_decode("%C3%A9%FF"), "é\u{fffd}");
     }
 }

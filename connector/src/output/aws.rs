@@ -217,7 +217,7 @@ impl AwsClient {
                 )
             })?;
         let now = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
-        let payload_hash = hex(&Sha256::digest(&body));
+        let payload_hash = hex::encode(Sha256::digest(&body));
         headers.push(("x-amz-date".into(), now.clone()));
         headers.push(("x-amz-content-sha256".into(), payload_hash.clone()));
         if let Some(token) = &credentials.session_token {
@@ -318,14 +318,14 @@ pub(crate) fn sign(creds: &Credentials, region: &str, service: &str, req: &Reque
     let string_to_sign = format!(
         "AWS4-HMAC-SHA256\n{}\n{scope}\n{}",
         req.amz_date,
-        hex(&Sha256::digest(canonical_request.as_bytes()))
+        hex::encode(Sha256::digest(canonical_request.as_bytes()))
     );
     let secret = format!("AWS4{}", creds.secret_access_key.expose());
     let mut key = hmac(secret.as_bytes(), date.as_bytes());
     for part in [region, service, "aws4_request"] {
         key = hmac(&key, part.as_bytes());
     }
-    let signature = hex(&hmac(&key, string_to_sign.as_bytes()));
+    let signature = hex::encode(hmac(&key, string_to_sign.as_bytes()));
     format!(
         "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed_headers}, Signature={signature}",
         creds.access_key_id
@@ -341,10 +341,6 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
         }
         Err(_) => Vec::new(),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Classifies a failed answer (`modules.md` §3.9, §3.10 error tables): throttling and 5xx are
@@ -429,7 +425,7 @@ mod tests {
             session_token: None,
         };
         let url = Url::parse("https://examplebucket.s3.amazonaws.com/test.txt").expect("url");
-        let empty = hex(&Sha256::digest(b""));
+        let empty = hex::encode(Sha256::digest(b""));
         let headers = vec![
             ("range".to_owned(), "bytes=0-9".to_owned()),
             ("x-amz-content-sha256".to_owned(), empty.clone()),

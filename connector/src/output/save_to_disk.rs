@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use webhook_connect_protocol::Timestamp;
 
 use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError};
+use crate::percent::percent_decode;
 use crate::settings::Problems;
 
 /// Directories `base_dir` must not be, or be under.
@@ -60,34 +61,11 @@ pub struct SaveToDisk {
     append_lock: Arc<std::sync::Mutex<()>>,
 }
 
-/// Percent-decodes `%XX` escapes (invalid escapes stay as they are).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (
-                (bytes[i + 1] as char).to_digit(16),
-                (bytes[i + 2] as char).to_digit(16),
-            )
-        {
-            out.push(u8::try_from(h * 16 + l).unwrap_or(b'%'));
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Why a configured path is refused: `..` or NUL, also after decoding percent-escapes twice.
 fn path_problem(raw: &str) -> Option<&'static str> {
     let once = percent_decode(raw);
     let twice = percent_decode(&once);
-    for text in [raw, once.as_str(), twice.as_str()] {
+    for text in [raw, &*once, &*twice] {
         if text.contains('\0') {
             return Some("must not contain NUL");
         }
