@@ -8,6 +8,7 @@
 //! - [`sse`]: SSE event encoding and a streaming, chunking-proof decoder;
 //! - [`poll`] and [`ack`]: long-poll and `POST /connect/ack` bodies and query parameters;
 //! - [`close`]: close codes and the v2 close notice;
+//! - [`credentials`]: the names that mark credentials (auth keys, cleanup and redaction lists);
 //! - [`ids`], [`names`], [`time`], [`token`], [`version`]: identifiers, name rules,
 //!   timestamps, `Authorization` parsing and version negotiation.
 //!
@@ -16,6 +17,7 @@
 pub mod ack;
 pub mod close;
 pub mod config_values;
+pub mod credentials;
 pub mod envelope;
 pub mod frames;
 pub mod headers;

@@ -6,35 +6,11 @@ use std::sync::Mutex;
 
 use serde_json::{Map, Value};
 
+use webhook_connect_protocol::credentials::SENSITIVE_KEY_FRAGMENTS;
+
 use super::{Delivery, ErrorCategory, ModuleSettings, Output, OutputError};
 use crate::settings::Problems;
 
-/// Key fragments whose values are printed as `[REDACTED]` (headers also with `-` for `_`).
-const SENSITIVE: &[&str] = &[
-    "password",
-    "passwd",
-    "pwd",
-    "secret",
-    "token",
-    "api_key",
-    "apikey",
-    "access_token",
-    "refresh_token",
-    "authorization",
-    "auth",
-    "credential",
-    "private_key",
-    "privatekey",
-    "session",
-    "cookie",
-    "ssn",
-    "credit_card",
-    "creditcard",
-    "database_url",
-    "db_url",
-    "connection_string",
-    "conn_string",
-];
 /// Longest string printed.
 const MAX_STRING: usize = 10_000;
 /// Deepest nesting printed.
@@ -87,7 +63,7 @@ pub fn build_with_writer(
 
 fn sensitive(key: &str) -> bool {
     let k = key.to_ascii_lowercase().replace('-', "_");
-    SENSITIVE.iter().any(|s| k.contains(s))
+    SENSITIVE_KEY_FRAGMENTS.iter().any(|s| k.contains(s))
 }
 
 fn clean_string(s: &str) -> String {

@@ -14,28 +14,16 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 use webhook_connect_protocol::config_values::substitute;
+use webhook_connect_protocol::credentials::AUTH_KEYS;
 
 use crate::output::registry;
 use crate::pipeline::retry::ModuleRetry;
 use crate::settings::Problems;
 use crate::settings::Reader;
 
-/// Keys of a webhook entry that the relay reads and the connector ignores without a warning.
+/// Keys of a webhook entry besides the authentication keys ([`AUTH_KEYS`]) that the relay reads
+/// and the connector ignores without a warning.
 const RELAY_KEYS: &[&str] = &[
-    "authorization",
-    "basic_auth",
-    "digest_auth",
-    "jwt",
-    "header_auth",
-    "query_auth",
-    "hmac",
-    "ip_whitelist",
-    "rate_limit",
-    "json_schema",
-    "oauth2",
-    "oauth1",
-    "recaptcha",
-    "trusted_proxies",
     "credential_cleanup",
     "include_message_id",
     "channel",
@@ -251,7 +239,7 @@ fn entry_config(
     }
     let chain = r.get("chain");
     let chain_config = r.get("chain-config");
-    for key in RELAY_KEYS {
+    for key in AUTH_KEYS.iter().chain(RELAY_KEYS) {
         r.get(key);
     }
     r.finish(p, false);
