@@ -6,10 +6,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::lease_wait::LeaseAttempt;
 use crate::{BufferError, Lease};
-
-/// One lease attempt's answer: the leases, and in how many ms something may become leasable.
-pub(crate) type LeaseAttempt = Result<(Vec<Lease>, Option<u64>), BufferError>;
 
 /// A backend that can lease once and give back leases nobody will settle.
 pub(crate) trait Detachable: Send + Sync + 'static {

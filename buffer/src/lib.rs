@@ -26,6 +26,7 @@ mod detached;
 pub mod embedded;
 mod error;
 mod lease_policy;
+mod lease_wait;
 mod notify;
 pub mod rabbitmq;
 mod reason;

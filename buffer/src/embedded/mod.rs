@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 use webhook_connect_protocol::Envelope;
 
+use crate::lease_wait::wait_for_leases;
 use crate::notify::Notifiers;
 use crate::{
     Buffer, BufferError, ChannelStats, DeadLetterPage, DeadLetterQuery, Lease, LeaseToken,
@@ -249,30 +250,15 @@ impl Buffer for EmbeddedBuffer {
         wait: Duration,
         _consumer: &str,
     ) -> Result<Vec<Lease>, BufferError> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let notify = self.notifiers.get(channel);
-            let notified = notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
+        // One process: every change that can make a message leasable wakes the waiters.
+        wait_for_leases(&self.notifiers, channel, max, wait, None, || async {
             let out = self.call_lease(channel, max).await?;
-            if !out.leases.is_empty() || max == 0 {
-                return Ok(out.leases);
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Ok(Vec::new());
-            }
-            let mut until = deadline;
-            if let Some(at) = out.next_wake_ms {
-                let in_ms = at.saturating_sub(state::now_ms()).max(1);
-                until = until.min(now + Duration::from_millis(in_ms.unsigned_abs()));
-            }
-            tokio::select! {
-                _ = &mut notified => {}
-                _ = tokio::time::sleep_until(until) => {}
-            }
-        }
+            let wake_in = out
+                .next_wake_ms
+                .map(|at| u64::try_from(at.saturating_sub(state::now_ms())).unwrap_or(0));
+            Ok((out.leases, wake_in))
+        })
+        .await
     }
 
     async fn settle(&self, token: &LeaseToken, action: Settle) -> Result<Settled, BufferError> {

@@ -13,7 +13,9 @@ use webhook_connect_protocol::Timestamp;
 use super::link::{Link, poll_once};
 use super::message::Meta;
 use super::{Inner, POLL_INTERVAL, lock};
+use crate::detached::{Detachable, lease_detached};
 use crate::lease_policy::LeasePolicy;
+use crate::lease_wait::{LeaseAttempt, wait_for_leases};
 use crate::stored::{decode_stored, ts};
 use crate::unreadable::UNREADABLE;
 use crate::{BufferError, DeadLetterReason, Lease, LeaseToken, QueueSettings};
@@ -75,8 +77,6 @@ const MAX_PEEKED: usize = 65_536;
 /// Most gets sent back to back in one wave.
 const MAX_WAVE: usize = 128;
 
-type Attempt = Result<(Vec<Lease>, Option<u64>), BufferError>;
-
 /// `Buffer::lease`: waits up to `wait` for the first message.
 pub(crate) async fn lease(
     inner: &Arc<Inner>,
@@ -84,33 +84,19 @@ pub(crate) async fn lease(
     max: usize,
     wait: Duration,
 ) -> Result<Vec<Lease>, BufferError> {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let notify = inner.notifiers.get(channel);
-        let notified = notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let (leases, wake_in) = crate::detached::lease_detached(inner, channel, max).await?;
-        if !leases.is_empty() || max == 0 {
-            return Ok(leases);
-        }
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
-            return Ok(leases);
-        }
-        let mut until = deadline.min(now + POLL_INTERVAL);
-        if let Some(ms) = wake_in {
-            until = until.min(now + Duration::from_millis(ms.max(1)));
-        }
-        tokio::select! {
-            _ = &mut notified => {}
-            _ = tokio::time::sleep_until(until) => {}
-        }
-    }
+    wait_for_leases(
+        &inner.notifiers,
+        channel,
+        max,
+        wait,
+        Some(POLL_INTERVAL),
+        || lease_detached(inner, channel, max),
+    )
+    .await
 }
 
-impl crate::detached::Detachable for Inner {
-    fn attempt(&self, channel: &str, max: usize) -> impl Future<Output = Attempt> + Send {
+impl Detachable for Inner {
+    fn attempt(&self, channel: &str, max: usize) -> impl Future<Output = LeaseAttempt> + Send {
         self.lease_once(channel, max)
     }
 
@@ -165,7 +151,7 @@ impl Inner {
             .map_err(|e| self.link.error(e))
     }
 
-    pub(crate) async fn lease_once(&self, channel: &str, max: usize) -> Attempt {
+    pub(crate) async fn lease_once(&self, channel: &str, max: usize) -> LeaseAttempt {
         let (record, settings) = self.info(channel).await?;
         let room = self.prefetch.saturating_sub(self.held_count(channel));
         let n = max.min(room);
@@ -296,7 +282,7 @@ impl Inner {
         settings: &Arc<QueueSettings>,
         chan: Channel,
         generation: u64,
-    ) -> Attempt {
+    ) -> LeaseAttempt {
         if self.held_count(channel) > 0 {
             return Ok((Vec::new(), None));
         }
@@ -375,7 +361,7 @@ impl Inner {
         chan: &Channel,
         generation: u64,
         d: lapin::message::Delivery,
-    ) -> Attempt {
+    ) -> LeaseAttempt {
         let names = self.names(channel);
         let meta = Meta::read(&d.properties);
         let now = now_ms();
@@ -414,7 +400,7 @@ impl Inner {
         settings: &Arc<QueueSettings>,
         chan: &Channel,
         generation: u64,
-    ) -> Result<Option<Attempt>, BufferError> {
+    ) -> Result<Option<LeaseAttempt>, BufferError> {
         let names = self.names(channel);
         let Some(token) = self.get(chan, &names.order()).await? else {
             return Ok(None);

@@ -32,7 +32,9 @@ use ::redis::{RedisError, Value};
 use async_trait::async_trait;
 use webhook_connect_protocol::{Envelope, Timestamp};
 
+use crate::detached::{Detachable, lease_detached};
 use crate::lease_policy::LeasePolicy;
+use crate::lease_wait::{LeaseAttempt, wait_for_leases};
 use crate::notify::Notifiers;
 use crate::stored::{decode_stored, ts};
 use crate::unreadable::{Known, UNREADABLE, placeholder};
@@ -357,11 +359,7 @@ impl Inner {
     }
 
     /// One lease attempt: the leases, and in how many ms something may become leasable.
-    async fn lease_once(
-        &self,
-        channel: &str,
-        max: usize,
-    ) -> Result<(Vec<Lease>, Option<u64>), BufferError> {
+    async fn lease_once(&self, channel: &str, max: usize) -> LeaseAttempt {
         let base = self.base(channel);
         let reply = self
             .script_with_policy(channel, &self.scripts.lease, |_, [built, delays]| {
@@ -661,12 +659,8 @@ impl Inner {
     }
 }
 
-impl crate::detached::Detachable for Inner {
-    fn attempt(
-        &self,
-        channel: &str,
-        max: usize,
-    ) -> impl Future<Output = crate::detached::LeaseAttempt> + Send {
+impl Detachable for Inner {
+    fn attempt(&self, channel: &str, max: usize) -> impl Future<Output = LeaseAttempt> + Send {
         self.lease_once(channel, max)
     }
 
@@ -802,30 +796,15 @@ impl Buffer for RedisBuffer {
         wait: Duration,
         _consumer: &str,
     ) -> Result<Vec<Lease>, BufferError> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let notify = self.notifiers.get(channel);
-            let notified = notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let (leases, wake_in) =
-                crate::detached::lease_detached(&self.inner, channel, max).await?;
-            if !leases.is_empty() || max == 0 {
-                return Ok(leases);
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Ok(leases);
-            }
-            let mut until = deadline.min(now + POLL_INTERVAL);
-            if let Some(ms) = wake_in {
-                until = until.min(now + Duration::from_millis(ms.max(1)));
-            }
-            tokio::select! {
-                _ = &mut notified => {}
-                _ = tokio::time::sleep_until(until) => {}
-            }
-        }
+        wait_for_leases(
+            &self.notifiers,
+            channel,
+            max,
+            wait,
+            Some(POLL_INTERVAL),
+            || lease_detached(&self.inner, channel, max),
+        )
+        .await
     }
 
     async fn settle(&self, token: &LeaseToken, action: Settle) -> Result<Settled, BufferError> {
