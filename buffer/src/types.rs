@@ -218,3 +218,30 @@ pub struct ChannelStats {
     /// Per webhook queue.
     pub queues: Vec<QueueStats>,
 }
+
+impl ChannelStats {
+    /// The numbers of `channel` with these queues, and their total.
+    pub(crate) fn of_queues(channel: &str, queues: Vec<QueueStats>) -> ChannelStats {
+        let mut total = QueueStats::default();
+        for q in &queues {
+            total.queued += q.queued;
+            total.in_flight += q.in_flight;
+            total.dead_letters += q.dead_letters;
+            total.delivered += q.delivered;
+            total.nacked += q.nacked;
+            total.expired += q.expired;
+            total.dead_lettered += q.dead_lettered;
+            total.published += q.published;
+            total.oldest_queued_age_seconds =
+                match (total.oldest_queued_age_seconds, q.oldest_queued_age_seconds) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+        }
+        ChannelStats {
+            channel: channel.to_owned(),
+            total,
+            queues,
+        }
+    }
+}

@@ -1224,10 +1224,7 @@ impl Mem {
         let Some(chan) = self.channels.get(channel) else {
             return Ok(Err(BufferError::UnknownChannel(channel.to_owned())));
         };
-        let mut stats = ChannelStats {
-            channel: channel.to_owned(),
-            ..ChannelStats::default()
-        };
+        let mut queues = Vec::new();
         for (name, q) in &chan.queues {
             if q.is_idle() && chan.webhook_ids.binary_search(name).is_err() {
                 continue;
@@ -1249,10 +1246,9 @@ impl Mem {
                 dead_lettered: q.counters.dead_lettered,
                 published: q.counters.published,
             };
-            add_into(&mut stats.total, &qs);
-            stats.queues.push(qs);
+            queues.push(qs);
         }
-        Ok(Ok(stats))
+        Ok(Ok(ChannelStats::of_queues(channel, queues)))
     }
 
     /// Dead-letters the waiting messages that expired in every channel (after ending the leases
@@ -1326,22 +1322,6 @@ impl Mem {
         b.wrote = true;
         Ok(())
     }
-}
-
-fn add_into(total: &mut QueueStats, q: &QueueStats) {
-    total.queued += q.queued;
-    total.in_flight += q.in_flight;
-    total.dead_letters += q.dead_letters;
-    total.delivered += q.delivered;
-    total.nacked += q.nacked;
-    total.expired += q.expired;
-    total.dead_lettered += q.dead_lettered;
-    total.published += q.published;
-    total.oldest_queued_age_seconds =
-        match (total.oldest_queued_age_seconds, q.oldest_queued_age_seconds) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
 }
 
 fn to_dead_letter(channel: &str, rec: DeadRecord) -> DeadLetter {

@@ -383,7 +383,6 @@ impl Inner {
         let mine = self.own_view(channel, now);
         let others = view::others(&record.views, self.instance, now);
         let mut queues = Vec::new();
-        let mut total = QueueStats::default();
         let mut all = record.queues.clone();
         all.extend(record.retired.iter().cloned());
         for q in all {
@@ -417,24 +416,8 @@ impl Inner {
                 dead_lettered: c.dead_lettered,
                 published: c.published,
             };
-            total.queued += s.queued;
-            total.in_flight += s.in_flight;
-            total.dead_letters += s.dead_letters;
-            total.delivered += s.delivered;
-            total.nacked += s.nacked;
-            total.expired += s.expired;
-            total.dead_lettered += s.dead_lettered;
-            total.published += s.published;
-            total.oldest_queued_age_seconds = match (total.oldest_queued_age_seconds, oldest) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b),
-            };
             queues.push(s);
         }
-        Ok(ChannelStats {
-            channel: channel.to_owned(),
-            total,
-            queues,
-        })
+        Ok(ChannelStats::of_queues(channel, queues))
     }
 }

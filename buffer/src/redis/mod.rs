@@ -972,27 +972,7 @@ impl Buffer for RedisBuffer {
         let Some((_, queues)) = self.stats_script(channel).await? else {
             return Err(BufferError::UnknownChannel(channel.to_owned()));
         };
-        let mut total = QueueStats::default();
-        for q in &queues {
-            total.queued += q.queued;
-            total.in_flight += q.in_flight;
-            total.dead_letters += q.dead_letters;
-            total.delivered += q.delivered;
-            total.nacked += q.nacked;
-            total.expired += q.expired;
-            total.dead_lettered += q.dead_lettered;
-            total.published += q.published;
-            total.oldest_queued_age_seconds =
-                match (total.oldest_queued_age_seconds, q.oldest_queued_age_seconds) {
-                    (Some(a), Some(b)) => Some(a.max(b)),
-                    (a, b) => a.or(b),
-                };
-        }
-        Ok(ChannelStats {
-            channel: channel.to_owned(),
-            total,
-            queues,
-        })
+        Ok(ChannelStats::of_queues(channel, queues))
     }
 
     async fn sweep_expired(&self) -> Result<u64, BufferError> {
