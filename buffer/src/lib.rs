@@ -27,6 +27,7 @@ pub mod embedded;
 mod error;
 mod lease_policy;
 mod lease_wait;
+mod millis;
 mod notify;
 pub mod rabbitmq;
 mod reason;

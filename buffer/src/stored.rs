@@ -1,12 +1,9 @@
 //! Stored envelopes of the broker backends (Redis, RabbitMQ): the envelope bytes, with the
 //! facts that can change after publishing (sequence, expiry) kept beside them.
 
-use webhook_connect_protocol::{Envelope, Timestamp};
+use webhook_connect_protocol::Envelope;
 
-/// A timestamp from Unix milliseconds (now for values out of range).
-pub(crate) fn ts(ms: i64) -> Timestamp {
-    Timestamp::from_unix_millis(ms).unwrap_or_else(Timestamp::now)
-}
+use crate::millis::ts;
 
 /// Reads a stored envelope, putting back the facts kept beside it.
 pub(crate) fn decode_stored(raw: &[u8], seq: u64, expires_ms: Option<i64>) -> Option<Envelope> {

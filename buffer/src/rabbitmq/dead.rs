@@ -13,7 +13,8 @@ use super::names::dead_letter_exchange;
 use super::view;
 use super::walk::Walk;
 use super::{Inner, topology};
-use crate::stored::{decode_stored, ts};
+use crate::millis::ts;
+use crate::stored::decode_stored;
 use crate::unreadable::{Known, placeholder};
 use crate::{
     BufferError, ChannelStats, DeadLetter, DeadLetterPage, DeadLetterQuery, DeadLetterReason,

@@ -16,7 +16,8 @@ use super::{Inner, POLL_INTERVAL, lock};
 use crate::detached::{Detachable, lease_detached};
 use crate::lease_policy::LeasePolicy;
 use crate::lease_wait::{LeaseAttempt, wait_for_leases};
-use crate::stored::{decode_stored, ts};
+use crate::millis::ts;
+use crate::stored::decode_stored;
 use crate::unreadable::UNREADABLE;
 use crate::{BufferError, DeadLetterReason, Lease, LeaseToken, QueueSettings};
 

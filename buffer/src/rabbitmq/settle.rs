@@ -6,7 +6,7 @@ use super::names::{dead_letter_exchange, delay_exchange};
 use super::topology::{MIN_DELAY_MS, bucket, bucket_headers};
 use super::{Inner, lock};
 use crate::lease_policy::{AfterFailure, LeasePolicy};
-use crate::stored::ts;
+use crate::millis::ts;
 use crate::{BufferError, DeadLetterReason, LeaseToken, Settle, Settled};
 
 /// The lease id in a handle `{instance}-{generation}-{id}`.

@@ -35,8 +35,9 @@ use webhook_connect_protocol::{Envelope, Timestamp};
 use crate::detached::{Detachable, lease_detached};
 use crate::lease_policy::LeasePolicy;
 use crate::lease_wait::{LeaseAttempt, wait_for_leases};
+use crate::millis::ts;
 use crate::notify::Notifiers;
-use crate::stored::{decode_stored, ts};
+use crate::stored::decode_stored;
 use crate::unreadable::{Known, UNREADABLE, placeholder};
 use crate::{
     Buffer, BufferError, ChannelStats, DeadLetter, DeadLetterPage, DeadLetterQuery,
