@@ -8,6 +8,7 @@
 //! - [`sse`]: SSE event encoding and a streaming, chunking-proof decoder;
 //! - [`poll`] and [`ack`]: long-poll and `POST /connect/ack` bodies and query parameters;
 //! - [`close`]: close codes and the v2 close notice;
+//! - [`backoff`]: the one retry/backoff policy (initial, max, factor, jitter);
 //! - [`credentials`]: the names that mark credentials (auth keys, cleanup and redaction lists);
 //! - [`ids`], [`names`], [`time`], [`token`], [`version`]: identifiers, name rules,
 //!   timestamps, `Authorization` parsing and version negotiation.
@@ -15,6 +16,7 @@
 //! It does no I/O and never panics on input: every decoder returns an error value.
 
 pub mod ack;
+pub mod backoff;
 pub mod close;
 pub mod config_values;
 pub mod credentials;
