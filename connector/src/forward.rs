@@ -7,10 +7,10 @@
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use rand::Rng;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use webhook_connect_protocol::WebhookMessage;
+use webhook_connect_protocol::backoff::Backoff;
 use webhook_connect_protocol::headers::never_forwarded;
 
 use crate::ack::Decision;
@@ -149,10 +149,9 @@ pub async fn deliver(
 /// up to 20 % at random.
 pub fn retry_delay(target: &TargetConfig, done: u32) -> Duration {
     let r = &target.retry;
-    let exp = r.multiplier.powi(done.saturating_sub(1).min(64) as i32);
-    let base = (r.delay.as_secs_f64() * exp).min(r.max_delay.as_secs_f64());
-    let factor = 1.0 - 0.2 * rand::rng().random_range(0.0..1.0);
-    Duration::from_secs_f64(base * factor)
+    Backoff::new(r.delay, r.max_delay, r.multiplier)
+        .with_jitter(0.2)
+        .delay_for(done)
 }
 
 async fn one_attempt(

@@ -36,13 +36,12 @@
 //! - [`forward`]: the HTTP request to a local target and the ack/nack decision;
 //! - [`pipeline`] and [`output`]: module mode (module instances, chains, retries) and the modules;
 //! - [`ack`]: acks and nacks back to the relay (frames, or `POST /connect/ack`);
-//! - [`completion`]: the completion record; [`backoff`]: reconnect delays;
+//! - [`completion`]: the completion record;
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`; [`tls`]: TLS towards the relay;
 //! - [`app`]: start-up, the stale watchdog and shutdown.
 
 pub mod ack;
 pub mod app;
-pub mod backoff;
 pub mod completion;
 pub mod config;
 pub mod dispatch;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use webhook_connect_protocol::backoff::Backoff;
 
 use crate::health::ModuleStatus;
 use crate::output::{Delivery, ErrorCategory, Output, OutputError};
@@ -91,10 +92,10 @@ impl Instance {
 
     /// Retries `setup` with backoff until it succeeds or `stop` is cancelled.
     pub async fn retry_setup(self: Arc<Self>, stop: CancellationToken) {
-        let mut delay = SETUP_RETRY_INITIAL;
+        let mut backoff = Backoff::new(SETUP_RETRY_INITIAL, SETUP_RETRY_MAX, 2.0);
         loop {
             tokio::select! {
-                () = tokio::time::sleep(delay) => {}
+                () = tokio::time::sleep(backoff.next_delay()) => {}
                 () = stop.cancelled() => return,
             }
             let attempt = tokio::select! {
@@ -104,7 +105,6 @@ impl Instance {
             if attempt.is_ok() {
                 return;
             }
-            delay = (delay * 2).min(SETUP_RETRY_MAX);
         }
     }
 

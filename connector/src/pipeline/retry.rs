@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use rand::Rng;
 use serde_json::Value;
+use webhook_connect_protocol::backoff::Backoff;
 
 use crate::output::{ErrorCategory, ErrorKind, OutputError};
 use crate::settings::Problems;
@@ -89,16 +89,21 @@ impl ModuleRetry {
         if let Some(hint) = retry_after {
             return hint.min(self.max_delay);
         }
-        let exp = self
-            .multiplier
-            .powi(i32::try_from(done.saturating_sub(1).min(64)).unwrap_or(64));
-        let base = (self.initial_delay.as_secs_f64() * exp).min(self.max_delay.as_secs_f64());
-        Duration::from_secs_f64((base * (1.0 - self.jitter * u.clamp(0.0, 1.0))).max(0.0))
+        self.backoff().delay_for_from(done, u)
+    }
+
+    /// The backoff of this policy (`initial_delay`, `max_delay`, `backoff_multiplier`,
+    /// `jitter`).
+    fn backoff(&self) -> Backoff {
+        Backoff::new(self.initial_delay, self.max_delay, self.multiplier).with_jitter(self.jitter)
     }
 
     /// [`Self::delay_with`] with a random `u`.
     pub fn delay(&self, done: u32, retry_after: Option<Duration>) -> Duration {
-        self.delay_with(done, retry_after, rand::rng().random_range(0.0..1.0))
+        match retry_after {
+            Some(hint) => hint.min(self.max_delay),
+            None => self.backoff().delay_for(done),
+        }
     }
 
     /// Reads a `retry` value found at `path` (for example `webhooks.json: orders.retry`).

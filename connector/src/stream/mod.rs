@@ -4,6 +4,7 @@
 
 pub mod long_poll;
 pub mod proxy;
+mod reconnect;
 pub mod sse;
 pub mod websocket;
 
@@ -20,7 +21,7 @@ use webhook_connect_protocol::version::{
     CONNECTOR_ID_HEADER, MAX_IN_FLIGHT_HEADER, PROTOCOL_HEADER,
 };
 
-use crate::backoff::Backoff;
+use self::reconnect::Backoff;
 use crate::config::{ChannelConfig, ConnectorConfig, Protocol, VersionPreference};
 use crate::dispatch::Dispatcher;
 use crate::health::{ChannelState, ConnState};

@@ -1,10 +1,11 @@
 //! Reconnect backoff (`wire-protocol.md` C.7): base delay from `reconnect_delay`, multiplied after
 //! each failure up to `max_reconnect_delay`; the wait is uniform in [0.7 d, d] so it never exceeds
-//! the maximum. The base resets only after a connection stayed up for 10 s.
+//! the maximum. The base resets only after a connection stayed up for 10 s. The policy is
+//! the protocol's [`Backoff`] with 30 % jitter.
 
 use std::time::Duration;
 
-use rand::Rng;
+use webhook_connect_protocol::backoff::Backoff as Policy;
 
 use crate::config::ReconnectPolicy;
 
@@ -14,50 +15,40 @@ pub const RESET_AFTER: Duration = Duration::from_secs(10);
 /// Reconnect backoff state of one channel.
 #[derive(Debug, Clone)]
 pub struct Backoff {
-    policy: ReconnectPolicy,
-    base: Duration,
+    policy: Policy,
 }
 
 impl Backoff {
     /// Starts at `reconnect_delay`.
     pub fn new(policy: ReconnectPolicy) -> Self {
         Backoff {
-            base: policy.initial,
-            policy,
+            policy: Policy::new(policy.initial, policy.max, policy.multiplier).with_jitter(0.3),
         }
     }
 
     /// The current base delay d (before jitter).
-    pub fn base(&self) -> Duration {
-        self.base
+    #[cfg(test)]
+    fn base(&self) -> Duration {
+        self.policy.current()
     }
 
-    /// The wait before the next attempt, uniform in [0.7 d, d]; then d grows.
+    /// The wait before the next attempt, in [0.7 d, d]; then d grows.
     pub fn next_delay(&mut self) -> Duration {
-        let d = self.base;
-        let wait = jitter(d);
-        let grown = d.as_secs_f64() * self.policy.multiplier;
-        self.base = Duration::from_secs_f64(grown.min(self.policy.max.as_secs_f64()));
-        wait
+        self.policy.next_delay()
     }
 
     /// The wait after rejected credentials: the maximum delay, jittered within [0.7 max, max].
     pub fn max_delay(&mut self) -> Duration {
-        self.base = self.policy.max;
-        jitter(self.policy.max)
+        self.policy.jump_to_max();
+        self.policy.next_delay()
     }
 
     /// Called when a connection ended after being up for `lasted`: resets after 10 s.
     pub fn connection_ended(&mut self, lasted: Duration) {
         if lasted >= RESET_AFTER {
-            self.base = self.policy.initial;
+            self.policy.reset();
         }
     }
-}
-
-fn jitter(d: Duration) -> Duration {
-    let factor = rand::rng().random_range(0.7..=1.0);
-    Duration::from_secs_f64(d.as_secs_f64() * factor)
 }
 
 #[cfg(test)]
