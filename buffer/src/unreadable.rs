@@ -3,7 +3,9 @@
 //! stored bytes as body.
 
 use serde_json::value::RawValue;
-use webhook_connect_protocol::{DataType, Envelope, Headers, MessageId, Timestamp};
+use webhook_connect_protocol::{DataType, Envelope, Headers, MessageId};
+
+use crate::millis::ts;
 
 /// `last_error` of an unreadable stored entry.
 pub(crate) const UNREADABLE: &str = "unreadable stored message";
@@ -21,7 +23,6 @@ pub(crate) struct Known<'a> {
 
 /// A stand-in envelope: known facts, `payload` null, `body` the raw stored bytes.
 pub(crate) fn placeholder(known: Known<'_>, raw: Vec<u8>) -> Envelope {
-    let ts = |ms: i64| Timestamp::from_unix_millis(ms).unwrap_or_else(Timestamp::now);
     Envelope {
         message_id: MessageId::parse(known.message_id).unwrap_or_else(|_| MessageId::generate()),
         channel: known.channel.to_owned(),

@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use webhook_connect_protocol::Envelope;
 
 use crate::lease_wait::wait_for_leases;
+use crate::millis::now_ms;
 use crate::notify::Notifiers;
 use crate::{
     Buffer, BufferError, ChannelStats, DeadLetterPage, DeadLetterQuery, Lease, LeaseToken,
@@ -255,7 +256,7 @@ impl Buffer for EmbeddedBuffer {
             let out = self.call_lease(channel, max).await?;
             let wake_in = out
                 .next_wake_ms
-                .map(|at| u64::try_from(at.saturating_sub(state::now_ms())).unwrap_or(0));
+                .map(|at| u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0));
             Ok((out.leases, wake_in))
         })
         .await

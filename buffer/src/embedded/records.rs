@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::millis::ms;
 use crate::{DeadLetterReason, QueueSettings};
 
 const VERSION: u8 = 1;
@@ -299,7 +300,7 @@ pub(crate) fn encode_channel(settings: &QueueSettings, webhook_ids: &[String]) -
         settings.requeue_delay_initial,
         settings.requeue_delay_max,
     ] {
-        out.extend_from_slice(&duration_ms(d).to_be_bytes());
+        out.extend_from_slice(&ms(d).to_be_bytes());
     }
     out.extend_from_slice(&settings.max_queue_size.to_be_bytes());
     out.extend_from_slice(&settings.max_message_size.to_be_bytes());
@@ -349,10 +350,6 @@ pub(crate) fn decode_channel(bytes: &[u8]) -> Option<(QueueSettings, Vec<String>
 }
 
 /// Whole milliseconds, saturating.
-pub(crate) fn duration_ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 fn put_str(out: &mut Vec<u8>, s: &str) {
     // Names and ids are short; longer text (error reasons) is cut at a char boundary.
     let mut end = s.len().min(u16::MAX as usize);

@@ -9,13 +9,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
-use webhook_connect_protocol::{Envelope, Timestamp};
+use webhook_connect_protocol::Envelope;
 
 use super::records::{
-    Counters, DeadRecord, MsgRecord, MsgState, dead_key, dead_key_id, decode_channel, duration_ms,
+    Counters, DeadRecord, MsgRecord, MsgState, dead_key, dead_key_id, decode_channel,
     encode_channel, message_key, split_dead_key, split_message_key, split_queue_key,
 };
 use crate::lease_policy::{AfterFailure, LeasePolicy};
+use crate::millis::{now_ms, signed_ms, ts};
 use crate::{
     BufferError, ChannelStats, DeadLetter, DeadLetterPage, DeadLetterQuery, DeadLetterReason,
     Lease, LeaseToken, QueueSettings, QueueStats, Settle, Settled,
@@ -224,18 +225,6 @@ pub(crate) struct Mem {
     channels: HashMap<String, Chan>,
     lease_gen: u64,
     next_dead_id: u64,
-}
-
-fn ms(d: Duration) -> i64 {
-    i64::try_from(duration_ms(d)).unwrap_or(i64::MAX)
-}
-
-pub(crate) fn now_ms() -> i64 {
-    Timestamp::now().unix_millis()
-}
-
-fn ts(ms: i64) -> Timestamp {
-    Timestamp::from_unix_millis(ms).unwrap_or_else(Timestamp::now)
 }
 
 fn check_name(kind: &str, name: &str) -> Result<(), BufferError> {
@@ -519,7 +508,7 @@ impl Mem {
                 return Ok(Settled::DeadLettered(DeadLetterReason::MaxAttempts));
             }
         };
-        let ready_ms = now.saturating_add(ms(delay));
+        let ready_ms = now.saturating_add(signed_ms(delay));
         if ready_ms <= now {
             b.wake.insert(channel.to_owned());
         }
@@ -771,7 +760,7 @@ impl Mem {
                 return Ok(None);
             };
             let ordered = chan.settings.ordered;
-            let ack_timeout = ms(chan.settings.ack_timeout);
+            let ack_timeout = signed_ms(chan.settings.ack_timeout);
             let Some(q) = chan.queues.get_mut(queue) else {
                 return Ok(None);
             };
@@ -978,9 +967,9 @@ impl Mem {
                 Ok(Ok(Settled::Requeued { ready_at: ts(now) }))
             }
             Settle::Touch => {
-                let cap = delivered_ms.saturating_add(ms(settings.max_lease));
+                let cap = delivered_ms.saturating_add(signed_ms(settings.max_lease));
                 let new_expiry = now
-                    .saturating_add(ms(settings.ack_timeout))
+                    .saturating_add(signed_ms(settings.ack_timeout))
                     .min(cap)
                     .max(expires_ms);
                 let Some(mut rec) = q.remove(seq) else {
@@ -1130,7 +1119,7 @@ impl Mem {
         };
         let found = Self::matching_dead(t, channel, webhook_id, message_id)?;
         let now = now_ms();
-        let ttl = ms(chan.settings.ttl);
+        let ttl = signed_ms(chan.settings.ttl);
         let mut replayed = 0u64;
         let mut blocked = 0u64;
         for (key, _) in found {

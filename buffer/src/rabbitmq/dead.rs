@@ -6,14 +6,13 @@ use std::collections::BinaryHeap;
 use lapin::message::BasicGetMessage;
 use lapin::options::QueuePurgeOptions;
 
-use super::lease::now_ms;
 use super::link::not_found;
 use super::message::Meta;
 use super::names::dead_letter_exchange;
 use super::view;
 use super::walk::Walk;
 use super::{Inner, topology};
-use crate::millis::ts;
+use crate::millis::{now_ms, signed_ms, ts};
 use crate::stored::decode_stored;
 use crate::unreadable::{Known, placeholder};
 use crate::{
@@ -185,7 +184,7 @@ impl Inner {
         let _g = gate.lock.lock().await;
         let locked = self.lock_record(channel).await?;
         let max_len = locked.data.settings_max_queue_size();
-        let ttl_ms = super::lease::ms(crate::QueueSettings::from(&locked.data.settings).ttl);
+        let ttl_ms = signed_ms(crate::QueueSettings::from(&locked.data.settings).ttl);
         let live: Vec<String> = locked.data.queues.clone();
         let (mut replayed, mut blocked) = (0u64, 0u64);
         let mut outcome = Ok(());

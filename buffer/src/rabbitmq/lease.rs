@@ -8,7 +8,6 @@ use std::time::Duration;
 use lapin::message::BasicGetMessage;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 use lapin::{BasicProperties, Channel};
-use webhook_connect_protocol::Timestamp;
 
 use super::link::{Link, poll_once};
 use super::message::Meta;
@@ -16,7 +15,7 @@ use super::{Inner, POLL_INTERVAL, lock};
 use crate::detached::{Detachable, lease_detached};
 use crate::lease_policy::LeasePolicy;
 use crate::lease_wait::{LeaseAttempt, wait_for_leases};
-use crate::millis::ts;
+use crate::millis::{now_ms, signed_ms, ts};
 use crate::stored::decode_stored;
 use crate::unreadable::UNREADABLE;
 use crate::{BufferError, DeadLetterReason, Lease, LeaseToken, QueueSettings};
@@ -48,14 +47,6 @@ impl Held {
     pub(crate) fn ordered(&self) -> bool {
         self.carried || self.token_tag.is_some()
     }
-}
-
-pub(crate) fn now_ms() -> i64 {
-    Timestamp::now().unix_millis()
-}
-
-pub(crate) fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Publishes an ordered-delivery token into `queue`: empty, or carrying a message.
@@ -504,7 +495,7 @@ impl Inner {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let handle = format!("{:x}-{generation}-{id}", self.instance);
         let count = held.meta.count + 1;
-        let expires_ms = now.saturating_add(ms(settings.ack_timeout));
+        let expires_ms = now.saturating_add(signed_ms(settings.ack_timeout));
         let token = LeaseToken {
             channel: channel.to_owned(),
             queue: queue.to_owned(),

@@ -4,9 +4,10 @@
 
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use webhook_connect_protocol::{Envelope, Timestamp};
+use webhook_connect_protocol::Envelope;
 
 use crate::DeadLetterReason;
+use crate::millis::now_ms;
 
 /// Delivery mode of persistent messages.
 const PERSISTENT: u8 = 2;
@@ -77,7 +78,7 @@ impl Meta {
             .with_message_id(ShortString::from(self.message_id.clone()))
             .with_headers(h);
         if with_expiration && let Some(exp) = self.expires_ms {
-            let left = (exp - Timestamp::now().unix_millis()).max(0);
+            let left = (exp - now_ms()).max(0);
             p = p.with_expiration(ShortString::from(left.to_string()));
         }
         p

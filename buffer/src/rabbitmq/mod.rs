@@ -106,6 +106,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use webhook_connect_protocol::Envelope;
 
+use crate::millis::now_ms;
 use crate::notify::Notifiers;
 use crate::{
     Buffer, BufferError, ChannelStats, DeadLetterPage, DeadLetterQuery, Lease, LeaseToken,
@@ -385,7 +386,7 @@ impl Inner {
         let heap = delayed
             .entry((channel.to_owned(), queue.to_owned()))
             .or_default();
-        let now = lease::now_ms();
+        let now = now_ms();
         while heap.peek().is_some_and(|r| r.0 <= now) {
             heap.pop();
         }
@@ -438,7 +439,7 @@ impl Inner {
             .collect();
         holding.extend(lock(&self.delayed).keys().map(|(c, _)| c.clone()));
         holding.extend(lock(&self.written_views).keys().cloned());
-        let now = lease::now_ms();
+        let now = now_ms();
         for c in holding {
             if channels.contains(&c) {
                 continue;
@@ -492,7 +493,7 @@ impl Inner {
         for (q, d) in &deltas {
             locked.data.counters.entry(q.clone()).or_default().add(d);
         }
-        let now = lease::now_ms();
+        let now = now_ms();
         let mine = self.own_view(channel, now);
         view::prune(&mut locked.data.views, now);
         if mine.is_empty() {

@@ -7,12 +7,12 @@ use lapin::options::BasicPublishOptions;
 use tokio::sync::oneshot;
 use webhook_connect_protocol::Envelope;
 
-use super::lease::now_ms;
 use super::link::poll_once;
 use super::message::Meta;
 use super::record::CRASH_GAP;
 use super::{Inner, lock, topology};
 use crate::BufferError;
+use crate::millis::now_ms;
 
 /// Most messages one batch publishes.
 const MAX_BATCH: usize = 512;

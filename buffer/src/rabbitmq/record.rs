@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::link::{Link, not_found};
 use super::view::View;
+use crate::millis::ms;
 use crate::{BufferError, QueueSettings};
 
 /// Sequence numbers skipped after a holder of the record died: more than one publish batch.
@@ -63,10 +64,6 @@ pub(crate) struct StoredSettings {
     requeue_delay_initial_ms: u64,
     requeue_delay_max_ms: u64,
     ordered: bool,
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl From<&QueueSettings> for StoredSettings {

@@ -1,12 +1,12 @@
 //! Settling leases: ack, requeue (directly, through a delay queue, or inside the ordered
 //! token), dead-lettering.
 
-use super::lease::{Held, ms, now_ms, put_token};
+use super::lease::{Held, put_token};
 use super::names::{dead_letter_exchange, delay_exchange};
 use super::topology::{MIN_DELAY_MS, bucket, bucket_headers};
 use super::{Inner, lock};
 use crate::lease_policy::{AfterFailure, LeasePolicy};
-use crate::millis::ts;
+use crate::millis::{ms, now_ms, signed_ms, ts};
 use crate::{BufferError, DeadLetterReason, LeaseToken, Settle, Settled};
 
 /// The lease id in a handle `{instance}-{generation}-{id}`.
@@ -70,10 +70,10 @@ impl Inner {
             }
             Settle::Touch => {
                 let until = now
-                    .saturating_add(ms(held.settings.ack_timeout))
+                    .saturating_add(signed_ms(held.settings.ack_timeout))
                     .min(
                         held.delivered_ms
-                            .saturating_add(ms(held.settings.max_lease)),
+                            .saturating_add(signed_ms(held.settings.max_lease)),
                     )
                     .max(held.expires_ms);
                 held.expires_ms = until;
@@ -113,7 +113,7 @@ impl Inner {
         let delay_ms = if counted {
             self.add_delta(&held.channel, &held.queue, |c| c.nacked += 1);
             match LeasePolicy::of(&held.settings).after_failure(held.count, delay) {
-                AfterFailure::Requeue(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+                AfterFailure::Requeue(d) => ms(d),
                 AfterFailure::DeadLetter => {
                     self.bury(held, DeadLetterReason::MaxAttempts, reason)
                         .await?;

@@ -35,7 +35,7 @@ use webhook_connect_protocol::{Envelope, Timestamp};
 use crate::detached::{Detachable, lease_detached};
 use crate::lease_policy::LeasePolicy;
 use crate::lease_wait::{LeaseAttempt, wait_for_leases};
-use crate::millis::ts;
+use crate::millis::{ms, ts};
 use crate::notify::Notifiers;
 use crate::stored::decode_stored;
 use crate::unreadable::{Known, UNREADABLE, placeholder};
@@ -180,10 +180,6 @@ fn array(v: Value) -> Option<Vec<Value>> {
 
 fn bad_reply(what: &str) -> BufferError {
     BufferError::Unavailable(format!("redis: unexpected reply to {what}"))
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// One stream entry: id and its fields.

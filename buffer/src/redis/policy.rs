@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use ::redis::Value;
 
-use super::{bad_reply, int, ms};
+use super::{bad_reply, int};
 use crate::QueueSettings;
 use crate::lease_policy::LeasePolicy;
+use crate::millis::ms;
 
 /// First element of a script's reply when the policy it was given is not the channel's.
 const STALE: i64 = -2;
