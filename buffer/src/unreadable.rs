@@ -1,16 +1,17 @@
 //! Stored entries that cannot be decoded: they go to the dead letters with reason
 //! `rejected` and this `last_error`, and are listed with a stand-in envelope holding the raw
-//! stored bytes as body.
+//! stored bytes as body ([`dead_letter_envelope`], used by every backend).
 
 use serde_json::value::RawValue;
 use webhook_connect_protocol::{DataType, Envelope, Headers, MessageId};
 
 use crate::millis::ts;
+use crate::stored::decode_stored;
 
 /// `last_error` of an unreadable stored entry.
 pub(crate) const UNREADABLE: &str = "unreadable stored message";
 
-/// What is known of an unreadable entry besides its bytes.
+/// What is stored beside an entry's bytes.
 #[derive(Debug)]
 pub(crate) struct Known<'a> {
     pub channel: &'a str,
@@ -21,8 +22,15 @@ pub(crate) struct Known<'a> {
     pub expires_ms: Option<i64>,
 }
 
+/// The envelope of a dead letter stored as `raw`: the stored envelope, or for an unreadable
+/// entry a stand-in.
+pub(crate) fn dead_letter_envelope(known: Known<'_>, raw: &[u8]) -> Envelope {
+    decode_stored(raw, known.sequence, known.expires_ms)
+        .unwrap_or_else(|| placeholder(known, raw.to_vec()))
+}
+
 /// A stand-in envelope: known facts, `payload` null, `body` the raw stored bytes.
-pub(crate) fn placeholder(known: Known<'_>, raw: Vec<u8>) -> Envelope {
+fn placeholder(known: Known<'_>, raw: Vec<u8>) -> Envelope {
     Envelope {
         message_id: MessageId::parse(known.message_id).unwrap_or_else(|_| MessageId::generate()),
         channel: known.channel.to_owned(),

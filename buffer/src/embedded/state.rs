@@ -34,7 +34,9 @@ const MISC_LEASE_GEN: &str = "lease_generation";
 const MISC_NEXT_DEAD: &str = "next_dead_letter_id";
 const MISC_HEALTH: &str = "health_check";
 
+use crate::stored::decode_stored;
 pub(crate) use crate::unreadable::UNREADABLE;
+use crate::unreadable::{Known, dead_letter_envelope};
 
 /// Longest channel or queue name the store accepts (names are validated upstream to far less).
 const MAX_NAME_LEN: usize = 255;
@@ -799,8 +801,8 @@ impl Mem {
             let envelope = t
                 .body
                 .get(key.as_slice())?
-                .and_then(|g| Envelope::decode(g.value()).ok());
-            let Some(mut envelope) = envelope else {
+                .and_then(|g| decode_stored(g.value(), seq, rec.expires_ms));
+            let Some(envelope) = envelope else {
                 q.remove(seq);
                 rec.last_error = Some(UNREADABLE.to_owned());
                 tracing::warn!(
@@ -823,9 +825,6 @@ impl Mem {
                 )?;
                 continue;
             };
-            if rec.expires_ms != envelope.expires_at.map(|e| e.unix_millis()) {
-                envelope.expires_at = rec.expires_ms.map(ts);
-            }
             q.remove(seq);
             self.lease_gen += 1;
             b.dirty_misc = true;
@@ -1314,25 +1313,17 @@ impl Mem {
 }
 
 fn to_dead_letter(channel: &str, rec: DeadRecord) -> DeadLetter {
-    let envelope = match Envelope::decode(&rec.body) {
-        Ok(mut e) => {
-            if rec.expires_ms != e.expires_at.map(|x| x.unix_millis()) {
-                e.expires_at = rec.expires_ms.map(ts);
-            }
-            e
-        }
-        Err(_) => crate::unreadable::placeholder(
-            crate::unreadable::Known {
-                channel,
-                queue: &rec.queue,
-                sequence: rec.seq,
-                message_id: &rec.message_id,
-                received_ms: rec.received_ms,
-                expires_ms: rec.expires_ms,
-            },
-            rec.body.clone(),
-        ),
-    };
+    let envelope = dead_letter_envelope(
+        Known {
+            channel,
+            queue: &rec.queue,
+            sequence: rec.seq,
+            message_id: &rec.message_id,
+            received_ms: rec.received_ms,
+            expires_ms: rec.expires_ms,
+        },
+        &rec.body,
+    );
     DeadLetter {
         envelope,
         queue: rec.queue,

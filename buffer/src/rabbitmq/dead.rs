@@ -13,8 +13,7 @@ use super::view;
 use super::walk::Walk;
 use super::{Inner, topology};
 use crate::millis::{now_ms, signed_ms, ts};
-use crate::stored::decode_stored;
-use crate::unreadable::{Known, placeholder};
+use crate::unreadable::{Known, dead_letter_envelope};
 use crate::{
     BufferError, ChannelStats, DeadLetter, DeadLetterPage, DeadLetterQuery, DeadLetterReason,
     QueueStats,
@@ -86,20 +85,17 @@ impl Inner {
     fn to_dead_letter(&self, channel: &str, queue: &str, m: &BasicGetMessage) -> DeadLetter {
         let d = &m.delivery;
         let meta = Meta::read(&d.properties);
-        let envelope =
-            decode_stored(&d.data, meta.sequence, meta.expires_ms).unwrap_or_else(|| {
-                placeholder(
-                    Known {
-                        channel,
-                        queue,
-                        sequence: meta.sequence,
-                        message_id: &meta.message_id,
-                        received_ms: meta.received_ms,
-                        expires_ms: meta.expires_ms,
-                    },
-                    d.data.clone(),
-                )
-            });
+        let envelope = dead_letter_envelope(
+            Known {
+                channel,
+                queue,
+                sequence: meta.sequence,
+                message_id: &meta.message_id,
+                received_ms: meta.received_ms,
+                expires_ms: meta.expires_ms,
+            },
+            &d.data,
+        );
         DeadLetter {
             envelope,
             queue: queue.to_owned(),

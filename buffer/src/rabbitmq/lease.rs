@@ -473,9 +473,10 @@ impl Inner {
             delivered_ms: now,
             expires_ms: now,
         };
+        let envelope = decode_stored(&held.body, held.meta.sequence, held.meta.expires_ms);
         let bury = if held.meta.expires_ms.is_some_and(|e| e <= now) {
             Some((DeadLetterReason::Expired, held.meta.last_error.clone()))
-        } else if decode_stored(&held.body, held.meta.sequence, held.meta.expires_ms).is_none() {
+        } else if envelope.is_none() {
             Some((DeadLetterReason::Rejected, Some(UNREADABLE.to_owned())))
         } else if LeasePolicy::of(settings).exhausted(held.meta.count) {
             Some((DeadLetterReason::MaxAttempts, held.meta.last_error.clone()))
@@ -486,8 +487,7 @@ impl Inner {
             self.bury(held, reason, err).await?;
             return Ok(Taken::Buried);
         }
-        let Some(envelope) = decode_stored(&held.body, held.meta.sequence, held.meta.expires_ms)
-        else {
+        let Some(envelope) = envelope else {
             return Ok(Taken::Buried);
         };
         let id = self

@@ -38,7 +38,7 @@ use crate::lease_wait::{LeaseAttempt, wait_for_leases};
 use crate::millis::{ms, ts};
 use crate::notify::Notifiers;
 use crate::stored::decode_stored;
-use crate::unreadable::{Known, UNREADABLE, placeholder};
+use crate::unreadable::{Known, UNREADABLE, dead_letter_envelope};
 use crate::{
     Buffer, BufferError, ChannelStats, DeadLetter, DeadLetterPage, DeadLetterQuery,
     DeadLetterReason, Lease, LeaseToken, QueueSettings, QueueStats, Settle, Settled,
@@ -625,21 +625,18 @@ impl Inner {
     fn to_dead_letter(channel: &str, queue: String, f: &HashMap<String, Vec<u8>>) -> DeadLetter {
         let seq = field_i64(f, "seq").unwrap_or(0).max(0) as u64;
         let expires_ms = field_i64(f, "exp");
-        let raw = f.get("m").cloned().unwrap_or_default();
-        let envelope = decode_stored(&raw, seq, expires_ms).unwrap_or_else(|| {
-            let message_id = field_str(f, "id").unwrap_or_default();
-            placeholder(
-                Known {
-                    channel,
-                    queue: &queue,
-                    sequence: seq,
-                    message_id: &message_id,
-                    received_ms: field_i64(f, "rcv").unwrap_or(0),
-                    expires_ms,
-                },
-                raw.clone(),
-            )
-        });
+        let message_id = field_str(f, "id").unwrap_or_default();
+        let envelope = dead_letter_envelope(
+            Known {
+                channel,
+                queue: &queue,
+                sequence: seq,
+                message_id: &message_id,
+                received_ms: field_i64(f, "rcv").unwrap_or(0),
+                expires_ms,
+            },
+            f.get("m").map_or(&[][..], Vec::as_slice),
+        );
         let reason = match field_str(f, "reason").as_deref() {
             Some("max_attempts") => DeadLetterReason::MaxAttempts,
             Some("expired") => DeadLetterReason::Expired,
