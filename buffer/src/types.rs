@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use webhook_connect_protocol::{Envelope, MessageId, Timestamp};
 
+use crate::BufferError;
+
 /// Per-channel queue settings (`config-formats.md` §2.5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueSettings {
@@ -134,6 +136,17 @@ impl DeadLetterReason {
             DeadLetterReason::Expired => "expired",
         }
     }
+
+    /// The reason named `s` by [`as_str`](DeadLetterReason::as_str).
+    pub(crate) fn parse(s: &str) -> Option<DeadLetterReason> {
+        [
+            DeadLetterReason::Rejected,
+            DeadLetterReason::MaxAttempts,
+            DeadLetterReason::Expired,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
 }
 
 /// A dead-lettered message.
@@ -162,6 +175,25 @@ pub struct DeadLetterQuery {
     pub limit: usize,
     /// Continue after a previous page (`next_cursor`).
     pub cursor: Option<String>,
+}
+
+impl DeadLetterQuery {
+    /// Refuses a page size outside 1–1000.
+    pub(crate) fn check_limit(&self) -> Result<(), BufferError> {
+        if self.limit == 0 || self.limit > 1000 {
+            return Err(BufferError::Invalid("limit must be 1-1000".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The answer to a replay of `replayed` dead letters, `blocked` more kept because their queue
+/// was full: `QueueFull` when none could go back.
+pub(crate) fn replay_result(replayed: u64, blocked: u64) -> Result<u64, BufferError> {
+    if replayed == 0 && blocked > 0 {
+        return Err(BufferError::QueueFull);
+    }
+    Ok(replayed)
 }
 
 impl Default for DeadLetterQuery {
@@ -243,5 +275,46 @@ impl ChannelStats {
             total,
             queues,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_parse_from_their_names() {
+        for r in [
+            DeadLetterReason::Rejected,
+            DeadLetterReason::MaxAttempts,
+            DeadLetterReason::Expired,
+        ] {
+            assert_eq!(DeadLetterReason::parse(r.as_str()), Some(r));
+        }
+        assert_eq!(DeadLetterReason::parse("delivery_limit"), None);
+    }
+
+    #[test]
+    fn a_replay_fails_only_when_every_match_was_blocked() {
+        assert_eq!(replay_result(2, 1).ok(), Some(2));
+        assert_eq!(replay_result(0, 0).ok(), Some(0));
+        assert!(matches!(replay_result(0, 3), Err(BufferError::QueueFull)));
+    }
+
+    #[test]
+    fn channel_total_adds_the_queues_and_keeps_the_oldest_age() {
+        let q = |id: &str, queued, age| QueueStats {
+            webhook_id: id.into(),
+            queued,
+            published: queued,
+            oldest_queued_age_seconds: age,
+            ..QueueStats::default()
+        };
+        let s = ChannelStats::of_queues("c", vec![q("a", 2, Some(1.5)), q("b", 3, None)]);
+        assert_eq!(s.channel, "c");
+        assert_eq!((s.total.queued, s.total.published), (5, 5));
+        assert_eq!(s.total.oldest_queued_age_seconds, Some(1.5));
+        assert_eq!(s.total.webhook_id, "");
+        assert_eq!(s.queues.len(), 2);
     }
 }

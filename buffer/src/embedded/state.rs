@@ -35,6 +35,7 @@ const MISC_NEXT_DEAD: &str = "next_dead_letter_id";
 const MISC_HEALTH: &str = "health_check";
 
 use crate::stored::decode_stored;
+use crate::types::replay_result;
 pub(crate) use crate::unreadable::UNREADABLE;
 use crate::unreadable::{Known, dead_letter_envelope};
 
@@ -1037,8 +1038,8 @@ impl Mem {
         if !self.channels.contains_key(channel) {
             return Ok(Err(BufferError::UnknownChannel(channel.to_owned())));
         }
-        if query.limit == 0 || query.limit > 1000 {
-            return Ok(Err(BufferError::Invalid("limit must be 1-1000".into())));
+        if let Err(e) = query.check_limit() {
+            return Ok(Err(e));
         }
         let end = match &query.cursor {
             None => dead_key(channel, u64::MAX),
@@ -1159,10 +1160,7 @@ impl Mem {
         if replayed > 0 {
             b.wake.insert(channel.to_owned());
         }
-        if replayed == 0 && blocked > 0 {
-            return Ok(Err(BufferError::QueueFull));
-        }
-        Ok(Ok(replayed))
+        Ok(replay_result(replayed, blocked))
     }
 
     pub(crate) fn purge(

@@ -13,6 +13,7 @@ use super::view;
 use super::walk::Walk;
 use super::{Inner, topology};
 use crate::millis::{now_ms, signed_ms, ts};
+use crate::types::replay_result;
 use crate::unreadable::{Known, dead_letter_envelope};
 use crate::{
     BufferError, ChannelStats, DeadLetter, DeadLetterPage, DeadLetterQuery, DeadLetterReason,
@@ -123,9 +124,7 @@ impl Inner {
         channel: &str,
         query: &DeadLetterQuery,
     ) -> Result<DeadLetterPage, BufferError> {
-        if query.limit == 0 || query.limit > 1000 {
-            return Err(BufferError::Invalid("limit must be 1-1000".into()));
-        }
+        query.check_limit()?;
         let before = match &query.cursor {
             None => None,
             Some(c) => {
@@ -256,10 +255,7 @@ impl Inner {
         if replayed > 0 {
             self.notifiers.wake(channel);
         }
-        if replayed == 0 && blocked > 0 {
-            return Err(BufferError::QueueFull);
-        }
-        Ok(replayed)
+        replay_result(replayed, blocked)
     }
 
     pub(crate) async fn purge(

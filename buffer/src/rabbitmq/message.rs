@@ -94,7 +94,7 @@ impl Meta {
         let num = |k: &str| get(k).and_then(as_i64);
         let reason = text("wc-reason")
             .as_deref()
-            .and_then(parse_reason)
+            .and_then(DeadLetterReason::parse)
             .or_else(|| broker_death(h).map(|(r, _)| r));
         Meta {
             queue: text("wc-queue").unwrap_or_default(),
@@ -146,15 +146,6 @@ fn as_i64(v: &AMQPValue) -> Option<i64> {
         AMQPValue::LongUInt(n) => Some(i64::from(*n)),
         AMQPValue::ShortInt(n) => Some(i64::from(*n)),
         AMQPValue::Timestamp(n) => i64::try_from(*n).ok(),
-        _ => None,
-    }
-}
-
-fn parse_reason(s: &str) -> Option<DeadLetterReason> {
-    match s {
-        "rejected" => Some(DeadLetterReason::Rejected),
-        "max_attempts" => Some(DeadLetterReason::MaxAttempts),
-        "expired" => Some(DeadLetterReason::Expired),
         _ => None,
     }
 }

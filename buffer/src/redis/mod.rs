@@ -38,6 +38,7 @@ use crate::lease_wait::{LeaseAttempt, wait_for_leases};
 use crate::millis::{ms, ts};
 use crate::notify::Notifiers;
 use crate::stored::decode_stored;
+use crate::types::replay_result;
 use crate::unreadable::{Known, UNREADABLE, dead_letter_envelope};
 use crate::{
     Buffer, BufferError, ChannelStats, DeadLetter, DeadLetterPage, DeadLetterQuery,
@@ -508,11 +509,11 @@ impl Inner {
             2 => Settled::Requeued {
                 ready_at: ts(arg.and_then(int).unwrap_or(0)),
             },
-            3 => Settled::DeadLettered(match arg.and_then(text).as_deref() {
-                Some("max_attempts") => DeadLetterReason::MaxAttempts,
-                Some("expired") => DeadLetterReason::Expired,
-                _ => DeadLetterReason::Rejected,
-            }),
+            3 => Settled::DeadLettered(
+                arg.and_then(text)
+                    .and_then(|r| DeadLetterReason::parse(&r))
+                    .unwrap_or(DeadLetterReason::Rejected),
+            ),
             4 => Settled::Extended(ts(arg.and_then(int).unwrap_or(0))),
             _ => return Err(bad_reply("settle")),
         })
@@ -637,11 +638,9 @@ impl Inner {
             },
             f.get("m").map_or(&[][..], Vec::as_slice),
         );
-        let reason = match field_str(f, "reason").as_deref() {
-            Some("max_attempts") => DeadLetterReason::MaxAttempts,
-            Some("expired") => DeadLetterReason::Expired,
-            _ => DeadLetterReason::Rejected,
-        };
+        let reason = field_str(f, "reason")
+            .and_then(|r| DeadLetterReason::parse(&r))
+            .unwrap_or(DeadLetterReason::Rejected);
         DeadLetter {
             envelope,
             queue,
@@ -836,9 +835,7 @@ impl Buffer for RedisBuffer {
         channel: &str,
         query: &DeadLetterQuery,
     ) -> Result<DeadLetterPage, BufferError> {
-        if query.limit == 0 || query.limit > 1000 {
-            return Err(BufferError::Invalid("limit must be 1-1000".into()));
-        }
+        query.check_limit()?;
         let end = match &query.cursor {
             None => "+".to_owned(),
             Some(c) => match c.parse::<u64>() {
@@ -925,10 +922,7 @@ impl Buffer for RedisBuffer {
         if replayed > 0 {
             self.notifiers.wake(channel);
         }
-        if replayed == 0 && blocked > 0 {
-            return Err(BufferError::QueueFull);
-        }
-        Ok(replayed)
+        replay_result(replayed, blocked)
     }
 
     async fn purge_dead_letters(
