@@ -46,6 +46,10 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 /// True when `e` is a failed TLS handshake (certificate refused, alert from the peer): a
 /// `rustls::Error` anywhere in its sources, also inside an `io::Error`. Drivers that wrap the
 /// I/O error so that its `rustls::Error` is out of reach are recognised by rustls's messages.
+#[cfg_attr(
+    not(any(feature = "mqtt", feature = "nats", feature = "redis")),
+    allow(dead_code)
+)] // only mqtt, nats and redis use it
 pub(crate) fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(e);
     while let Some(err) = source {

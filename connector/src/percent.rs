@@ -6,6 +6,15 @@ use std::borrow::Cow;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
 /// Every byte but the unreserved characters of RFC 3986 (`A–Z a–z 0–9 - . _ ~`).
+#[cfg_attr(
+    not(any(
+        feature = "rabbitmq",
+        feature = "gcp_pubsub",
+        feature = "s3",
+        feature = "aws_sqs"
+    )),
+    allow(dead_code)
+)] // only rabbitmq, gcp_pubsub, s3 and aws_sqs use it
 const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
@@ -13,6 +22,15 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// Percent-encodes a URL component (user name, password, vhost) so any character survives.
+#[cfg_attr(
+    not(any(
+        feature = "rabbitmq",
+        feature = "gcp_pubsub",
+        feature = "s3",
+        feature = "aws_sqs"
+    )),
+    allow(dead_code)
+)] // only rabbitmq, gcp_pubsub, s3 and aws_sqs use it
 pub(crate) fn percent_encode(text: &str) -> String {
     utf8_percent_encode(text, COMPONENT).to_string()
 }

@@ -30,6 +30,7 @@ pub(crate) async fn admit(
 /// one refused server refuses them all; a server whose lookup fails is left out, and when none
 /// is left the last lookup error is returned. Returns the positions in `servers` of those that
 /// passed, in order, so the caller hands only checked servers to its library.
+#[cfg_attr(not(any(feature = "nats", feature = "kafka")), allow(dead_code))] // only nats and kafka use it
 pub(crate) async fn admit_each(
     servers: &[(&str, u16)],
     strict: bool,

@@ -77,6 +77,7 @@ pub(crate) fn host(
 
 /// A client certificate's `tls_cert_file` and `tls_key_file`, which come both or neither:
 /// `Some(None)` for neither; `None`, with the error recorded, for one without the other.
+#[cfg_attr(not(any(feature = "mqtt", feature = "redis")), allow(dead_code))] // only mqtt and redis use it
 pub(crate) fn client_cert_files(
     r: &mut Reader<'_>,
     p: &mut Problems,
@@ -110,6 +111,19 @@ pub(crate) fn secret(r: &mut Reader<'_>, p: &mut Problems, key: &'static str) ->
 
 /// A URL given as a connection key: a secret (it may hold credentials) whose scheme is one of
 /// `schemes` and whose host passes the outbound policy.
+#[cfg_attr(
+    not(any(
+        feature = "rabbitmq",
+        feature = "nats",
+        feature = "gcp_pubsub",
+        feature = "postgresql",
+        feature = "mysql",
+        feature = "s3",
+        feature = "aws_sqs",
+        feature = "redis"
+    )),
+    allow(dead_code)
+)] // only modules with connection URLs use it
 pub(crate) fn url(
     r: &mut Reader<'_>,
     p: &mut Problems,

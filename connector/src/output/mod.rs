@@ -22,19 +22,40 @@ mod gcp_auth;
 #[cfg(feature = "gcp_pubsub")]
 pub mod gcp_pubsub;
 pub mod http_webhook;
+#[cfg(any(feature = "postgresql", feature = "mysql", feature = "clickhouse"))]
+mod identifier;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod log;
+#[cfg(feature = "mqtt")]
 pub mod mqtt;
+#[cfg(feature = "mysql")]
 pub mod mysql;
+#[cfg(feature = "nats")]
 pub mod nats;
 #[cfg(feature = "redis-rq")]
 pub mod pickle;
+#[cfg(feature = "postgresql")]
 pub mod postgresql;
+#[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
+#[cfg(any(
+    feature = "clickhouse",
+    feature = "kafka",
+    feature = "mqtt",
+    feature = "nats",
+    feature = "rabbitmq",
+    feature = "redis",
+    feature = "s3",
+    feature = "postgresql",
+    feature = "mysql"
+))]
 mod record;
+#[cfg(feature = "redis")]
 mod redis_client;
+#[cfg(feature = "redis")]
 pub mod redis_publish;
+#[cfg(feature = "redis")]
 pub mod redis_rq;
 pub mod registry;
 #[cfg(feature = "redis-rq")]
@@ -44,6 +65,7 @@ pub mod s3;
 pub mod save_to_disk;
 mod settings;
 pub mod shared;
+#[cfg(any(feature = "postgresql", feature = "mysql"))]
 mod sql;
 pub mod websocket;
 #[cfg(feature = "zeromq")]

@@ -100,13 +100,34 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
         #[cfg(not(feature = "kafka"))]
         "kafka" => requires_feature(settings, problems, "kafka"),
         "log" => super::log::build(settings, problems),
+        #[cfg(feature = "mqtt")]
         "mqtt" => super::mqtt::build(settings, problems),
+        #[cfg(not(feature = "mqtt"))]
+        "mqtt" => requires_feature(settings, problems, "mqtt"),
+        #[cfg(feature = "mysql")]
         "mysql" => super::mysql::build(settings, problems),
+        #[cfg(not(feature = "mysql"))]
+        "mysql" => requires_feature(settings, problems, "mysql"),
+        #[cfg(feature = "nats")]
         "nats" => super::nats::build(settings, problems),
+        #[cfg(not(feature = "nats"))]
+        "nats" => requires_feature(settings, problems, "nats"),
+        #[cfg(feature = "postgresql")]
         "postgresql" => super::postgresql::build(settings, problems),
+        #[cfg(not(feature = "postgresql"))]
+        "postgresql" => requires_feature(settings, problems, "postgresql"),
+        #[cfg(feature = "rabbitmq")]
         "rabbitmq" => super::rabbitmq::build(settings, problems),
+        #[cfg(not(feature = "rabbitmq"))]
+        "rabbitmq" => requires_feature(settings, problems, "rabbitmq"),
+        #[cfg(feature = "redis")]
         "redis_publish" => super::redis_publish::build(settings, problems),
+        #[cfg(not(feature = "redis"))]
+        "redis_publish" => requires_feature(settings, problems, "redis"),
+        #[cfg(feature = "redis")]
         "redis_rq" => super::redis_rq::build(settings, problems),
+        #[cfg(not(feature = "redis"))]
+        "redis_rq" => requires_feature(settings, problems, "redis"),
         #[cfg(feature = "s3")]
         "s3" => super::s3::build(settings, problems),
         #[cfg(not(feature = "s3"))]
@@ -149,7 +170,23 @@ fn not_implemented(
 }
 
 /// The load error of a module whose cargo feature this build does not include.
-#[allow(dead_code)] // used again as soon as a feature-gated module lands behind its feature
+#[cfg_attr(
+    all(
+        feature = "postgresql",
+        feature = "mysql",
+        feature = "mqtt",
+        feature = "nats",
+        feature = "rabbitmq",
+        feature = "redis",
+        feature = "aws_sqs",
+        feature = "clickhouse",
+        feature = "gcp_pubsub",
+        feature = "kafka",
+        feature = "s3",
+        feature = "zeromq"
+    ),
+    allow(dead_code)
+)]
 fn requires_feature(
     settings: &ModuleSettings<'_>,
     problems: &mut Problems,

@@ -18,6 +18,7 @@ use super::admission;
 use super::client_slot::ClientSlot;
 use super::connection_keys;
 use super::error_mapping;
+use super::identifier::is_identifier;
 use super::settings;
 use super::shared::{SharedClients, client_key};
 use super::{Delivery, ErrorCategory, ErrorKind, ModuleSettings, Output, OutputError, record};
@@ -116,16 +117,6 @@ const FIXED_COLUMNS: &[&str] = &[
     "headers",
     "created_at",
 ];
-
-/// `^[A-Za-z_][A-Za-z0-9_]{0,62}$`.
-pub(crate) fn is_identifier(text: &str) -> bool {
-    let mut chars = text.chars();
-    text.len() <= 63
-        && chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
 
 impl TableSpec {
     /// Reads the table keys of module-config.

@@ -100,6 +100,15 @@ impl<'a> Reader<'a> {
     /// A required string that `problem` accepts (it says why a value is refused), else `None`
     /// with an error: "missing field" when neither the key nor `fallback` gives one, or the
     /// value quoted with the reason.
+    #[cfg_attr(
+        not(any(
+            feature = "nats",
+            feature = "gcp_pubsub",
+            feature = "s3",
+            feature = "kafka"
+        )),
+        allow(dead_code)
+    )] // only nats, gcp_pubsub, s3 and kafka use it
     pub(crate) fn checked_string<W: std::fmt::Display>(
         &mut self,
         p: &mut Problems,

@@ -140,6 +140,41 @@ fn clickhouse_needs_its_feature_and_the_http_port() {
     }
 }
 
+/// STYLE.md §4, `modules.md` §2.5: a module whose cargo feature this build leaves out is a load
+/// error naming the module and the feature; a build with the feature reads the entry instead.
+#[test]
+fn a_module_built_without_its_cargo_feature_is_a_load_error_naming_the_feature() {
+    let cases = [
+        ("postgresql", "postgresql", cfg!(feature = "postgresql")),
+        ("mysql", "mysql", cfg!(feature = "mysql")),
+        ("mqtt", "mqtt", cfg!(feature = "mqtt")),
+        ("nats", "nats", cfg!(feature = "nats")),
+        ("rabbitmq", "rabbitmq", cfg!(feature = "rabbitmq")),
+        ("redis_publish", "redis", cfg!(feature = "redis")),
+        ("redis_rq", "redis", cfg!(feature = "redis")),
+    ];
+    for (module, feature, built) in cases {
+        let result = load(
+            json!({"w": {"module": module, "connection": "c"}}),
+            Some(json!({"c": {"type": module, "host": "127.0.0.1"}})),
+            &[],
+        );
+        let needle = format!(
+            "webhooks.json: w.module: module '{module}' requires the '{feature}' feature; \
+             this build does not include it"
+        );
+        match result {
+            Err(errors) if !built => assert!(has(&errors, &needle), "{module}: {errors:#?}"),
+            Ok(_) if !built => panic!("{module} loaded in a build without '{feature}'"),
+            Err(errors) => assert!(
+                !has(&errors, "this build does not include it"),
+                "{module}: {errors:#?}"
+            ),
+            Ok(_) => {}
+        }
+    }
+}
+
 #[test]
 fn a_missing_variable_or_file_is_a_load_error_r73() {
     let errors = load(

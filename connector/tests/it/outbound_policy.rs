@@ -1,5 +1,5 @@
 //! The outbound policy at connect time (`modules.md` §2.3) in the modules that open their own
-//! TCP connections. Each resolves its host through `endpoint::admit` before connecting (unit
+//! TCP connections. Each resolves its host through `admission::admit` before connecting (unit
 //! tests of that helper cover refusals: a name that resolves to a refused address, a refused
 //! server among several). A refusal through a whole module cannot be driven here without a DNS
 //! name the load check accepts but that resolves to a refused address, which a test cannot
