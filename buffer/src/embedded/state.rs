@@ -459,6 +459,29 @@ impl Mem {
         Ok(())
     }
 
+    /// Takes out a message whose lease failed (nack, release, lease expiry, restore), counted as
+    /// nacked, with its channel's lease policy. `None` when it is not there.
+    fn take_failed(
+        &mut self,
+        b: &mut Batch,
+        channel: &str,
+        queue: &str,
+        seq: u64,
+    ) -> Option<(MsgRecord, LeasePolicy)> {
+        let chan = self.channels.get_mut(channel)?;
+        let (ordered, policy) = (chan.settings.ordered, LeasePolicy::of(&chan.settings));
+        let q = chan.queues.get_mut(queue)?;
+        let rec = q.remove(seq)?;
+        q.counters.nacked += 1;
+        b.dirty_counters
+            .insert((channel.to_owned(), queue.to_owned()));
+        if ordered {
+            // The channel's one slot is free again.
+            b.wake.insert(channel.to_owned());
+        }
+        Some((rec, policy))
+    }
+
     /// A delivery failed (nack with retry, release, lease expiry, restore): requeue after the
     /// delay, or dead-letter with `max_attempts`.
     #[allow(clippy::too_many_arguments)]
@@ -473,23 +496,9 @@ impl Mem {
         last_error: Option<String>,
         now: i64,
     ) -> SResult<Settled> {
-        let Some(chan) = self.channels.get_mut(channel) else {
+        let Some((mut rec, policy)) = self.take_failed(b, channel, queue, seq) else {
             return Ok(Settled::NotInFlight);
         };
-        let (ordered, policy) = (chan.settings.ordered, LeasePolicy::of(&chan.settings));
-        let Some(q) = chan.queues.get_mut(queue) else {
-            return Ok(Settled::NotInFlight);
-        };
-        let Some(mut rec) = q.remove(seq) else {
-            return Ok(Settled::NotInFlight);
-        };
-        q.counters.nacked += 1;
-        b.dirty_counters
-            .insert((channel.to_owned(), queue.to_owned()));
-        if ordered {
-            // The channel's one slot is free again.
-            b.wake.insert(channel.to_owned());
-        }
         if last_error.is_some() {
             rec.last_error = last_error;
         }
@@ -517,7 +526,13 @@ impl Mem {
         }
         rec.state = MsgState::Ready { ready_ms };
         Self::put_meta(t, b, channel, queue, seq, &rec)?;
-        q.insert(seq, rec);
+        if let Some(q) = self
+            .channels
+            .get_mut(channel)
+            .and_then(|c| c.queues.get_mut(queue))
+        {
+            q.insert(seq, rec);
+        }
         Ok(Settled::Requeued {
             ready_at: ts(ready_ms),
         })
@@ -920,15 +935,9 @@ impl Mem {
                 reason,
                 ..
             } => {
-                let Some(mut rec) = q.remove(seq) else {
+                let Some((mut rec, _)) = self.take_failed(b, channel, queue, seq) else {
                     return Ok(Ok(Settled::NotInFlight));
                 };
-                q.counters.nacked += 1;
-                b.dirty_counters
-                    .insert((channel.to_owned(), queue.to_owned()));
-                if settings.ordered {
-                    b.wake.insert(channel.to_owned());
-                }
                 rec.last_error = reason;
                 self.bury(
                     t,
