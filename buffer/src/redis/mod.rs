@@ -574,13 +574,18 @@ impl Inner {
     }
 
     /// Dead letters of `channel` matching the filters, oldest first: (queue, entry id). Pages
-    /// are read one at a time and only ids are kept, so large DLQs do not fill memory.
+    /// are read one at a time and only ids are kept, so large DLQs do not fill memory. Fails
+    /// with `UnknownChannel` for a channel that does not exist.
     async fn matching_dead(
         &self,
-        base: &str,
+        channel: &str,
         webhook_id: Option<&str>,
         message_id: Option<&str>,
     ) -> Result<Vec<(String, String)>, BufferError> {
+        let base = &self.base(channel);
+        if !self.channel_exists(base).await? {
+            return Err(BufferError::UnknownChannel(channel.to_owned()));
+        }
         let queues = match webhook_id {
             Some(w) => vec![w.to_owned()],
             None => self.all_queues(base).await?,
@@ -892,10 +897,7 @@ impl Buffer for RedisBuffer {
         message_id: Option<&str>,
     ) -> Result<u64, BufferError> {
         let base = self.base(channel);
-        if !self.channel_exists(&base).await? {
-            return Err(BufferError::UnknownChannel(channel.to_owned()));
-        }
-        let found = self.matching_dead(&base, webhook_id, message_id).await?;
+        let found = self.matching_dead(channel, webhook_id, message_id).await?;
         let mut replayed = 0u64;
         let mut blocked = 0u64;
         for (q, id) in found {
@@ -932,10 +934,7 @@ impl Buffer for RedisBuffer {
         message_id: Option<&str>,
     ) -> Result<u64, BufferError> {
         let base = self.base(channel);
-        if !self.channel_exists(&base).await? {
-            return Err(BufferError::UnknownChannel(channel.to_owned()));
-        }
-        let found = self.matching_dead(&base, webhook_id, message_id).await?;
+        let found = self.matching_dead(channel, webhook_id, message_id).await?;
         let mut by_queue: HashMap<String, Vec<String>> = HashMap::new();
         for (q, id) in found {
             by_queue.entry(q).or_default().push(id);
