@@ -98,10 +98,10 @@ impl LeasePolicy {
         Duration::try_from_secs_f64(base.as_secs_f64() * factor).unwrap_or(Duration::MAX)
     }
 
-    /// The requeue delays of attempts 1, 2, … up to the first one from which every later attempt
-    /// has the same base delay (the cap, or a zero delay) or the last one that requeues, each
-    /// with its own random factor; at least one. The Redis scripts take the delay of attempt
-    /// `n` from this list, its last entry for every later `n`.
+    /// The requeue delays of attempts 1, 2, …, each with its own random factor, up to the last
+    /// attempt that requeues or the first one from which the base delay stops changing (the
+    /// cap, or zero), whichever comes first; at least one. The Redis scripts take the delay of
+    /// attempt `n` from this list, and its last entry for every later `n`.
     pub(crate) fn requeue_delays(&self) -> Vec<Duration> {
         let mut out = Vec::new();
         let mut attempt = 1u32;

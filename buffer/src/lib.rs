@@ -8,7 +8,10 @@
 //! dead letters and cumulative counters all live in the store, so they survive restarts.
 //!
 //! Backends: `embedded` (one file, the default), `redis` (Streams), `rabbitmq` (AMQP 0-9-1).
-//! One conformance suite (`tests/it/conformance.rs`) runs unchanged against each.
+//! One conformance suite (`tests/it/conformance.rs`) runs unchanged against each. What they
+//! share is written once: the lease policy (requeue backoff and attempt cap, `lease_policy.rs`;
+//! the Redis scripts get its answers as arguments), the wait of a `lease` call
+//! (`lease_wait.rs`), the detached lease attempt of the broker backends (`detached.rs`).
 //!
 //! ```text
 //! let buffer: SharedBuffer = match backend {
