@@ -30,31 +30,39 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the configuration, its loading and validation (`check-config`);
-//! - [`stream`]: the per-channel connect loop and the WebSocket, SSE and long-poll clients;
+//! Each module imports only modules listed below it in this dependency order (no import
+//! circle); `app` is at the top:
+//!
+//! - `app`: start-up, the stale watchdog and shutdown;
+//! - `stream`: the per-channel connect loop (with its reconnect backoff) and the WebSocket, SSE
+//!   and long-poll clients;
 //! - [`dispatch`]: concurrency, ordering, memory bound and deduplication of received messages;
 //! - [`forward`]: the HTTP request to a local target and the ack/nack decision;
-//! - [`pipeline`] and [`output`]: module mode (module instances, chains, retries) and the modules;
-//! - [`ack`]: acks and nacks back to the relay (frames, or `POST /connect/ack`);
 //! - [`completion`]: the completion record;
-//! - [`health`]: `/healthz`, `/readyz`, `/metrics`; [`tls`]: TLS towards the relay;
-//! - [`app`]: start-up, the stale watchdog and shutdown.
+//! - [`config`]: the configuration, its loading and validation (`check-config`);
+//! - [`pipeline`]: module mode (module instances, chains, retries, and its configuration);
+//! - [`health`]: `/healthz`, `/readyz`, `/metrics`;
+//! - [`output`]: the output modules and their contract;
+//! - `lease` and [`ack`]: keeping a message's lease, and acks and nacks back to the relay;
+//! - [`tls`]: TLS towards the relay and for modules; `outbound`: the outbound address policy;
+//! - `settings`: the settings reader and the problems it records, below both `config` and
+//!   `output`; `failure`: recognising failed requests; `percent`: percent-encoding.
 
 pub mod ack;
-pub mod app;
+pub(crate) mod app;
 pub mod completion;
 pub mod config;
 pub mod dispatch;
 pub(crate) mod failure;
 pub mod forward;
 pub mod health;
-pub mod lease;
-pub mod outbound;
+pub(crate) mod lease;
+pub(crate) mod outbound;
 pub mod output;
 pub(crate) mod percent;
 pub mod pipeline;
 pub(crate) mod settings;
-pub mod stream;
+pub(crate) mod stream;
 pub mod tls;
 
 pub use app::{ConnectorHandle, RunError, RunOutcome, run, start};

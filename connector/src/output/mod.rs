@@ -21,7 +21,7 @@ mod error_mapping;
 mod gcp_auth;
 #[cfg(feature = "gcp_pubsub")]
 pub mod gcp_pubsub;
-pub mod http_webhook;
+pub(crate) mod http_webhook;
 #[cfg(any(feature = "postgresql", feature = "mysql", feature = "clickhouse"))]
 mod identifier;
 #[cfg(feature = "kafka")]
@@ -62,12 +62,12 @@ pub mod registry;
 mod rq_job;
 #[cfg(feature = "s3")]
 pub mod s3;
-pub mod save_to_disk;
+pub(crate) mod save_to_disk;
 mod settings;
 pub mod shared;
 #[cfg(any(feature = "postgresql", feature = "mysql"))]
 mod sql;
-pub mod websocket;
+pub(crate) mod websocket;
 #[cfg(feature = "zeromq")]
 pub mod zeromq;
 

@@ -7,12 +7,12 @@
 //! - [`retry`]: the retry policy; [`partial`]: partial completion of chains;
 //! - [`decision`]: outcome → ack/nack.
 
-pub mod chain;
+pub(crate) mod chain;
 pub mod config;
-pub mod decision;
-pub mod instance;
-pub mod partial;
-pub mod retry;
+pub(crate) mod decision;
+pub(crate) mod instance;
+pub(crate) mod partial;
+pub(crate) mod retry;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -2,11 +2,11 @@
 //! jittered exponential backoff, `auto` transport fallback on transport-level failures only
 //! `unauthorized` handling with the maximum delay and a re-read token file.
 
-pub mod long_poll;
-pub mod proxy;
+pub(crate) mod long_poll;
+pub(crate) mod proxy;
 mod reconnect;
-pub mod sse;
-pub mod websocket;
+pub(crate) mod sse;
+pub(crate) mod websocket;
 
 use std::future::Future;
 use std::pin::Pin;
