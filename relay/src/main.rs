@@ -156,35 +156,51 @@ fn admin_task(task: Task, api: ApiArgs) -> ExitCode {
     }
 }
 
-#[derive(Debug, Clone, Default, Args)]
+/// The server's options: taken before the subcommand, after `run`, `check-config` or
+/// `print-config`, or both (the subcommand's win). The admin subcommands have their own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
 struct Flags {
     /// Configuration file (.toml or .json); also WEBHOOK_RELAY_CONFIG.
-    #[arg(long, global = true)]
+    #[arg(long)]
     config: Option<PathBuf>,
     /// Main listener address.
-    #[arg(long, global = true)]
+    #[arg(long)]
     listen: Option<String>,
     /// Separate admin listener address.
-    #[arg(long, global = true)]
+    #[arg(long)]
     admin_listen: Option<String>,
     /// Buffer backend: embedded, redis or rabbitmq.
-    #[arg(long, global = true)]
+    #[arg(long)]
     buffer: Option<String>,
     /// An original webhooks.json.
-    #[arg(long, global = true)]
+    #[arg(long)]
     webhooks_config: Option<String>,
     /// File holding the admin token.
-    #[arg(long, global = true)]
+    #[arg(long)]
     admin_token_file: Option<String>,
     /// trace, debug, info, warn or error.
-    #[arg(long, global = true)]
+    #[arg(long)]
     log_level: Option<String>,
     /// text or json.
-    #[arg(long, global = true)]
+    #[arg(long)]
     log_format: Option<String>,
 }
 
 impl Flags {
+    /// These flags, with `top` (given before the subcommand) filling what they leave unset.
+    fn over(self, top: Flags) -> Flags {
+        Flags {
+            config: self.config.or(top.config),
+            listen: self.listen.or(top.listen),
+            admin_listen: self.admin_listen.or(top.admin_listen),
+            buffer: self.buffer.or(top.buffer),
+            webhooks_config: self.webhooks_config.or(top.webhooks_config),
+            admin_token_file: self.admin_token_file.or(top.admin_token_file),
+            log_level: self.log_level.or(top.log_level),
+            log_format: self.log_format.or(top.log_format),
+        }
+    }
+
     fn load_options(self) -> LoadOptions {
         let config_path = self.config.or_else(|| {
             std::env::var_os("WEBHOOK_RELAY_CONFIG")
@@ -241,15 +257,26 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     // The redis crate (a `rediss://` buffer or state store) builds its TLS configuration with
-    // rustls's process-wide provider. The build links two (ring, and aws-lc-rs through lapin),
-    // so rustls cannot pick one itself and would panic: install ring, which the relay uses.
+    // rustls's process-wide provider. ring is the only one the workspace builds; installing it
+    // explicitly keeps that true should a dependency ever enable a second provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
+    let admin_command = matches!(
+        cli.command,
+        Some(Command::Channels(_) | Command::DeadLetters(_))
+    );
+    if admin_command && cli.flags != Flags::default() {
+        eprintln!(
+            "error: the server options (--config, --listen, …) apply to run, check-config and \
+             print-config, not to the admin subcommands"
+        );
+        return ExitCode::from(2);
+    }
     let (command, flags) = match cli.command {
         None => ("run", cli.flags),
-        Some(Command::Run(f)) => ("run", f),
-        Some(Command::CheckConfig(f)) => ("check", f),
-        Some(Command::PrintConfig(f)) => ("print", f),
+        Some(Command::Run(f)) => ("run", f.over(cli.flags)),
+        Some(Command::CheckConfig(f)) => ("check", f.over(cli.flags)),
+        Some(Command::PrintConfig(f)) => ("print", f.over(cli.flags)),
         Some(Command::Channels(c)) => {
             return match c {
                 ChannelsCommand::List(api) => admin_task(Task::ChannelsList, api),
