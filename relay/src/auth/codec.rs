@@ -29,17 +29,16 @@ pub(crate) fn hex_decode(text: &[u8]) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// Every byte but RFC 3986's unreserved set `A–Z a–z 0–9 - . _ ~` is encoded.
+const OAUTH_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// RFC 3986 percent-encoding with the unreserved set `A–Z a–z 0–9 - . _ ~` (RFC 5849 §3.6).
 pub(crate) fn oauth_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for &b in text.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(text, OAUTH_ENCODE).to_string()
 }
 
 /// Percent-decoding (`+` is kept as is), invalid UTF-8 replaced.
