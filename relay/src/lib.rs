@@ -9,6 +9,7 @@
 
 pub mod admin_cli;
 mod admin_guard;
+mod admission;
 pub mod auth;
 mod backend;
 pub mod body;

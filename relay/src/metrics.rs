@@ -39,6 +39,21 @@ fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
 
 const HELP: &[(&str, &str, &str)] = &[
     (
+        "webhook_relay_open_connections",
+        "gauge",
+        "Open client connections by kind: request, stream (connectors) and overflow.",
+    ),
+    (
+        "webhook_relay_connections_refused_total",
+        "counter",
+        "Connections not admitted in full, by reason: limit (closed at once), overflow (health only), streams (stream share spent).",
+    ),
+    (
+        "webhook_relay_connections_closed_total",
+        "counter",
+        "Connections the relay closed before their client was done, by reason: evicted, evicted_per_ip, header_timeout.",
+    ),
+    (
         "webhook_relay_ingest_requests_total",
         "counter",
         "Ingest requests by HTTP status.",

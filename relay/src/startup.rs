@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 use webhook_connect_buffer::{BufferError, SharedBuffer};
 
 use crate::admin_guard::AdminGuard;
+use crate::admission::{Admission, AdmissionLimits, effective_total, open_files_limit};
 use crate::auth::{TrustedProxies, WebhookAuth};
 use crate::backend::{LateBuffer, open_buffer};
 use crate::channels::{Registry, WebhookRoute};
@@ -37,6 +38,7 @@ pub async fn build_state(
         config.file.admin.max_failed_auth_per_minute,
     );
     let metrics = Arc::new(Metrics::default());
+    let admission = Admission::new(admission_limits(&config), metrics.clone());
     let openapi = crate::openapi::document(&config.file.server.public_base_url).to_string();
     let state = Arc::new(AppState {
         config: Arc::new(config),
@@ -52,6 +54,7 @@ pub async fn build_state(
         state_store,
         tracker: TaskTracker::new(),
         openapi,
+        admission,
         hub_options: HubOptions {
             metrics: metrics.clone(),
             ..HubOptions::default()
@@ -134,4 +137,24 @@ pub async fn run(
         });
     }
     serve(state, listener, shutdown).await
+}
+
+/// The connection limits: the configured total, lowered to what the file limit allows.
+fn admission_limits(config: &RelayConfig) -> AdmissionLimits {
+    let limits = &config.file.limits;
+    let files = open_files_limit();
+    let total = effective_total(limits.max_connections_total, files);
+    if total < limits.max_connections_total {
+        tracing::warn!(
+            configured = limits.max_connections_total,
+            open_files_limit = files.unwrap_or_default(),
+            max_connections = total,
+            "limits.max_connections_total lowered to fit the open-files limit; raise LimitNOFILE / ulimit -n to allow more"
+        );
+    }
+    AdmissionLimits::new(
+        total,
+        limits.max_stream_connections,
+        limits.max_connections_per_ip,
+    )
 }

@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 use webhook_connect_buffer::SharedBuffer;
 
 use crate::admin_guard::AdminGuard;
+use crate::admission::Admission;
 use crate::auth::TrustedProxies;
 use crate::channels::Registry;
 use crate::config::RelayConfig;
@@ -45,6 +46,8 @@ pub struct AppState {
     /// Background tasks (dispatchers, releases, sweeps).
     pub tracker: TaskTracker,
     pub(crate) hub_options: HubOptions,
+    /// The connection budget of every listener.
+    pub(crate) admission: Arc<Admission>,
 }
 
 impl AppState {

@@ -52,6 +52,10 @@ pub struct ServerSection {
     /// 1–300.
     #[serde(deserialize_with = "lenient::u64")]
     pub body_read_timeout_seconds: u64,
+    /// 1–300: time for a request's header, from the connection's start or the end of the
+    /// previous response (so also the keep-alive idle timeout).
+    #[serde(deserialize_with = "lenient::u64")]
+    pub header_read_timeout_seconds: u64,
     /// 1–1000.
     #[serde(deserialize_with = "lenient::u64")]
     pub max_header_count: u64,
@@ -84,6 +88,7 @@ impl Default for ServerSection {
             trusted_proxies: Vec::new(),
             max_body_bytes: 10_485_760,
             body_read_timeout_seconds: 30,
+            header_read_timeout_seconds: 10,
             max_header_count: 100,
             max_header_bytes: 8192,
             max_json_depth: 50,
@@ -335,9 +340,15 @@ pub struct LimitsSection {
     /// ≥ 1.
     #[serde(deserialize_with = "lenient::u64")]
     pub max_webhooks: u64,
-    /// ≥ 1.
+    /// ≥ 1; lowered at start-up to the file limit minus a reserve.
     #[serde(deserialize_with = "lenient::u64")]
     pub max_connections_total: u64,
+    /// Connectors' stream connections at most; 0 = four fifths of the total.
+    #[serde(deserialize_with = "lenient::u64")]
+    pub max_stream_connections: u64,
+    /// Request connections per client IP; 0 = no cap.
+    #[serde(deserialize_with = "lenient::u64")]
+    pub max_connections_per_ip: u64,
     /// ≥ 1.
     #[serde(deserialize_with = "lenient::u64")]
     pub rate_limiter_max_keys: u64,
@@ -352,6 +363,8 @@ impl Default for LimitsSection {
             max_channels: 1000,
             max_webhooks: 10_000,
             max_connections_total: 10_000,
+            max_stream_connections: 0,
+            max_connections_per_ip: 0,
             rate_limiter_max_keys: 100_000,
             nonce_cache_size: 100_000,
         }

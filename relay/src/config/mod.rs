@@ -430,6 +430,14 @@ fn validate_sections(f: &RelayFile, label: &str, errors: &mut Vec<String>) {
     range(
         errors,
         label,
+        "server.header_read_timeout_seconds",
+        s.header_read_timeout_seconds,
+        1,
+        300,
+    );
+    range(
+        errors,
+        label,
         "server.max_header_count",
         s.max_header_count,
         1,
@@ -645,6 +653,12 @@ fn validate_sections(f: &RelayFile, label: &str, errors: &mut Vec<String>) {
         ("limits.nonce_cache_size", f.limits.nonce_cache_size),
     ] {
         range(errors, label, key, v, 1, u64::MAX);
+    }
+    if f.limits.max_stream_connections > f.limits.max_connections_total {
+        errors.push(format!(
+            "{label}: limits.max_stream_connections: {} is more than limits.max_connections_total ({})",
+            f.limits.max_stream_connections, f.limits.max_connections_total
+        ));
     }
     one_of(
         errors,

@@ -141,6 +141,18 @@ pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
             });
         }
     }
+    let (requests, streams, overflow) = state.admission.counts();
+    for (kind, n) in [
+        ("request", requests),
+        ("stream", streams),
+        ("overflow", overflow),
+    ] {
+        gauges.push(GaugeSample {
+            name: "webhook_relay_open_connections",
+            labels: vec![("kind", kind.to_owned())],
+            value: n as f64,
+        });
+    }
     let mut response = state.metrics.render(&gauges).into_response();
     response.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,

@@ -17,6 +17,8 @@ mod auth_support;
 mod body_limits;
 mod buffer_outage;
 mod channel_limits;
+mod command_line;
+mod connection_bounds;
 mod delivery_http;
 mod delivery_rabbitmq;
 mod delivery_redis;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use webhook_connect_protocol::poll::PollParams;
@@ -15,6 +15,7 @@ use webhook_connect_protocol::version::{CONNECTION_ID_HEADER, PROTOCOL_HEADER};
 use webhook_connect_protocol::{ConnectionId, ConnectionKind, Timestamp};
 
 use super::accept_stream;
+use crate::admission::ConnHandle;
 use crate::delivery::{Conn, Hub, PollOpenError};
 use crate::http::error::{ApiError, json_response};
 use crate::state::AppState;
@@ -49,6 +50,7 @@ pub async fn handler(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(raw_query): RawQuery,
     headers: HeaderMap,
+    connection: Option<Extension<ConnHandle>>,
 ) -> Response {
     let request = match accept_stream(
         &state,
@@ -57,12 +59,15 @@ pub async fn handler(
         &headers,
         raw_query.as_deref(),
         peer,
+        connection.as_ref().map(|Extension(c)| c),
     ) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
     let (channel, info) = (request.channel, request.info);
     let query = request.query;
+    // The poll counts as a connector's stream until its answer is built.
+    let _slot = request.slot;
     let params = match PollParams::from_query(query.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
         Ok(p) => p,
         Err(e) => return ApiError::unprocessable(e.to_string()).into_response(),

@@ -19,6 +19,7 @@ use webhook_connect_protocol::version::{
 };
 use webhook_connect_protocol::{ConnectionKind, ProtocolVersion};
 
+use crate::admission::{ConnHandle, StreamSlot};
 use crate::channels::{Channel, TokenHash, hash_token};
 use crate::delivery::{ConnInfo, effective_limit};
 use crate::http::error::ApiError;
@@ -103,6 +104,9 @@ pub struct StreamRequest {
     pub info: ConnInfo,
     /// The decoded query string.
     pub query: Vec<(String, String)>,
+    /// The connection's place among the streams (held as long as the stream lives); `None`
+    /// when the request did not come through the relay's own listener (in-process tests).
+    pub slot: Option<StreamSlot>,
 }
 
 /// Checks 1–4 of a stream request and describes the connection it opens.
@@ -113,6 +117,7 @@ pub fn accept_stream(
     headers: &HeaderMap,
     raw_query: Option<&str>,
     peer: SocketAddr,
+    connection: Option<&ConnHandle>,
 ) -> Result<StreamRequest, ApiError> {
     let query = crate::http::query::parse_query(raw_query);
     let (channel, ip, token) = authorize_stream(
@@ -124,10 +129,21 @@ pub fn accept_stream(
         TokenSource::HeaderOrQuery,
     )?;
     let info = conn_info(&channel, kind, headers, ip, token);
+    let slot = match connection {
+        Some(connection) => Some(connection.claim_stream().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Too many connector streams on this relay",
+            )
+            .retry_after(5)
+        })?),
+        None => None,
+    };
     Ok(StreamRequest {
         channel,
         info,
         query,
+        slot,
     })
 }
 

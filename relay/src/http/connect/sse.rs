@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
@@ -19,6 +19,7 @@ use webhook_connect_protocol::version::PROTOCOL_HEADER;
 use webhook_connect_protocol::{CloseReason, ConnectionKind, ServerFrame};
 
 use super::accept_stream;
+use crate::admission::{ConnHandle, StreamSlot};
 use crate::delivery::{Conn, Hub, Outbound};
 use crate::http::error::ApiError;
 use crate::state::AppState;
@@ -27,6 +28,8 @@ use crate::state::AppState;
 struct Registration {
     hub: Arc<Hub>,
     conn: Arc<Conn>,
+    /// The stream's place in the connection budget, released with the stream.
+    _slot: Option<StreamSlot>,
 }
 
 impl Drop for Registration {
@@ -51,6 +54,7 @@ pub async fn handler(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(raw_query): RawQuery,
     headers: HeaderMap,
+    connection: Option<Extension<ConnHandle>>,
 ) -> Response {
     let request = match accept_stream(
         &state,
@@ -59,11 +63,12 @@ pub async fn handler(
         &headers,
         raw_query.as_deref(),
         peer,
+        connection.as_ref().map(|Extension(c)| c),
     ) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let (channel, info) = (request.channel, request.info);
+    let (channel, info, slot) = (request.channel, request.info, request.slot);
     let version = info.version;
     let hub = channel.hub.clone();
     let Some((conn, outbound)) = hub.register_stream(info) else {
@@ -90,7 +95,11 @@ pub async fn handler(
     connected_event.write_to(&mut first);
     let interval = hub.settings().heartbeat_interval();
     let stream_state = StreamState {
-        registration: Registration { hub, conn },
+        registration: Registration {
+            hub,
+            conn,
+            _slot: slot,
+        },
         outbound,
         heartbeat: tokio::time::interval_at(tokio::time::Instant::now() + interval, interval),
         pending: Some(first),

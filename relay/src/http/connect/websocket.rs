@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
@@ -24,6 +24,7 @@ use webhook_connect_protocol::{
 };
 
 use super::accept_stream;
+use crate::admission::ConnHandle;
 use crate::channels::Channel;
 use crate::delivery::settle::{Action, settle_ids};
 use crate::delivery::{Conn, ConnInfo, Hub, Outbound};
@@ -36,6 +37,7 @@ pub async fn handler(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(raw_query): RawQuery,
     headers: HeaderMap,
+    connection: Option<Extension<ConnHandle>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let request = match accept_stream(
@@ -45,6 +47,7 @@ pub async fn handler(
         &headers,
         raw_query.as_deref(),
         peer,
+        connection.as_ref().map(|Extension(c)| c),
     ) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
@@ -53,7 +56,7 @@ pub async fn handler(
         Ok(u) => u,
         Err(rejection) => return rejection.into_response(),
     };
-    let (channel, info) = (request.channel, request.info);
+    let (channel, info, slot) = (request.channel, request.info, request.slot);
     let version = info.version;
     let max_frame = state.config.file.streaming.max_client_frame_bytes as usize;
     // Small per-connection buffers keep 10,000 idle connectors within the memory budget (the
@@ -63,7 +66,11 @@ pub async fn handler(
         .write_buffer_size(0)
         .max_message_size(max_frame)
         .max_frame_size(max_frame)
-        .on_upgrade(move |socket| serve(state, channel, info, socket));
+        .on_upgrade(move |socket| async move {
+            // The stream's place in the connection budget lasts as long as the session.
+            let _slot = slot;
+            serve(state, channel, info, socket).await
+        });
     if version.is_v2() {
         response
             .headers_mut()

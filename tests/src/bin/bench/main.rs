@@ -3,7 +3,8 @@
 //!
 //!   webhook-connect-bench --all [--messages N] [--json FILE]   (everything below, one run)
 //!   webhook-connect-bench [--backend embedded|redis|rabbitmq|all] [--messages N] [--json FILE]
-//!                         [--only limit|admin|ingest|websocket|sse|long_poll] [--scale 1000,10000]
+//!                         [--only limit|admin|ingest|websocket|sse|long_poll|hostile]
+//!                         [--scale 1000,10000]
 //!
 //! Measurements, each on a fresh relay started in this process:
 //! 1. ingest: HMAC-signed 1 KiB webhooks at concurrency 1, 16 and 64 → accepted/s, p50/p99;
@@ -17,10 +18,13 @@
 //!    append+fsync loop, for RabbitMQ the broker driven with lapin directly (publish with
 //!    confirms, consume, ack, same message size). The buffer rows say what fraction they reach;
 //! 5. admin (`admin_ops.rs`): stats with N queued, dead-lettering N, listing the newest page of
-//!    N dead letters, stats with them, replaying them all.
+//!    N dead letters, stats with them, replaying them all;
+//! 6. hostile (`hostile.rs`, `--only hostile` and `--all`): the release relay with a file limit
+//!    of 1,024 under idle, slow-header and large-body attackers while a legitimate sender posts.
 
 mod admin_ops;
 mod buffers;
+mod hostile;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -973,10 +977,11 @@ async fn main() {
         None if all => Some(vec![1000, 10_000]),
         None => None,
     };
-    // `--only limit|admin|ingest|websocket|sse|long_poll` runs one group (for profiling).
+    // `--only limit|admin|ingest|websocket|sse|long_poll|hostile` runs one group.
     let only = arg("--only");
+    let hostile_only = only.as_deref() == Some("hostile");
     let mut tables: Vec<(String, Vec<Row>)> = Vec::new();
-    for backend in &backends {
+    for backend in backends.iter().filter(|_| !hostile_only) {
         let label = match backend {
             Backend::Embedded => "embedded",
             Backend::Redis { .. } => "redis",
@@ -994,6 +999,14 @@ async fn main() {
             &rows,
         );
         tables.push(("processes".to_owned(), rows));
+    }
+    if all || hostile_only {
+        let rows = hostile::hostile().await;
+        print_table(
+            "hostile (release relay, embedded store, file limit 1,024)",
+            &rows,
+        );
+        tables.push(("hostile".to_owned(), rows));
     }
     if let Some(path) = arg("--json") {
         let json: Vec<serde_json::Value> = tables
