@@ -50,6 +50,18 @@ pub mod rabbitmq;
     feature = "postgresql",
     feature = "mysql"
 ))]
+// Each module uses part of it; only the default features use all of it.
+#[cfg_attr(
+    not(all(
+        feature = "postgresql",
+        feature = "mysql",
+        feature = "mqtt",
+        feature = "nats",
+        feature = "rabbitmq",
+        feature = "redis"
+    )),
+    allow(dead_code)
+)]
 mod record;
 #[cfg(feature = "redis")]
 mod redis_client;
