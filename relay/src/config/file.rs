@@ -355,6 +355,10 @@ pub struct LimitsSection {
     /// ≥ 1.
     #[serde(deserialize_with = "lenient::u64")]
     pub nonce_cache_size: u64,
+    /// Bytes of ingest bodies held in memory at once, over all requests: at least
+    /// `server.max_body_bytes`, at most 64 GiB. A body that would pass it gets `503`.
+    #[serde(deserialize_with = "lenient::u64")]
+    pub max_inflight_body_bytes: u64,
 }
 
 impl Default for LimitsSection {
@@ -367,6 +371,7 @@ impl Default for LimitsSection {
             max_connections_per_ip: 0,
             rate_limiter_max_keys: 100_000,
             nonce_cache_size: 100_000,
+            max_inflight_body_bytes: 268_435_456,
         }
     }
 }

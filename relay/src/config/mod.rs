@@ -660,6 +660,15 @@ fn validate_sections(f: &RelayFile, label: &str, errors: &mut Vec<String>) {
             f.limits.max_stream_connections, f.limits.max_connections_total
         ));
     }
+    // Room for at least one body of the largest allowed size.
+    range(
+        errors,
+        label,
+        "limits.max_inflight_body_bytes",
+        f.limits.max_inflight_body_bytes,
+        s.max_body_bytes,
+        68_719_476_736,
+    );
     one_of(
         errors,
         label,
