@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+mod ack_allowed_ips;
 mod admin_api;
 mod admin_commands;
 mod auth_digest_oauth1;

@@ -1,10 +1,12 @@
 //! `POST /connect/ack` (`wire-protocol.md` A.4, B.9): checks in the spec's order, so a caller
-//! without a valid token learns nothing about connections.
+//! without a valid token learns nothing about connections, and a caller outside the
+//! channel's `allowed_ips` learns nothing either.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use webhook_connect_protocol::ConnectionId;
@@ -12,7 +14,7 @@ use webhook_connect_protocol::ack::{AckBatchError, AckRequest, MAX_ACK_BODY_BYTE
 use webhook_connect_protocol::frames::AckStatus;
 use webhook_connect_protocol::version::{CONNECTION_ID_HEADER, PROTOCOL_HEADER};
 
-use super::{TokenSource, presented_token, requested_version};
+use super::{TokenSource, check_allowed_ip, client_ip, presented_token, requested_version};
 use crate::delivery::settle::settle_requests;
 use crate::http::error::{ApiError, json_response};
 use crate::peer_acks::PeerOutcome;
@@ -21,12 +23,19 @@ use crate::state::AppState;
 /// The ack handler.
 pub async fn handler(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(raw_query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let version = requested_version(&headers);
-    let mut response = match handle(&state, raw_query.as_deref(), &headers, &body, version).await {
+    let request = AckInput {
+        raw_query: raw_query.as_deref(),
+        headers: &headers,
+        body: &body,
+        peer,
+    };
+    let mut response = match handle(&state, &request, version).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -38,13 +47,25 @@ pub async fn handler(
     response
 }
 
+/// What the ack handler reads from the request.
+struct AckInput<'a> {
+    raw_query: Option<&'a str>,
+    headers: &'a HeaderMap,
+    body: &'a [u8],
+    peer: SocketAddr,
+}
+
 async fn handle(
     state: &AppState,
-    raw_query: Option<&str>,
-    headers: &HeaderMap,
-    body: &[u8],
+    input: &AckInput<'_>,
     version: webhook_connect_protocol::ProtocolVersion,
 ) -> Result<Response, ApiError> {
+    let AckInput {
+        raw_query,
+        headers,
+        body,
+        peer,
+    } = *input;
     if body.len() > MAX_ACK_BODY_BYTES {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -80,6 +101,26 @@ async fn handle(
     let channels = state.registry.channels_for_token(&token);
     if channels.is_empty() {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "Invalid token"));
+    }
+    // 3a. The client IP must be allowed by the channel, before any connection lookup,
+    // so a caller outside `allowed_ips` learns nothing about connections. A token valid for
+    // several channels keeps only those that allow the client.
+    let ip = client_ip(state, peer, headers);
+    let mut refused = None;
+    let channels: Vec<_> = channels
+        .into_iter()
+        .filter(|c| match check_allowed_ip(c, ip) {
+            Ok(()) => true,
+            Err(e) => {
+                refused = Some(e);
+                false
+            }
+        })
+        .collect();
+    if channels.is_empty() {
+        return Err(
+            refused.unwrap_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "IP not allowed"))
+        );
     }
     // 4. Connection on one of those channels: held here, or by another instance.
     let found = channels
