@@ -119,6 +119,16 @@ const HELP: &[(&str, &str, &str)] = &[
         "Inbound authentication failures.",
     ),
     (
+        "webhook_relay_body_budget_refusals_total",
+        "counter",
+        "Ingest bodies refused with 503 because limits.max_inflight_body_bytes was spent.",
+    ),
+    (
+        "webhook_relay_body_bytes_in_use",
+        "gauge",
+        "Bytes of ingest bodies held in memory now (limits.max_inflight_body_bytes).",
+    ),
+    (
         "webhook_relay_queue_depth",
         "gauge",
         "Messages waiting, per webhook queue.",

@@ -40,6 +40,7 @@ pub async fn build_state(
     let metrics = Arc::new(Metrics::default());
     let admission = Admission::new(admission_limits(&config), metrics.clone());
     let openapi = crate::openapi::document(&config.file.server.public_base_url).to_string();
+    let body_budget_bytes = config.file.limits.max_inflight_body_bytes;
     let state = Arc::new(AppState {
         config: Arc::new(config),
         registry: Registry::default(),
@@ -47,6 +48,7 @@ pub async fn build_state(
         trusted_proxies: trusted,
         shutdown: CancellationToken::new(),
         buffer_ok: AtomicBool::new(true),
+        buffer_progress: std::sync::atomic::AtomicU64::new(0),
         admin,
         peer_acks: state_store
             .peer_link()
@@ -60,6 +62,7 @@ pub async fn build_state(
             ..HubOptions::default()
         },
         metrics,
+        body_budget: crate::body::budget::BodyBudget::new(body_budget_bytes),
     });
     let options = auth_options(&state.config, &state.trusted_proxies);
     let mut errors = Vec::new();

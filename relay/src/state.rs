@@ -3,7 +3,7 @@
 //! [`crate::startup`] builds it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -33,6 +33,9 @@ pub struct AppState {
     /// Cancelled when graceful shutdown begins.
     pub shutdown: CancellationToken,
     pub(crate) buffer_ok: AtomicBool,
+    /// Buffer operations that succeeded (a count); the readiness probe treats progress since
+    /// its last run as proof that the buffer is reachable, however slow its own probe was.
+    pub(crate) buffer_progress: AtomicU64,
     /// Admin authentication.
     pub admin: AdminGuard,
     /// Persisted tokens, rotations and pause state.
@@ -48,12 +51,19 @@ pub struct AppState {
     pub(crate) hub_options: HubOptions,
     /// The connection budget of every listener.
     pub(crate) admission: Arc<Admission>,
+    /// Memory for ingest bodies over all requests (`limits.max_inflight_body_bytes`).
+    pub body_budget: Arc<crate::body::budget::BodyBudget>,
 }
 
 impl AppState {
     /// Buffer reachable and not shutting down.
     pub fn is_ready(&self) -> bool {
         !self.shutdown.is_cancelled() && self.buffer_ok.load(Ordering::SeqCst)
+    }
+
+    /// Records a buffer operation that succeeded (for the readiness probe).
+    pub fn note_buffer_success(&self) {
+        self.buffer_progress.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether the last buffer probe succeeded.

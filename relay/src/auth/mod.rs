@@ -5,14 +5,18 @@
 //!
 //! 1. step 5: [`crate::body::check_headers`];
 //! 2. step 9: [`WebhookAuth::resolve_client_ip`] then [`WebhookAuth::check_ip`];
-//! 3. step 11: [`WebhookAuth::authenticate`] (or [`WebhookAuth::authenticate_at`], which also
-//!    names the failing method for `webhook_relay_auth_failures_total`), with
+//! 3. step 10, before the body is read: [`WebhookAuth::authenticate_before_body`] (the methods
+//!    that need neither the body nor the network);
+//! 4. step 11, only when [`WebhookAuth::authenticated_before_body`]: the rate limits (item 6);
+//! 5. step 13, after the body: [`WebhookAuth::authenticate_after_body`] (both phases together:
+//!    [`WebhookAuth::authenticate`], or [`WebhookAuth::authenticate_at`], which also names the
+//!    failing method for `webhook_relay_auth_failures_total`), with
 //!    [`RequestView::full_url`] from [`request_url`];
-//! 4. step 12: [`WebhookAuth::check_rate_limit`]; if the request fails later,
-//!    [`WebhookAuth::refund_rate_limit`] so rejected requests change nothing;
-//! 5. steps 13–14: [`crate::body::parse_json_body`];
-//! 6. step 15: [`WebhookAuth::validate_schema`];
-//! 7. before storing: remove [`AuthPass::consumed_headers`] (already empty when stripping is
+//! 6. step 14 unless done at step 11: [`WebhookAuth::check_rate_limit`]; if the request fails
+//!    later, [`WebhookAuth::refund_rate_limit`] so rejected requests change nothing;
+//! 7. steps 15–16: [`crate::body::parse_json_body`];
+//! 8. step 17: [`WebhookAuth::validate_schema`];
+//! 9. before storing: remove [`AuthPass::consumed_headers`] (already empty when stripping is
 //!    off for the webhook) and apply [`WebhookAuth::credential_cleanup`].
 
 mod api_key;
@@ -108,6 +112,13 @@ impl AuthPass {
     }
 }
 
+/// When a method runs relative to reading the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    BeforeBody,
+    AfterBody,
+}
+
 /// One configured method, in evaluation order (§1.2).
 #[derive(Debug)]
 enum Method {
@@ -137,6 +148,21 @@ impl Method {
             Method::Header(_) => "header_auth",
             Method::OAuth2(_) => "oauth2",
             Method::Recaptcha(_) => "recaptcha",
+        }
+    }
+
+    /// When the method runs: before the body when it needs neither the body nor the network.
+    fn phase(&self) -> Phase {
+        match self {
+            Method::Basic(_)
+            | Method::Digest(_)
+            | Method::Jwt(_)
+            | Method::Authorization(_)
+            | Method::Query(_)
+            | Method::Header(_) => Phase::BeforeBody,
+            Method::OAuth1(_) | Method::Hmac(_) | Method::OAuth2(_) | Method::Recaptcha(_) => {
+                Phase::AfterBody
+            }
         }
     }
 
@@ -520,15 +546,62 @@ impl WebhookAuth {
     }
 
     /// Like [`authenticate`](Self::authenticate) at a given time; a failure also names the
-    /// method (the config key, for the `webhook_relay_auth_failures_total` metric).
+    /// method (the config key, for the `webhook_relay_auth_failures_total` metric). Runs both
+    /// phases: [`authenticate_before_body`](Self::authenticate_before_body), then
+    /// [`authenticate_after_body`](Self::authenticate_after_body).
     pub async fn authenticate_at(
         &self,
         req: &RequestView<'_>,
         body: &[u8],
         now: SystemTime,
     ) -> Result<AuthPass, (&'static str, Rejection)> {
-        let now = unix_seconds(now);
-        for m in &self.methods {
+        self.authenticate_before_body(req, now).await?;
+        self.authenticate_after_body(req, body, now).await
+    }
+
+    /// The methods that need neither the body nor the network (`basic_auth`, `digest_auth`,
+    /// `jwt`, `authorization`, `query_auth`, `header_auth`), in the order of §1.2. The relay
+    /// runs them before it reads the body, so a request with a wrong credential never has its
+    /// body read or buffered.
+    pub async fn authenticate_before_body(
+        &self,
+        req: &RequestView<'_>,
+        now: SystemTime,
+    ) -> Result<(), (&'static str, Rejection)> {
+        self.run_methods(req, &[], unix_seconds(now), Phase::BeforeBody)
+            .await
+    }
+
+    /// The other methods, in the order of §1.2: those that read the body (`oauth1`, `hmac`),
+    /// then those that call out over the network (`oauth2`, `recaptcha`).
+    pub async fn authenticate_after_body(
+        &self,
+        req: &RequestView<'_>,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<AuthPass, (&'static str, Rejection)> {
+        self.run_methods(req, body, unix_seconds(now), Phase::AfterBody)
+            .await?;
+        Ok(AuthPass {
+            consumed_headers: self.consumed.clone(),
+        })
+    }
+
+    /// True when every configured method runs before the body
+    /// ([`authenticate_before_body`](Self::authenticate_before_body)): authentication is then
+    /// complete before the body is read, and the rate limits may be checked there too.
+    pub fn authenticated_before_body(&self) -> bool {
+        self.methods.iter().all(|m| m.phase() == Phase::BeforeBody)
+    }
+
+    async fn run_methods(
+        &self,
+        req: &RequestView<'_>,
+        body: &[u8],
+        now: i64,
+        phase: Phase,
+    ) -> Result<(), (&'static str, Rejection)> {
+        for m in self.methods.iter().filter(|m| m.phase() == phase) {
             let result = match m {
                 Method::Basic(b) => b.check(req.headers),
                 Method::Digest(dg) => dg.check(req.method, req.uri, req.headers, now),
@@ -562,9 +635,7 @@ impl WebhookAuth {
                 return Err((m.name(), r));
             }
         }
-        Ok(AuthPass {
-            consumed_headers: self.consumed.clone(),
-        })
+        Ok(())
     }
 
     /// Step 12: the webhook's `rate_limit` (429 with `Retry-After ≥ 1`, R-07). Call only after

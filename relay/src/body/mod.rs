@@ -1,6 +1,7 @@
 //! Decoding and checking ingest bodies and headers (`auth-methods.md` §8.1, `http-api.md` §1.2
-//! steps 5, 13 and 14).
+//! steps 5, 15 and 16).
 
+pub mod budget;
 pub mod charset;
 pub mod depth;
 pub mod parser;
@@ -29,7 +30,7 @@ impl Default for HeaderLimits {
     }
 }
 
-/// Limits of steps 13–14.
+/// Limits of steps 15–16.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyLimits {
     /// `server.max_json_depth` (default 50).
@@ -102,7 +103,7 @@ pub fn check_headers(headers: &HeaderMap, limits: &HeaderLimits) -> Result<(), R
     Ok(())
 }
 
-/// Steps 13–14 for `data_type: json`: decode by charset, parse (exact numbers, key order, last
+/// Steps 15–16 for `data_type: json`: decode by charset, parse (exact numbers, key order, last
 /// duplicate wins) with an iterative parser that checks depth and string lengths (keys and
 /// values) as it goes and never recurses; a syntax error anywhere wins over a limit error.
 pub fn parse_json_body(

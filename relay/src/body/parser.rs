@@ -2,7 +2,7 @@
 //! never recurses, and checks depth and string lengths (keys and values) while parsing
 //! (`auth-methods.md` §8.1).
 //!
-//! Syntax errors win over limit errors (step 13 before step 14): once a limit is exceeded the
+//! Syntax errors win over limit errors (step 15 before step 16): once a limit is exceeded the
 //! parser stops building values but keeps validating the syntax to the end.
 
 use std::borrow::Cow;

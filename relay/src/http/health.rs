@@ -90,7 +90,11 @@ pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
         );
         return response;
     }
-    let mut gauges = Vec::new();
+    let mut gauges = vec![GaugeSample {
+        name: "webhook_relay_body_bytes_in_use",
+        labels: Vec::new(),
+        value: state.body_budget.in_use() as f64,
+    }];
     for channel in state.registry.channels() {
         let name = channel.name.clone();
         if let Ok(stats) = state.buffer.stats(&name).await {

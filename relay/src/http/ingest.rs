@@ -1,10 +1,13 @@
 //! `POST /webhook/{webhook_id}` and `POST /webhook/{namespace}/{webhook_id}` (`http-api.md` §1).
 //!
 //! The checks run in the spec's order and stop at the first failure; a rejected request changes
-//! nothing. The body is read against the limit (413 as soon as it is passed, R-04) and the
-//! answer is `200` only after the buffer confirmed the message is stored.
+//! nothing. Checks that need no body (IP list, credentials in headers or the query, and
+//! the rate limits when authentication is complete) run before the body is read. The body is read
+//! against the limit (413 as soon as it is passed, R-04) and the global body memory budget (503),
+//! large bodies are parsed on the blocking pool, and the answer is `200` only after the buffer
+//! confirmed the message is stored.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,13 +15,15 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use serde_json::value::RawValue;
 use webhook_connect_buffer::BufferError;
 use webhook_connect_protocol::headers::is_hop_by_hop;
 use webhook_connect_protocol::names::{validate_namespace, validate_webhook_id};
-use webhook_connect_protocol::webhook::blob_payload;
+use webhook_connect_protocol::webhook::{PayloadEncoding, blob_payload};
 use webhook_connect_protocol::{DataType, Envelope, Headers, MessageId, Timestamp};
 
 use crate::auth::{Rejection, RequestView};
+use crate::body::budget::{ReadError, read_body};
 use crate::body::{BodyLimits, HeaderLimits, check_headers, parse_json_body};
 use crate::channels::WebhookRoute;
 use crate::http::error::{ApiError, json_response};
@@ -193,10 +198,7 @@ async fn ingest(
     // 8. Declared length.
     let settings = route.channel.settings();
     let limit = server.max_body_bytes.min(settings.max_message_size);
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
+    if let Some(len) = declared_length(headers)
         && len > limit
     {
         return Err(ApiError::new(
@@ -207,36 +209,6 @@ async fn ingest(
     // 9. IP allow-list.
     let client_ip = route.auth.resolve_client_ip(peer.ip(), headers)?;
     route.auth.check_ip(client_ip)?;
-    // 10. Body, bounded in size and time.
-    let read = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    let body =
-        match tokio::time::timeout(Duration::from_secs(server.body_read_timeout_seconds), read)
-            .await
-        {
-            Err(_) => {
-                return Err(ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "Request body timeout",
-                ));
-            }
-            Ok(Err(e)) => {
-                let too_large = std::error::Error::source(&e)
-                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-                    || e.to_string().contains("length limit");
-                if too_large {
-                    return Err(ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!("Payload too large: more than {limit} bytes (max: {limit})"),
-                    ));
-                }
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "Could not read request body",
-                ));
-            }
-            Ok(Ok(b)) => b,
-        };
-    // 11. Authentication.
     let peer_trusted = route.auth.trusted_proxies().contains(peer.ip())
         || state.trusted_proxies.contains(peer.ip());
     let full_url =
@@ -248,55 +220,86 @@ async fn ingest(
         headers,
         client_ip,
     };
-    let pass = match route
+    let now = std::time::SystemTime::now();
+    // 10. Authentication that needs neither the body nor the network, before the body is read.
+    route
         .auth
-        .authenticate_at(&view, &body, std::time::SystemTime::now())
+        .authenticate_before_body(&view, now)
         .await
-    {
-        Ok(pass) => pass,
-        Err((method, rejection)) => {
-            state.metrics.inc(
-                "webhook_relay_auth_failures_total",
-                &[
-                    ("webhook_id", metric_label(state, webhook_id)),
-                    ("method", method),
-                ],
+        .map_err(|failure| auth_failed(state, webhook_id, failure))?;
+    // 11. The rate limits, here when authentication is already complete.
+    let mut admission = None;
+    if route.auth.authenticated_before_body() {
+        admission = Some(RateAdmission::take(&route, client_ip)?);
+    }
+    // 12. Body, bounded in size, time and the global body memory budget.
+    let mut reservation = state.body_budget.reservation();
+    let body = read_body(
+        body,
+        usize::try_from(limit).unwrap_or(usize::MAX),
+        declared_length(headers),
+        Duration::from_secs(server.body_read_timeout_seconds),
+        &mut reservation,
+    )
+    .await
+    .map_err(|e| match e {
+        ReadError::TooLarge => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Payload too large: more than {limit} bytes (max: {limit})"),
+        ),
+        ReadError::Timeout => ApiError::new(StatusCode::REQUEST_TIMEOUT, "Request body timeout"),
+        ReadError::OverBudget => {
+            state
+                .metrics
+                .inc("webhook_relay_body_budget_refusals_total", &[]);
+            tracing::warn!(
+                webhook_id,
+                in_use = state.body_budget.in_use(),
+                limit = state.body_budget.limit(),
+                "Body memory budget spent; request refused"
             );
-            return Err(rejection.into());
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable")
+                .retry_after(BODY_BUDGET_RETRY_AFTER_SECONDS)
         }
+        ReadError::Broken => ApiError::new(StatusCode::BAD_REQUEST, "Could not read request body"),
+    })?;
+    // 13. The other authentication methods: those that read the body, then network ones.
+    let pass = route
+        .auth
+        .authenticate_after_body(&view, &body, now)
+        .await
+        .map_err(|failure| auth_failed(state, webhook_id, failure))?;
+    // 14. The rate limits, unless taken at step 11. From here on a rejection hands the
+    // admission back (dropping it), so rejected requests change nothing.
+    let admission = match admission {
+        Some(a) => a,
+        None => RateAdmission::take(&route, client_ip)?,
     };
-    // 12. Rate limits: the webhook's, then the channel's.
-    route.auth.check_rate_limit(client_ip, Instant::now())?;
-    // From here on a rejection hands the rate-limit admission back.
-    let refund = || route.auth.refund_rate_limit(client_ip, Instant::now());
-    route.channel.check_rate_limit().inspect_err(|_| refund())?;
-    // 13–15. Payload.
-    let (payload, payload_encoding) = match route.data_type {
-        DataType::Json => {
-            let limits = BodyLimits {
-                max_json_depth: server.max_json_depth as usize,
-                max_string_length: usize::try_from(server.max_string_length).unwrap_or(usize::MAX),
-            };
-            let parsed = parse_json_body(&body, content_type.as_deref(), &limits)
-                .inspect_err(|_| refund())?;
-            route
-                .auth
-                .validate_schema(&parsed.value)
-                .inspect_err(|_| refund())?;
-            match route.auth.credential_cleanup() {
-                Some(cleanup) => {
-                    let mut value = parsed.value;
-                    cleanup.clean_payload(&mut value);
-                    (
-                        serde_json::value::to_raw_value(&value)
-                            .map_err(|_| ApiError::internal())?,
-                        None,
-                    )
-                }
-                None => (parsed.compact, None),
-            }
-        }
-        DataType::Blob => blob_payload(&body),
+    // 15–17. Payload; a large body is parsed off the async workers so it never delays other
+    // requests or the readiness probe.
+    let limits = BodyLimits {
+        max_json_depth: server.max_json_depth as usize,
+        max_string_length: usize::try_from(server.max_string_length).unwrap_or(usize::MAX),
+    };
+    let (payload, payload_encoding, body) = if body.len() >= BLOCKING_PAYLOAD_BYTES {
+        let route = route.clone();
+        let content_type = content_type.clone();
+        let permit = PAYLOAD_SLOTS
+            .acquire()
+            .await
+            .map_err(|_| ApiError::internal())?;
+        let (payload, body) = tokio::task::spawn_blocking(move || {
+            let payload = build_payload(&route, &body, content_type.as_deref(), &limits);
+            (payload, body)
+        })
+        .await
+        .map_err(|_| ApiError::internal())?;
+        drop(permit);
+        let (payload, encoding) = payload?;
+        (payload, encoding, body)
+    } else {
+        let (payload, encoding) = build_payload(&route, &body, content_type.as_deref(), &limits)?;
+        (payload, encoding, body)
     };
     // 16. Store.
     let relayed = relayed_headers(headers, &pass.consumed_headers, &route);
@@ -316,14 +319,15 @@ async fn ingest(
         payload,
         payload_encoding,
         body_omitted: route.auth.credential_cleanup().is_some(),
-        body: body.to_vec(),
+        body,
     };
     let stored = state.buffer.publish(&route.queue, &mut envelope).await;
-    if stored.is_err() {
-        refund();
-    }
+    // The body's memory is given back when the request ends (here, or on any early return).
+    drop(reservation);
     match stored {
         Ok(_) => {
+            admission.keep();
+            state.note_buffer_success();
             state.metrics.inc(
                 "webhook_relay_messages_accepted_total",
                 &[
@@ -356,6 +360,107 @@ async fn ingest(
             tracing::warn!(channel = %envelope.channel, webhook_id, error = %e, "Store failed");
             Err(ApiError::unavailable())
         }
+    }
+}
+
+/// `Retry-After` of the `503` for a body that does not fit in the body memory budget.
+const BODY_BUDGET_RETRY_AFTER_SECONDS: u64 = 1;
+
+/// Bodies at least this large are turned into the stored payload on the blocking pool.
+const BLOCKING_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// At most this many large payloads are built at once, so big bodies cannot fill the blocking
+/// pool and the CPU with parsing.
+static PAYLOAD_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
+/// Counts and logs an authentication failure (`auth-methods.md` §1.4) and gives its answer.
+fn auth_failed(
+    state: &AppState,
+    webhook_id: &str,
+    (method, rejection): (&'static str, Rejection),
+) -> ApiError {
+    state.metrics.inc(
+        "webhook_relay_auth_failures_total",
+        &[
+            ("webhook_id", metric_label(state, webhook_id)),
+            ("method", method),
+        ],
+    );
+    rejection.into()
+}
+
+/// The declared `Content-Length`, when it is a number.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// An admission by the webhook's and the channel's rate limits, handed back on drop unless the
+/// message was stored ([`RateAdmission::keep`]), so a rejected request changes nothing.
+struct RateAdmission {
+    route: Arc<WebhookRoute>,
+    client_ip: IpAddr,
+    at: Instant,
+    kept: bool,
+}
+
+impl RateAdmission {
+    /// The webhook's `rate_limit`, then the channel's `rate_limit_per_second` (429).
+    fn take(route: &Arc<WebhookRoute>, client_ip: IpAddr) -> Result<Self, ApiError> {
+        let at = Instant::now();
+        route.auth.check_rate_limit(client_ip, at)?;
+        let admission = RateAdmission {
+            route: route.clone(),
+            client_ip,
+            at,
+            kept: false,
+        };
+        // On failure the webhook's admission is handed back by the drop.
+        route.channel.check_rate_limit()?;
+        Ok(admission)
+    }
+
+    /// The message was stored: the admission stands.
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for RateAdmission {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.route.auth.refund_rate_limit(self.client_ip, self.at);
+        }
+    }
+}
+
+/// Steps 15–17 and credential cleanup: the stored payload of `body`.
+fn build_payload(
+    route: &WebhookRoute,
+    body: &[u8],
+    content_type: Option<&str>,
+    limits: &BodyLimits,
+) -> Result<(Box<RawValue>, Option<PayloadEncoding>), ApiError> {
+    match route.data_type {
+        DataType::Json => {
+            let parsed = parse_json_body(body, content_type, limits)?;
+            route.auth.validate_schema(&parsed.value)?;
+            match route.auth.credential_cleanup() {
+                Some(cleanup) => {
+                    let mut value = parsed.value;
+                    cleanup.clean_payload(&mut value);
+                    Ok((
+                        serde_json::value::to_raw_value(&value)
+                            .map_err(|_| ApiError::internal())?,
+                        None,
+                    ))
+                }
+                None => Ok((parsed.compact, None)),
+            }
+        }
+        DataType::Blob => Ok(blob_payload(body)),
     }
 }
 

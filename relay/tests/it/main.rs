@@ -25,6 +25,7 @@ mod delivery_rabbitmq;
 mod delivery_redis;
 mod delivery_ws;
 mod flow_control;
+mod ingest_hostile_bodies;
 mod ingest_store;
 mod liveness_order;
 mod metrics_scrape;
