@@ -10,6 +10,14 @@ use std::time::Duration;
 
 use crate::state::AppState;
 
+/// How long one buffer probe may take (`http-api.md` §2.2).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Time between probes.
+const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// Consecutive failed probes after which the buffer counts as unreachable; one success makes it
+/// reachable again.
+const PROBE_FAILURES_TO_UNREADY: u32 = 3;
+
 /// Spawns every background job of `state`.
 pub(crate) fn spawn_all(state: &Arc<AppState>) {
     state_sync::spawn(state);
@@ -25,20 +33,40 @@ pub(crate) fn spawn_all(state: &Arc<AppState>) {
     let probe = state.clone();
     state.tracker.spawn(async move {
         let stop = probe.shutdown.clone();
+        // A buffer that was not reachable at start (late backend) stays unready until a probe
+        // succeeds.
+        let mut failures = if probe.buffer_ok.load(Ordering::SeqCst) {
+            0
+        } else {
+            PROBE_FAILURES_TO_UNREADY
+        };
+        let mut progress = probe.buffer_progress.load(Ordering::Relaxed);
         loop {
-            let ok = matches!(
-                tokio::time::timeout(Duration::from_secs(1), probe.buffer.health_check()).await,
+            let answered = matches!(
+                tokio::time::timeout(PROBE_TIMEOUT, probe.buffer.health_check()).await,
                 Ok(Ok(()))
             );
-            if probe.buffer_ok.swap(ok, Ordering::SeqCst) != ok {
-                if ok {
+            // A probe that waited behind large writes says "busy", not "unreachable": any
+            // operation that succeeded since the last probe proves the buffer answers.
+            let now_progress = probe.buffer_progress.load(Ordering::Relaxed);
+            let ok = answered || now_progress != progress;
+            progress = now_progress;
+            failures = if ok { 0 } else { failures.saturating_add(1) };
+            // One slow probe (a busy store, a loaded host) does not make every channel answer
+            // 503: the buffer counts as unreachable only after consecutive failures.
+            let reachable = failures < PROBE_FAILURES_TO_UNREADY;
+            if !ok && reachable {
+                tracing::debug!(failures, "Buffer probe failed");
+            }
+            if probe.buffer_ok.swap(reachable, Ordering::SeqCst) != reachable {
+                if reachable {
                     tracing::info!("Buffer reachable again");
                 } else {
-                    tracing::warn!("Buffer unreachable");
+                    tracing::warn!(failures, "Buffer unreachable");
                 }
             }
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = tokio::time::sleep(PROBE_INTERVAL) => {}
                 _ = stop.cancelled() => break,
             }
         }
