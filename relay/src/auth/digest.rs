@@ -59,6 +59,13 @@ pub(crate) struct DigestMethod {
     pub replay: NonceCache,
 }
 
+/// How long the replay cache keeps an accepted (`nonce`, `nc`, `cnonce`): one second longer than
+/// a nonce lives, because an issued nonce is still accepted at exactly `nonce_ttl` seconds after
+/// its issue and a cache entry is gone at exactly its retention after its use.
+pub(crate) fn replay_retention(nonce_ttl: i64) -> i64 {
+    nonce_ttl.saturating_add(1)
+}
+
 /// Parses an RFC 7616 parameter list: `name=token` or `name="quoted-string"`, comma-separated.
 pub(crate) fn parse_auth_params(text: &str) -> Option<Vec<(String, String)>> {
     let mut out = Vec::new();
@@ -144,19 +151,22 @@ impl DigestMethod {
         STANDARD.encode(raw)
     }
 
-    fn nonce_is_ours(&self, nonce: &str, now: i64) -> bool {
-        let Ok(raw) = STANDARD.decode(nonce) else {
-            return false;
-        };
+    /// When `nonce` is one this relay issued (its HMAC verifies): the time it was issued.
+    fn issued_at(&self, nonce: &str) -> Option<i64> {
+        let raw = STANDARD.decode(nonce).ok()?;
         if raw.len() != 24 {
-            return false;
+            return None;
         }
         let mut ts_bytes = [0u8; 8];
         ts_bytes.copy_from_slice(&raw[..8]);
         let ts = i64::from_be_bytes(ts_bytes);
-        ct_eq(&raw[8..], &self.nonce_mac(ts))
-            && ts <= now
-            && now.saturating_sub(ts) <= self.nonce_ttl
+        ct_eq(&raw[8..], &self.nonce_mac(ts)).then_some(ts)
+    }
+
+    /// True while an issued nonce is alive: issued by this relay at most `nonce_ttl` ago.
+    fn nonce_is_ours(&self, nonce: &str, now: i64) -> bool {
+        self.issued_at(nonce)
+            .is_some_and(|ts| ts <= now && now.saturating_sub(ts) <= self.nonce_ttl)
     }
 
     fn fail(&self, detail: impl Into<String>, now: i64) -> Rejection {
@@ -222,7 +232,13 @@ impl DigestMethod {
         if digest_uri != target {
             return Err(self.fail("Invalid digest auth uri", now));
         }
-        if self.require_server_nonce && !self.nonce_is_ours(nonce, now) {
+        // A nonce the relay issued lives `nonce_ttl` seconds, and its replay entry (kept
+        // `nonce_ttl` seconds from its use) outlives it, so a captured header is refused for as
+        // long as its nonce would be accepted. Such a nonce is held to its life even when
+        // foreign nonces are allowed (`require_server_nonce = false`, where a foreign nonce's
+        // replay is refused only for `nonce_ttl` seconds after its use).
+        let issued = self.issued_at(nonce).is_some();
+        if (self.require_server_nonce || issued) && !self.nonce_is_ours(nonce, now) {
             return Err(self.fail("Digest nonce invalid or expired", now));
         }
         let h = self.algorithm;
@@ -293,6 +309,88 @@ mod tests {
             .check(&http::Method::GET, &uri, &h, 1001)
             .expect_err("replay refused");
         assert_eq!(again.detail, "Digest nonce reused");
+    }
+
+    fn server_nonce_method(cache: usize) -> DigestMethod {
+        DigestMethod {
+            username: Secret::new("u"),
+            password: Secret::new("p"),
+            realm: "r".into(),
+            algorithm: DigestAlgorithm::Md5,
+            require_server_nonce: true,
+            nonce_ttl: 300,
+            nonce_key: Secret::new("key"),
+            replay: NonceCache::new(cache, replay_retention(300)),
+        }
+    }
+
+    fn signed(m: &DigestMethod, nonce: &str, cnonce: &str) -> HeaderMap {
+        let h = m.algorithm;
+        let ha1 = h.hash("u:r:p");
+        let ha2 = h.hash("POST:/webhook/d");
+        let response = h.hash(&format!("{ha1}:{nonce}:00000001:{cnonce}:auth:{ha2}"));
+        let value = format!(
+            r#"Digest username="u", realm="r", nonce="{nonce}", uri="/webhook/d", qop=auth, nc=00000001, cnonce="{cnonce}", response="{response}""#
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, value.parse().expect("value"));
+        headers
+    }
+
+    #[test]
+    fn a_captured_header_is_refused_for_the_whole_life_of_its_nonce_under_cache_pressure_r129() {
+        let uri: http::Uri = "/webhook/d".parse().expect("uri");
+        let post = http::Method::POST;
+        // A tiny cache under pressure: full of live entries, it refuses new nonces (503) and
+        // never forgets a live one to make room.
+        let m = server_nonce_method(3);
+        let nonce = m.issue_nonce(1000);
+        let captured = signed(&m, &nonce, "c0");
+        assert!(m.check(&post, &uri, &captured, 1000).is_ok());
+        for i in 1..3 {
+            let other = m.issue_nonce(1000 + i);
+            let h = signed(&m, &other, &format!("c{i}"));
+            assert!(m.check(&post, &uri, &h, 1000 + i).is_ok());
+        }
+        let newcomer = signed(&m, &m.issue_nonce(1010), "cx");
+        let full = m
+            .check(&post, &uri, &newcomer, 1010)
+            .expect_err("cache full");
+        assert_eq!(full.status, http::StatusCode::SERVICE_UNAVAILABLE);
+        // Replayed at every second of the nonce's life and after it: never accepted.
+        for t in 1000..=1400 {
+            let r = m
+                .check(&post, &uri, &captured, t)
+                .expect_err("replay refused");
+            assert_eq!(r.status, http::StatusCode::UNAUTHORIZED, "at {t}");
+            let expected = if t <= 1300 {
+                "Digest nonce reused"
+            } else {
+                "Digest nonce invalid or expired"
+            };
+            assert_eq!(r.detail, expected, "at {t}");
+        }
+        // Once the old entries are gone the cache takes new nonces again.
+        assert!(
+            m.check(&post, &uri, &signed(&m, &m.issue_nonce(1400), "cy"), 1400)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn an_issued_nonce_keeps_its_life_when_foreign_nonces_are_allowed() {
+        let uri: http::Uri = "/webhook/d".parse().expect("uri");
+        let post = http::Method::POST;
+        let mut m = server_nonce_method(10);
+        m.require_server_nonce = false;
+        let nonce = m.issue_nonce(1000);
+        let captured = signed(&m, &nonce, "c0");
+        assert!(m.check(&post, &uri, &captured, 1000).is_ok());
+        // After the replay entry is gone, the nonce itself has expired.
+        let r = m.check(&post, &uri, &captured, 1301).expect_err("expired");
+        assert_eq!(r.detail, "Digest nonce invalid or expired");
+        let r = m.check(&post, &uri, &captured, 5000).expect_err("expired");
+        assert_eq!(r.detail, "Digest nonce invalid or expired");
     }
 
     #[test]

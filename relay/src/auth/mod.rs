@@ -703,7 +703,15 @@ fn build_digest(
     {
         b.error("qop", "must be \"auth\"", d);
     }
-    let require_server_nonce = b.bool("require_server_nonce", false, d);
+    // Only nonces the relay issued have a bounded life, so only they make replay impossible
+    // for good; foreign nonces are an opt-in for senders that cannot answer a challenge.
+    let require_server_nonce = b.bool("require_server_nonce", true, d);
+    if !require_server_nonce {
+        d.warnings.push(format!(
+            "{}.require_server_nonce: false accepts nonces the relay did not issue; a captured header with such a nonce is refused as a replay only for nonce_ttl_seconds after its use",
+            b.path
+        ));
+    }
     let ttl = b.u64_in("nonce_ttl_seconds", 300, 10, 3600, d);
     let ttl = i64::try_from(ttl).unwrap_or(300);
     if let (Some(username), Some(password), Some(algorithm)) = (username, password, algorithm) {
@@ -717,7 +725,10 @@ fn build_digest(
                 require_server_nonce,
                 nonce_ttl: ttl,
                 nonce_key: Secret::new(codec::hex_encode(&key)),
-                replay: nonce_cache::NonceCache::new(opts.nonce_cache_size, ttl),
+                replay: nonce_cache::NonceCache::new(
+                    opts.nonce_cache_size,
+                    digest::replay_retention(ttl),
+                ),
             })));
     }
 }

@@ -23,7 +23,9 @@ fn digest_header(uri: &str, nonce: &str, nc: &str, cnonce: &str, password: &str)
 
 #[tokio::test]
 async fn digest_passes_and_replay_is_refused_with_challenge_r129() {
-    let auth = build(json!({"digest_auth": {"username": "alice", "password": "wonder"}}));
+    let auth = build(json!({"digest_auth": {
+        "username": "alice", "password": "wonder", "require_server_nonce": false
+    }}));
     let uri = "/webhook/h?x=1";
     let h = digest_header(uri, "n1", "00000001", "c1", "wonder");
     let req = Req::post(uri).header("Authorization", &h);
@@ -56,7 +58,9 @@ async fn digest_passes_and_replay_is_refused_with_challenge_r129() {
 
 #[tokio::test]
 async fn digest_failures_have_exact_messages_and_challenges_r129() {
-    let auth = build(json!({"digest_auth": {"username": "alice", "password": "wonder"}}));
+    let auth = build(json!({"digest_auth": {
+        "username": "alice", "password": "wonder", "require_server_nonce": false
+    }}));
     let uri = "/webhook/h";
     let cases = [
         (Req::post(uri), "Missing Authorization header"),
