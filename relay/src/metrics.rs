@@ -169,6 +169,69 @@ fn labels_text(labels: &[(&'static str, String)], extra: Option<(&str, String)>)
     }
 }
 
+/// How much a scrape may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Every label.
+    Full,
+    /// No label that names a channel, a webhook or an authentication method: each family is
+    /// summed over them (gauges of ages take the maximum), so an anonymous scrape learns
+    /// totals only.
+    Aggregate,
+}
+
+/// Labels that [`Detail::Aggregate`] removes.
+const NAMING_LABELS: [&str; 4] = ["channel", "webhook_id", "method", "namespace"];
+
+fn without_names(labels: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+    labels
+        .iter()
+        .filter(|(k, _)| !NAMING_LABELS.contains(k))
+        .cloned()
+        .collect()
+}
+
+fn aggregate_counters(counters: BTreeMap<Key, u64>) -> BTreeMap<Key, u64> {
+    let mut out = BTreeMap::new();
+    for ((name, labels), value) in counters {
+        *out.entry((name, without_names(&labels))).or_insert(0) += value;
+    }
+    out
+}
+
+fn aggregate_histograms(histograms: BTreeMap<Key, Histogram>) -> BTreeMap<Key, Histogram> {
+    let mut out: BTreeMap<Key, Histogram> = BTreeMap::new();
+    for ((name, labels), h) in histograms {
+        let merged = out.entry((name, without_names(&labels))).or_default();
+        for (total, count) in merged.counts.iter_mut().zip(h.counts) {
+            *total += count;
+        }
+        merged.count += h.count;
+        merged.sum += h.sum;
+    }
+    out
+}
+
+fn aggregate_gauges(gauges: Vec<GaugeSample>) -> Vec<GaugeSample> {
+    let mut out: Vec<GaugeSample> = Vec::new();
+    for g in gauges {
+        let labels = without_names(&g.labels);
+        match out
+            .iter_mut()
+            .find(|o| o.name == g.name && o.labels == labels)
+        {
+            Some(o) if g.name.ends_with("_age_seconds") => o.value = o.value.max(g.value),
+            Some(o) => o.value += g.value,
+            None => out.push(GaugeSample {
+                name: g.name,
+                labels,
+                value: g.value,
+            }),
+        }
+    }
+    out
+}
+
 /// One gauge sample for [`Metrics::render`].
 #[derive(Debug, Clone)]
 pub struct GaugeSample {
@@ -213,16 +276,27 @@ impl Metrics {
 
     /// The text exposition of every family, with `gauges` read at scrape time.
     pub fn render(&self, gauges: &[GaugeSample]) -> String {
-        let counters = self
+        self.render_as(gauges, Detail::Full)
+    }
+
+    /// Like [`render`](Self::render), with the label detail `detail`.
+    pub fn render_as(&self, gauges: &[GaugeSample], detail: Detail) -> String {
+        let mut counters = self
             .counters
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let histograms = self
+        let mut histograms = self
             .histograms
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        let mut gauges = gauges.to_vec();
+        if detail == Detail::Aggregate {
+            counters = aggregate_counters(counters);
+            histograms = aggregate_histograms(histograms);
+            gauges = aggregate_gauges(gauges);
+        }
         let mut out = String::new();
         for (family, kind, help) in HELP {
             let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} {kind}");
@@ -318,6 +392,48 @@ mod tests {
             ),
             3
         );
+    }
+
+    #[test]
+    fn aggregate_detail_sums_over_channel_webhook_and_method_names() {
+        let m = Metrics::default();
+        for (hook, status) in [("shop", "200"), ("other", "200"), ("shop", "401")] {
+            m.inc(
+                "webhook_relay_ingest_requests_total",
+                &[("webhook_id", hook), ("status", status)],
+            );
+            m.observe(
+                "webhook_relay_ingest_duration_seconds",
+                &[("webhook_id", hook)],
+                0.003,
+            );
+        }
+        m.inc(
+            "webhook_relay_auth_failures_total",
+            &[("webhook_id", "shop"), ("method", "hmac")],
+        );
+        let gauges = [("orders", 3.0), ("billing", 4.0)].map(|(c, v)| GaugeSample {
+            name: "webhook_relay_oldest_message_age_seconds",
+            labels: vec![("channel", c.into())],
+            value: v,
+        });
+        let text = m.render_as(&gauges, Detail::Aggregate);
+        for name in [
+            "shop",
+            "other",
+            "orders",
+            "billing",
+            "hmac",
+            "webhook_id",
+            "channel",
+        ] {
+            assert!(!text.contains(name), "{name} in\n{text}");
+        }
+        assert!(text.contains("webhook_relay_ingest_requests_total{status=\"200\"} 2\n"));
+        assert!(text.contains("webhook_relay_ingest_requests_total{status=\"401\"} 1\n"));
+        assert!(text.contains("webhook_relay_auth_failures_total 1\n"));
+        assert!(text.contains("webhook_relay_ingest_duration_seconds_count 3\n"));
+        assert!(text.contains("webhook_relay_oldest_message_age_seconds 4\n"));
     }
 
     #[test]

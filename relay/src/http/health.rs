@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use webhook_connect_protocol::ConnectionKind;
 use webhook_connect_protocol::token::{PresentedToken, parse_authorization};
 
-use crate::metrics::GaugeSample;
+use crate::metrics::{Detail, GaugeSample};
 use serde_json::json;
 
 use crate::http::error::{ApiError, json_response, status_body};
@@ -157,7 +157,14 @@ pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
             value: n as f64,
         });
     }
-    let mut response = state.metrics.render(&gauges).into_response();
+    // On the main listener without a bearer token, anyone can scrape: totals only, no channel,
+    // webhook or method names. A token, or a listener of its own, shows every label.
+    let detail = if settings.listen.is_empty() && settings.bearer_token.is_empty() {
+        Detail::Aggregate
+    } else {
+        Detail::Full
+    };
+    let mut response = state.metrics.render_as(&gauges, detail).into_response();
     response.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,
         axum::http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

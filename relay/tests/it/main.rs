@@ -28,6 +28,7 @@ mod flow_control;
 mod ingest_hostile_bodies;
 mod ingest_store;
 mod liveness_order;
+mod metrics_exposure;
 mod metrics_scrape;
 mod multi_instance;
 mod openapi_routes;

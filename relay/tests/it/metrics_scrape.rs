@@ -15,7 +15,14 @@ fn value(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn metrics_count_ingest_deliveries_acks_nacks_and_dead_letters() {
-    let relay = TestRelay::start("metrics", "", "").await;
+    // With a bearer token the main listener shows every label (without one it shows totals
+    // only, see `metrics_exposure`).
+    let relay = TestRelay::start(
+        "metrics",
+        "",
+        "[metrics]\nbearer_token = \"metrics-scrape-token-0123\"",
+    )
+    .await;
     let a = relay.post_ok("shop", "{}").await;
     let b = relay.post_ok("shop", "{}").await;
     assert_eq!(relay.post("no-such-hook", "{}").await.status(), 404);
@@ -37,6 +44,7 @@ async fn metrics_count_ingest_deliveries_acks_nacks_and_dead_letters() {
         relay
             .http
             .get(format!("{}/metrics", relay.base))
+            .bearer_auth("metrics-scrape-token-0123")
             .send()
             .await
             .unwrap()
