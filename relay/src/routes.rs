@@ -9,7 +9,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, json_errors};
 use crate::http::{admin, connect, health, ingest};
 use crate::state::AppState;
 
@@ -85,6 +85,7 @@ fn finish(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }

@@ -69,6 +69,52 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The most of a non-JSON error body [`json_errors`] reads to use as its `detail`.
+const MAX_REJECTION_TEXT: usize = 4096;
+/// The longest `detail` [`json_errors`] keeps from such a body.
+const MAX_DETAIL_CHARS: usize = 512;
+
+/// Gives every error answer the JSON shape of `http-api.md` §0, `{"detail": "<text>"}`: the
+/// framework's own rejections (a path, query or body extractor that failed, a bad WebSocket
+/// upgrade, a body over the extractor's limit) and the empty `404`/`405` of nested routers
+/// answer in plain text or with no body at all. A 4xx keeps its text (or, when empty, the
+/// status's reason phrase); a 5xx gets only its reason phrase, never internals. Headers such as
+/// `Allow` and `Retry-After` are kept.
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let detail = if status.is_server_error() {
+        reason.to_owned()
+    } else {
+        match axum::body::to_bytes(body, MAX_REJECTION_TEXT).await {
+            Ok(bytes) => match std::str::from_utf8(&bytes).map(str::trim) {
+                Ok(text) if !text.is_empty() => text.chars().take(MAX_DETAIL_CHARS).collect(),
+                _ => reason.to_owned(),
+            },
+            Err(_) => reason.to_owned(),
+        }
+    };
+    let body = serde_json::json!({ "detail": detail }).to_string();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
 /// A JSON success response with `status`.
 pub fn json_response(status: StatusCode, body: String) -> Response {
     let mut response = (status, body).into_response();

@@ -24,6 +24,7 @@ mod delivery_http;
 mod delivery_rabbitmq;
 mod delivery_redis;
 mod delivery_ws;
+mod error_bodies_json;
 mod flow_control;
 mod ingest_hostile_bodies;
 mod ingest_store;
