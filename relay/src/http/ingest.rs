@@ -288,12 +288,16 @@ async fn ingest(
             .acquire()
             .await
             .map_err(|_| ApiError::internal())?;
-        let (payload, body) = tokio::task::spawn_blocking(move || {
+        // The reservation travels with the body, so its memory stays counted even when the
+        // request ends while the blocking task still runs.
+        let held = std::mem::replace(&mut reservation, state.body_budget.reservation());
+        let (payload, body, held) = tokio::task::spawn_blocking(move || {
             let payload = build_payload(&route, &body, content_type.as_deref(), &limits);
-            (payload, body)
+            (payload, body, held)
         })
         .await
         .map_err(|_| ApiError::internal())?;
+        reservation = held;
         drop(permit);
         let (payload, encoding) = payload?;
         (payload, encoding, body)
