@@ -196,7 +196,7 @@ fn read_file(
             .map_err(|e| e.to_string())
             .and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string()))
             .map_err(|e| vec![format!("{label}: invalid TOML: {e}")])?,
-        "yaml" | "yml" => serde_yaml::from_str::<Value>(&text)
+        "yaml" | "yml" => serde_norway::from_str::<Value>(&text)
             .map_err(|e| vec![format!("{label}: invalid YAML: {e}")])?,
         _ => {
             serde_json::from_str(&text).map_err(|e| vec![format!("{label}: invalid JSON: {e}")])?
