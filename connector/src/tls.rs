@@ -3,9 +3,9 @@
 //! for acks too. Output modules that speak TLS themselves (`mqtt`) build theirs here
 //! too, from their own keys ([`client_config_for`]).
 //!
-//! The build links two rustls crypto providers (ring, ours, and aws-lc-rs, which lapin
-//! enables), so drivers that call `rustls::ClientConfig::builder()` (redis, async-nats) find
-//! no process default and panic unless one is installed: [`install_default_provider`].
+//! ring is the only rustls crypto provider in the build; drivers that call
+//! `rustls::ClientConfig::builder()` (redis, async-nats) use the process default, which
+//! [`install_default_provider`] sets to ring once, whatever other crates enable.
 
 use std::path::PathBuf;
 use std::sync::Arc;
