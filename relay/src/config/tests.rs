@@ -357,3 +357,50 @@ fn rabbitmq_keys_are_checked_and_select_the_backend() {
         );
     }
 }
+
+#[test]
+fn errors_are_blamed_on_the_variable_that_set_the_value_r120() {
+    let dir = TempDir::new("blame");
+    let path = dir.write("relay.toml", "[server]\nmax_json_depth = 0\n");
+    let err = load_with(
+        Some(path),
+        &[
+            ("WEBHOOK_CONNECT_RABBITMQ_URL", "http://not-amqp"),
+            ("WEBHOOK_RELAY_SERVER__MAX_BODY_BYTES", "abc"),
+            ("WEBHOOK_RELAY_LIMITS__MAX_WEBHOOKS", "0"),
+        ],
+    )
+    .unwrap_err();
+    let all = err.errors.join("\n");
+    for expected in [
+        "WEBHOOK_CONNECT_RABBITMQ_URL: buffer.rabbitmq.url: must be an amqp:// or amqps:// URL",
+        "WEBHOOK_RELAY_SERVER__MAX_BODY_BYTES: server.max_body_bytes: ",
+        "WEBHOOK_RELAY_LIMITS__MAX_WEBHOOKS: limits.max_webhooks: must be between 1",
+        "relay.toml: server.max_json_depth: must be between 1 and 1000, got 0",
+    ] {
+        assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+    }
+    assert!(!all.contains("relay.toml: server.max_body_bytes"), "{all}");
+}
+
+#[test]
+fn every_typed_error_is_reported_in_one_pass() {
+    let dir = TempDir::new("one-pass");
+    let path = dir.write(
+        "relay.toml",
+        "[server]\nmax_body_bytes = \"x\"\nunknown = 1\n[log]\nformat = 3\n[limits]\nmax_channels = \"y\"\n",
+    );
+    let err = load_with(Some(path), &[]).unwrap_err();
+    let all = err.errors.join("\n");
+    for key in [
+        "server.max_body_bytes",
+        "server.unknown",
+        "log.format",
+        "limits.max_channels",
+    ] {
+        assert!(
+            all.contains(&format!("relay.toml: {key}: ")),
+            "{key}:\n{all}"
+        );
+    }
+}
