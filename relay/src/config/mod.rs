@@ -412,7 +412,7 @@ fn apply_flags(doc: &mut Value, flags: &FlagOverrides) -> Origins {
 }
 
 /// Rewrites `"{label}: key: …"` as `"{origin}: key: …"` when an environment variable or a flag
-/// set `key` (or the table holding it), so the message names where the value came from.
+/// set `key`, so the message names where the value came from.
 fn blame(errors: &mut [String], label: &str, origins: &Origins) {
     let prefix = format!("{label}: ");
     for error in errors {
@@ -421,11 +421,9 @@ fn blame(errors: &mut [String], label: &str, origins: &Origins) {
         };
         let key = rest.split(": ").next().unwrap_or_default();
         let key = key.split('[').next().unwrap_or_default();
-        let origin = origins.iter().find(|(path, _)| {
-            key == path.as_str()
-                || key.starts_with(&format!("{path}."))
-                || path.starts_with(&format!("{key}."))
-        });
+        let origin = origins
+            .iter()
+            .find(|(path, _)| key == path.as_str() || key.starts_with(&format!("{path}.")));
         if let Some((_, origin)) = origin {
             *error = format!("{origin}: {rest}");
         }
