@@ -9,6 +9,7 @@ pub mod env;
 pub mod file;
 pub mod redact;
 pub mod settings;
+pub mod state_key;
 pub mod webhooks_json;
 
 use std::path::{Path, PathBuf};
@@ -328,7 +329,11 @@ pub fn load(options: &LoadOptions) -> Result<RelayConfig, ConfigErrors> {
         }
     }
     check_duplicate_webhooks(&channels, &mut errors);
-    check_authentication(&file, &channels, default_webhook.as_ref(), &mut errors);
+    // The `default` webhook is built (and so checked) only when it is in use, as at start-up.
+    let default_in_use = default_webhook
+        .as_ref()
+        .filter(|_| file.ingest.allow_default_webhook);
+    check_authentication(&file, &channels, default_in_use, &mut errors);
     let webhook_count: usize = channels.iter().map(|c| c.webhooks.len()).sum();
     if webhook_count as u64 > file.limits.max_webhooks {
         errors.push(format!(
@@ -722,6 +727,11 @@ fn validate_sections(f: &RelayFile, label: &str, errors: &mut Vec<String>) {
         errors.push(format!(
             "{label}: state.key_prefix: must match ^[A-Za-z0-9_.-]{{1,64}}$"
         ));
+    }
+    if !f.state.encryption_key_file.is_empty()
+        && let Err(e) = state_key::read_key(&f.state.encryption_key_file)
+    {
+        errors.push(format!("{label}: {e}"));
     }
     if !f.state.redis_url.is_empty() && ::redis::Client::open(f.state.redis_url.expose()).is_err() {
         errors.push(format!("{label}: state.redis_url: not a valid Redis URL"));

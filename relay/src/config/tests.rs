@@ -404,3 +404,40 @@ fn every_typed_error_is_reported_in_one_pass() {
         );
     }
 }
+
+#[test]
+fn an_unreadable_or_malformed_state_key_is_a_load_error() {
+    let dir = TempDir::new("state-key");
+    let key = dir.write("state.key", "not a key\n");
+    let path = dir.write(
+        "relay.toml",
+        &format!("[state]\nencryption_key_file = \"{}\"\n", key.display()),
+    );
+    let err = load_with(Some(path.clone()), &[]).unwrap_err();
+    assert!(
+        err.errors
+            .iter()
+            .any(|e| e.starts_with("relay.toml: state.encryption_key_file: ")),
+        "{err}"
+    );
+    let err = load_with(
+        Some(path),
+        &[(
+            "WEBHOOK_RELAY_STATE__ENCRYPTION_KEY_FILE",
+            "/nonexistent/wc-key",
+        )],
+    )
+    .unwrap_err();
+    assert!(
+        err.errors.iter().any(|e| e.starts_with(
+            "WEBHOOK_RELAY_STATE__ENCRYPTION_KEY_FILE: state.encryption_key_file: cannot read"
+        )),
+        "{err}"
+    );
+    std::fs::write(&key, format!("{}\n", "ab".repeat(32))).unwrap();
+    let path = dir.write(
+        "relay.toml",
+        &format!("[state]\nencryption_key_file = \"{}\"\n", key.display()),
+    );
+    assert!(load_with(Some(path), &[]).is_ok());
+}

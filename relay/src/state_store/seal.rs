@@ -13,6 +13,7 @@
 //! `<state.path>.key` (0600) on first use; the shared Redis store has no key then and refuses to
 //! persist a definition that holds a secret (the admin API answers `422`).
 
+use crate::config::state_key::{KEY_LEN, parse_key, read_key};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -22,7 +23,6 @@ use serde_json::Value;
 use super::{ChannelRecord, StateError};
 
 const PREFIX: &str = "v1:";
-const KEY_LEN: usize = 32;
 
 /// Where the key came from, for messages.
 #[derive(Debug, Clone)]
@@ -54,26 +54,6 @@ impl std::fmt::Debug for Sealer {
             .field("key", &self.key.as_ref().map(|(_, s)| s.to_string()))
             .finish()
     }
-}
-
-/// Parses key file text: 64 hex digits or base64 of 32 bytes, one trailing newline allowed.
-pub fn parse_key(text: &str) -> Result<[u8; KEY_LEN], String> {
-    let text = text
-        .strip_suffix("\r\n")
-        .or_else(|| text.strip_suffix('\n'))
-        .unwrap_or(text);
-    let bytes = if text.len() == 2 * KEY_LEN && text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        (0..KEY_LEN)
-            .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16))
-            .collect::<Result<Vec<u8>, _>>()
-            .map_err(|e| e.to_string())?
-    } else {
-        STANDARD
-            .decode(text)
-            .map_err(|_| "must hold 32 bytes as 64 hex digits or as base64".to_owned())?
-    };
-    <[u8; KEY_LEN]>::try_from(bytes.as_slice())
-        .map_err(|_| format!("must hold 32 bytes, got {}", bytes.len()))
 }
 
 fn hex_key(key: &[u8; KEY_LEN]) -> String {
@@ -113,13 +93,7 @@ impl Sealer {
 
     /// Reads the key of `state.encryption_key_file`.
     pub fn from_key_file(path: &str) -> Result<Sealer, StateError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            StateError::Invalid(format!(
-                "state.encryption_key_file: cannot read {path}: {e}"
-            ))
-        })?;
-        let key = parse_key(&text)
-            .map_err(|e| StateError::Invalid(format!("state.encryption_key_file ({path}): {e}")))?;
+        let key = read_key(path).map_err(StateError::Invalid)?;
         Sealer::with_key(key, KeySource::Configured(path.to_owned()))
     }
 
@@ -323,15 +297,6 @@ mod tests {
         let mut r = record_with_secret();
         sealer.open("pay", &mut r).unwrap();
         assert_eq!(r, record_with_secret());
-    }
-
-    #[test]
-    fn keys_parse_as_hex_or_base64() {
-        let hex = format!("{}\n", "0f".repeat(32));
-        assert_eq!(parse_key(&hex).unwrap(), [15; 32]);
-        assert_eq!(parse_key(&STANDARD.encode([3u8; 32])).unwrap(), [3; 32]);
-        assert!(parse_key("short").is_err());
-        assert!(parse_key(&STANDARD.encode([3u8; 16])).is_err());
     }
 
     #[test]
