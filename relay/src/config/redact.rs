@@ -190,7 +190,8 @@ pub fn redact_entry(entry: &Map<String, Value>) -> Map<String, Value> {
 pub fn entry_has_secret(entry: &Map<String, Value>) -> bool {
     fn masked_somewhere(shown: &Value, original: &Value) -> bool {
         match (shown, original) {
-            (Value::String(s), Value::String(o)) => s == MASK && o != MASK,
+            // Masked whole, or a password masked inside a URL.
+            (Value::String(s), Value::String(o)) => s != o,
             (Value::String(s), Value::Number(_)) => s == MASK,
             (Value::Array(a), Value::Array(b)) => {
                 a.iter().zip(b).any(|(x, y)| masked_somewhere(x, y))
@@ -374,6 +375,16 @@ mod tests {
         assert_eq!(shown["jwt"]["leeway_seconds"], 5);
         assert_eq!(shown["jwt"]["n"], MASK);
         assert!(entry_has_secret(&entry));
+        let url = serde_json::json!({"oauth2": {"introspection_endpoint": "https://u:pw@idp/i"}});
+        let url = url.as_object().cloned().unwrap_or_default();
+        assert_eq!(
+            Value::Object(redact_entry(&url))["oauth2"]["introspection_endpoint"],
+            "https://u:***@idp/i"
+        );
+        assert!(
+            entry_has_secret(&url),
+            "a password inside a URL is a secret"
+        );
         let plain = serde_json::json!({"ip_whitelist": ["10.0.0.1"], "data_type": "blob"});
         assert!(!entry_has_secret(plain.as_object().unwrap_or(&Map::new())));
     }
