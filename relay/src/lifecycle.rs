@@ -18,14 +18,7 @@ use crate::state::AppState;
 use crate::state_store::{from_hex, hex};
 
 pub(crate) fn auth_options(config: &RelayConfig, trusted: &TrustedProxies) -> AuthBuildOptions {
-    AuthBuildOptions {
-        server_trusted_proxies: trusted.clone(),
-        nonce_cache_size: usize::try_from(config.file.limits.nonce_cache_size)
-            .unwrap_or(usize::MAX),
-        rate_limiter_max_keys: usize::try_from(config.file.limits.rate_limiter_max_keys)
-            .unwrap_or(usize::MAX),
-        strip_consumed_credentials: config.file.ingest.strip_consumed_credentials,
-    }
+    crate::config::auth_build_options(&config.file, trusted)
 }
 
 /// Creates a channel's queues, hub and routes. Every webhook's authentication is built first,

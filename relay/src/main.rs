@@ -347,7 +347,7 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        "print" => match serde_json::to_string_pretty(&config.file) {
+        "print" => match serde_json::to_string_pretty(&config::redact::printable(&config)) {
             Ok(text) => {
                 println!("{text}");
                 ExitCode::SUCCESS

@@ -373,6 +373,37 @@ mod tests {
         }
     }
 
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn store_file_is_created_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!(
+            "wc-embedded-mode-{}-{}",
+            std::process::id(),
+            Timestamp::now().unix_micros()
+        ));
+        let path = dir.join("b.db");
+        let b = EmbeddedBuffer::open(&path, EmbeddedOptions::default())
+            .await
+            .unwrap();
+        b.ensure_channel("c", &["w".into()], &QueueSettings::default())
+            .await
+            .unwrap();
+        let mut e = envelope("c", "w");
+        b.publish("w", &mut e).await.unwrap();
+        b.close().await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "store file mode {mode:o}");
+        // The file redb initialised in place still opens with its message.
+        let b = EmbeddedBuffer::open(&path, EmbeddedOptions::default())
+            .await
+            .unwrap();
+        let got = b.lease("c", 10, Duration::from_secs(2), "t").await.unwrap();
+        assert_eq!(got.len(), 1);
+        b.close().await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[tokio::test]
     async fn unreadable_stored_entry_is_dead_lettered_r63() {
         let dir = std::env::temp_dir().join(format!(

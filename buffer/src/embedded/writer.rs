@@ -156,12 +156,29 @@ pub(crate) fn open_store(path: &PathBuf) -> Result<(Database, Mem), BufferError>
             BufferError::Unavailable(format!("cannot create {}: {e}", dir.display()))
         })?;
     }
+    create_private(path)
+        .map_err(|e| BufferError::Unavailable(format!("cannot create {}: {e}", path.display())))?;
     let db = Database::create(path).map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => BufferError::Locked(path.display().to_string()),
         other => BufferError::Unavailable(format!("cannot open {}: {other}", path.display())),
     })?;
     let mem = load(&db, true).map_err(|f| BufferError::Corrupt(f.0))?;
     Ok((db, mem))
+}
+
+/// Creates the store file readable and writable by its owner only (0600 on Unix), so the
+/// queued webhooks (bodies, headers with credentials) are not readable by other local users.
+/// An existing file is left as it is; redb initialises the empty file.
+fn create_private(path: &PathBuf) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 fn load(db: &Database, restore: bool) -> SResult<Mem> {

@@ -72,13 +72,13 @@ fn env_value(path: &str, raw: &str) -> Value {
     }
 }
 
-/// Applies the environment to the parsed document.
+/// Applies the environment to the parsed document; returns which variable set which key.
 pub fn apply(
     doc: &mut Value,
     options: &LoadOptions,
     errors: &mut Vec<String>,
     warnings: &mut Vec<String>,
-) {
+) -> super::Origins {
     let known = known_keys();
     let mut set_by_prefix: BTreeMap<String, String> = BTreeMap::new();
     for (name, raw) in &options.env {
@@ -119,12 +119,14 @@ pub fn apply(
             continue;
         }
         set_path(doc, path, Value::String(value.to_owned()));
+        set_by_prefix.insert(path.to_owned(), name.to_owned());
     }
     if options.var("WEBHOOK_CONNECT_RABBITMQ_URL").is_none()
         && !set_by_prefix.contains_key("buffer.rabbitmq.url")
         && let Some(value) = options.var("RABBITMQ_URL")
     {
         set_path(doc, "buffer.rabbitmq.url", Value::String(value.to_owned()));
+        set_by_prefix.insert("buffer.rabbitmq.url".to_owned(), "RABBITMQ_URL".to_owned());
     }
     if options
         .var("WEBHOOK_CONNECT_ENABLED")
@@ -133,4 +135,5 @@ pub fn apply(
         warnings
             .push("WEBHOOK_CONNECT_ENABLED=false: ignored; the relay is always enabled".to_owned());
     }
+    set_by_prefix
 }

@@ -246,6 +246,10 @@ pub struct StateSection {
     pub redis_url: Secret,
     /// Redis key prefix.
     pub key_prefix: String,
+    /// File holding the 32-byte key that encrypts the webhook secrets of admin-created
+    /// channels at rest (64 hex digits or base64); empty = generated beside `path` for the
+    /// embedded store, none for Redis.
+    pub encryption_key_file: String,
 }
 
 impl Default for StateSection {
@@ -255,6 +259,7 @@ impl Default for StateSection {
             path: "data/webhook-relay-state.db".into(),
             redis_url: Secret::default(),
             key_prefix: "webhook_connect".into(),
+            encryption_key_file: String::new(),
         }
     }
 }

@@ -7,7 +7,9 @@
 
 pub mod env;
 pub mod file;
+pub mod redact;
 pub mod settings;
+pub mod state_key;
 pub mod webhooks_json;
 
 use std::path::{Path, PathBuf};
@@ -241,18 +243,13 @@ pub fn load(options: &LoadOptions) -> Result<RelayConfig, ConfigErrors> {
         });
     }
 
-    // 3. Environment, 4. flags.
-    env::apply(&mut doc, options, &mut errors, &mut warnings);
-    apply_flags(&mut doc, &options.flags);
+    // 3. Environment, 4. flags; each value they set is blamed on them.
+    let mut origins = env::apply(&mut doc, options, &mut errors, &mut warnings);
+    origins.extend(apply_flags(&mut doc, &options.flags));
+    let blamed_from = errors.len();
 
-    // 5. Typed.
-    let file: RelayFile = match deserialize_at(doc, &format!("{label}: ")) {
-        Ok(f) => f,
-        Err(e) => {
-            errors.push(e);
-            return Err(ConfigErrors { errors, warnings });
-        }
-    };
+    // 5. Typed: every field error, not only the first.
+    let file: RelayFile = deserialize_all(doc, &label, &mut errors);
 
     // 6. Ranges.
     validate_sections(&file, &label, &mut errors);
@@ -278,10 +275,19 @@ pub fn load(options: &LoadOptions) -> Result<RelayConfig, ConfigErrors> {
     // 7. Channels.
     let defaults = file.channel_defaults.clone();
     let mut channels: Vec<ChannelSpec> = Vec::new();
+    let mut first_index: std::collections::HashMap<String, usize> = Default::default();
     for (i, raw) in file.channels.iter().enumerate() {
         let path = format!("{label}: channels[{i}]");
         match ChannelEntry::from_map(raw.clone(), &path) {
             Ok(entry) => {
+                if let Some(first) = first_index.get(&entry.name) {
+                    errors.push(format!(
+                        "{path}.name: channel \"{}\" is defined more than once (first in channels[{first}])",
+                        entry.name
+                    ));
+                    continue;
+                }
+                first_index.insert(entry.name.clone(), i);
                 if let Some(spec) =
                     channel_from_entry(entry, &defaults, &file, &path, &mut errors, &mut warnings)
                 {
@@ -323,6 +329,18 @@ pub fn load(options: &LoadOptions) -> Result<RelayConfig, ConfigErrors> {
         }
     }
     check_duplicate_webhooks(&channels, &mut errors);
+    // The `default` webhook is built (and so checked) only when it is in use, as at start-up.
+    let default_in_use = default_webhook
+        .as_ref()
+        .filter(|_| file.ingest.allow_default_webhook);
+    check_authentication(&file, &channels, default_in_use, &mut errors);
+    let webhook_count: usize = channels.iter().map(|c| c.webhooks.len()).sum();
+    if webhook_count as u64 > file.limits.max_webhooks {
+        errors.push(format!(
+            "{label}: limits.max_webhooks: {webhook_count} configured webhooks exceed limits.max_webhooks ({})",
+            file.limits.max_webhooks
+        ));
+    }
     if channels.len() as u64 > file.limits.max_channels {
         errors.push(format!(
             "channels: {} channels exceed limits.max_channels ({})",
@@ -337,6 +355,7 @@ pub fn load(options: &LoadOptions) -> Result<RelayConfig, ConfigErrors> {
         BackendKind::Embedded
     });
 
+    blame(&mut errors[blamed_from..], &label, &origins);
     if errors.is_empty() {
         Ok(RelayConfig {
             file,
@@ -351,24 +370,160 @@ pub fn load(options: &LoadOptions) -> Result<RelayConfig, ConfigErrors> {
     }
 }
 
-fn apply_flags(doc: &mut Value, flags: &FlagOverrides) {
-    let set = |doc: &mut Value, section: &str, key: &str, value: &Option<String>| {
-        if let (Some(v), Some(root)) = (value, doc.as_object_mut()) {
-            let entry = root
-                .entry(section)
-                .or_insert_with(|| Value::Object(Default::default()));
-            if let Some(table) = entry.as_object_mut() {
-                table.insert(key.to_owned(), Value::String(v.clone()));
+/// Key path → where its value came from (an environment variable or a flag), for the keys
+/// not taken from the file.
+pub type Origins = std::collections::BTreeMap<String, String>;
+
+fn apply_flags(doc: &mut Value, flags: &FlagOverrides) -> Origins {
+    let mut origins = Origins::new();
+    let mut set =
+        |doc: &mut Value, flag: &str, section: &str, key: &str, value: &Option<String>| {
+            if let (Some(v), Some(root)) = (value, doc.as_object_mut()) {
+                let entry = root
+                    .entry(section)
+                    .or_insert_with(|| Value::Object(Default::default()));
+                if let Some(table) = entry.as_object_mut() {
+                    table.insert(key.to_owned(), Value::String(v.clone()));
+                    origins.insert(format!("{section}.{key}"), flag.to_owned());
+                }
+            }
+        };
+    set(doc, "--listen", "server", "listen", &flags.listen);
+    set(
+        doc,
+        "--admin-listen",
+        "admin",
+        "listen",
+        &flags.admin_listen,
+    );
+    set(doc, "--buffer", "buffer", "backend", &flags.buffer);
+    set(
+        doc,
+        "--webhooks-config",
+        "ingest",
+        "webhooks_file",
+        &flags.webhooks_config,
+    );
+    set(
+        doc,
+        "--admin-token-file",
+        "admin",
+        "token_file",
+        &flags.admin_token_file,
+    );
+    set(doc, "--log-level", "log", "level", &flags.log_level);
+    set(doc, "--log-format", "log", "format", &flags.log_format);
+    origins
+}
+
+/// Rewrites `"{label}: key: …"` as `"{origin}: key: …"` when an environment variable or a flag
+/// set `key`, so the message names where the value came from.
+fn blame(errors: &mut [String], label: &str, origins: &Origins) {
+    let prefix = format!("{label}: ");
+    for error in errors {
+        let Some(rest) = error.strip_prefix(&prefix) else {
+            continue;
+        };
+        let key = rest.split(": ").next().unwrap_or_default();
+        let key = key.split('[').next().unwrap_or_default();
+        let origin = origins
+            .iter()
+            .find(|(path, _)| key == path.as_str() || key.starts_with(&format!("{path}.")));
+        if let Some((_, origin)) = origin {
+            *error = format!("{origin}: {rest}");
+        }
+    }
+}
+
+/// Deserialises the relay file, collecting every field error: a failing field is reported and
+/// removed (so its default applies) and deserialisation tried again.
+fn deserialize_all(mut doc: Value, label: &str, errors: &mut Vec<String>) -> RelayFile {
+    // Each round removes one value, so this ends; the bound guards against a path that
+    // cannot be removed.
+    for _ in 0..256 {
+        match serde_path_to_error::deserialize::<_, RelayFile>(doc.clone()) {
+            Ok(file) => return file,
+            Err(e) => {
+                let path = e.path().to_string();
+                let removed = remove_path(&mut doc, e.path());
+                let shown = if path == "." { String::new() } else { path };
+                errors.push(format!("{label}: {shown}: {}", e.into_inner()));
+                if !removed {
+                    break;
+                }
             }
         }
+    }
+    RelayFile::default()
+}
+
+/// Removes the value at `path` from `doc`; false when there is none.
+fn remove_path(doc: &mut Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
     };
-    set(doc, "server", "listen", &flags.listen);
-    set(doc, "admin", "listen", &flags.admin_listen);
-    set(doc, "buffer", "backend", &flags.buffer);
-    set(doc, "ingest", "webhooks_file", &flags.webhooks_config);
-    set(doc, "admin", "token_file", &flags.admin_token_file);
-    set(doc, "log", "level", &flags.log_level);
-    set(doc, "log", "format", &flags.log_format);
+    let mut node = doc;
+    for segment in parents {
+        let next = match (segment, node) {
+            (Segment::Map { key }, Value::Object(map)) => map.get_mut(key.as_str()),
+            (Segment::Seq { index }, Value::Array(items)) => items.get_mut(*index),
+            _ => None,
+        };
+        match next {
+            Some(n) => node = n,
+            None => return false,
+        }
+    }
+    match (last, node) {
+        (Segment::Map { key }, Value::Object(map)) => map.remove(key.as_str()).is_some(),
+        (Segment::Seq { index }, Value::Array(items)) if *index < items.len() => {
+            items.remove(*index);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The options every webhook's authentication is built with (here to validate, and at
+/// start-up and by the admin API to run).
+pub fn auth_build_options(
+    file: &RelayFile,
+    trusted: &crate::auth::TrustedProxies,
+) -> crate::auth::AuthBuildOptions {
+    crate::auth::AuthBuildOptions {
+        server_trusted_proxies: trusted.clone(),
+        nonce_cache_size: usize::try_from(file.limits.nonce_cache_size).unwrap_or(usize::MAX),
+        rate_limiter_max_keys: usize::try_from(file.limits.rate_limiter_max_keys)
+            .unwrap_or(usize::MAX),
+        strip_consumed_credentials: file.ingest.strip_consumed_credentials,
+    }
+}
+
+/// Builds the authentication of every webhook as the relay will run it, so whatever the relay
+/// would refuse at start-up (unknown preset, empty secret, JWT `none`, an introspection URL on
+/// loopback, …) is a configuration error here.
+fn check_authentication(
+    file: &RelayFile,
+    channels: &[ChannelSpec],
+    default_webhook: Option<&(String, WebhookSpec)>,
+    errors: &mut Vec<String>,
+) {
+    let trusted =
+        crate::auth::TrustedProxies::parse(&file.server.trusted_proxies).unwrap_or_default();
+    let options = auth_build_options(file, &trusted);
+    let webhooks = channels
+        .iter()
+        .flat_map(|c| c.webhooks.iter())
+        .chain(default_webhook.map(|(_, w)| w));
+    for webhook in webhooks {
+        if let Err(e) =
+            crate::auth::WebhookAuth::from_entry(&webhook.entry, &webhook.path, &options)
+        {
+            errors.extend(e);
+        }
+    }
 }
 
 fn range(errors: &mut Vec<String>, label: &str, key: &str, v: u64, min: u64, max: u64) {
@@ -572,6 +727,11 @@ fn validate_sections(f: &RelayFile, label: &str, errors: &mut Vec<String>) {
         errors.push(format!(
             "{label}: state.key_prefix: must match ^[A-Za-z0-9_.-]{{1,64}}$"
         ));
+    }
+    if !f.state.encryption_key_file.is_empty()
+        && let Err(e) = state_key::read_key(&f.state.encryption_key_file)
+    {
+        errors.push(format!("{label}: {e}"));
     }
     if !f.state.redis_url.is_empty() && ::redis::Client::open(f.state.redis_url.expose()).is_err() {
         errors.push(format!("{label}: state.redis_url: not a valid Redis URL"));

@@ -357,3 +357,87 @@ fn rabbitmq_keys_are_checked_and_select_the_backend() {
         );
     }
 }
+
+#[test]
+fn errors_are_blamed_on_the_variable_that_set_the_value_r120() {
+    let dir = TempDir::new("blame");
+    let path = dir.write("relay.toml", "[server]\nmax_json_depth = 0\n");
+    let err = load_with(
+        Some(path),
+        &[
+            ("WEBHOOK_CONNECT_RABBITMQ_URL", "http://not-amqp"),
+            ("WEBHOOK_RELAY_SERVER__MAX_BODY_BYTES", "abc"),
+            ("WEBHOOK_RELAY_LIMITS__MAX_WEBHOOKS", "0"),
+        ],
+    )
+    .unwrap_err();
+    let all = err.errors.join("\n");
+    for expected in [
+        "WEBHOOK_CONNECT_RABBITMQ_URL: buffer.rabbitmq.url: must be an amqp:// or amqps:// URL",
+        "WEBHOOK_RELAY_SERVER__MAX_BODY_BYTES: server.max_body_bytes: ",
+        "WEBHOOK_RELAY_LIMITS__MAX_WEBHOOKS: limits.max_webhooks: must be between 1",
+        "relay.toml: server.max_json_depth: must be between 1 and 1000, got 0",
+    ] {
+        assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+    }
+    assert!(!all.contains("relay.toml: server.max_body_bytes"), "{all}");
+}
+
+#[test]
+fn every_typed_error_is_reported_in_one_pass() {
+    let dir = TempDir::new("one-pass");
+    let path = dir.write(
+        "relay.toml",
+        "[server]\nmax_body_bytes = \"x\"\nunknown = 1\n[log]\nformat = 3\n[limits]\nmax_channels = \"y\"\n",
+    );
+    let err = load_with(Some(path), &[]).unwrap_err();
+    let all = err.errors.join("\n");
+    for key in [
+        "server.max_body_bytes",
+        "server.unknown",
+        "log.format",
+        "limits.max_channels",
+    ] {
+        assert!(
+            all.contains(&format!("relay.toml: {key}: ")),
+            "{key}:\n{all}"
+        );
+    }
+}
+
+#[test]
+fn an_unreadable_or_malformed_state_key_is_a_load_error() {
+    let dir = TempDir::new("state-key");
+    let key = dir.write("state.key", "not a key\n");
+    let path = dir.write(
+        "relay.toml",
+        &format!("[state]\nencryption_key_file = \"{}\"\n", key.display()),
+    );
+    let err = load_with(Some(path.clone()), &[]).unwrap_err();
+    assert!(
+        err.errors
+            .iter()
+            .any(|e| e.starts_with("relay.toml: state.encryption_key_file: ")),
+        "{err}"
+    );
+    let err = load_with(
+        Some(path),
+        &[(
+            "WEBHOOK_RELAY_STATE__ENCRYPTION_KEY_FILE",
+            "/nonexistent/wc-key",
+        )],
+    )
+    .unwrap_err();
+    assert!(
+        err.errors.iter().any(|e| e.starts_with(
+            "WEBHOOK_RELAY_STATE__ENCRYPTION_KEY_FILE: state.encryption_key_file: cannot read"
+        )),
+        "{err}"
+    );
+    std::fs::write(&key, format!("{}\n", "ab".repeat(32))).unwrap();
+    let path = dir.write(
+        "relay.toml",
+        &format!("[state]\nencryption_key_file = \"{}\"\n", key.display()),
+    );
+    assert!(load_with(Some(path), &[]).is_ok());
+}

@@ -1,5 +1,6 @@
 //! The embedded state store: one JSON document written atomically (temporary file, fsync,
-//! rename), so a crash leaves either the old or the new state. One relay instance only.
+//! rename), so a crash leaves either the old or the new state. One relay instance only. The
+//! file is readable by its owner only (0600).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -121,7 +122,15 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        // Owner only (0600): the temporary file becomes the state file.
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options.open(&tmp)?;
+        // A temporary file left by an older version may be wider; tighten it before writing.
+        #[cfg(unix)]
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
@@ -160,6 +169,12 @@ mod tests {
         assert_eq!(from_hex(&record.current_token), Some(token));
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains("plain-secret-token"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "state file mode {mode:o}");
+        }
         reopened.remove("orders").await.unwrap();
         assert!(FileStore::open(&path).unwrap().get("orders").is_none());
         std::fs::remove_dir_all(&dir).unwrap();

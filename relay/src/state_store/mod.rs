@@ -10,6 +10,7 @@
 
 pub mod file;
 pub mod redis;
+pub mod seal;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -36,9 +37,13 @@ pub struct ChannelRecord {
     /// First seen.
     pub created_at: Option<Timestamp>,
     /// For channels created through the admin API: their definition (without the token), so
-    /// they are rebuilt at start-up.
+    /// they are rebuilt at start-up. At rest its `webhooks` are in `sealed_webhooks`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub definition: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The definition's `webhooks` (with their verification secrets), encrypted
+    /// ([`seal::Sealer`]). Never set on the records callers see.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_webhooks: Option<String>,
 }
 
 /// Why the state store failed.
@@ -86,13 +91,21 @@ pub enum Change {
     All,
 }
 
-/// The state store of this relay.
+/// Where the records live.
 #[derive(Debug)]
-pub enum StateStore {
+enum Backend {
     /// One JSON file (one instance).
     File(file::FileStore),
     /// Shared by every instance through Redis.
     Redis(Box<redis::RedisStore>),
+}
+
+/// The state store of this relay. Records are sealed on the way in and opened on the way out
+/// ([`seal`]), so callers see plain definitions and the store holds no verification secret.
+#[derive(Debug)]
+pub struct StateStore {
+    backend: Backend,
+    sealer: seal::Sealer,
 }
 
 /// How long a state operation may take before it counts as failed.
@@ -100,7 +113,9 @@ const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl StateStore {
     /// Opens the store the configuration selects (`state.backend`; `auto` means `redis` when
-    /// the buffer is Redis, otherwise the file).
+    /// the buffer is Redis, otherwise the file), with its encryption key, and checks that every
+    /// stored record can be read (a sealed record without the right key is an error). Plain
+    /// records left by an earlier version are sealed when a key is available.
     pub async fn open(config: &RelayConfig) -> Result<StateStore, StateError> {
         let file = &config.file;
         let backend = match file.state.backend.as_str() {
@@ -108,7 +123,10 @@ impl StateStore {
             "auto" => "embedded",
             other => other,
         };
-        if backend == "redis" {
+        let configured_key = (!file.state.encryption_key_file.is_empty())
+            .then(|| seal::Sealer::from_key_file(&file.state.encryption_key_file))
+            .transpose()?;
+        let store = if backend == "redis" {
             let url = if file.state.redis_url.is_empty() {
                 file.buffer.redis.url.expose()
             } else {
@@ -116,28 +134,89 @@ impl StateStore {
             };
             let store =
                 redis::RedisStore::connect(url, &file.state.key_prefix, OPERATION_TIMEOUT).await?;
-            Ok(StateStore::Redis(Box::new(store)))
+            StateStore {
+                backend: Backend::Redis(Box::new(store)),
+                sealer: configured_key.unwrap_or_else(seal::Sealer::without_key),
+            }
         } else {
-            Ok(StateStore::File(file::FileStore::open(
-                std::path::Path::new(&file.state.path),
-            )?))
+            let path = std::path::Path::new(&file.state.path);
+            let store = file::FileStore::open(path)?;
+            let sealer = match configured_key {
+                Some(sealer) => sealer,
+                None => {
+                    let has_sealed = store.all().values().any(|r| r.sealed_webhooks.is_some());
+                    seal::Sealer::generated_beside(path, has_sealed)?
+                }
+            };
+            StateStore {
+                backend: Backend::File(store),
+                sealer,
+            }
+        };
+        store.check_and_migrate().await?;
+        Ok(store)
+    }
+
+    /// Every record must open; plain ones holding webhooks are sealed now (when there is a
+    /// key) or reported (when there is none).
+    async fn check_and_migrate(&self) -> Result<(), StateError> {
+        let stored = self.raw_all().await?;
+        for (name, record) in stored {
+            let mut opened = record.clone();
+            self.sealer.open(&name, &mut opened)?;
+            let plain_webhooks = record
+                .definition
+                .as_ref()
+                .is_some_and(|d| d.contains_key("webhooks"));
+            if !plain_webhooks {
+                continue;
+            }
+            if self.sealer.has_key() {
+                self.update(&name, |_| {}).await?;
+                tracing::info!(channel = %name, "Encrypted the stored webhook secrets of an admin-created channel");
+            } else if let Some(why) = opened
+                .definition
+                .as_ref()
+                .and_then(|d| self.sealer.refusal(d))
+            {
+                tracing::warn!(channel = %name, "Stored definition holds secrets in plain text ({why})");
+            }
         }
+        Ok(())
+    }
+
+    /// Why `definition` (an admin channel definition) cannot be persisted, or `None`.
+    pub fn refusal(
+        &self,
+        definition: &serde_json::Map<String, serde_json::Value>,
+    ) -> Option<String> {
+        self.sealer.refusal(definition)
     }
 
     /// `embedded` or `redis`.
     pub fn kind(&self) -> &'static str {
-        match self {
-            StateStore::File(_) => "embedded",
-            StateStore::Redis(_) => "redis",
+        match &self.backend {
+            Backend::File(_) => "embedded",
+            Backend::Redis(_) => "redis",
         }
+    }
+
+    fn opened(
+        &self,
+        channel: &str,
+        mut record: ChannelRecord,
+    ) -> Result<ChannelRecord, StateError> {
+        self.sealer.open(channel, &mut record)?;
+        Ok(record)
     }
 
     /// The record of `channel`.
     pub async fn get(&self, channel: &str) -> Result<Option<ChannelRecord>, StateError> {
-        match self {
-            StateStore::File(s) => Ok(s.get(channel)),
-            StateStore::Redis(s) => s.get(channel).await,
-        }
+        let record = match &self.backend {
+            Backend::File(s) => s.get(channel),
+            Backend::Redis(s) => s.get(channel).await?,
+        };
+        record.map(|r| self.opened(channel, r)).transpose()
     }
 
     /// Changes the record of `channel` durably and returns it; on failure nothing changes.
@@ -148,57 +227,89 @@ impl StateStore {
         channel: &str,
         change: impl Fn(&mut ChannelRecord) + Send,
     ) -> Result<ChannelRecord, StateError> {
-        match self {
-            StateStore::File(s) => s.update(channel, change).await,
-            StateStore::Redis(s) => s.update(channel, change).await,
+        let failure: std::sync::Mutex<Option<StateError>> = std::sync::Mutex::new(None);
+        let sealed_change = |r: &mut ChannelRecord| {
+            let opened = self.sealer.open(channel, r).is_ok();
+            change(r);
+            let replaced = r
+                .definition
+                .as_ref()
+                .is_some_and(|d| d.contains_key("webhooks"));
+            // A record that did not open (wrong key) keeps its sealed value unless the change
+            // replaced the definition.
+            if (opened || replaced || r.definition.is_none())
+                && let Err(e) = self.sealer.seal(channel, r)
+            {
+                // Never store the secrets in clear: drop them and report the failure.
+                if let Some(d) = r.definition.as_mut() {
+                    d.remove("webhooks");
+                }
+                *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            }
+        };
+        let record = match &self.backend {
+            Backend::File(s) => s.update(channel, sealed_change).await?,
+            Backend::Redis(s) => s.update(channel, sealed_change).await?,
+        };
+        if let Some(e) = failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(e);
+        }
+        self.opened(channel, record)
+    }
+
+    async fn raw_all(&self) -> Result<BTreeMap<String, ChannelRecord>, StateError> {
+        match &self.backend {
+            Backend::File(s) => Ok(s.all()),
+            Backend::Redis(s) => s.all().await,
         }
     }
 
     /// Every record, by channel name.
     pub async fn all(&self) -> Result<BTreeMap<String, ChannelRecord>, StateError> {
-        match self {
-            StateStore::File(s) => Ok(s.all()),
-            StateStore::Redis(s) => s.all().await,
-        }
+        self.raw_all()
+            .await?
+            .into_iter()
+            .map(|(name, r)| self.opened(&name, r).map(|r| (name, r)))
+            .collect()
     }
 
     /// Forgets `channel`.
     pub async fn remove(&self, channel: &str) -> Result<(), StateError> {
-        match self {
-            StateStore::File(s) => s.remove(channel).await,
-            StateStore::Redis(s) => s.remove(channel).await,
+        match &self.backend {
+            Backend::File(s) => s.remove(channel).await,
+            Backend::Redis(s) => s.remove(channel).await,
         }
     }
 
     /// Readiness probe, answered within a second.
     pub async fn health_check(&self) -> bool {
-        match self {
-            StateStore::File(s) => s.health_check(),
-            StateStore::Redis(s) => s.health_check(Duration::from_secs(1)).await,
+        match &self.backend {
+            Backend::File(s) => s.health_check(),
+            Backend::Redis(s) => s.health_check(Duration::from_secs(1)).await,
         }
     }
 
     /// Changes made by other instances (only the shared store has any), from the moment the
     /// store was opened. There is one feed; later calls get `None`.
     pub fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
-        match self {
-            StateStore::File(_) => None,
-            StateStore::Redis(s) => s.changes(),
+        match &self.backend {
+            Backend::File(_) => None,
+            Backend::Redis(s) => s.changes(),
         }
     }
 
     /// What [`crate::peer_acks`] needs to reach the other instances (only the shared store has
     /// other instances).
     pub fn peer_link(&self) -> Option<crate::peer_acks::PeerLink> {
-        match self {
-            StateStore::File(_) => None,
-            StateStore::Redis(s) => Some(s.peer_link()),
+        match &self.backend {
+            Backend::File(_) => None,
+            Backend::Redis(s) => Some(s.peer_link()),
         }
     }
 
     /// Stops the change feed.
     pub fn close(&self) {
-        if let StateStore::Redis(s) = self {
+        if let Backend::Redis(s) = &self.backend {
             s.close();
         }
     }

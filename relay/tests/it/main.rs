@@ -19,6 +19,7 @@ mod body_limits;
 mod buffer_outage;
 mod channel_limits;
 mod command_line;
+mod config_secrets;
 mod connection_bounds;
 mod delivery_http;
 mod delivery_rabbitmq;

@@ -67,7 +67,11 @@ pub async fn create(
     if state.registry.channels().len() as u64 >= state.config.file.limits.max_channels {
         return Err(ApiError::new(StatusCode::CONFLICT, "Channel limit reached"));
     }
+    check_webhook_limit(&state, None, spec.webhooks.len())?;
     definition.remove("token");
+    if let Some(why) = state.state_store.refusal(&definition) {
+        return Err(ApiError::unprocessable(why));
+    }
     let now = Timestamp::now();
     let token_hash = hex(&hash_token(token.as_bytes()));
     state
@@ -213,6 +217,14 @@ pub async fn update(
         return Err(ApiError::unprocessable("Body must be a JSON object"));
     };
     let prepared = prepare_definition(&state, &name, &definition)?;
+    let attached = definition
+        .get("webhooks")
+        .and_then(Value::as_object)
+        .map_or(0, serde_json::Map::len);
+    check_webhook_limit(&state, Some(&name), attached)?;
+    if let Some(why) = state.state_store.refusal(&definition) {
+        return Err(ApiError::unprocessable(why));
+    }
     ensure_queues(&state, &name, &prepared)
         .await
         .map_err(|_| ApiError::unavailable())?;
@@ -227,4 +239,25 @@ pub async fn update(
         StatusCode::OK,
         details_json(&replacement).await?,
     ))
+}
+
+/// `limits.max_webhooks` bounds the webhook ids of every channel together (configured and
+/// admin-created): `409 Webhook limit reached` when `attached` ids for channel `replacing`
+/// (a new channel when `None`) would exceed it.
+fn check_webhook_limit(
+    state: &AppState,
+    replacing: Option<&str>,
+    attached: usize,
+) -> Result<(), ApiError> {
+    let others: usize = state
+        .registry
+        .channels()
+        .iter()
+        .filter(|c| Some(c.name.as_str()) != replacing)
+        .map(|c| c.webhook_ids.len())
+        .sum();
+    if (others + attached) as u64 > state.config.file.limits.max_webhooks {
+        return Err(ApiError::new(StatusCode::CONFLICT, "Webhook limit reached"));
+    }
+    Ok(())
 }
