@@ -1,21 +1,49 @@
 #!/usr/bin/env bash
-# The full test suite: starts the local servers the tests use, then runs every test of the
-# workspace (unit, integration, end-to-end and doc tests) with every cargo feature on, so the
-# feature-gated output modules (zeromq, s3, aws_sqs, clickhouse, gcp_pubsub, kafka, redis_rq's
-# RQ mode) are tested too. Fails when any test fails, and also when no test ran at all.
-set -euo pipefail
+# The full test suite: starts the local servers the tests use, then
+#   1. runs every test of the workspace (unit, integration, end-to-end and doc tests) with every
+#      cargo feature on, so the feature-gated output modules are tested too;
+#   2. builds the connector with each of its module features alone and with none (HTTP mode
+#      only), and runs its unit tests without the default modules, so a module's `cfg` gates
+#      hold in every combination users can build.
+# Every test binary runs even when an earlier one failed (--no-fail-fast). Fails when any test
+# failed, when a build failed, and also when no test ran at all.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/services.sh
+scripts/services.sh || exit 1
 
+jobs=${CARGO_BUILD_JOBS:-2}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --all-features -j"${CARGO_BUILD_JOBS:-2}" 2>&1 | tee "$log"
+status=0
 
-passed=$(grep -Eo '^test result: ok\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')
-failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s += $1} END {print s + 0}')
+echo "== cargo test --workspace --all-features"
+cargo test --workspace --all-features --no-fail-fast -j"$jobs" 2>&1 | tee "$log" || status=1
+
+echo "== connector feature builds"
+features=$(sed -n '/^\[features\]/,/^\[/p' connector/Cargo.toml \
+  | grep -Eo '^[a-z0-9_-]+ =' | cut -d' ' -f1 | grep -v -e '^default$' -e '^full$')
+for feature in "" $features; do
+  label=${feature:-"(none: HTTP mode and the light modules)"}
+  echo "-- webhook-connector --no-default-features --features $label"
+  if ! cargo check -p webhook-connector --no-default-features ${feature:+--features "$feature"} \
+      --all-targets -j"$jobs" --quiet; then
+    echo "test.sh: the connector does not build with feature set: $label" >&2
+    status=1
+  fi
+done
+echo "== connector unit tests without the default modules"
+cargo test -p webhook-connector --no-default-features --lib --no-fail-fast -j"$jobs" 2>&1 \
+  | tee -a "$log" || status=1
+
+passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')
+failed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$log" | awk '{s += $6} END {print s + 0}')
 echo "$passed passed, $failed failed"
 if [ "$passed" -eq 0 ]; then
   echo "test.sh: no test ran" >&2
   exit 1
 fi
+if [ "$failed" -ne 0 ]; then
+  status=1
+fi
+exit $status

@@ -15,6 +15,7 @@ use webhook_connect_buffer::{
     Buffer, BufferError, ChannelStats, DeadLetterPage, DeadLetterQuery, Lease, LeaseToken,
     QueueSettings, Settle, Settled, SharedBuffer,
 };
+use webhook_connect_protocol::backoff::Backoff;
 use webhook_connect_protocol::Envelope;
 
 /// First and longest wait between connection attempts.
@@ -68,7 +69,7 @@ impl LateBuffer {
         Fut: Future<Output = Result<SharedBuffer, E>>,
         E: std::fmt::Display,
     {
-        let mut wait = FIRST_RETRY;
+        let mut backoff = Backoff::new(FIRST_RETRY, LONGEST_RETRY, 2.0);
         loop {
             let failure = match connect().await {
                 Ok(backend) => match self.attach(backend.clone()).await {
@@ -83,12 +84,12 @@ impl LateBuffer {
                 },
                 Err(e) => e.to_string(),
             };
+            let wait = backoff.next_delay();
             tracing::warn!(error = %failure, retry_in_s = wait.as_secs(), "Buffer still unreachable");
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.cancelled() => return,
             }
-            wait = (wait * 2).min(LONGEST_RETRY);
         }
     }
 }

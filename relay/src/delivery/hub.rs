@@ -11,6 +11,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use webhook_connect_buffer::{Lease, Settle, Settled, SharedBuffer};
+use webhook_connect_protocol::backoff::Backoff;
 use webhook_connect_protocol::envelope::DeliveryInfo;
 use webhook_connect_protocol::{CloseReason, ConnectionId, ConnectionKind, ServerFrame, Timestamp};
 
@@ -405,7 +406,7 @@ impl Hub {
     }
 
     async fn run_dispatcher(self: Arc<Self>, stop: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2), 2.0);
         let mut last_sweep = Instant::now();
         tracing::debug!(channel = %self.channel, "Dispatcher started");
         loop {
@@ -432,7 +433,7 @@ impl Hub {
             };
             match leased {
                 Ok(leases) => {
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                     for lease in leases {
                         self.assign(lease);
                     }
@@ -443,10 +444,9 @@ impl Hub {
                         .inc("webhook_relay_buffer_errors_total", &[("op", "lease")]);
                     tracing::warn!(channel = %self.channel, error = %e, "Lease failed");
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
                         _ = stop.cancelled() => break,
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
         }
