@@ -27,9 +27,10 @@ use tower::ServiceExt;
 use crate::admission::{Admission, Admit, BusyGuard, ConnHandle};
 use crate::metrics::Metrics;
 
-/// Most header lines hyper itself accepts. The relay's own `server.max_header_count` check
-/// (with its JSON answer) applies below this; it only bounds what one request may cost.
-const HYPER_MAX_HEADERS: usize = 1000;
+/// Most header lines hyper itself accepts: twice the top of `server.max_header_count`'s range,
+/// so the relay's own check (with its JSON answer) sees every request a configuration can
+/// refuse; beyond this, hyper's bare `431` bounds what one request may cost.
+const HYPER_MAX_HEADERS: usize = 2048;
 
 /// How long a connection served in overflow mode may take to send its one request.
 const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
