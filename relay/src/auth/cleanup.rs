@@ -10,38 +10,8 @@ pub const REDACTED: &str = "***REDACTED***";
 /// How far into a payload the cleanup walks.
 const MAX_WALK_DEPTH: usize = 100;
 
-const DEFAULT_NAMES: [&str; 30] = [
-    "password",
-    "passwd",
-    "pwd",
-    "secret",
-    "token",
-    "api_key",
-    "apikey",
-    "access_token",
-    "refresh_token",
-    "authorization",
-    "auth",
-    "credential",
-    "credentials",
-    "private_key",
-    "privatekey",
-    "api_secret",
-    "client_secret",
-    "bearer",
-    "x-api-key",
-    "x-auth-token",
-    "x-access-token",
-    "session_id",
-    "sessionid",
-    "session_token",
-    "csrf_token",
-    "csrf",
-    "oauth_token",
-    "oauth_secret",
-    "consumer_secret",
-    "token_secret",
-];
+/// The names masked or removed by default (shared with the connector).
+const DEFAULT_NAMES: [&str; 30] = webhook_connect_protocol::credentials::CREDENTIAL_NAMES;
 
 const PATTERN_WORDS: [&str; 6] = ["password", "secret", "token", "key", "credential", "auth"];
 

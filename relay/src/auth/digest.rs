@@ -8,7 +8,6 @@ use md5::Md5;
 use sha2::{Digest as _, Sha256};
 use webhook_connect_protocol::config_values::Secret;
 
-use super::codec::hex_encode;
 use super::ct::ct_eq;
 use super::nonce_cache::{NonceCache, NonceOutcome, nonce_key};
 use super::rejection::Rejection;
@@ -40,8 +39,8 @@ impl DigestAlgorithm {
 
     fn hash(self, text: &str) -> String {
         match self {
-            DigestAlgorithm::Md5 => hex_encode(&Md5::digest(text.as_bytes())),
-            DigestAlgorithm::Sha256 => hex_encode(&Sha256::digest(text.as_bytes())),
+            DigestAlgorithm::Md5 => hex::encode(Md5::digest(text.as_bytes())),
+            DigestAlgorithm::Sha256 => hex::encode(Sha256::digest(text.as_bytes())),
         }
     }
 }

@@ -8,7 +8,6 @@ use sha1::Sha1;
 use sha2::{Sha256, Sha512};
 use webhook_connect_protocol::config_values::Secret;
 
-use super::codec::hex_decode;
 use super::ct::ct_eq;
 use super::rejection::Rejection;
 
@@ -178,7 +177,7 @@ impl HmacMethod {
                     _ => value,
                 };
                 let presented = match encoding {
-                    SigEncoding::Hex => hex_decode(value).ok_or_else(|| {
+                    SigEncoding::Hex => hex::decode(value).map_err(|_| {
                         Rejection::unauthorized(
                             "Invalid HMAC signature format (must be hexadecimal)",
                         )
@@ -201,7 +200,7 @@ impl HmacMethod {
                     Some(p) if p.eq_ignore_ascii_case("sha256=") => &value[7..],
                     _ => return Err(bad_format()),
                 };
-                let presented = hex_decode(hex.as_bytes()).ok_or_else(|| {
+                let presented = hex::decode(hex.as_bytes()).map_err(|_| {
                     Rejection::unauthorized("Invalid HMAC signature format (must be hexadecimal)")
                 })?;
                 let expected = hmac(HmacAlgorithm::Sha256, self.key(), &[body]);
@@ -254,7 +253,7 @@ impl HmacMethod {
                 );
                 let mut ok = false;
                 for sig in v1 {
-                    if let Some(presented) = hex_decode(sig.as_bytes()) {
+                    if let Ok(presented) = hex::decode(sig.as_bytes()) {
                         ok |= ct_eq(&presented, &expected);
                     }
                 }
@@ -268,7 +267,7 @@ impl HmacMethod {
                 let t = parse_ts(ts_text).ok_or_else(bad_format)?;
                 let hex = sig.strip_prefix("v0=").ok_or_else(bad_format)?;
                 self.check_ts(t, now)?;
-                let presented = hex_decode(hex.as_bytes()).ok_or_else(|| {
+                let presented = hex::decode(hex.as_bytes()).map_err(|_| {
                     Rejection::unauthorized("Invalid HMAC signature format (must be hexadecimal)")
                 })?;
                 let expected = hmac(

@@ -197,23 +197,8 @@ pub struct WebhookAuth {
     label: String,
 }
 
-/// Keys of a webhook entry this module reads.
-pub const AUTH_KEYS: [&str; 14] = [
-    "authorization",
-    "basic_auth",
-    "digest_auth",
-    "jwt",
-    "header_auth",
-    "query_auth",
-    "hmac",
-    "ip_whitelist",
-    "rate_limit",
-    "json_schema",
-    "oauth2",
-    "oauth1",
-    "recaptcha",
-    "trusted_proxies",
-];
+/// Keys of a webhook entry this module reads (shared with the connector, which ignores them).
+pub use webhook_connect_protocol::credentials::AUTH_KEYS;
 
 fn unix_seconds(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
@@ -724,7 +709,7 @@ fn build_digest(
                 algorithm,
                 require_server_nonce,
                 nonce_ttl: ttl,
-                nonce_key: Secret::new(codec::hex_encode(&key)),
+                nonce_key: Secret::new(hex::encode(key)),
                 replay: nonce_cache::NonceCache::new(
                     opts.nonce_cache_size,
                     digest::replay_retention(ttl),

@@ -15,8 +15,8 @@ use webhook_connect_buffer::{
     Buffer, BufferError, ChannelStats, DeadLetterPage, DeadLetterQuery, Lease, LeaseToken,
     QueueSettings, Settle, Settled, SharedBuffer,
 };
-use webhook_connect_protocol::backoff::Backoff;
 use webhook_connect_protocol::Envelope;
+use webhook_connect_protocol::backoff::Backoff;
 
 /// First and longest wait between connection attempts.
 const FIRST_RETRY: Duration = Duration::from_secs(1);

@@ -15,10 +15,7 @@ pub fn parse_key(text: &str) -> Result<[u8; KEY_LEN], String> {
         .or_else(|| text.strip_suffix('\n'))
         .unwrap_or(text);
     let bytes = if text.len() == 2 * KEY_LEN && text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        (0..KEY_LEN)
-            .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16))
-            .collect::<Result<Vec<u8>, _>>()
-            .map_err(|e| e.to_string())?
+        hex::decode(text).map_err(|e| e.to_string())?
     } else {
         STANDARD
             .decode(text)

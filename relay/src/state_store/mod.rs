@@ -65,19 +65,13 @@ pub enum StateError {
 
 /// Hex of a token hash.
 pub fn hex(hash: &TokenHash) -> String {
-    hash.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(hash)
 }
 
 /// A token hash from hex (`None` when malformed).
 pub fn from_hex(text: &str) -> Option<TokenHash> {
-    if text.len() != 64 {
-        return None;
-    }
     let mut out = [0u8; 32];
-    for (i, chunk) in text.as_bytes().chunks(2).enumerate() {
-        let s = std::str::from_utf8(chunk).ok()?;
-        out[i] = u8::from_str_radix(s, 16).ok()?;
-    }
+    hex::decode_to_slice(text, &mut out).ok()?;
     Some(out)
 }
 

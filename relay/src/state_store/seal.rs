@@ -57,7 +57,7 @@ impl std::fmt::Debug for Sealer {
 }
 
 fn hex_key(key: &[u8; KEY_LEN]) -> String {
-    key.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(key)
 }
 
 /// Writes `bytes` to a new file readable by its owner only (0600 on Unix).

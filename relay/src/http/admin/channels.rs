@@ -146,10 +146,7 @@ fn parse_grace(body: &[u8]) -> Result<u64, ApiError> {
 /// A new channel token: `ch_tok_` + 48 hex digits from a CSPRNG.
 pub fn new_token() -> String {
     let bytes: [u8; 24] = rand::random();
-    format!(
-        "ch_tok_{}",
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
+    format!("ch_tok_{}", hex::encode(bytes))
 }
 
 /// `POST /channels/{channel}/rotate-token`

@@ -54,7 +54,7 @@ async fn start_relay(dir: &TempDir) -> Option<(std::process::Child, u16)> {
         "[server]\nlisten = \"127.0.0.1:{port}\"\n[buffer.embedded]\npath = \"{db}\"\n\
          [state]\npath = \"{state}\"\n[log]\nlevel = \"error\"\n\
          [[channels]]\nname = \"hostile\"\ntoken = \"channel-token-0123456789\"\n\
-         [channels.webhooks.small]\nauth = {{ type = \"bearer\", token = \"{TOKEN}\" }}\n\
+         [channels.webhooks.small]\nauthorization = \"Bearer {TOKEN}\"\n\
          [channels.webhooks.big]\n",
         db = dir.0.join("hostile.db").display(),
         state = dir.0.join("hostile-state.json").display(),
