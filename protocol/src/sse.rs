@@ -11,6 +11,10 @@ use crate::{ProtocolVersion, ServerFrame};
 /// frame a connector must accept).
 pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024 * 1024 + 64 * 1024;
 
+/// Most bytes one event may buffer (its `data:` lines so far plus the line being read) before
+/// the decoder reports an error: the same 64 MiB + 64 KiB, since one event carries one frame.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = DEFAULT_MAX_LINE_BYTES;
+
 /// One event as written or read.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SseEvent {
@@ -138,10 +142,19 @@ pub fn internal_error_frame() -> ServerFrame {
     })
 }
 
-/// A line grew past the decoder's limit; the stream should be dropped.
+/// A line or an event grew past the decoder's limit; the stream should be dropped. The decoder
+/// forgets the partial line or event, so it stays bounded whatever the peer sends next.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("SSE line longer than {0} bytes")]
-pub struct LineTooLong(pub usize);
+pub enum SseTooLarge {
+    /// One line was longer than the line limit (bytes).
+    #[error("SSE line longer than {0} bytes")]
+    LineTooLong(usize),
+    /// One event's `data:` lines together were larger than the event limit (bytes).
+    #[error("SSE event larger than {0} bytes")]
+    EventTooLarge(usize),
+}
+
+pub use SseTooLarge::{EventTooLarge, LineTooLong};
 
 /// Streaming event-stream decoder.
 ///
@@ -160,6 +173,7 @@ pub struct SseDecoder {
     /// The previous chunk ended in CR, so a leading LF of the next chunk is part of a CRLF.
     after_cr: bool,
     max_line: usize,
+    max_event: usize,
     event: Option<String>,
     data: String,
     has_data: bool,
@@ -174,17 +188,25 @@ impl Default for SseDecoder {
 }
 
 impl SseDecoder {
-    /// A decoder with the default line limit.
+    /// A decoder with the default line and event limits.
     pub fn new() -> Self {
         Self::with_max_line(DEFAULT_MAX_LINE_BYTES)
     }
 
-    /// A decoder that fails on lines longer than `max_line` bytes.
+    /// A decoder that fails on lines longer than `max_line` bytes (and on events larger than
+    /// [`DEFAULT_MAX_EVENT_BYTES`]).
     pub fn with_max_line(max_line: usize) -> Self {
+        Self::with_limits(max_line, DEFAULT_MAX_EVENT_BYTES)
+    }
+
+    /// A decoder that fails on lines longer than `max_line` bytes and on events whose `data:`
+    /// lines, with the line being read, exceed `max_event` bytes.
+    pub fn with_limits(max_line: usize, max_event: usize) -> Self {
         SseDecoder {
             line: Vec::new(),
             after_cr: false,
             max_line,
+            max_event,
             event: None,
             data: String::new(),
             has_data: false,
@@ -204,7 +226,7 @@ impl SseDecoder {
     }
 
     /// Feeds a chunk; complete events are appended to `out`.
-    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) -> Result<(), LineTooLong> {
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseTooLarge> {
         let mut rest = chunk;
         if self.after_cr && !rest.is_empty() {
             self.after_cr = false;
@@ -235,10 +257,20 @@ impl SseDecoder {
         self.push_bytes(rest)
     }
 
-    fn push_bytes(&mut self, bytes: &[u8]) -> Result<(), LineTooLong> {
-        if self.line.len() + bytes.len() > self.max_line {
+    fn push_bytes(&mut self, bytes: &[u8]) -> Result<(), SseTooLarge> {
+        let line = self.line.len() + bytes.len();
+        if line > self.max_line {
             self.line.clear();
             return Err(LineTooLong(self.max_line));
+        }
+        // A data line adds at most its own length (plus the joining `\n`, less `data:`), so this
+        // keeps the buffered data of one event within `max_event`.
+        if self.data.len() + line > self.max_event {
+            self.line.clear();
+            self.data = String::new();
+            self.has_data = false;
+            self.event = None;
+            return Err(EventTooLarge(self.max_event));
         }
         self.line.extend_from_slice(bytes);
         Ok(())

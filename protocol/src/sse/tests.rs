@@ -173,6 +173,34 @@ fn overlong_lines_are_an_error_not_unbounded_memory() {
 }
 
 #[test]
+fn many_short_data_lines_of_one_event_are_bounded_by_the_event_limit() {
+    let mut d = SseDecoder::with_limits(16, 64);
+    let mut out = Vec::new();
+    let mut result = Ok(());
+    // 100 lines of 11 bytes, none over the line limit, no blank line ending the event.
+    for _ in 0..100 {
+        result = d.feed(b"data: 12345\n", &mut out);
+        if result.is_err() {
+            break;
+        }
+    }
+    assert_eq!(result, Err(EventTooLarge(64)));
+    assert!(out.is_empty());
+    // The partial event is forgotten and the decoder goes on.
+    assert!(d.feed(b"\ndata: ok\n\n", &mut out).is_ok());
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].data, "ok");
+    // An event just within the limit still decodes.
+    let mut d = SseDecoder::with_limits(16, 64);
+    let mut out = Vec::new();
+    for _ in 0..5 {
+        d.feed(b"data: 12345\n", &mut out).unwrap();
+    }
+    d.feed(b"\n", &mut out).unwrap();
+    assert_eq!(out[0].data.len(), 5 * 5 + 4);
+}
+
+#[test]
 fn encoder_never_emits_raw_newlines_inside_a_field() {
     let event = SseEvent {
         id: Some("a\nb".into()),
