@@ -10,7 +10,10 @@ use webhook_connect_protocol::poll::PollResponse;
 use webhook_connect_protocol::version::{CONNECTION_ID_HEADER, PROTOCOL_HEADER};
 use webhook_connect_protocol::{ProtocolVersion, WebhookMessage};
 
-use super::{Ended, Failure, SessionCtx, SessionEnd, status_failure};
+use super::{
+    Ended, FRAMING_OVERHEAD_BYTES, Failure, MAX_FRAME_BYTES, SessionCtx, SessionEnd,
+    max_poll_response_bytes, status_failure,
+};
 use crate::ack::{AckSink, HttpAcker};
 
 /// Seconds the relay may hold each poll.
@@ -29,7 +32,10 @@ pub async fn run(ctx: &SessionCtx<'_>, auto: bool) -> SessionEnd {
             lasted: at.elapsed(),
             why,
         },
-        None => SessionEnd::Failed(Failure::Other(format!("{why:?}"))),
+        None => match why {
+            Ended::TooLarge(why) => SessionEnd::Failed(Failure::TooLarge(why)),
+            why => SessionEnd::Failed(Failure::Other(format!("{why:?}"))),
+        },
     };
     loop {
         if ctx.shutdown.is_cancelled() {
@@ -96,11 +102,9 @@ pub async fn run(ctx: &SessionCtx<'_>, auto: bool) -> SessionEnd {
                 mark_connected(ctx, &mut connected_at, version, session.as_deref());
             }
             200 => {
-                let body = match response.bytes().await {
+                let body = match read_bounded(response, max).await {
                     Ok(b) => b,
-                    Err(e) => {
-                        return ended(connected_at, Ended::Error(format!("poll read failed: {e}")));
-                    }
+                    Err(why) => return ended(connected_at, why),
                 };
                 ctx.state.frame_seen();
                 let poll: PollResponse = match serde_json::from_slice(&body) {
@@ -155,6 +159,39 @@ pub async fn run(ctx: &SessionCtx<'_>, auto: bool) -> SessionEnd {
                     (None, f) => SessionEnd::Failed(f),
                 };
             }
+        }
+    }
+}
+
+/// Reads a poll response of at most [`max_poll_response_bytes`]`(asked)` bytes: a declared
+/// `Content-Length` over the limit is refused before reading, a body that grows past it is
+/// dropped with the connection.
+async fn read_bounded(mut response: reqwest::Response, asked: usize) -> Result<Vec<u8>, Ended> {
+    let limit = max_poll_response_bytes(asked);
+    let too_large = |got: String| {
+        Ended::TooLarge(format!(
+            "long-poll response of {got} bytes is larger than {limit} bytes \
+             ({asked} × message limit {} MiB + {} KiB framing)",
+            MAX_FRAME_BYTES / (1024 * 1024),
+            FRAMING_OVERHEAD_BYTES / 1024
+        ))
+    };
+    if let Some(declared) = response.content_length()
+        && declared > limit as u64
+    {
+        return Err(too_large(declared.to_string()));
+    }
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(too_large(format!("more than {}", body.len() + chunk.len())));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(Ended::Error(format!("poll read failed: {e}"))),
         }
     }
 }

@@ -26,6 +26,29 @@ use crate::config::{ChannelConfig, ConnectorConfig, Protocol, VersionPreference}
 use crate::dispatch::Dispatcher;
 use crate::health::{ChannelState, ConnState};
 
+/// Largest server frame (one message in its wire form) accepted on every transport. A.5 asks
+/// connectors to accept `3 × max_message_size + 64 KiB`; the connector has no message-size
+/// setting of its own and uses 64 MiB, which covers the relay's default `max_message_size`
+/// (10 MiB) with room to spare.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+
+/// Framing allowed on top of the frames: SSE `event:` / `id:` lines and `data: ` prefixes, the
+/// long-poll response's envelope.
+pub const FRAMING_OVERHEAD_BYTES: usize = 64 * 1024;
+
+/// Most bytes one SSE event may buffer (one frame plus framing).
+pub const MAX_SSE_EVENT_BYTES: usize = MAX_FRAME_BYTES + FRAMING_OVERHEAD_BYTES;
+
+/// Most bytes of one long-poll response asking for `messages` messages: that many frames plus
+/// framing. This is the memory those messages may take once held anyway; with
+/// `max_concurrent_requests = 1` it is one frame.
+pub fn max_poll_response_bytes(messages: usize) -> usize {
+    messages
+        .max(1)
+        .saturating_mul(MAX_FRAME_BYTES)
+        .saturating_add(FRAMING_OVERHEAD_BYTES)
+}
+
 /// What every session of the process shares.
 #[derive(Debug)]
 pub struct Shared {
@@ -63,6 +86,9 @@ pub enum Failure {
     Unusable(String),
     /// Anything else (network, `503`, timeouts): back off on the same transport.
     Other(String),
+    /// The relay sent an event or response larger than the message limit: back off on the
+    /// same transport, counted apart.
+    TooLarge(String),
 }
 
 /// Why an established connection ended.
@@ -80,6 +106,8 @@ pub enum Ended {
     RetryAfter(Duration),
     /// A transport error.
     Error(String),
+    /// The relay sent an event or response larger than the message limit.
+    TooLarge(String),
 }
 
 /// How a session ended.
@@ -282,6 +310,14 @@ pub async fn run_channel(
                     Duration::ZERO
                 }
             }
+            SessionEnd::Failed(Failure::TooLarge(why))
+            | SessionEnd::Ended {
+                why: Ended::TooLarge(why),
+                ..
+            } => {
+                too_large(&state, &channel.channel, transport, &why);
+                backoff.next_delay()
+            }
             SessionEnd::Failed(Failure::Unusable(why))
             | SessionEnd::Failed(Failure::Other(why)) => {
                 tracing::warn!(channel = %channel.channel, transport = transport.as_str(), reason = %why, "Connect failed");
@@ -321,7 +357,7 @@ pub async fn run_channel(
                         state.reconnect("closed");
                         d.min(config.reconnect.max)
                     }
-                    Ended::Closed(_) | Ended::Error(_) => {
+                    Ended::Closed(_) | Ended::Error(_) | Ended::TooLarge(_) => {
                         state.set_state(ConnState::Disconnected);
                         state.reconnect("closed");
                         backoff.next_delay()
@@ -337,6 +373,20 @@ pub async fn run_channel(
     // relay, which then redelivers; the completion record makes that cheap).
     dispatcher.drain(config.drain_timeout).await;
     state.set_state(ConnState::Disconnected);
+}
+
+/// The relay sent more than the message limit on one event or response (`why` names the
+/// limit): the session has dropped the connection; one warning and
+/// `reconnects_total{reason="too_large"}`.
+fn too_large(state: &ChannelState, channel: &str, transport: Transport, why: &str) {
+    tracing::warn!(
+        channel = %channel,
+        transport = transport.as_str(),
+        reason = %why,
+        "Relay sent more than the message limit; dropped the connection, reconnecting"
+    );
+    state.set_disconnected();
+    state.reconnect("too_large");
 }
 
 async fn sleep_or_stop(wait: Duration, shutdown: &CancellationToken) -> bool {

@@ -7,11 +7,14 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::time::Instant;
 use webhook_connect_protocol::frames::Connected;
-use webhook_connect_protocol::sse::{SseDecoder, SseEvent};
+use webhook_connect_protocol::sse::{SseDecoder, SseEvent, SseTooLarge};
 use webhook_connect_protocol::version::PROTOCOL_HEADER;
 use webhook_connect_protocol::{ProtocolVersion, ServerFrame};
 
-use super::{Ended, Failure, SessionCtx, SessionEnd, maybe, status_failure};
+use super::{
+    Ended, FRAMING_OVERHEAD_BYTES, Failure, MAX_FRAME_BYTES, MAX_SSE_EVENT_BYTES, SessionCtx,
+    SessionEnd, maybe, status_failure,
+};
 use crate::ack::Decision;
 use crate::ack::{AckSink, HttpAcker};
 
@@ -48,7 +51,9 @@ pub async fn run(ctx: &SessionCtx<'_>) -> SessionEnd {
         ProtocolVersion::V1
     };
     let mut body = response.bytes_stream();
-    let mut decoder = SseDecoder::new();
+    // One event carries one frame: bounded by the message limit plus framing, so a relay that
+    // never ends an event cannot make the connector buffer without limit.
+    let mut decoder = SseDecoder::with_limits(MAX_SSE_EVENT_BYTES, MAX_SSE_EVENT_BYTES);
     let mut events: Vec<SseEvent> = Vec::new();
     let mut pending = std::collections::VecDeque::new();
 
@@ -66,7 +71,7 @@ pub async fn run(ctx: &SessionCtx<'_>) -> SessionEnd {
             match body.next().await {
                 Some(Ok(chunk)) => {
                     if let Err(e) = decoder.feed(&chunk, &mut events) {
-                        return Err(Failure::Other(e.to_string()));
+                        return Err(Failure::TooLarge(limit_text(&e)));
                     }
                     pending.extend(events.drain(..));
                 }
@@ -158,7 +163,7 @@ pub async fn run(ctx: &SessionCtx<'_>) -> SessionEnd {
                 match chunk {
                     Some(Ok(bytes)) => {
                         if let Err(e) = decoder.feed(&bytes, &mut events) {
-                            return SessionEnd::Ended { lasted: connected_at.elapsed(), why: Ended::Error(e.to_string()) };
+                            return SessionEnd::Ended { lasted: connected_at.elapsed(), why: Ended::TooLarge(limit_text(&e)) };
                         }
                         pending.extend(events.drain(..));
                     }
@@ -190,4 +195,13 @@ pub async fn run(ctx: &SessionCtx<'_>) -> SessionEnd {
             }
         }
     }
+}
+
+/// The decoder's error with the limit it enforces spelled out.
+fn limit_text(e: &SseTooLarge) -> String {
+    format!(
+        "{e} (message limit {} MiB + {} KiB framing)",
+        MAX_FRAME_BYTES / (1024 * 1024),
+        FRAMING_OVERHEAD_BYTES / 1024
+    )
 }

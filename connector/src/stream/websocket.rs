@@ -16,12 +16,11 @@ use webhook_connect_protocol::frames::{AckStatus, Connected};
 use webhook_connect_protocol::version::PROTOCOL_HEADER;
 use webhook_connect_protocol::{ClientFrame, CloseReason, ProtocolVersion, ServerFrame, Timestamp};
 
-use super::{Ended, Failure, SessionCtx, SessionEnd, maybe, proxy, status_failure};
+use super::{
+    Ended, Failure, MAX_FRAME_BYTES, SessionCtx, SessionEnd, maybe, proxy, status_failure,
+};
 use crate::ack::AckSink;
 use crate::ack::Decision;
-
-/// Largest server frame accepted (A.5: 3 × max message size + 64 KiB; ours uses 64 MiB).
-pub const MAX_SERVER_FRAME: usize = 64 * 1024 * 1024;
 
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -67,8 +66,8 @@ async fn connect(ctx: &SessionCtx<'_>) -> Result<(Ws, ProtocolVersion), Failure>
         .map_err(|e| Failure::Other(format!("invalid relay URL: {e}")))?;
     request.headers_mut().extend(ctx.stream_headers());
     let ws_config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_SERVER_FRAME))
-        .max_frame_size(Some(MAX_SERVER_FRAME));
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES));
     let Some((host, port, secure)) = host_port(&url) else {
         return Err(Failure::Other("invalid relay URL".into()));
     };

@@ -6,6 +6,7 @@
 
 mod config;
 mod forwarding;
+mod hostile_relay;
 mod module_config;
 mod module_outputs;
 #[cfg(any(feature = "s3", feature = "aws_sqs"))]
