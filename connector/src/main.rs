@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use webhook_connector::config::flags::{Cli, Command};
-use webhook_connector::config::{self, ConfigError, LogFormat};
+use webhook_connector::config::flags::{Action, Cli};
+use webhook_connector::config::{self, ConfigError, LogFormat, Problems};
 
 /// mimalloc instead of the system allocator: allocation was about a sixth of the CPU profile
 /// of the message path (`docs/benchmarks.md`).
@@ -15,25 +15,33 @@ use webhook_connector::config::{self, ConfigError, LogFormat};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let (check, flags) = match cli.command {
-        Some(Command::Run(f)) => (false, f),
-        Some(Command::CheckConfig(f)) => (true, f),
-        None => (false, cli.flags),
-    };
+    let (action, flags) = Cli::parse().resolve();
+    if action == Action::Print {
+        return match config::load_printable(&flags) {
+            Ok((document, problems)) => {
+                for w in &problems.warnings {
+                    eprintln!("warning: {w}");
+                }
+                match serde_json::to_string_pretty(&document) {
+                    Ok(text) => {
+                        println!("{text}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: cannot print the configuration: {e}");
+                        ExitCode::from(1)
+                    }
+                }
+            }
+            Err(ConfigError(problems)) => refused(&problems),
+        };
+    }
+    // `run` and `check-config` validate with the same function.
     let (config, problems) = match config::load(&flags) {
         Ok(x) => x,
-        Err(ConfigError(problems)) => {
-            for w in &problems.warnings {
-                eprintln!("warning: {w}");
-            }
-            for e in &problems.errors {
-                eprintln!("error: {e}");
-            }
-            return ExitCode::from(2);
-        }
+        Err(ConfigError(problems)) => return refused(&problems),
     };
-    if check {
+    if action == Action::Check {
         for w in &problems.warnings {
             println!("warning: {w}");
         }
@@ -75,6 +83,17 @@ fn main() -> ExitCode {
         }
     });
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Prints every warning and error of a refused configuration; exit status 2.
+fn refused(problems: &Problems) -> ExitCode {
+    for w in &problems.warnings {
+        eprintln!("warning: {w}");
+    }
+    for e in &problems.errors {
+        eprintln!("error: {e}");
+    }
+    ExitCode::from(2)
 }
 
 /// First SIGINT/SIGTERM: drain. Second: exit at once.

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-/// `webhook-connector [run|check-config] [flags]`.
+/// `webhook-connector [flags] [run|check-config|print-config] [flags]`: the flags work before
+/// or after the subcommand, or both (those after it win).
 #[derive(Debug, Parser)]
 #[command(
     name = "webhook-connector",
@@ -16,7 +17,7 @@ pub struct Cli {
     /// What to do (default: run).
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// Flags for `run` when no subcommand is given.
+    /// Flags given before the subcommand (or without one).
     #[command(flatten)]
     pub flags: Flags,
 }
@@ -28,6 +29,32 @@ pub enum Command {
     Run(Flags),
     /// Load and validate the configuration, print every problem, exit 0 or 2.
     CheckConfig(Flags),
+    /// Print the effective configuration as JSON, every secret as `***`; exit 0 or 2.
+    PrintConfig(Flags),
+}
+
+impl Cli {
+    /// What to do and the flags for it: the subcommand's flags, filled from those given before
+    /// it. No subcommand means `run`.
+    pub fn resolve(self) -> (Action, Flags) {
+        match self.command {
+            None => (Action::Run, self.flags),
+            Some(Command::Run(f)) => (Action::Run, f.over(self.flags)),
+            Some(Command::CheckConfig(f)) => (Action::Check, f.over(self.flags)),
+            Some(Command::PrintConfig(f)) => (Action::Print, f.over(self.flags)),
+        }
+    }
+}
+
+/// The subcommand, without its flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// `run` (or no subcommand).
+    Run,
+    /// `check-config`.
+    Check,
+    /// `print-config`.
+    Print,
 }
 
 /// Flags shared by `run` and `check-config`. `None` / `false` means "not given".
@@ -90,6 +117,30 @@ pub struct Flags {
 }
 
 impl Flags {
+    /// These flags, with `top` (given before the subcommand) filling what they leave unset.
+    pub fn over(self, top: Flags) -> Flags {
+        Flags {
+            config: self.config.or(top.config),
+            cloud_url: self.cloud_url.or(top.cloud_url),
+            channel: self.channel.or(top.channel),
+            token: self.token.or(top.token),
+            token_file: self.token_file.or(top.token_file),
+            target_url: self.target_url.or(top.target_url),
+            protocol: self.protocol.or(top.protocol),
+            protocol_version: self.protocol_version.or(top.protocol_version),
+            log_level: self.log_level.or(top.log_level),
+            log_format: self.log_format.or(top.log_format),
+            connector_id: self.connector_id.or(top.connector_id),
+            no_verify_ssl: self.no_verify_ssl || top.no_verify_ssl,
+            webhooks_config: self.webhooks_config.or(top.webhooks_config),
+            connections_config: self.connections_config.or(top.connections_config),
+            health_listen: self.health_listen.or(top.health_listen),
+            drain_timeout: self.drain_timeout.or(top.drain_timeout),
+            proxy: self.proxy.or(top.proxy),
+            exit_on_stale_seconds: self.exit_on_stale_seconds.or(top.exit_on_stale_seconds),
+        }
+    }
+
     /// The flags that were given, as (top-level key, value, flag name) overrides.
     pub(crate) fn overrides(&self) -> Vec<(&'static str, serde_json::Value, &'static str)> {
         use serde_json::Value;

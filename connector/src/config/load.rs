@@ -88,6 +88,22 @@ pub fn load_with_env(
     flags: &Flags,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(ConnectorConfig, Problems), ConfigError> {
+    load_layers(flags, env).map(|(config, problems, _)| (config, problems))
+}
+
+/// What `print-config` prints: loads and validates exactly as [`load`] (so it fails with the
+/// same problems), then the redacted view of the result ([`super::redact::printable`]).
+pub fn load_printable(flags: &Flags) -> Result<(Value, Problems), ConfigError> {
+    let env = |name: &str| std::env::var(name).ok();
+    let (config, problems, document) = load_layers(flags, &env)?;
+    Ok((super::redact::printable(&document, &config), problems))
+}
+
+/// Loads the layers, validates them, and also returns the document they made.
+fn load_layers(
+    flags: &Flags,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(ConnectorConfig, Problems, Map<String, Value>), ConfigError> {
     let mut problems = Problems::default();
     let set = |name: &str| env(name).filter(|v| !v.is_empty());
     let path = flags
@@ -156,7 +172,7 @@ pub fn load_with_env(
 
     let config = validate(&root, &origins, &mut problems, env);
     match config {
-        Some(config) if problems.is_ok() => Ok((config, problems)),
+        Some(config) if problems.is_ok() => Ok((config, problems, root)),
         _ => Err(ConfigError(problems)),
     }
 }
@@ -348,9 +364,11 @@ fn validate(
     };
     let verify = r.boolean(p, "verify_ssl", true);
     let ca_cert_path = r.string(p, "ca_cert_path").map(PathBuf::from);
+    let mut tls_readable = true;
     if let Some(ca) = &ca_cert_path
         && let Err(e) = std::fs::metadata(ca)
     {
+        tls_readable = false;
         r.error(
             p,
             "ca_cert_path",
@@ -549,6 +567,21 @@ fn validate(
     }
     r.finish(p, false);
 
+    let tls = TlsConfig {
+        verify,
+        ca_cert_path,
+        client_cert,
+    };
+    if tls_readable {
+        check_tls(&tls, origins, p);
+    }
+    if let Some(proxy) = &proxy
+        && let Err(e) = reqwest::Proxy::all(proxy)
+    {
+        r.error(p, "proxy", format!("not a usable proxy URL: {e}"));
+    }
+    check_completion_path(&completion_record, origins, p);
+
     Some(ConnectorConfig {
         cloud_url: cloud_url?,
         channels,
@@ -562,11 +595,7 @@ fn validate(
         ack_timeout: secs(ack_timeout),
         log_level,
         log_format,
-        tls: TlsConfig {
-            verify,
-            ca_cert_path,
-            client_cert,
-        },
+        tls,
         proxy,
         no_proxy,
         health_listen,
@@ -575,6 +604,34 @@ fn validate(
         completion_record,
         outbound_strict: strict,
     })
+}
+
+/// Builds the relay TLS settings as `run` does (reading and parsing the CA bundle and the client
+/// certificate and key), so `check-config` reports what `run` would refuse.
+fn check_tls(tls: &TlsConfig, origins: &Origins, p: &mut Problems) {
+    if let Err(e) = crate::tls::client_config(tls) {
+        // The message starts with the key it is about (`client_key_path: cannot read …`).
+        let key = e.split_once(':').map(|(k, _)| k).unwrap_or("ca_cert_path");
+        p.error(format!("{}: {e}", origins.source_of(key)));
+    }
+}
+
+/// The persisted completion record lives in `<path>.<channel>`: its directory must exist.
+fn check_completion_path(record: &CompletionRecordConfig, origins: &Origins, p: &mut Problems) {
+    let Some(path) = &record.path else {
+        return;
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        p.error(format!(
+            "{}: completion_record.path: directory {} does not exist",
+            origins.source_of("completion_record.path"),
+            dir.display()
+        ));
+    }
 }
 
 /// What loading a channel's module mode needs from the rest of the configuration.

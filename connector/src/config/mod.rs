@@ -2,11 +2,14 @@
 //! defaults < file < environment < flags actually passed.
 //!
 //! - [`load`] reads the layers and validates them, collecting every problem with its path;
-//! - [`flags`] holds the command-line flags (only flags actually given override anything);
+//! - [`flags`] holds the command-line flags (only flags actually given override anything, before
+//!   or after the subcommand);
+//! - [`redact`] is the view `print-config` prints, every secret masked;
 //! - this module holds the typed configuration and its defaults, documented next to each field.
 
 pub mod flags;
 pub mod load;
+pub mod redact;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,7 +23,7 @@ pub use crate::pipeline::config::ModuleModeConfig;
 pub use crate::settings::Problems;
 pub use crate::tls::TlsConfig;
 pub use flags::Flags;
-pub use load::{ConfigError, load, load_from_value};
+pub use load::{ConfigError, load, load_from_value, load_printable};
 
 /// Stream transport (`protocol`). `auto` tries WebSocket, then SSE, then long-poll (C.7 rule 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 
+mod command_line;
 mod config;
 mod forwarding;
 mod hostile_relay;
