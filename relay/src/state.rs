@@ -23,36 +23,36 @@ use crate::state_store::StateStore;
 #[derive(Debug)]
 pub struct AppState {
     /// The validated configuration.
-    pub config: Arc<RelayConfig>,
+    pub(crate) config: Arc<RelayConfig>,
     /// Channels and webhook routes.
-    pub registry: Registry,
+    pub(crate) registry: Registry,
     /// The message buffer.
-    pub buffer: SharedBuffer,
+    pub(crate) buffer: SharedBuffer,
     /// Proxies whose forwarding headers are trusted (`server.trusted_proxies`).
-    pub trusted_proxies: TrustedProxies,
+    pub(crate) trusted_proxies: TrustedProxies,
     /// Cancelled when graceful shutdown begins.
-    pub shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
     pub(crate) buffer_ok: AtomicBool,
     /// Buffer operations that succeeded (a count); the readiness probe treats progress since
     /// its last run as proof that the buffer is reachable, however slow its own probe was.
     pub(crate) buffer_progress: AtomicU64,
     /// Admin authentication.
-    pub admin: AdminGuard,
+    pub(crate) admin: AdminGuard,
     /// Persisted tokens, rotations and pause state.
-    pub state_store: StateStore,
+    pub(crate) state_store: StateStore,
     /// Acks for connections other instances hold (only with the shared Redis state store).
-    pub peer_acks: Option<Arc<PeerAcks>>,
+    pub(crate) peer_acks: Option<Arc<PeerAcks>>,
     /// Counters and histograms.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// The OpenAPI document, rendered once at start-up.
-    pub openapi: String,
+    pub(crate) openapi: String,
     /// Background tasks (dispatchers, releases, sweeps).
-    pub tracker: TaskTracker,
+    pub(crate) tracker: TaskTracker,
     pub(crate) hub_options: HubOptions,
     /// The connection budget of every listener.
     pub(crate) admission: Arc<Admission>,
     /// Memory for ingest bodies over all requests (`limits.max_inflight_body_bytes`).
-    pub body_budget: Arc<crate::body::budget::BodyBudget>,
+    pub(crate) body_budget: Arc<crate::body::budget::BodyBudget>,
 }
 
 impl AppState {

@@ -7,7 +7,6 @@ use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use rand::Rng;
 use serde_json::{Map, Value};
 use webhook_connect_protocol::Timestamp;
 
@@ -196,25 +195,6 @@ fn compact_timestamp() -> String {
     format!("{main}Z")
 }
 
-fn random_hex(n: usize) -> String {
-    let mut rng = rand::rng();
-    (0..n)
-        .map(|_| char::from_digit(rng.random_range(0..16u32), 16).unwrap_or('0'))
-        .collect()
-}
-
-fn uuid_v4() -> String {
-    let h = random_hex(32);
-    format!(
-        "{}-{}-4{}-a{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[13..16],
-        &h[17..20],
-        &h[20..32]
-    )
-}
-
 fn with_dir_mode(b: &mut std::fs::DirBuilder) {
     #[cfg(unix)]
     {
@@ -287,7 +267,7 @@ impl SaveToDisk {
             .replace("{webhook_id}", &d.webhook_id)
             .replace("{sequence}", &d.sequence.to_string())
             .replace("{timestamp}", &compact_timestamp())
-            .replace("{uuid}", &uuid_v4());
+            .replace("{uuid}", &uuid::Uuid::new_v4().to_string());
         if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
             return Err(OutputError::permanent(
                 ErrorCategory::InvalidData,
@@ -362,7 +342,7 @@ impl WriteJob {
             let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
             return self.append_to(&dir);
         }
-        let tmp = dir.join(format!(".{}.{}.tmp", self.name, random_hex(12)));
+        let tmp = dir.join(format!(".{}.{}.tmp", self.name, uuid::Uuid::new_v4().simple()));
         let result = (|| {
             let mut o = std::fs::OpenOptions::new();
             o.write(true).create_new(true);

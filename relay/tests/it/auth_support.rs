@@ -120,7 +120,7 @@ pub fn assert_401(result: Result<AuthPass, Rejection>, detail: &str) {
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// HMAC-SHA256.
