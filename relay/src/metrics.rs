@@ -268,18 +268,21 @@ impl Metrics {
         h.sum += seconds;
     }
 
-    /// The value of a counter (tests and diagnostics).
+    /// The value of a counter.
+    #[cfg(test)]
     pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> u64 {
         let map = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&key(name, labels)).copied().unwrap_or(0)
     }
 
-    /// The text exposition of every family, with `gauges` read at scrape time.
+    /// The text exposition of every family with every label.
+    #[cfg(test)]
     pub fn render(&self, gauges: &[GaugeSample]) -> String {
         self.render_as(gauges, Detail::Full)
     }
 
-    /// Like [`render`](Self::render), with the label detail `detail`.
+    /// The text exposition of every family, with `gauges` read at scrape time and the label
+    /// detail `detail`.
     pub fn render_as(&self, gauges: &[GaugeSample], detail: Detail) -> String {
         let mut counters = self
             .counters

@@ -187,13 +187,6 @@ impl StateStore {
         self.sealer.refusal(definition)
     }
 
-    /// `embedded` or `redis`.
-    pub fn kind(&self) -> &'static str {
-        match &self.backend {
-            Backend::File(_) => "embedded",
-            Backend::Redis(_) => "redis",
-        }
-    }
 
     fn opened(
         &self,
