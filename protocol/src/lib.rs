@@ -26,6 +26,7 @@ pub mod headers;
 pub mod ids;
 pub mod names;
 pub mod poll;
+pub mod redact;
 pub mod sse;
 pub mod time;
 pub mod token;

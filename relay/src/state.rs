@@ -70,4 +70,14 @@ impl AppState {
     pub fn buffer_ok(&self) -> bool {
         self.buffer_ok.load(Ordering::SeqCst)
     }
+
+    /// True when `webhook_id` is routed to a channel.
+    pub fn has_webhook(&self, webhook_id: &str) -> bool {
+        self.registry.route(webhook_id).is_some()
+    }
+
+    /// Closes the buffer (a state built without [`crate::serve`], as tests do).
+    pub async fn close_buffer(&self) -> Result<(), webhook_connect_buffer::BufferError> {
+        self.buffer.close().await
+    }
 }

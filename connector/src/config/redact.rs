@@ -14,11 +14,9 @@
 
 use serde_json::{Map, Value};
 use webhook_connect_protocol::credentials::SENSITIVE_KEY_FRAGMENTS;
+use webhook_connect_protocol::redact::{MASK, mask_all, mask_url};
 
 use super::ConnectorConfig;
-
-/// What a masked value prints as.
-pub const MASK: &str = "***";
 
 /// Key fragments that mark a secret in the connector's files besides the shared list.
 pub const MORE_SECRET_FRAGMENTS: [&str; 3] = ["pass", "seed", "key"];
@@ -35,41 +33,12 @@ pub fn is_secret_key(key: &str) -> bool {
         .any(|fragment| key.contains(fragment))
 }
 
-/// `scheme://user:password@host/…` with the password replaced by `***`; other text unchanged.
-/// A lone userinfo (`redis://secret@host`) may be a password-only credential and is masked too.
-pub fn mask_url(text: &str) -> String {
-    let Some(scheme_end) = text.find("://") else {
-        return text.to_owned();
-    };
-    let rest = &text[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return text.to_owned();
-    };
-    let userinfo = &authority[..at];
-    let user = userinfo.split_once(':').map(|(u, _)| u).unwrap_or("");
-    format!("{}://{user}:{MASK}{}", &text[..scheme_end], &rest[at..])
-}
-
 /// A string as shown: PEM private keys masked whole, URL passwords masked.
 fn shown_string(text: &str) -> String {
     if text.contains("PRIVATE KEY") {
         MASK.to_owned()
     } else {
         mask_url(text)
-    }
-}
-
-/// Every leaf of `value` masked (booleans and nulls kept: they hold no secret).
-fn mask_all(value: &Value) -> Value {
-    match value {
-        Value::Null | Value::Bool(_) => value.clone(),
-        Value::Array(items) => Value::Array(items.iter().map(mask_all).collect()),
-        Value::Object(map) => {
-            Value::Object(map.iter().map(|(k, v)| (k.clone(), mask_all(v))).collect())
-        }
-        Value::Number(_) | Value::String(_) => Value::String(MASK.into()),
     }
 }
 
@@ -158,19 +127,6 @@ pub fn printable(document: &Map<String, Value>, config: &ConnectorConfig) -> Val
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_keep_everything_but_the_password() {
-        assert_eq!(
-            mask_url("redis://user:pw@host:6379/0"),
-            "redis://user:***@host:6379/0"
-        );
-        assert_eq!(mask_url("redis://:pw@host"), "redis://:***@host");
-        assert_eq!(mask_url("redis://pw@host"), "redis://:***@host");
-        assert_eq!(mask_url("redis://host:6379/0"), "redis://host:6379/0");
-        assert_eq!(mask_url("https://h/p?x=a@b"), "https://h/p?x=a@b");
-        assert_eq!(mask_url("not a url"), "not a url");
-    }
 
     #[test]
     fn secret_keys_are_masked_paths_and_other_settings_shown() {

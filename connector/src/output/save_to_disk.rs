@@ -342,7 +342,11 @@ impl WriteJob {
             let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
             return self.append_to(&dir);
         }
-        let tmp = dir.join(format!(".{}.{}.tmp", self.name, uuid::Uuid::new_v4().simple()));
+        let tmp = dir.join(format!(
+            ".{}.{}.tmp",
+            self.name,
+            uuid::Uuid::new_v4().simple()
+        ));
         let result = (|| {
             let mut o = std::fs::OpenOptions::new();
             o.write(true).create_new(true);

@@ -8,12 +8,10 @@
 
 use serde_json::{Map, Value};
 use webhook_connect_protocol::config_values::Secret;
+use webhook_connect_protocol::redact::{MASK, mask_all, mask_url};
 
 use super::file::RelayFile;
 use super::{ENTRY_KEYS, RelayConfig};
-
-/// What a masked value prints as.
-pub const MASK: &str = "***";
 
 /// Keys of a webhook entry whose whole value is public (no credential can live there).
 const PUBLIC_KEYS: &[&str] = &[
@@ -99,40 +97,8 @@ const PUBLIC_FIELDS: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// `scheme://user:password@host/…` with the password replaced by `***`; other text unchanged.
-pub fn mask_url(text: &str) -> String {
-    let Some(scheme_end) = text.find("://") else {
-        return text.to_owned();
-    };
-    let rest = &text[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return text.to_owned();
-    };
-    let userinfo = &authority[..at];
-    let user = match userinfo.find(':') {
-        Some(colon) => &userinfo[..colon],
-        // A lone userinfo may be a password-only credential (`redis://secret@host`).
-        None => "",
-    };
-    format!("{}://{user}:{MASK}{}", &text[..scheme_end], &rest[at..])
-}
-
 fn mask_secret_url(secret: &Secret) -> Value {
     Value::String(mask_url(secret.expose()))
-}
-
-/// Every non-boolean leaf of `value` masked.
-fn mask_all(value: &Value) -> Value {
-    match value {
-        Value::Null | Value::Bool(_) => value.clone(),
-        Value::Array(items) => Value::Array(items.iter().map(mask_all).collect()),
-        Value::Object(map) => {
-            Value::Object(map.iter().map(|(k, v)| (k.clone(), mask_all(v))).collect())
-        }
-        Value::Number(_) | Value::String(_) => Value::String(MASK.into()),
-    }
 }
 
 /// A public setting: shown, with passwords in URLs masked.
@@ -339,19 +305,6 @@ pub fn printable(config: &RelayConfig) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_keep_everything_but_the_password() {
-        assert_eq!(
-            mask_url("redis://user:pw@host:6379/0"),
-            "redis://user:***@host:6379/0"
-        );
-        assert_eq!(mask_url("redis://:pw@host"), "redis://:***@host");
-        assert_eq!(mask_url("redis://pw@host"), "redis://:***@host");
-        assert_eq!(mask_url("redis://host:6379/0"), "redis://host:6379/0");
-        assert_eq!(mask_url("https://h/p?x=a@b"), "https://h/p?x=a@b");
-        assert_eq!(mask_url("not a url"), "not a url");
-    }
 
     #[test]
     fn entries_show_public_settings_and_mask_the_rest() {

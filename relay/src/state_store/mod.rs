@@ -187,7 +187,6 @@ impl StateStore {
         self.sealer.refusal(definition)
     }
 
-
     fn opened(
         &self,
         channel: &str,

@@ -53,9 +53,7 @@ async fn the_shipped_relay_examples_load_and_build_r121() {
     // Building the relay also builds every webhook's authentication from the examples.
     let buffer = webhook_relay::open_buffer(&config).await.unwrap();
     let state = webhook_relay::build_state(config, buffer).await.unwrap();
-    assert!(
-        state.registry.route("stripe").is_some() && state.registry.route("shop-refunds").is_some()
-    );
-    state.buffer.close().await.unwrap();
+    assert!(state.has_webhook("stripe") && state.has_webhook("shop-refunds"));
+    state.close_buffer().await.unwrap();
     std::fs::remove_dir_all(dir).unwrap();
 }

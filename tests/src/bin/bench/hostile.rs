@@ -41,47 +41,6 @@ struct Attack {
     held: AtomicU64,
 }
 
-/// Starts the release relay with a file limit of 1,024; returns the child and its port.
-async fn start_relay(dir: &TempDir) -> Option<(std::process::Child, u16)> {
-    let relay_bin = std::env::current_exe()
-        .ok()?
-        .with_file_name("webhook-relay");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .ok()?
-        .port();
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\n[buffer.embedded]\npath = \"{db}\"\n\
-         [state]\npath = \"{state}\"\n[log]\nlevel = \"error\"\n\
-         [[channels]]\nname = \"hostile\"\ntoken = \"channel-token-0123456789\"\n\
-         [channels.webhooks.small]\nauthorization = \"Bearer {TOKEN}\"\n\
-         [channels.webhooks.big]\n",
-        db = dir.0.join("hostile.db").display(),
-        state = dir.0.join("hostile-state.json").display(),
-    );
-    let path = dir.0.join("hostile.toml");
-    std::fs::write(&path, config).ok()?;
-    let child = std::process::Command::new("sh")
-        .arg("-c")
-        .arg("ulimit -n 1024 && exec \"$0\" --config \"$1\"")
-        .arg(&relay_bin)
-        .arg(&path)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    for _ in 0..100 {
-        if reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            return Some((child, port));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    eprintln!("hostile: the relay did not become ready");
-    None
-}
-
 /// Peak resident memory of `pid` (VmHWM), MB.
 fn peak_rss(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -122,10 +81,10 @@ async fn attacker(port: u16, lines: bool, attack: Arc<Attack>, stop: Arc<AtomicB
                     break true;
                 }
             }
-            match tokio::time::timeout(Duration::from_secs(1), socket.read(&mut buf)).await {
-                Ok(Ok(0) | Err(_)) => break true,
-                // The relay answered (a 408/431/503): it is about to close; keep reading.
-                Ok(Ok(_)) | Err(_) => {}
+            // Data (a 408/431/503 answer) means the relay is about to close: keep reading.
+            let read = tokio::time::timeout(Duration::from_secs(1), socket.read(&mut buf)).await;
+            if let Ok(Ok(0) | Err(_)) = read {
+                break true;
             }
         };
         if closed {
@@ -225,7 +184,12 @@ pub(crate) async fn hostile() -> Vec<Row> {
     let Ok(dir) = TempDir::new("bench-hostile") else {
         return Vec::new();
     };
-    let Some((mut child, port)) = start_relay(&dir).await else {
+    let channel = format!(
+        "[[channels]]\nname = \"hostile\"\ntoken = \"channel-token-0123456789\"\n\
+         [channels.webhooks.small]\nauthorization = \"Bearer {TOKEN}\"\n[channels.webhooks.big]\n"
+    );
+    let Some((mut child, port)) = super::start_release_relay(&dir, &channel, Some(1024)).await
+    else {
         return Vec::new();
     };
     let attack = Arc::new(Attack::default());

@@ -651,8 +651,14 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// Starts the release relay (beside this binary) as its own process, for RSS readings.
-async fn start_scale_relay(dir: &TempDir) -> Option<(std::process::Child, u16)> {
+/// Starts the release relay (beside this binary) as its own process on a free port, with the
+/// embedded store in `dir` and `rest` appended to its configuration (channels, limits); with
+/// `open_files`, under that `ulimit -n`. Returns once `/readyz` answers 200.
+async fn start_release_relay(
+    dir: &TempDir,
+    rest: &str,
+    open_files: Option<u32>,
+) -> Option<(std::process::Child, u16)> {
     let relay_bin = std::env::current_exe()
         .ok()?
         .with_file_name("webhook-relay");
@@ -661,19 +667,22 @@ async fn start_scale_relay(dir: &TempDir) -> Option<(std::process::Child, u16)> 
         .ok()?
         .port();
     let config = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\n[buffer.embedded]\npath = \"{db}\"\n[state]\npath = \"{state}\"\n[log]\nlevel = \"warn\"\n[limits]\nmax_connections_total = 100000\n[[channels]]\nname = \"bench\"\ntoken = \"{TOKEN}\"\nmax_connections = 10000\n[channels.webhooks.github]\n",
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[buffer.embedded]\npath = \"{db}\"\n[state]\npath = \"{state}\"\n[log]\nlevel = \"warn\"\n{rest}",
         db = dir.0.join(format!("r{port}.db")).display(),
         state = dir.0.join(format!("s{port}.json")).display(),
     );
     let path = dir.0.join(format!("relay{port}.toml"));
     std::fs::write(&path, config).ok()?;
-    let Ok(child) = std::process::Command::new(&relay_bin)
-        .arg("--config")
+    let limit = open_files.map_or_else(String::new, |n| format!("ulimit -n {n} && "));
+    let Ok(child) = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{limit}exec \"$0\" --config \"$1\""))
+        .arg(&relay_bin)
         .arg(&path)
         .stdout(std::process::Stdio::null())
         .spawn()
     else {
-        eprintln!("scale: cannot start {}", relay_bin.display());
+        eprintln!("cannot start {}", relay_bin.display());
         return None;
     };
     let base = format!("http://127.0.0.1:{port}");
@@ -682,12 +691,23 @@ async fn start_scale_relay(dir: &TempDir) -> Option<(std::process::Child, u16)> 
             .await
             .is_ok_and(|r| r.status() == 200)
         {
-            break;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return Some((child, port));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    Some((child, port))
+    eprintln!("the relay at {base} did not become ready");
+    None
+}
+
+/// The relay of the scale and RSS rows: one channel open to 10,000 connectors.
+async fn start_scale_relay(dir: &TempDir) -> Option<(std::process::Child, u16)> {
+    start_release_relay(
+        dir,
+        &format!("[limits]\nmax_connections_total = 100000\n[[channels]]\nname = \"bench\"\ntoken = \"{TOKEN}\"\nmax_connections = 10000\n[channels.webhooks.github]\n"),
+        None,
+    )
+    .await
 }
 
 /// Relay RSS with 0 and then `steps` idle connectors of each transport, a fresh relay process
