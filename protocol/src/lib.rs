@@ -22,6 +22,8 @@ pub mod config_values;
 pub mod credentials;
 pub mod envelope;
 pub mod frames;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod headers;
 pub mod ids;
 pub mod names;
