@@ -28,6 +28,8 @@
 mod detached;
 pub mod embedded;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod lease_policy;
 mod lease_wait;
 mod millis;

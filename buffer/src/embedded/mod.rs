@@ -10,7 +10,7 @@
 //! - **Single instance.** The file is locked; a second process gets [`BufferError::Locked`]
 //!
 
-mod records;
+pub(crate) mod records;
 mod state;
 mod writer;
 

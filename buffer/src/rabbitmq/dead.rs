@@ -73,11 +73,11 @@ impl Newest {
     }
 }
 
-fn cursor_of(k: (i64, u64)) -> String {
+pub(crate) fn cursor_of(k: (i64, u64)) -> String {
     format!("{}.{}", k.0, k.1)
 }
 
-fn parse_cursor(c: &str) -> Option<(i64, u64)> {
+pub(crate) fn parse_cursor(c: &str) -> Option<(i64, u64)> {
     let (a, b) = c.split_once('.')?;
     Some((a.parse().ok()?, b.parse().ok()?))
 }

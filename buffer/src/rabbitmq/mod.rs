@@ -86,7 +86,7 @@
 //!   instance stopped); a requeued message of an ordered channel, inside the token, counts on
 //!   every instance.
 
-mod dead;
+pub(crate) mod dead;
 mod lease;
 mod link;
 mod message;
