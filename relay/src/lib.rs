@@ -16,6 +16,8 @@ pub mod body;
 mod channels;
 pub mod config;
 mod delivery;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod jobs;
 mod lifecycle;

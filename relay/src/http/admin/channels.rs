@@ -119,7 +119,7 @@ pub async fn details(
     Ok(status_body(StatusCode::OK, details_json(&channel).await?))
 }
 
-fn parse_grace(body: &[u8]) -> Result<u64, ApiError> {
+pub(crate) fn parse_grace(body: &[u8]) -> Result<u64, ApiError> {
     let bad =
         || ApiError::unprocessable("grace_period_seconds must be an integer between 0 and 604800");
     if body.iter().all(u8::is_ascii_whitespace) {

@@ -3,10 +3,10 @@
 //! Every route but `GET /health` passes the admin guard first ([`guard`]): disabled unless a
 //! token is configured, constant-time comparison on bytes, and a per-IP limit on failures.
 
-mod channels;
+pub(crate) mod channels;
 mod dead_letters;
 mod guard;
-mod lifecycle;
+pub(crate) mod lifecycle;
 mod views;
 
 use std::sync::Arc;
