@@ -55,6 +55,8 @@ pub mod config;
 pub mod dispatch;
 pub(crate) mod failure;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub(crate) mod lease;
 pub(crate) mod outbound;
