@@ -162,19 +162,25 @@ pub async fn delete(
     ))
 }
 
-/// RFC 7396 merge patch: objects merge key by key, `null` removes, anything else replaces.
+/// RFC 7396 merge patch: objects merge key by key, `null` removes, anything else replaces. An
+/// object patched onto a non-object (or a missing key) merges into an empty object, so the
+/// patch's `null`s are dropped there too rather than stored.
 pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Default::default());
+    }
+    if let Value::Object(t) = target {
+        for (k, v) in p {
+            if v.is_null() {
+                t.remove(k);
+            } else {
+                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
             }
         }
-        (t, p) => *t = p.clone(),
     }
 }
 
