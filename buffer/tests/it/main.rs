@@ -5,6 +5,7 @@
 
 mod conformance;
 mod embedded;
+mod fuzz_corpus;
 mod rabbitmq;
 mod redis;
 mod support;

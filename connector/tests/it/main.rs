@@ -7,6 +7,7 @@
 mod command_line;
 mod config;
 mod forwarding;
+mod fuzz_corpus;
 mod hostile_relay;
 mod module_config;
 mod module_outputs;

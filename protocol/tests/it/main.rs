@@ -2,5 +2,6 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+mod fuzz_corpus;
 mod no_panic;
 mod round_trip;

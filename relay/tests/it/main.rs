@@ -27,6 +27,7 @@ mod delivery_redis;
 mod delivery_ws;
 mod error_bodies_json;
 mod flow_control;
+mod fuzz_corpus;
 mod ingest_hostile_bodies;
 mod ingest_store;
 mod liveness_order;
