@@ -1,0 +1,4 @@
+#![no_main]
+libfuzzer_sys::fuzz_target!(
+    |data: &[u8]| webhook_connect_buffer::fuzzing::dead_letter_cursor(data)
+);
