@@ -145,8 +145,8 @@ pub fn ingest_body(data: &[u8]) {
 }
 
 /// The charset decoders. The first line is a `Content-Type` value, the rest the body, decoded
-/// with the named charset and with every other one. Latin-1 and Windows-1252 decode any bytes
-/// to one character per byte; UTF-8 text without BOM decodes to itself; ASCII accepts only
+/// with the named charset and with every other one. Latin-1 decodes any bytes to one
+/// character per byte, Windows-1252 to one character per byte or refuses; UTF-8 text without BOM decodes to itself; ASCII accepts only
 /// 7-bit bytes.
 pub fn body_charset(data: &[u8]) {
     let (first, body) = match data.iter().position(|b| *b == b'\n') {
@@ -160,9 +160,16 @@ pub fn body_charset(data: &[u8]) {
     for cs in [Utf8, Utf16, Utf16Le, Utf16Be, Latin1, Windows1252, Ascii] {
         let decoded = charset::decode(body, cs);
         match cs {
-            Latin1 | Windows1252 if !body.starts_with(b"\xef\xbb\xbf") => {
+            Latin1 => {
                 let text = decoded.unwrap_or_else(|| panic!("{cs:?} refused bytes"));
                 assert_eq!(text.chars().count(), body.len(), "{cs:?} length");
+            }
+            // Bytes Windows-1252 leaves undefined (0x81, 0x8D, 0x8F, 0x90, 0x9D) are refused,
+            // as by the original.
+            Windows1252 => {
+                if let Some(text) = decoded {
+                    assert_eq!(text.chars().count(), body.len(), "{cs:?} length");
+                }
             }
             Utf8 => {
                 if let Ok(text) = std::str::from_utf8(body)
@@ -249,16 +256,20 @@ fn run_auths(auths: &[WebhookAuth], data: &[u8]) {
                 "{method_name} answered {}",
                 r.status
             );
-            assert!(
-                !r.detail.contains(SECRET),
-                "{method_name} leaked the secret"
-            );
-            for (_, v) in &r.headers {
+            // A detail may echo what the sender sent, so only a request that does not hold the
+            // secret proves a leak.
+            if !data.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()) {
                 assert!(
-                    !v.as_bytes()
-                        .windows(SECRET.len())
-                        .any(|w| w == SECRET.as_bytes())
+                    !r.detail.contains(SECRET),
+                    "{method_name} leaked the secret"
                 );
+                for (_, v) in &r.headers {
+                    assert!(
+                        !v.as_bytes()
+                            .windows(SECRET.len())
+                            .any(|w| w == SECRET.as_bytes())
+                    );
+                }
             }
         }
     }
