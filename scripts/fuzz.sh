@@ -31,7 +31,7 @@ if [[ $# -ne 2 || ! "$2" =~ ^[0-9]+$ ]]; then
 fi
 target=$1
 seconds=$2
-if ! list_targets | grep -qx -- "$target"; then
+if [[ "$target" == */* || ! -f "$fuzz_dir/fuzz_targets/$target.rs" ]]; then
     echo "unknown fuzz target: $target (see $0 --list)" >&2
     exit 2
 fi
@@ -52,7 +52,7 @@ artifacts="$fuzz_dir/artifacts/$target"
 mkdir -p "$corpus" "$work" "$artifacts"
 
 cd "$fuzz_dir"
-log="$work/last-run.log"
+log="$fuzz_dir/work/$target.log"
 set +e
 # shellcheck disable=SC2086
 cargo fuzz run -O --target-dir "$target_dir" "$target" "$work" "$corpus" -- \
