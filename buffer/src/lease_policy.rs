@@ -1,4 +1,4 @@
-//! The lease policy (`wire-protocol.md` C.2 rules 6 and 7): how long a message waits after a
+//! The lease policy (`docs/reference/wire-protocol.md` C.2 rules 6 and 7): how long a message waits after a
 //! failed attempt (nack with retry, lease expiry, connection loss), and when it goes to the dead
 //! letters instead. Written once: the embedded store and RabbitMQ call it, and the Redis scripts
 //! get its answers as arguments.

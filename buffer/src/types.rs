@@ -6,7 +6,7 @@ use webhook_connect_protocol::{Envelope, MessageId, Timestamp};
 
 use crate::BufferError;
 
-/// Per-channel queue settings (`config-formats.md` §2.5).
+/// Per-channel queue settings (`docs/reference/config-formats.md` §2.5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueSettings {
     /// Message lifetime; envelopes carry their own `expires_at` computed from it.

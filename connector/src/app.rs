@@ -30,7 +30,7 @@ pub enum RunOutcome {
 }
 
 impl RunOutcome {
-    /// The process exit status for this outcome (`config-formats.md` §4.6).
+    /// The process exit status for this outcome (`docs/reference/config-formats.md` §4.6).
     pub fn exit_code(self) -> i32 {
         match self {
             RunOutcome::Shutdown => 0,
@@ -51,7 +51,7 @@ pub enum RunError {
     /// The completion record file cannot be used.
     #[error("{0}")]
     Completion(String),
-    /// A module's `setup` failed permanently (`modules.md` §2.2), or module mode could not be
+    /// A module's `setup` failed permanently (`docs/reference/module-contract.md` §2.2), or module mode could not be
     /// built.
     #[error("{0}")]
     Modules(String),
@@ -130,7 +130,7 @@ pub async fn start(
     let config = Arc::new(config);
     let tls = crate::tls::client_config(&config.tls).map_err(RunError::Tls)?;
     let relay_client = http_client(&config, &tls, false)?;
-    // Targets get the same TLS and proxy settings (`modules.md` §7.1); list local targets in
+    // Targets get the same TLS and proxy settings (`docs/reference/module-contract.md` §7.1); list local targets in
     // `no_proxy` when a proxy is configured. A separate client keeps the pools apart.
     let target_client = http_client(&config, &tls, true)?;
     let shared = Arc::new(Shared {
@@ -237,7 +237,7 @@ pub async fn start(
 }
 
 /// Builds the module pipeline of every module-mode channel and runs the first `setup` of each
-/// instance (`modules.md` §2.2). A permanent setup failure stops the start (exit 2); other
+/// instance (`docs/reference/module-contract.md` §2.2). A permanent setup failure stops the start (exit 2); other
 /// failures leave the instance unavailable and retry its setup in the background on `tracker`.
 async fn start_pipelines(
     config: &ConnectorConfig,

@@ -1,4 +1,4 @@
-//! Completion record (`wire-protocol.md` C.8, R-82): message ids whose local work completed, so a
+//! Completion record (`docs/reference/wire-protocol.md` C.8, R-82): message ids whose local work completed, so a
 //! redelivery (its ack was lost) is acked without calling the target again. Bounded by capacity
 //! (oldest evicted first) and by age.
 //!

@@ -47,7 +47,7 @@ struct Core {
     /// reconnect) waits for that work instead of calling the target a second time. Bounded by
     /// the holding permits.
     in_progress: Mutex<HashMap<String, watch::Receiver<Option<Finished>>>>,
-    /// Leases of the messages being worked on (`modules.md` §6 "Bounded by the lease").
+    /// Leases of the messages being worked on (`docs/reference/module-contract.md` §6 "Bounded by the lease").
     leases: Leases,
 }
 

@@ -1,4 +1,4 @@
-//! HTTP forwarding mode (`modules.md` §7.1): builds the request for a target, makes the local
+//! HTTP forwarding mode (`docs/reference/module-contract.md` §7.1): builds the request for a target, makes the local
 //! attempts with backoff, and decides ack or nack.
 //!
 //! The concurrency permit is taken for each attempt and released while a retry delay sleeps
@@ -59,7 +59,7 @@ pub fn target_client(proxy: Option<&str>) -> Result<reqwest::Client, reqwest::Er
 /// Delivers `msg` to `target`, making up to the policy's attempts, each under one permit of
 /// `permits`. `channel` feeds the `X-Webhook-Channel` header. Cancelling `cancel` stops between
 /// or during attempts with a nack `retry:true`; once `lease` is lost no further attempt starts
-/// and a retryable failure is final (`modules.md` §6 "Bounded by the lease").
+/// and a retryable failure is final (`docs/reference/module-contract.md` §6 "Bounded by the lease").
 pub async fn deliver(
     client: &reqwest::Client,
     msg: &WebhookMessage,

@@ -1,5 +1,5 @@
 //! Per-channel health state and metrics, and the optional local listener serving `/healthz`,
-//! `/readyz` and `/metrics` (`http-api.md` §8, R-85).
+//! `/readyz` and `/metrics` (`docs/reference/http-api.md` §8, R-85).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -66,7 +66,7 @@ struct Histogram {
     sum: f64,
 }
 
-/// Health and counters of one module instance (module mode, `modules.md` §2.2).
+/// Health and counters of one module instance (module mode, `docs/reference/module-contract.md` §2.2).
 #[derive(Debug)]
 pub struct ModuleStatus {
     /// `orders` or `orders.chain[1]`.
@@ -209,7 +209,7 @@ impl ChannelState {
     }
 
     /// Marks the channel not connected, unless it is `stale` or `unauthorized`: those stay until
-    /// the next successful connect (`http-api.md` §8).
+    /// the next successful connect (`docs/reference/http-api.md` §8).
     pub fn set_disconnected(&self) {
         let current = self.state();
         if !matches!(current, ConnState::Stale | ConnState::Unauthorized) {

@@ -1,4 +1,4 @@
-//! The relay's lease on a message while the connector works on it (`modules.md` §6 "Bounded by
+//! The relay's lease on a message while the connector works on it (`docs/reference/module-contract.md` §6 "Bounded by
 //! the lease"). Over v2 the lease is extended with `touch` whenever half of it has passed; once
 //! it cannot be kept (the relay answers `not_in_flight`, the connection that holds it is gone, or
 //! its last known expiry passed without a successful extension) the message's [`Lease`] is marked

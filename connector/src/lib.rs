@@ -1,6 +1,6 @@
 //! The Webhook Connect connector as a library: connect to the relay, receive messages over
 //! WebSocket, SSE or long-poll, deliver each one to a local HTTP target and ack it only after
-//! local success (`DESIGN.md`, `spec/wire-protocol.md`, `spec/modules.md` §7.1).
+//! local success (`docs/design.md`, `docs/reference/wire-protocol.md`, `docs/reference/module-contract.md` §7.1).
 //!
 //! # Running it in-process
 //!

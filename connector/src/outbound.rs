@@ -1,4 +1,4 @@
-//! Outbound policy for local targets (`modules.md` §2.3). At load time: URL hygiene, cloud
+//! Outbound policy for local targets (`docs/reference/module-contract.md` §2.3). At load time: URL hygiene, cloud
 //! metadata endpoints always refused, and with `strict` also loopback, private, link-local,
 //! multicast and reserved addresses given literally. At connect time: host names are resolved
 //! and every address they resolve to is checked the same way ([`resolve`], and

@@ -1,5 +1,5 @@
 //! `POST /connect/ack`: query parameters (v1 and v2), the v2 batch body, and response bodies
-//! (`wire-protocol.md` A.4, B.9).
+//! (`docs/reference/wire-protocol.md` A.4, B.9).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,5 @@
 //! Why the relay closes a connection: WebSocket close codes for v1 and v2, and the v2 `close`
-//! notice (`wire-protocol.md` A.1.4, B.6).
+//! notice (`docs/reference/wire-protocol.md` A.1.4, B.6).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,4 @@
-//! Rules shared by every configuration file of both binaries (`config-formats.md` §1.2, §5):
+//! Rules shared by every configuration file of both binaries (`docs/reference/config-formats.md` §1.2, §5):
 //! `{$VAR}` substitution, numbers and booleans written as strings, and secret values.
 //!
 //! Files are parsed (JSON, or TOML converted to JSON values) into a [`serde_json::Value`],

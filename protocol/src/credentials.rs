@@ -3,7 +3,7 @@
 //! `credential_cleanup` treats as credentials, and the key fragments the connector's `log`
 //! module redacts.
 
-/// Keys of a webhook entry that configure sender authentication (`auth-methods.md`): the relay
+/// Keys of a webhook entry that configure sender authentication (`docs/reference/auth-methods.md`): the relay
 /// reads them, the connector ignores them without a warning.
 pub const AUTH_KEYS: [&str; 14] = [
     "authorization",
@@ -23,7 +23,7 @@ pub const AUTH_KEYS: [&str; 14] = [
 ];
 
 /// Header and payload field names that `credential_cleanup` masks or removes by default
-/// (`auth-methods.md` §10.2), lower case, compared exactly after lower-casing.
+/// (`docs/reference/auth-methods.md` §10.2), lower case, compared exactly after lower-casing.
 pub const CREDENTIAL_NAMES: [&str; 30] = [
     "password",
     "passwd",
@@ -58,7 +58,7 @@ pub const CREDENTIAL_NAMES: [&str; 30] = [
 ];
 
 /// Key fragments whose values the connector's `log` module prints as `[REDACTED]`
-/// (`modules.md` §3.1): a lower-cased key that contains one is sensitive (headers also with `-`
+/// (`docs/reference/module-contract.md` §3.1): a lower-cased key that contains one is sensitive (headers also with `-`
 /// for `_`).
 pub const SENSITIVE_KEY_FRAGMENTS: [&str; 23] = [
     "password",

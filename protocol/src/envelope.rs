@@ -1,5 +1,5 @@
 //! The message as the buffer stores it: everything needed to deliver it on any transport and
-//! version, including the exact raw body bytes (`http-api.md` §1.4).
+//! version, including the exact raw body bytes (`docs/reference/http-api.md` §1.4).
 //!
 //! Stored form ([`Envelope::encode`]): the magic `WCE1`, a 4-byte big-endian length, that many
 //! bytes of compact JSON metadata (every field but the body), then the raw body bytes as they

@@ -1,4 +1,4 @@
-//! WebSocket frames in both directions (`wire-protocol.md` A.1.2–A.1.3, B.3–B.6).
+//! WebSocket frames in both directions (`docs/reference/wire-protocol.md` A.1.2–A.1.3, B.3–B.6).
 //!
 //! Encoding is exact: [`ServerFrame::to_json`] writes the members in the spec's order. Decoding
 //! is lenient: unknown members are ignored and unknown types come back as `Unknown`. Malformed

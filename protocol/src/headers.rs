@@ -1,5 +1,5 @@
 //! The `headers` object of a webhook message: lower-case names, string values, in received
-//! order (`wire-protocol.md` A.5).
+//! order (`docs/reference/wire-protocol.md` A.5).
 
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
@@ -22,7 +22,7 @@ pub fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
-/// True for a header never forwarded to a local target under its own name (`modules.md` §7.1):
+/// True for a header never forwarded to a local target under its own name (`docs/reference/module-contract.md` §7.1):
 /// hop-by-hop, `host` and `content-length` (any letter case).
 pub fn never_forwarded(name: &str) -> bool {
     is_hop_by_hop(name)

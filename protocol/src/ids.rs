@@ -1,4 +1,4 @@
-//! Message and connection identifiers (`wire-protocol.md` §0.4).
+//! Message and connection identifiers (`docs/reference/wire-protocol.md` §0.4).
 //!
 //! Both are generated from random UUIDs and never derived from client input, so they are unique
 //! and unguessable.

@@ -1,6 +1,6 @@
 //! Wire types of Webhook Connect, shared by `webhook-relay` and `webhook-connector`.
 //!
-//! This crate holds the relay ↔ connector contract of `spec/wire-protocol.md` as Rust types:
+//! This crate holds the relay ↔ connector contract of `docs/reference/wire-protocol.md` as Rust types:
 //!
 //! - [`frames`]: WebSocket frames in both directions (v1 and v2), decoded leniently;
 //! - [`webhook`]: the flat `webhook` message that every transport carries;

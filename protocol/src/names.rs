@@ -1,5 +1,5 @@
 //! Validation of channel names, webhook ids and namespaces, and sanitising of connector labels
-//! (`wire-protocol.md` §0.3–0.4, `auth-methods.md` §8.2–8.3).
+//! (`docs/reference/wire-protocol.md` §0.3–0.4, `docs/reference/auth-methods.md` §8.2–8.3).
 //!
 //! The error messages are the original's, because clients and operators know them.
 
@@ -88,7 +88,7 @@ pub enum WebhookIdError {
     Consecutive,
 }
 
-/// Checks a webhook id with the rules of `auth-methods.md` §8.2, in their order.
+/// Checks a webhook id with the rules of `docs/reference/auth-methods.md` §8.2, in their order.
 ///
 /// ```
 /// use webhook_connect_protocol::names::{validate_webhook_id, WebhookIdError};

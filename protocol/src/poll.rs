@@ -1,4 +1,4 @@
-//! Long-poll request parameters and response bodies (`wire-protocol.md` A.3, B.8).
+//! Long-poll request parameters and response bodies (`docs/reference/wire-protocol.md` A.3, B.8).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,4 @@
-//! Server-Sent Events: encoding of the relay's events (`wire-protocol.md` A.2.2, B.7) and a
+//! Server-Sent Events: encoding of the relay's events (`docs/reference/wire-protocol.md` A.2.2, B.7) and a
 //! streaming decoder that follows the WHATWG event-stream rules.
 //!
 //! The decoder works on bytes: chunks may split lines, CRLF pairs and multi-byte UTF-8

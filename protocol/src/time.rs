@@ -1,4 +1,4 @@
-//! Timestamps as the relay writes them and as receivers must read them (`wire-protocol.md` §0.5).
+//! Timestamps as the relay writes them and as receivers must read them (`docs/reference/wire-protocol.md` §0.5).
 //!
 //! Written: UTC, RFC 3339, exactly six fractional digits, offset `+00:00`, e.g.
 //! `2026-03-14T09:26:53.589793+00:00`. Read: any RFC 3339 timestamp (`Z`, no fraction, other

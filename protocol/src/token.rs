@@ -1,4 +1,4 @@
-//! Reading the channel token from an `Authorization` header (`wire-protocol.md` §0.3).
+//! Reading the channel token from an `Authorization` header (`docs/reference/wire-protocol.md` §0.3).
 
 /// What an `Authorization` header value yields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

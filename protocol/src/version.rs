@@ -1,4 +1,4 @@
-//! Protocol version negotiation (`wire-protocol.md` B.1).
+//! Protocol version negotiation (`docs/reference/wire-protocol.md` B.1).
 
 use serde::{Deserialize, Serialize};
 

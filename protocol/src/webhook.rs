@@ -1,4 +1,4 @@
-//! The flat `webhook` message carried by every transport (`wire-protocol.md` A.1.2, A.5, B.2).
+//! The flat `webhook` message carried by every transport (`docs/reference/wire-protocol.md` A.1.2, A.5, B.2).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -137,7 +137,7 @@ impl WebhookMessage {
 }
 
 /// The `payload` of a `blob` body: a JSON string of the text when UTF-8, else the base64 text
-/// with [`PayloadEncoding::Base64`] (`wire-protocol.md` A.5).
+/// with [`PayloadEncoding::Base64`] (`docs/reference/wire-protocol.md` A.5).
 ///
 /// ```
 /// use webhook_connect_protocol::webhook::blob_payload;

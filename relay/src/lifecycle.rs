@@ -289,7 +289,7 @@ pub(crate) fn install_definition(
 
 /// Makes `tokens` the channel's token state and closes the connections whose token stopped
 /// being valid; those on a previous token still in its grace period are closed when the grace
-/// ends (`wire-protocol.md` C.5 rule 2). Used by rotation here and by changes another relay
+/// ends (`docs/reference/wire-protocol.md` C.5 rule 2). Used by rotation here and by changes another relay
 /// instance made.
 pub(crate) fn install_tokens(state: &AppState, channel: &Arc<Channel>, tokens: TokenState) {
     let old = channel.tokens();

@@ -1,4 +1,4 @@
-//! Relay metrics in the Prometheus text format 0.0.4 (`http-api.md` §2.4).
+//! Relay metrics in the Prometheus text format 0.0.4 (`docs/reference/http-api.md` §2.4).
 //!
 //! Counters and histograms are kept here and bumped by [`Metrics::event`]-style helpers next to
 //! the log line they belong to; gauges (queue depth, in flight, connections, …) are read from the

@@ -1,4 +1,4 @@
-//! The OpenAPI 3.1 document of the relay's HTTP API (`http-api.md` §2.5), generated once from
+//! The OpenAPI 3.1 document of the relay's HTTP API (`docs/reference/http-api.md` §2.5), generated once from
 //! [`ROUTES`], the table of every route the router serves (a test checks the two agree).
 
 use serde_json::{Map, Value, json};
@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 pub enum Auth {
     /// None.
     None,
-    /// Per webhook (`auth-methods.md`).
+    /// Per webhook (`docs/reference/auth-methods.md`).
     Webhook,
     /// The channel token.
     Channel,

@@ -53,13 +53,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/health", get(health::health))
         .route("/openapi.json", get(health::openapi));
-    // With `metrics.listen` set, `/metrics` is served only there (http-api.md §2.4).
+    // With `metrics.listen` set, `/metrics` is served only there (docs/reference/http-api.md §2.4).
     let main = if state.config.file.metrics.listen.is_empty() {
         main.route("/metrics", get(health::metrics))
     } else {
         main
     };
-    // With `admin.listen` set, the admin routes live only on that listener (http-api.md §4).
+    // With `admin.listen` set, the admin routes live only on that listener (docs/reference/http-api.md §4).
     let main = if state.config.file.admin.listen.is_empty() {
         main.nest("/admin/webhook-connect", admin::router(state.clone()))
     } else {

@@ -118,7 +118,7 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let (buffer, late) = match open_buffer(&config).await {
         Ok(buffer) => (buffer, None),
-        // A broker that is down is waited for (config-formats.md §2.8); a locked embedded
+        // A broker that is down is waited for (docs/reference/config-formats.md §2.8); a locked embedded
         // store or a bad setting is not.
         Err(StartError::Buffer(e @ (BufferError::Unavailable(_) | BufferError::Timeout)))
             if config.backend != BackendKind::Embedded =>

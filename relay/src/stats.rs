@@ -1,4 +1,4 @@
-//! The `ChannelStats` object (`http-api.md` §4.3) from the buffer's real numbers and the hub.
+//! The `ChannelStats` object (`docs/reference/http-api.md` §4.3) from the buffer's real numbers and the hub.
 
 use serde_json::{Value, json};
 use webhook_connect_buffer::BufferError;

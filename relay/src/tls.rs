@@ -1,4 +1,4 @@
-//! TLS on the relay's listeners (`config-formats.md` §2.1: `server.tls_cert_file` and
+//! TLS on the relay's listeners (`docs/reference/config-formats.md` §2.1: `server.tls_cert_file` and
 //! `server.tls_key_file`, both or neither). The same certificate serves the main, admin and
 //! metrics listeners. Each handshake runs in its connection's own task, bounded by the header
 //! read timeout ([`crate::server`]), so a slow or silent client never holds up the accept loop.

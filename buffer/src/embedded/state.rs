@@ -1146,7 +1146,7 @@ impl Mem {
                 blocked += 1;
                 continue;
             }
-            // `http-api.md`: a replayed message lives `ttl_seconds` from now.
+            // `docs/reference/http-api.md`: a replayed message lives `ttl_seconds` from now.
             let expires_ms = Some(now.saturating_add(ttl));
             let live = MsgRecord {
                 message_id: rec.message_id.clone(),

@@ -217,7 +217,7 @@ impl Inner {
                     meta.dead_at_ms = None;
                     meta.last_error = None;
                     meta.ready_ms = None;
-                    // `http-api.md`: a replayed message lives `ttl_seconds` from now.
+                    // `docs/reference/http-api.md`: a replayed message lives `ttl_seconds` from now.
                     meta.expires_ms = Some(now_ms().saturating_add(ttl_ms));
                     room -= 1;
                     let data = &m.delivery.data;

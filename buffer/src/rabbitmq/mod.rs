@@ -80,7 +80,7 @@
 //!   head without taking it, which would count as a delivery attempt on another instance.
 //! - Leases are settled by the instance holding them; an ack sent to another instance answers
 //!   `NotInFlight` (the message is redelivered after its lease). Several relay instances need
-//!   `state.backend = "redis"` (`config-formats.md` §2.3).
+//!   `state.backend = "redis"` (`docs/reference/config-formats.md` §2.3).
 //! - Messages waiting out a requeue delay in the shared delay queues count in `queued` through
 //!   the view of the instance that requeued them, until they are due back (also after that
 //!   instance stopped); a requeued message of an ordered channel, inside the token, counts on

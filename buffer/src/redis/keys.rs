@@ -2,7 +2,7 @@
 //! channel or webhook id can produce another's key: `a` + `b.c` and `a.b` + `c` differ,
 //! and `a` is never a prefix match of `a.b` or `a-b`.
 
-/// Checks a key prefix: `^[A-Za-z0-9_.-]{1,64}$` (`config-formats.md` §2.3).
+/// Checks a key prefix: `^[A-Za-z0-9_.-]{1,64}$` (`docs/reference/config-formats.md` §2.3).
 pub fn valid_prefix(prefix: &str) -> bool {
     (1..=64).contains(&prefix.len())
         && prefix

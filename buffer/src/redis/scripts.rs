@@ -424,7 +424,7 @@ local f = {}
 local raw = e[1][2]
 for i = 1, #raw, 2 do f[raw[i]] = raw[i + 1] end
 local now = now_ms()
--- http-api.md: a replayed message lives ttl from now.
+-- docs/reference/http-api.md: a replayed message lives ttl from now.
 local exp = tostring(now + st.ttl)
 redis.pcall('XGROUP', 'CREATE', s, 'wc', '0', 'MKSTREAM')
 local id = redis.call('XADD', s, '*', 'm', f['m'] or '', 'id', f['id'] or '', 'seq',

@@ -528,7 +528,7 @@ pub async fn replay_restores_id_sequence_body_and_resets_count_r56(h: &dyn Harne
     assert!(got.iter().all(|l| l.delivery_count == 1));
 }
 
-/// `http-api.md` (replay): a replayed message lives `ttl_seconds` from the replay, so an expired
+/// `docs/reference/http-api.md` (replay): a replayed message lives `ttl_seconds` from the replay, so an expired
 /// dead letter comes back deliverable instead of expiring again at once.
 pub async fn replay_gives_a_fresh_ttl_so_an_expired_message_is_deliverable_again_r56(
     h: &dyn Harness,

@@ -1,4 +1,4 @@
-//! Command-line flags (`config-formats.md` §4.6). Every flag is optional: a flag that was not
+//! Command-line flags (`docs/reference/config-formats.md` §4.6). Every flag is optional: a flag that was not
 //! given never overrides the file or the environment.
 
 use std::path::PathBuf;

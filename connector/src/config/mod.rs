@@ -1,4 +1,4 @@
-//! Connector configuration (`config-formats.md` §4): the typed, validated result of
+//! Connector configuration (`docs/reference/config-formats.md` §4): the typed, validated result of
 //! defaults < file < environment < flags actually passed.
 //!
 //! - [`load`] reads the layers and validates them, collecting every problem with its path;
@@ -81,7 +81,7 @@ impl TokenSource {
     }
 }
 
-/// What to forward of the original headers (`forward_headers`, modules.md §7.1).
+/// What to forward of the original headers (`forward_headers`, docs/reference/module-contract.md §7.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ForwardHeaders {
     /// `X-Original-<name>` and the original name (default).
@@ -94,7 +94,7 @@ pub enum ForwardHeaders {
     None,
 }
 
-/// What body to send (`body`, modules.md §7.1).
+/// What body to send (`body`, docs/reference/module-contract.md §7.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyMode {
     /// Raw body bytes when the message has them (v2), else as `json` (default).
@@ -306,7 +306,7 @@ pub struct ConnectorConfig {
     pub exit_on_stale: Option<Duration>,
     /// `completion_record`.
     pub completion_record: CompletionRecordConfig,
-    /// `outbound_policy: strict` (`modules.md` §2.3); HTTP targets are checked again on every
+    /// `outbound_policy: strict` (`docs/reference/module-contract.md` §2.3); HTTP targets are checked again on every
     /// new connection.
     pub outbound_strict: bool,
 }

@@ -1,4 +1,4 @@
-//! The redacted view of the connector's configuration (`print-config`; `config-formats.md` §1.2:
+//! The redacted view of the connector's configuration (`print-config`; `docs/reference/config-formats.md` §1.2:
 //! secrets never appear in its output).
 //!
 //! Masking is structural, so a setting added later is covered without being listed here:

@@ -1,4 +1,4 @@
-//! `activemq` (`modules.md` §3.15, R-99): STOMP 1.2 `SEND` over one persistent connection per
+//! `activemq` (`docs/reference/module-contract.md` §3.15, R-99): STOMP 1.2 `SEND` over one persistent connection per
 //! connection entry, written here over a tokio `TcpStream` (no maintained STOMP crate fits).
 //!
 //! - Each `SEND` carries `content-type: application/json`, `content-length`, `persistent`,

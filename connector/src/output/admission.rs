@@ -1,10 +1,10 @@
-//! The outbound policy at connect time (`modules.md` §2.3): a module's server is admitted only
+//! The outbound policy at connect time (`docs/reference/module-contract.md` §2.3): a module's server is admitted only
 //! when every address its name resolves to is allowed.
 
 use super::{ErrorCategory, ErrorKind, OutputError};
 use crate::outbound;
 
-/// The outbound policy at connect time (`modules.md` §2.3): resolves `host` and checks every
+/// The outbound policy at connect time (`docs/reference/module-contract.md` §2.3): resolves `host` and checks every
 /// address it resolves to, so a name that leads to a refused address is refused however it was
 /// written. Refusal is `Unavailable` (an operator must change the configuration); a failed lookup
 /// is `Transient`/`connection`. Returns the addresses, for a client that can connect to them
@@ -55,7 +55,7 @@ pub(crate) async fn admit_each(
 mod tests {
     use super::*;
 
-    /// `modules.md` §2.3 at connect time: a name is judged by the addresses it resolves to;
+    /// `docs/reference/module-contract.md` §2.3 at connect time: a name is judged by the addresses it resolves to;
     /// a refusal needs an operator (`Unavailable`), a failed lookup is `Transient`.
     #[tokio::test]
     async fn admit_refuses_a_name_that_resolves_to_a_refused_address() {

@@ -1,4 +1,4 @@
-//! What the `s3` and `aws_sqs` modules share (`modules.md` §3.9, §3.10, §4): the AWS
+//! What the `s3` and `aws_sqs` modules share (`docs/reference/module-contract.md` §3.9, §3.10, §4): the AWS
 //! connection keys, one signing HTTP client per connection entry, Signature Version 4 over
 //! `reqwest`, and the mapping of AWS error codes to [`ErrorKind`](super::ErrorKind)s.
 //!
@@ -343,7 +343,7 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     }
 }
 
-/// Classifies a failed answer (`modules.md` §3.9, §3.10 error tables): throttling and 5xx are
+/// Classifies a failed answer (`docs/reference/module-contract.md` §3.9, §3.10 error tables): throttling and 5xx are
 /// `Transient`; authentication, permission and a missing bucket or queue `Unavailable`;
 /// other 4xx (too large, invalid contents) `Permanent`.
 pub(crate) fn classify(what: &str, status: u16, code: &str, message: &str) -> OutputError {

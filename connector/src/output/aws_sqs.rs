@@ -1,4 +1,4 @@
-//! `aws_sqs` (`modules.md` §3.10, feature `aws_sqs`): one `SendMessage` per message over the
+//! `aws_sqs` (`docs/reference/module-contract.md` §3.10, feature `aws_sqs`): one `SendMessage` per message over the
 //! SQS JSON protocol, signed with SigV4 through the connection's shared client.
 //!
 //! - **Queue:** `queue_url`, or `queue_name` (also the webhook-level legacy key) resolved once

@@ -1,4 +1,4 @@
-//! `clickhouse` (`modules.md` §3.12, feature `clickhouse`, R-92): one row per message in a
+//! `clickhouse` (`docs/reference/module-contract.md` §3.12, feature `clickhouse`, R-92): one row per message in a
 //! ClickHouse table, over ClickHouse's **HTTP** interface with the connector's HTTP client
 //! (`reqwest`), one client per connection entry.
 //!
@@ -286,7 +286,7 @@ pub fn code_of(body: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// The error of a failed request (`modules.md` §3.12): `code` is ClickHouse's exception code
+/// The error of a failed request (`docs/reference/module-contract.md` §3.12): `code` is ClickHouse's exception code
 /// when it sent one.
 pub fn classify(what: &str, status: u16, code: Option<u32>, body: &str) -> OutputError {
     /// 192 UNKNOWN_USER, 193 WRONG_PASSWORD, 194 REQUIRED_PASSWORD, 497 ACCESS_DENIED,

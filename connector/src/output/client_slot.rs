@@ -1,5 +1,5 @@
 //! An instance's handle on the client it shares with other instances of the same connection
-//! (`modules.md` §2.2 rule 3).
+//! (`docs/reference/module-contract.md` §2.2 rule 3).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use super::OutputError;
 
 /// An instance's handle on its shared client: taken on first use (`setup`, or `process` after a
 /// failed `setup`), dropped in `teardown` so the shared client closes once its last user is
-/// gone (`modules.md` §2.2 rule 3).
+/// gone (`docs/reference/module-contract.md` §2.2 rule 3).
 pub(crate) struct ClientSlot<T>(std::sync::Mutex<Option<Arc<T>>>);
 
 impl<T> Default for ClientSlot<T> {

@@ -1,6 +1,6 @@
 //! The common keys of a module's connection: readers for the `connections.json` entry (with field
-//! paths, `config-formats.md` §4.7), `host` checked by the outbound policy, `port` as an integer
-//! or numeric string, secrets, client certificate files and connection URLs (`modules.md` §4).
+//! paths, `docs/reference/config-formats.md` §4.7), `host` checked by the outbound policy, `port` as an integer
+//! or numeric string, secrets, client certificate files and connection URLs (`docs/reference/module-contract.md` §4).
 
 use std::sync::LazyLock;
 
@@ -35,7 +35,7 @@ pub(crate) fn require_connection(s: &ModuleSettings<'_>, p: &mut Problems) -> bo
     false
 }
 
-/// A host name or address literal, checked against the outbound policy (`modules.md` §2.3)
+/// A host name or address literal, checked against the outbound policy (`docs/reference/module-contract.md` §2.3)
 /// unless it is listed in `allowed` (a module's `allowed_hosts`).
 pub(crate) fn host(
     r: &mut Reader<'_>,

@@ -1,5 +1,5 @@
 //! How the network modules map the failures of their clients to an [`OutputError`]
-//! (`modules.md` §2.4): failed HTTP requests, timeouts and socket errors.
+//! (`docs/reference/module-contract.md` §2.4): failed HTTP requests, timeouts and socket errors.
 
 use std::future::Future;
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! Google service-account credentials for `gcp_pubsub` (`modules.md` §3.11, conn
+//! Google service-account credentials for `gcp_pubsub` (`docs/reference/module-contract.md` §3.11, conn
 //! `credentials_path`): the OAuth 2.0 JWT-bearer grant (RFC 7523) that Google's client
 //! libraries use for a service-account JSON key.
 //!

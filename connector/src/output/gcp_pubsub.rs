@@ -1,4 +1,4 @@
-//! `gcp_pubsub` (`modules.md` §3.11, feature `gcp_pubsub`): one REST `topics.publish` per
+//! `gcp_pubsub` (`docs/reference/module-contract.md` §3.11, feature `gcp_pubsub`): one REST `topics.publish` per
 //! message through the connection's shared HTTP client.
 //!
 //! - **Message:** `data` is the base64 of the payload JSON; attributes are `webhook_id`,
@@ -284,7 +284,7 @@ impl PubsubClient {
     }
 }
 
-/// Classifies a failed answer (`modules.md` §3.11 error table).
+/// Classifies a failed answer (`docs/reference/module-contract.md` §3.11 error table).
 fn classify(what: &str, answer: &Answer) -> OutputError {
     let error = answer.body.get("error");
     let code = error

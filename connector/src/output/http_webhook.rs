@@ -1,4 +1,4 @@
-//! `http_webhook` (`modules.md` §3.3): one HTTP request per message to a configured URL, over
+//! `http_webhook` (`docs/reference/module-contract.md` §3.3): one HTTP request per message to a configured URL, over
 //! one pooled client per instance, redirects not followed. The outbound policy applies to the
 //! URL; header, TLS and error classification rules are shared with HTTP forwarding.
 

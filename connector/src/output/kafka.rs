@@ -1,4 +1,4 @@
-//! `kafka` (`modules.md` §3.5, feature `kafka`, R-98): produce each message to a Kafka topic
+//! `kafka` (`docs/reference/module-contract.md` §3.5, feature `kafka`, R-98): produce each message to a Kafka topic
 //! through librdkafka, over **one producer per connection entry**, shared by every instance
 //! that names it (the original started and stopped a producer per message).
 //!
@@ -12,14 +12,14 @@
 //! - **Success** is a successful delivery report (`acks=all`, so every in-sync replica has it).
 //! - **Setup** creates the producer and fetches the topic's metadata: a topic the broker does not
 //!   have (and does not create) or a partition the topic lacks is `Unavailable`.
-//! - **Errors** follow `modules.md` §3.5 by librdkafka error code: timeouts, transport errors,
+//! - **Errors** follow `docs/reference/module-contract.md` §3.5 by librdkafka error code: timeouts, transport errors,
 //!   leader changes and other retriable broker errors are `Transient`; authorisation and SASL/TLS
 //!   failures, an unknown topic or partition are `Unavailable`; a message too large or an invalid
 //!   record is `Permanent`. A producer that turned fatal is replaced, and the message is
 //!   `Transient`. librdkafka reports a refused login or TLS handshake only to its error callback
 //!   and keeps retrying, so the sends time out: a timeout while the last such report is fresh
 //!   is `Unavailable`/`auth` (or `connection` for TLS), with that report as its message.
-//! - **Outbound policy** (`modules.md` §2.3): each producer the connector creates for a
+//! - **Outbound policy** (`docs/reference/module-contract.md` §2.3): each producer the connector creates for a
 //!   connection entry first resolves every bootstrap server through [`admission::admit_each`]: one
 //!   refused server refuses the producer; servers whose lookup fails are left out (none left:
 //!   `Transient`), and only the checked ones are given to librdkafka. librdkafka resolves them
@@ -721,7 +721,7 @@ impl KafkaClient {
     }
 }
 
-/// The kind of a librdkafka error code (`modules.md` §3.5).
+/// The kind of a librdkafka error code (`docs/reference/module-contract.md` §3.5).
 fn classify_code(code: RDKafkaErrorCode, text: &str) -> OutputError {
     use RDKafkaErrorCode as C;
     match code {

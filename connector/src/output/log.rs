@@ -1,4 +1,4 @@
-//! `log` (`modules.md` §3.1): one compact JSON line per message on stdout (or a multi-line
+//! `log` (`docs/reference/module-contract.md` §3.1): one compact JSON line per message on stdout (or a multi-line
 //! layout with `pretty_print`), sensitive keys redacted, never through the tracing log.
 
 use std::io::Write;

@@ -1,4 +1,4 @@
-//! The output-module contract of module mode (`modules.md` §2): the [`Output`] trait every module
+//! The output-module contract of module mode (`docs/reference/module-contract.md` §2): the [`Output`] trait every module
 //! implements, its typed [`OutputError`], the [`Delivery`] a module receives, and the
 //! [`ModuleSettings`] a module is built from.
 //!
@@ -94,7 +94,7 @@ use webhook_connect_protocol::envelope::DataType;
 
 use self::shared::SharedClients;
 
-/// One output module instance (`modules.md` §2.1).
+/// One output module instance (`docs/reference/module-contract.md` §2.1).
 #[async_trait::async_trait]
 pub trait Output: Send + Sync + 'static {
     /// Once, before the first `process`: connect, declare, create tables, warm pools.
@@ -106,7 +106,7 @@ pub trait Output: Send + Sync + 'static {
     async fn teardown(&self);
 }
 
-/// How a failure affects retries (`modules.md` §2.4).
+/// How a failure affects retries (`docs/reference/module-contract.md` §2.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     /// This attempt failed; a later one may succeed (network, timeout, busy, 5xx, 429).
@@ -117,7 +117,7 @@ pub enum ErrorKind {
     Unavailable,
 }
 
-/// What went wrong, for metrics and `retryable_errors` (`modules.md` §2.1).
+/// What went wrong, for metrics and `retryable_errors` (`docs/reference/module-contract.md` §2.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCategory {
     /// Connecting or a dropped connection.
@@ -208,7 +208,7 @@ impl fmt::Display for OutputError {
 
 impl std::error::Error for OutputError {}
 
-/// What a module receives for one message (`modules.md` §2.3). Cheap to share between the
+/// What a module receives for one message (`docs/reference/module-contract.md` §2.3). Cheap to share between the
 /// items of a chain.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
@@ -274,7 +274,7 @@ impl Delivery {
     }
 }
 
-/// Everything a module's builder reads (`modules.md` §3, §4, §5.2). Builders record problems
+/// Everything a module's builder reads (`docs/reference/module-contract.md` §3, §4, §5.2). Builders record problems
 /// (with the path of the offending key) into the load's `Problems` and return `None` when the
 /// configuration is unusable; unknown `module-config` keys are warnings, not errors.
 #[derive(Debug, Clone)]

@@ -1,4 +1,4 @@
-//! `mysql` / `mariadb` (`modules.md` §3.17, R-91): rows in a MySQL or MariaDB table over one
+//! `mysql` / `mariadb` (`docs/reference/module-contract.md` §3.17, R-91): rows in a MySQL or MariaDB table over one
 //! shared, reference-counted pool per connection entry; one instance's `teardown` never closes
 //! the pool under the others. The table is created at every setup.
 //!

@@ -1,4 +1,4 @@
-//! `nats` (`modules.md` §3.18): publish to a NATS subject, or to JetStream with
+//! `nats` (`docs/reference/module-contract.md` §3.18): publish to a NATS subject, or to JetStream with
 //! `jetstream: true`, over one client per connection entry.
 //!
 //! - Headers `Webhook-Message-Id` and `Webhook-Id` are always set; with JetStream also
@@ -9,7 +9,7 @@
 //!   or `creds_file` (user JWT and seed, read and parsed at load); one of them.
 //! - **Errors:** disconnection, timeouts and no responders are `Transient`; authorisation
 //!   violations `Unavailable`; a payload over the server's `max_payload` `Permanent`.
-//! - **Outbound policy** (`modules.md` §2.3): each client the connector creates first resolves
+//! - **Outbound policy** (`docs/reference/module-contract.md` §2.3): each client the connector creates first resolves
 //!   every configured server (`url`, `servers`, as async-nats reads them) through
 //!   [`admission::admit_each`]: one refused server refuses the connection; servers whose lookup
 //!   fails are left out (none left: `Transient`), so only checked servers are handed to

@@ -1,4 +1,4 @@
-//! A small Python pickle encoder (protocol 2) for the values an RQ job holds (`modules.md` §3.7):
+//! A small Python pickle encoder (protocol 2) for the values an RQ job holds (`docs/reference/module-contract.md` §3.7):
 //! `None`, strings, tuples, empty dicts and any JSON value (null, bool, int of any size, float,
 //! str, list, dict). Only encoding: the connector never unpickles anything.
 //!

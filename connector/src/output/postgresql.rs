@@ -1,4 +1,4 @@
-//! `postgresql` / `postgres` (`modules.md` §3.16, R-90): rows in a PostgreSQL table over one
+//! `postgresql` / `postgres` (`docs/reference/module-contract.md` §3.16, R-90): rows in a PostgreSQL table over one
 //! pool per connection entry. The row id is `UUIDv5(message_id)` with `ON CONFLICT (id) DO
 //! NOTHING`, so a redelivery inserts nothing (with `upsert`: `DO UPDATE` on the upsert column).
 //!

@@ -1,4 +1,4 @@
-//! `rabbitmq` (`modules.md` §3.6, R-100): publish to an AMQP 0-9-1 broker with publisher
+//! `rabbitmq` (`docs/reference/module-contract.md` §3.6, R-100): publish to an AMQP 0-9-1 broker with publisher
 //! confirms, over one connection per connection entry and a small pool of channels in confirm
 //! mode.
 //!
@@ -10,7 +10,7 @@
 //!   `ACCESS_REFUSED`, `NOT_FOUND`, `PRECONDITION_FAILED` and a returned (unroutable) message are
 //!   `Unavailable`; a message over the broker's size limit is `Permanent`. At setup, a queue
 //!   that exists with other arguments is `Permanent` (the configuration itself is refused).
-//! - **Outbound policy** (`modules.md` §2.3): each connection the connector opens first resolves
+//! - **Outbound policy** (`docs/reference/module-contract.md` §2.3): each connection the connector opens first resolves
 //!   the URL's host (as lapin reads it) through [`admission::admit`]; lapin then resolves the name
 //!   again to connect (kept so that `amqps` verifies the certificate against it). lapin does not
 //!   reconnect by itself (no recovery configured): a lost connection is replaced by a new one,
@@ -239,7 +239,7 @@ impl AmqpShared {
     }
 }
 
-/// `modules.md` §3.6.
+/// `docs/reference/module-contract.md` §3.6.
 fn amqp_error(what: &str, e: &lapin::Error) -> OutputError {
     let text = format!("{what}: {e}");
     match e.kind() {

@@ -1,7 +1,7 @@
 //! How network modules turn a [`Delivery`] into what they send or store: the `body` choice
 //! (`json` = the payload's JSON, `raw` = the exact body bytes with their content type), the
 //! envelope object some sinks carry, and the message's stable UUID for primary keys
-//! (`modules.md` §2.3: the idempotency key is always `message_id`).
+//! (`docs/reference/module-contract.md` §2.3: the idempotency key is always `message_id`).
 
 use serde_json::{Map, Value, json};
 use uuid::Uuid;

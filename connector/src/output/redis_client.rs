@@ -1,5 +1,5 @@
 //! The Redis server settings and client that `redis_publish` and `redis_rq` share
-//! (`modules.md` §3.7, §3.8): one multiplexed, self-reconnecting connection per server, pooled
+//! (`docs/reference/module-contract.md` §3.7, §3.8): one multiplexed, self-reconnecting connection per server, pooled
 //! through [`SharedClients`](super::shared::SharedClients) so every instance naming the same
 //! connection entry uses it. No `PING` before each command.
 //!
@@ -7,7 +7,7 @@
 //! trusted unless `tls_ca_cert_file` names the CA, and `tls_cert_file` + `tls_key_file` present
 //! a client certificate.
 //!
-//! Outbound policy (`modules.md` §2.3): each client the connector opens first resolves the host
+//! Outbound policy (`docs/reference/module-contract.md` §2.3): each client the connector opens first resolves the host
 //! (of the fields or of the url, as the redis crate reads it) through [`admission::admit`], then
 //! hands the host name to the redis crate, which resolves it again to connect (the name is
 //! kept so that TLS verifies the certificate against it, and so that every address of the name
@@ -332,7 +332,7 @@ impl RedisClient {
     }
 }
 
-/// `modules.md` §3.7/§3.8: authentication errors (`NOAUTH`, `WRONGPASS`, `NOPERM`) and TLS
+/// `docs/reference/module-contract.md` §3.7/§3.8: authentication errors (`NOAUTH`, `WRONGPASS`, `NOPERM`) and TLS
 /// failures (certificate refused, handshake refused) are `Unavailable`; a key of the wrong type needs an operator too; everything else (connection
 /// refused or dropped, timeouts, `LOADING`, …) is `Transient`.
 pub(crate) fn redis_error(what: &str, e: &RedisError) -> OutputError {

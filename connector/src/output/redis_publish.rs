@@ -1,4 +1,4 @@
-//! `redis_publish` (`modules.md` §3.8, R-96): `PUBLISH <channel>` of
+//! `redis_publish` (`docs/reference/module-contract.md` §3.8, R-96): `PUBLISH <channel>` of
 //! `{"payload","headers","message_id","webhook_id"}` over the shared Redis connection.
 //!
 //! Settings, first match wins: channel from module-config `channel`, the webhook-level

@@ -1,4 +1,4 @@
-//! `redis_rq` (`modules.md` §3.7): enqueue a job for a Python worker.
+//! `redis_rq` (`docs/reference/module-contract.md` §3.7): enqueue a job for a Python worker.
 //!
 //! - `mode: "json"`: `RPUSH <queue_name>` of
 //!   `{"id","function","args":[payload, headers],"kwargs":{},"enqueued_at"}`.

@@ -1,4 +1,4 @@
-//! The closed set of module names (`modules.md` §2.5) and the one `match` that builds a module
+//! The closed set of module names (`docs/reference/module-contract.md` §2.5) and the one `match` that builds a module
 //! instance from its [`ModuleSettings`].
 //!
 //! Every module lives in its own file under `output/` and exposes

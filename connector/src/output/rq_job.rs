@@ -1,4 +1,4 @@
-//! The RQ-compatible job of `redis_rq` (`modules.md` §3.7, feature `redis-rq`): the
+//! The RQ-compatible job of `redis_rq` (`docs/reference/module-contract.md` §3.7, feature `redis-rq`): the
 //! `rq:job:<id>` hash that RQ's `Job.restore` reads, and the atomic enqueue.
 //!
 //! - **Job id:** the `message_id`. RQ accepts only ids matching `[A-Za-z0-9_-]+` (it refuses

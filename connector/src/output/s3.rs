@@ -1,4 +1,4 @@
-//! `s3` (`modules.md` §3.9, feature `s3`): one object per message, written with a signed
+//! `s3` (`docs/reference/module-contract.md` §3.9, feature `s3`): one object per message, written with a signed
 //! `PutObject` through the connection's shared client.
 //!
 //! - **Object key:** `{prefix}/{YYYY}/{MM}/{DD}/{HH}/{filename}` from the message's

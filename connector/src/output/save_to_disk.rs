@@ -1,4 +1,4 @@
-//! `save_to_disk` (`modules.md` §3.2): one JSON (or raw) file per message, written to a
+//! `save_to_disk` (`docs/reference/module-contract.md` §3.2): one JSON (or raw) file per message, written to a
 //! temporary file, fsynced and renamed, so a redelivery with the default pattern rewrites the
 //! same file; or one JSON line per message appended to a file. Every written path must stay
 //! inside `base_dir` (symlinks followed); `..`, NUL and system directories are refused at load.

@@ -1,7 +1,7 @@
 //! Helpers every module builder uses to read its [`ModuleSettings`]: typed readers over
 //! `module-config` and the connection entry that record problems with their paths, the
 //! webhook-level fallbacks of the original (`topic`, `queue_name`, `destination`, `redis`), and
-//! the outbound-policy check of URLs (`modules.md` §2.3).
+//! the outbound-policy check of URLs (`docs/reference/module-contract.md` §2.3).
 
 use serde_json::Value;
 

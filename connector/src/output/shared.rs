@@ -1,5 +1,5 @@
 //! Clients shared by every module instance that names the same `connections.json` entry
-//! (`modules.md` §2.2 rule 3): one pooled client per connection name plus a hash of its
+//! (`docs/reference/module-contract.md` §2.2 rule 3): one pooled client per connection name plus a hash of its
 //! settings. The registry holds only weak references, so a client is closed when the last
 //! instance using it is dropped, never earlier (the original's MySQL module closed a shared pool
 //! in one instance's teardown).

@@ -1,4 +1,4 @@
-//! What `postgresql` and `mysql` share (`modules.md` §3.16, §3.17): the table definition read
+//! What `postgresql` and `mysql` share (`docs/reference/module-contract.md` §3.16, §3.17): the table definition read
 //! from module-config (`table`, `storage_mode`, `schema.fields`, `upsert`, `upsert_key`,
 //! `include_headers`, `include_timestamp`), the DDL and insert text it produces for a
 //! [`Dialect`], the row values of a message, the connection keys both read, and the generic
@@ -538,7 +538,7 @@ impl DbConnection {
     }
 }
 
-/// The outbound policy when a pool is created (`modules.md` §2.3): resolves the host of the
+/// The outbound policy when a pool is created (`docs/reference/module-contract.md` §2.3): resolves the host of the
 /// connect options (as the driver read them from the fields or the URL) through
 /// [`admission::admit`]. `None` is a Unix socket, which has no host. The driver resolves the name
 /// again for each connection it opens — the first, and those the pool opens later on its own

@@ -1,8 +1,8 @@
-//! `websocket` (`modules.md` §3.4): one persistent WebSocket connection per instance, opened
+//! `websocket` (`docs/reference/module-contract.md` §3.4): one persistent WebSocket connection per instance, opened
 //! lazily and reopened after failures, sends serialised. With `wait_for_response` each message
 //! waits for one frame from the server, one message at a time.
 //!
-//! Outbound policy (`modules.md` §2.3): every connection, the first and each reconnect, resolves
+//! Outbound policy (`docs/reference/module-contract.md` §2.3): every connection, the first and each reconnect, resolves
 //! the URL's host through [`admission::admit`] and opens the TCP connection to the checked
 //! addresses itself; the WebSocket (and for `wss` the TLS) handshake then runs over that
 //! stream with the URL's host name, so certificates are still verified against it. No lookup

@@ -1,4 +1,4 @@
-//! `zeromq` (`modules.md` §3.14, feature `zeromq`): one ZeroMQ socket per instance, created at
+//! `zeromq` (`docs/reference/module-contract.md` §3.14, feature `zeromq`): one ZeroMQ socket per instance, created at
 //! setup, over the pure-Rust `zeromq` crate (no libzmq).
 //!
 //! - **Socket types:** `PUB` (the default), `PUSH`, `REQ` and `DEALER`. The socket connects to
@@ -17,7 +17,7 @@
 //!   `timeout`); an endpoint this process cannot bind is `Unavailable`.
 //! - `high_water_mark` is read and checked, but the crate's per-peer queue has a fixed size; a
 //!   send that stays blocked longer than `timeout` is `Transient` either way.
-//! - **Outbound policy** (`modules.md` §2.3): a connecting `tcp://` socket, each time one is
+//! - **Outbound policy** (`docs/reference/module-contract.md` §2.3): a connecting `tcp://` socket, each time one is
 //!   opened, first resolves the endpoint's host through [`admission::admit`]; the crate is then
 //!   given the endpoint as written, so a name keeps all its addresses (the crate tries each),
 //!   and it resolves the name again on each of its connect attempts (it retries a refused

@@ -1,4 +1,4 @@
-//! Running one webhook entry for one message (`modules.md` §5.3): its single module, or its
+//! Running one webhook entry for one message (`docs/reference/module-contract.md` §5.3): its single module, or its
 //! chain items in sequence or in parallel, each with its own retries (§6), the whole run bounded
 //! by the chain timeout in both modes, with siblings cancelled when required and succeeded items
 //! recorded for partial completion (§5.4).

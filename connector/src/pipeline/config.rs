@@ -1,4 +1,4 @@
-//! Module mode configuration (`config-formats.md` §4.7, `modules.md` §5): `webhooks.json` and
+//! Module mode configuration (`docs/reference/config-formats.md` §4.7, `docs/reference/module-contract.md` §5): `webhooks.json` and
 //! `connections.json` read, substituted once and validated into plain data, with every problem
 //! reported with its file and path. Instances are built from this by the pipeline.
 //!

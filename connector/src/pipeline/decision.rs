@@ -1,4 +1,4 @@
-//! From item results to the ack or nack (`modules.md` §5.3 "Outcome", §7.2, §7.3).
+//! From item results to the ack or nack (`docs/reference/module-contract.md` §5.3 "Outcome", §7.2, §7.3).
 
 use super::Route;
 use super::chain::ItemResult;

@@ -1,4 +1,4 @@
-//! One built module instance and its setup lifecycle (`modules.md` §2.2): `setup` runs at
+//! One built module instance and its setup lifecycle (`docs/reference/module-contract.md` §2.2): `setup` runs at
 //! start-up; a `Permanent` result stops the connector (exit 2); a `Transient` or `Unavailable`
 //! result marks the instance unavailable (health failing) and `setup` is retried with backoff
 //! (1 s doubling to 60 s) while its messages fail with the same kind.

@@ -1,4 +1,4 @@
-//! Module mode (`modules.md` §1, §2.2, §5, §6, §7.2): the instances of a channel's
+//! Module mode (`docs/reference/module-contract.md` §1, §2.2, §5, §6, §7.2): the instances of a channel's
 //! `webhooks.json` entries, built once at start-up, their setup lifecycle, and the run of one
 //! message through its entry's module or chain up to the ack/nack decision.
 //!

@@ -1,4 +1,4 @@
-//! Partial completion (`modules.md` §5.4): per message, the chain items that already succeeded,
+//! Partial completion (`docs/reference/module-contract.md` §5.4): per message, the chain items that already succeeded,
 //! each with the fingerprint of its configuration, so a redelivery runs only the others. The
 //! record is updated after each item succeeds, bounded in entries (oldest evicted first) and in
 //! age, and kept in memory: after a restart a redelivered chain runs in full again.

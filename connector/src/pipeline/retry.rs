@@ -1,4 +1,4 @@
-//! The module retry policy (`modules.md` §6): its lenient parsing (wrong types fall back to the
+//! The module retry policy (`docs/reference/module-contract.md` §6): its lenient parsing (wrong types fall back to the
 //! default with a warning, out-of-range values are clamped with a warning), the retry decision
 //! by error category and kind, and the delay with backoff, jitter and a capped `retry_after`.
 

@@ -1,6 +1,6 @@
 //! Reads typed values out of one JSON object, recording every problem with its field path and
 //! its source (file, environment variable or flag). Numbers and booleans given as strings are
-//! accepted when they parse completely (`config-formats.md` §1.2).
+//! accepted when they parse completely (`docs/reference/config-formats.md` §1.2).
 
 use std::collections::HashMap;
 use std::sync::LazyLock;

@@ -1,4 +1,4 @@
-//! Long-poll client (`wire-protocol.md` A.3, B.8): one request per batch, asking for no more
+//! Long-poll client (`docs/reference/wire-protocol.md` A.3, B.8): one request per batch, asking for no more
 //! messages than the dispatcher has room for, keeping the v2 session across polls, acks
 //! over `POST /connect/ack` with the session id. In `auto` mode long-poll is used only against a
 //! relay that grants v2 (A.6).

@@ -1,4 +1,4 @@
-//! Stream clients and the per-channel connect loop (`wire-protocol.md` C.7): reconnect with
+//! Stream clients and the per-channel connect loop (`docs/reference/wire-protocol.md` C.7): reconnect with
 //! jittered exponential backoff, `auto` transport fallback on transport-level failures only
 //! `unauthorized` handling with the maximum delay and a re-read token file.
 

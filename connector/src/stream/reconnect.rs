@@ -1,4 +1,4 @@
-//! Reconnect backoff (`wire-protocol.md` C.7): base delay from `reconnect_delay`, multiplied after
+//! Reconnect backoff (`docs/reference/wire-protocol.md` C.7): base delay from `reconnect_delay`, multiplied after
 //! each failure up to `max_reconnect_delay`; the wait is uniform in [0.7 d, d] so it never exceeds
 //! the maximum. The base resets only after a connection stayed up for 10 s. The policy is
 //! the protocol's [`Backoff`] with 30 % jitter.

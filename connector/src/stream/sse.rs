@@ -1,4 +1,4 @@
-//! SSE client (`wire-protocol.md` A.2, B.7): a streaming reqwest response decoded by the
+//! SSE client (`docs/reference/wire-protocol.md` A.2, B.7): a streaming reqwest response decoded by the
 //! protocol crate's byte-level [`SseDecoder`], acks over `POST /connect/ack` with the
 //! stream's client, stale detection on any received bytes, comments included.
 

@@ -1,4 +1,4 @@
-//! WebSocket client (`wire-protocol.md` A.1, B): handshake with v2 negotiation, `connected`,
+//! WebSocket client (`docs/reference/wire-protocol.md` A.1, B): handshake with v2 negotiation, `connected`,
 //! webhook frames to the dispatcher, acks as frames, heartbeat echo (C.1.7), stale detection on
 //! any frame (C.1.8, R-79), close codes (B.6) and drain with close 1000 (C.5.4, R-81).
 

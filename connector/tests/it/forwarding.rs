@@ -1,4 +1,4 @@
-//! HTTP forwarding against a real local target (`modules.md` §7.1; ).
+//! HTTP forwarding against a real local target (`docs/reference/module-contract.md` §7.1; ).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! Module-mode configuration (`config-formats.md` §4.7, `modules.md` §2.5, §5.1): every problem
+//! Module-mode configuration (`docs/reference/config-formats.md` §4.7, `docs/reference/module-contract.md` §2.5, §5.1): every problem
 //! reported with its file and path, substitution in both files, `check-config` exit statuses
 //!
 
@@ -115,7 +115,7 @@ fn module_problems_name_the_file_and_path() {
     }
 }
 
-/// `modules.md` §2.5 and §3.12: a build without the `clickhouse` feature refuses the module
+/// `docs/reference/module-contract.md` §2.5 and §3.12: a build without the `clickhouse` feature refuses the module
 /// naming the feature; a build with it refuses the native-protocol port with the hint.
 #[test]
 fn clickhouse_needs_its_feature_and_the_http_port() {
@@ -140,7 +140,7 @@ fn clickhouse_needs_its_feature_and_the_http_port() {
     }
 }
 
-/// STYLE.md §4, `modules.md` §2.5: a module whose cargo feature this build leaves out is a load
+/// STYLE.md §4, `docs/reference/module-contract.md` §2.5: a module whose cargo feature this build leaves out is a load
 /// error naming the module and the feature; a build with the feature reads the entry instead.
 #[test]
 fn a_module_built_without_its_cargo_feature_is_a_load_error_naming_the_feature() {

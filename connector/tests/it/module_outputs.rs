@@ -1,4 +1,4 @@
-//! The light modules delivering for real (`modules.md` §3.1–§3.4, §9): `log` output captured,
+//! The light modules delivering for real (`docs/reference/module-contract.md` §3.1–§3.4, §9): `log` output captured,
 //! `save_to_disk` files read back, `http_webhook` and `websocket` against in-process peers that
 //! record what arrived.
 
@@ -343,7 +343,7 @@ fn http_webhook_refuses_metadata_endpoints_and_bad_schemes() {
     assert!(p.is_none(), "unknown keys are warnings only");
 }
 
-/// `modules.md` §2.3 and R-136: `127.1` is no address literal to a naive check, but HTTP
+/// `docs/reference/module-contract.md` §2.3 and R-136: `127.1` is no address literal to a naive check, but HTTP
 /// clients read it as 127.0.0.1; under `strict` it is refused as that address. Listed in
 /// `allowed_hosts`, or under the permissive policy, it is delivered to. (Host names that
 /// resolve to a refused address are refused at connect time: `config::outbound` tests that

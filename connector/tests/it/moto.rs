@@ -1,4 +1,4 @@
-//! The moto server the `s3` and `aws_sqs` tests talk to (`modules.md` §9): its endpoint from
+//! The moto server the `s3` and `aws_sqs` tests talk to (`docs/reference/module-contract.md` §9): its endpoint from
 //! `TEST_S3_ENDPOINT` / `TEST_SQS_ENDPOINT` (default `http://127.0.0.1:5000`, started by
 //! scripts/services.sh), and the connection entry that points a module at it. moto accepts any
 //! credentials, so the tests' own setup and read-back requests go unsigned.

@@ -1,4 +1,4 @@
-//! The outbound policy at connect time (`modules.md` §2.3) in the modules that open their own
+//! The outbound policy at connect time (`docs/reference/module-contract.md` §2.3) in the modules that open their own
 //! TCP connections. Each resolves its host through `admission::admit` before connecting (unit
 //! tests of that helper cover refusals: a name that resolves to a refused address, a refused
 //! server among several). A refusal through a whole module cannot be driven here without a DNS

@@ -1,6 +1,6 @@
 #![cfg(feature = "clickhouse")]
 
-//! `clickhouse` (feature `clickhouse`, `modules.md` §3.12, R-92) against ClickHouse's HTTP
+//! `clickhouse` (feature `clickhouse`, `docs/reference/module-contract.md` §3.12, R-92) against ClickHouse's HTTP
 //! interface at `TEST_CLICKHOUSE_URL` (default `http://127.0.0.1:8123`, user `default` without
 //! a password; `TEST_CLICKHOUSE_USER` / `TEST_CLICKHOUSE_PASSWORD` override them).
 //!
@@ -15,7 +15,7 @@
 //! `clickhouse-server` is 18.16 (2018) and was tried first: it refuses the specification's
 //! schema (`Code: 50 … Unknown data type family: DateTime64`) and the insert
 //! (`Code: 115 … Unknown setting insert_deduplication_token`), so it cannot run this module
-//! at all. `modules.md` §9 asks only for recorded exchanges; this is more than that.
+//! at all. `docs/reference/module-contract.md` §9 asks only for recorded exchanges; this is more than that.
 //!
 //! Each test uses its own table and drops it. R-92 (a failing insert is an error, never a
 //! silent success) is proven both against the engine (a value that does not fit) and with a

@@ -1,4 +1,4 @@
-//! `gcp_pubsub` (feature `gcp_pubsub`, `modules.md` §3.11, §9).
+//! `gcp_pubsub` (feature `gcp_pubsub`, `docs/reference/module-contract.md` §3.11, §9).
 //!
 //! - Against Google's Pub/Sub emulator (`TEST_PUBSUB_EMULATOR_HOST`, default `127.0.0.1:8085`,
 //!   started by `scripts/services.sh pubsub`): messages published through the module are read

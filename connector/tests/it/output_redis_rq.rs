@@ -190,7 +190,7 @@ async fn a_queue_key_of_another_type_is_unavailable() {
     );
 }
 
-/// RQ mode (feature `redis-rq`, `modules.md` §3.7, §9): jobs written by the module are run by a
+/// RQ mode (feature `redis-rq`, `docs/reference/module-contract.md` §3.7, §9): jobs written by the module are run by a
 /// real RQ worker in burst mode, whose job function (`tests/fixtures/wc_rq_tasks.py`) records
 /// the arguments it received in Redis.
 #[cfg(feature = "redis-rq")]

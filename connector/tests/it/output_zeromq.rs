@@ -1,4 +1,4 @@
-//! `zeromq` (feature `zeromq`) against a peer socket of the test (`modules.md` §9): PULL for
+//! `zeromq` (feature `zeromq`) against a peer socket of the test (`docs/reference/module-contract.md` §9): PULL for
 //! `PUSH`, SUB for `PUB`, REP for `REQ`, ROUTER for `DEALER`, each on loopback. The module
 //! connects by default over one persistent socket and binds with `bind: true`; it can be
 //! built and delivers; a `REQ` serialises its requests (§2.2 rule 4).

@@ -1,4 +1,4 @@
-//! The module pipeline with probe modules (`modules.md` §2.2, §5, §6, §7.2): chains in both
+//! The module pipeline with probe modules (`docs/reference/module-contract.md` §2.2, §5, §6, §7.2): chains in both
 //! modes, timeouts, cancellation, partial completion, retries, setup failures and the ack/nack
 //! decision.
 

@@ -1,4 +1,4 @@
-//! Fixtures for the network output-module tests (`modules.md` §9): module settings built the way
+//! Fixtures for the network output-module tests (`docs/reference/module-contract.md` §9): module settings built the way
 //! the loader builds them, deliveries, unique names, and the server addresses from the
 //! `TEST_*` variables with loopback defaults. A test whose server is down fails with a message
 //! naming the variable; it never passes without its server.

@@ -2,7 +2,7 @@
 //! relay.
 //!
 //! Each test starts the real connector in-process against a small relay peer that speaks the
-//! wire protocol exactly as `wire-protocol.md` specifies, frame for frame from its examples, and
+//! wire protocol exactly as `docs/reference/wire-protocol.md` specifies, frame for frame from its examples, and
 //! a real local HTTP target.
 
 use std::sync::atomic::{AtomicUsize, Ordering};

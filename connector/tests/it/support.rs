@@ -1,6 +1,6 @@
 //! Real local peers for the connector tests: an HTTP target (axum) that records every request,
 //! and a scripted relay peer on raw TCP that speaks the wire protocol exactly as
-//! `wire-protocol.md` specifies (frame for frame from the spec examples).
+//! `docs/reference/wire-protocol.md` specifies (frame for frame from the spec examples).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;

@@ -1,4 +1,4 @@
-//! IP networks, trusted proxies and the client IP (`auth-methods.md` §4, R-09, R-127).
+//! IP networks, trusted proxies and the client IP (`docs/reference/auth-methods.md` §4, R-09, R-127).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -132,7 +132,7 @@ impl TrustedProxies {
 /// The client IP, or `None` when it cannot be determined (an invalid `X-Forwarded-For` entry
 /// behind a trusted proxy; answered `403 Could not determine client IP` by the allow-list).
 ///
-/// Procedure of `auth-methods.md` §4: the peer unless it is a trusted proxy; otherwise the
+/// Procedure of `docs/reference/auth-methods.md` §4: the peer unless it is a trusted proxy; otherwise the
 /// `X-Forwarded-For` entries read right to left, skipping trusted proxies; if all are trusted or
 /// the header is absent, a valid `X-Real-IP`, else the peer.
 pub fn try_client_ip(

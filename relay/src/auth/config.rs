@@ -1,4 +1,4 @@
-//! Reading method blocks of a webhook entry with path-naming errors (`config-formats.md` §1).
+//! Reading method blocks of a webhook entry with path-naming errors (`docs/reference/config-formats.md` §1).
 
 use serde_json::{Map, Value};
 use webhook_connect_protocol::config_values::{Secret, lenient};
@@ -111,7 +111,7 @@ impl<'a> Block<'a> {
             .map(Secret::new)
     }
 
-    /// A boolean (lenient, `config-formats.md` §1.2) with a default.
+    /// A boolean (lenient, `docs/reference/config-formats.md` §1.2) with a default.
     pub fn bool(&self, key: &str, default: bool, diag: &mut Diagnostics) -> bool {
         match self.map.get(key) {
             None | Some(Value::Null) => default,

@@ -1,4 +1,4 @@
-//! Constant-time comparison of secrets, on bytes (`auth-methods.md` §1.4).
+//! Constant-time comparison of secrets, on bytes (`docs/reference/auth-methods.md` §1.4).
 
 use subtle::ConstantTimeEq;
 

@@ -1,7 +1,7 @@
-//! Inbound validation of ingest requests (`auth-methods.md`).
+//! Inbound validation of ingest requests (`docs/reference/auth-methods.md`).
 //!
 //! A [`WebhookAuth`] is built once per webhook entry when the configuration loads
-//! ([`WebhookAuth::from_entry`]) and then used per request, in the order of `http-api.md` §1.2:
+//! ([`WebhookAuth::from_entry`]) and then used per request, in the order of `docs/reference/http-api.md` §1.2:
 //!
 //! 1. step 5: [`crate::body::check_headers`];
 //! 2. step 9: [`WebhookAuth::resolve_client_ip`] then [`WebhookAuth::check_ip`];

@@ -1,4 +1,4 @@
-//! A buffer that connects after start-up (`config-formats.md` §2.8): when the backend cannot be
+//! A buffer that connects after start-up (`docs/reference/config-formats.md` §2.8): when the backend cannot be
 //! reached at start-up the relay starts anyway. Until the connection is made every operation
 //! fails with [`BufferError::Unavailable`] (ingest and streams answer `503`, `/readyz` too),
 //! except [`Buffer::ensure_channel`], which is remembered and replayed against the backend as

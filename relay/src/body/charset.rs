@@ -1,4 +1,4 @@
-//! Decoding a body to text by the `Content-Type` charset (`auth-methods.md` §8.1).
+//! Decoding a body to text by the `Content-Type` charset (`docs/reference/auth-methods.md` §8.1).
 
 /// The charsets that are honoured; any other is read as UTF-8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! Decoding and checking ingest bodies and headers (`auth-methods.md` §8.1, `http-api.md` §1.2
+//! Decoding and checking ingest bodies and headers (`docs/reference/auth-methods.md` §8.1, `docs/reference/http-api.md` §1.2
 //! steps 5, 15 and 16).
 
 pub mod budget;

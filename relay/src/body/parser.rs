@@ -1,6 +1,6 @@
 //! An iterative JSON parser: builds a `serde_json::Value` with an explicit stack, so nesting
 //! never recurses, and checks depth and string lengths (keys and values) while parsing
-//! (`auth-methods.md` §8.1).
+//! (`docs/reference/auth-methods.md` §8.1).
 //!
 //! Syntax errors win over limit errors (step 15 before step 16): once a limit is exceeded the
 //! parser stops building values but keeps validating the syntax to the end.

@@ -44,7 +44,7 @@ pub struct Channel {
 }
 
 /// The channel's valid tokens: the current one and, during a rotation's grace period, the
-/// previous one (`http-api.md` §5.4).
+/// previous one (`docs/reference/http-api.md` §5.4).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenState {
     /// Always valid.

@@ -1,4 +1,4 @@
-//! Environment variables of the relay (`config-formats.md` §2.7): `WEBHOOK_RELAY_<SECTION>__<KEY>`
+//! Environment variables of the relay (`docs/reference/config-formats.md` §2.7): `WEBHOOK_RELAY_<SECTION>__<KEY>`
 //! for any scalar key (strict: an unknown one is an error), and the original implementation's
 //! variables.
 

@@ -1,4 +1,4 @@
-//! The relay's own configuration file (`config-formats.md` §2): every key optional, unknown keys
+//! The relay's own configuration file (`docs/reference/config-formats.md` §2): every key optional, unknown keys
 //! are errors. Defaults live here, next to each field.
 
 use std::collections::BTreeMap;

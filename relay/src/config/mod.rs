@@ -1,4 +1,4 @@
-//! Loading and validating the relay's configuration (`config-formats.md` §1–§3).
+//! Loading and validating the relay's configuration (`docs/reference/config-formats.md` §1–§3).
 //!
 //! Pipeline: read the file (TOML or JSON) into a JSON value → `{$VAR}` substitution → the
 //! `WEBHOOK_RELAY_*` and original environment variables → flags actually passed → strict typed
@@ -24,7 +24,7 @@ use self::file::{ChannelEntry, RelayFile};
 use self::settings::{ChannelOverrides, ChannelSettings};
 
 /// Keys a webhook entry of our own format may hold besides the authentication keys
-/// (`config-formats.md` §2.5).
+/// (`docs/reference/config-formats.md` §2.5).
 const ENTRY_KEYS: &[&str] = &[
     "data_type",
     "credential_cleanup",

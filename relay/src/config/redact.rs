@@ -1,4 +1,4 @@
-//! The redacted view of a configuration (`print-config`, `config-formats.md` §1.2: secrets never
+//! The redacted view of a configuration (`print-config`, `docs/reference/config-formats.md` §1.2: secrets never
 //! appear in its output) and the test of whether a webhook entry holds a secret.
 //!
 //! Masking is fail-closed: typed sections hold their secrets in [`Secret`], whose `Serialize`

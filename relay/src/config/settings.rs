@@ -1,5 +1,5 @@
 //! Channel settings: the `[channel_defaults]` table, per-channel overrides, and the resolved
-//! values every channel runs with (`config-formats.md` §2.5).
+//! values every channel runs with (`docs/reference/config-formats.md` §2.5).
 
 use std::time::Duration;
 

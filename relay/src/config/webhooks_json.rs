@@ -1,4 +1,4 @@
-//! The original `webhooks.json` on the relay (`config-formats.md` §3): `webhook_connect` entries
+//! The original `webhooks.json` on the relay (`docs/reference/config-formats.md` §3): `webhook_connect` entries
 //! (directly or inside a chain) attach webhook ids to channels; everything else is skipped.
 //! Lenient where the original was: unknown keys are warnings.
 

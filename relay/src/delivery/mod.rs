@@ -1,4 +1,4 @@
-//! Delivery of buffered messages to connected connectors (`wire-protocol.md` C.2–C.5).
+//! Delivery of buffered messages to connected connectors (`docs/reference/wire-protocol.md` C.2–C.5).
 //!
 //! Each channel has one [`Hub`]. Transports register a [`Conn`] per WebSocket or SSE stream and
 //! per long-poll client; while at least one is registered, the hub's dispatcher leases messages

@@ -84,7 +84,7 @@ pub fn item_result(message_id: &str, outcome: &SettleOutcome) -> AckItemResult {
 
 /// Settles every id; distinct ids are settled concurrently so they can share one durable commit.
 /// Results come back in request order, and an id repeated in one request is processed once and
-/// reported for each occurrence (`wire-protocol.md` B.4).
+/// reported for each occurrence (`docs/reference/wire-protocol.md` B.4).
 pub async fn settle_ids(
     hub: &Hub,
     conn: &Conn,

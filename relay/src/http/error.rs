@@ -1,5 +1,5 @@
 //! The relay's one HTTP error type: `{"detail": "..."}` with the right status and headers, and
-//! fixed texts for 5xx so internals never leak (`http-api.md` §0).
+//! fixed texts for 5xx so internals never leak (`docs/reference/http-api.md` §0).
 
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -74,7 +74,7 @@ const MAX_REJECTION_TEXT: usize = 4096;
 /// The longest `detail` [`json_errors`] keeps from such a body.
 const MAX_DETAIL_CHARS: usize = 512;
 
-/// Gives every error answer the JSON shape of `http-api.md` §0, `{"detail": "<text>"}`: the
+/// Gives every error answer the JSON shape of `docs/reference/http-api.md` §0, `{"detail": "<text>"}`: the
 /// framework's own rejections (a path, query or body extractor that failed, a bad WebSocket
 /// upgrade, a body over the extractor's limit) and the empty `404`/`405` of nested routers
 /// answer in plain text or with no body at all. A 4xx keeps its text (or, when empty, the

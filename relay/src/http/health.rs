@@ -1,4 +1,4 @@
-//! `GET /healthz`, `GET /readyz` and the original's `GET /health` (`http-api.md` §2.1–2.3).
+//! `GET /healthz`, `GET /readyz` and the original's `GET /health` (`docs/reference/http-api.md` §2.1–2.3).
 
 use std::sync::Arc;
 

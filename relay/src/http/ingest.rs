@@ -1,4 +1,4 @@
-//! `POST /webhook/{webhook_id}` and `POST /webhook/{namespace}/{webhook_id}` (`http-api.md` §1).
+//! `POST /webhook/{webhook_id}` and `POST /webhook/{namespace}/{webhook_id}` (`docs/reference/http-api.md` §1).
 //!
 //! The checks run in the spec's order and stop at the first failure; a rejected request changes
 //! nothing. Checks that need no body (IP list, credentials in headers or the query, and
@@ -377,7 +377,7 @@ const BLOCKING_PAYLOAD_BYTES: usize = 64 * 1024;
 /// pool and the CPU with parsing.
 static PAYLOAD_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
-/// Counts and logs an authentication failure (`auth-methods.md` §1.4) and gives its answer.
+/// Counts and logs an authentication failure (`docs/reference/auth-methods.md` §1.4) and gives its answer.
 fn auth_failed(
     state: &AppState,
     webhook_id: &str,

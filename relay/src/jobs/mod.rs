@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::state::AppState;
 
-/// How long one buffer probe may take (`http-api.md` §2.2).
+/// How long one buffer probe may take (`docs/reference/http-api.md` §2.2).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Time between probes.
 const PROBE_INTERVAL: Duration = Duration::from_secs(2);

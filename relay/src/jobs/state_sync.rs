@@ -1,5 +1,5 @@
 //! Applies the state changes other relay instances made through the shared state store
-//! (`http-api.md` §7): rotated tokens (their old connections close as on the instance that
+//! (`docs/reference/http-api.md` §7): rotated tokens (their old connections close as on the instance that
 //! rotated), pause and resume, and admin-created channels created, changed or deleted. Only the
 //! Redis state store announces changes; with the file store there is nothing to follow.
 

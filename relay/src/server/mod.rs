@@ -1,6 +1,6 @@
 //! Serving a built relay: the main, admin and metrics listeners (plain or TLS, every connection
 //! admitted through [`crate::admission`], see [`listener`]), the background jobs, and graceful
-//! shutdown as `wire-protocol.md` C.5 rule 3 says: refuse new streams and
+//! shutdown as `docs/reference/wire-protocol.md` C.5 rule 3 says: refuse new streams and
 //! leases, wait up to `shutdown_grace_seconds` for outstanding acks, close every transport,
 //! keep unacked messages.
 

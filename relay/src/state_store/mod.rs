@@ -1,4 +1,4 @@
-//! The relay's persisted state (`config-formats.md` §2.3 `[state]`, `http-api.md` §4.2): token
+//! The relay's persisted state (`docs/reference/config-formats.md` §2.3 `[state]`, `docs/reference/http-api.md` §4.2): token
 //! hashes (and the hash of the configured token, to notice a changed configuration), rotations
 //! with their grace expiry, pause state and the definitions of admin-created channels. Admin
 //! changes survive restarts and are never reverted by the configuration. Tokens
@@ -6,7 +6,7 @@
 //!
 //! Two backends: [`file::FileStore`], one JSON document written atomically (one relay
 //! instance), and [`redis::RedisStore`], one Redis hash shared by every relay instance, whose
-//! changes are announced to the other instances (`http-api.md` §7).
+//! changes are announced to the other instances (`docs/reference/http-api.md` §7).
 
 pub mod file;
 pub mod redis;

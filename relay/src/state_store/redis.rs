@@ -1,5 +1,5 @@
 //! The shared state store: one Redis hash `{prefix}:state:channels` (field = channel name,
-//! value = the record as JSON) used by every relay instance (`http-api.md` §7).
+//! value = the record as JSON) used by every relay instance (`docs/reference/http-api.md` §7).
 //!
 //! Updates are compare-and-set: the record is read, changed in Rust, and written by a script
 //! only if nobody wrote it in between (else the change is re-applied to the new value). Each

@@ -1,4 +1,4 @@
-//! The buffer going away and coming back (`config-formats.md` §2.8, `DESIGN.md` delivery
+//! The buffer going away and coming back (`docs/reference/config-formats.md` §2.8, `docs/design.md` delivery
 //! semantics 1 and 3): a relay started while Redis is down starts anyway, answers `503` and
 //! connects once Redis is up; while Redis is down ingest answers `503` and stores nothing, and
 //! everything accepted before the outage is delivered after it. Each test runs its own

@@ -1,4 +1,4 @@
-//! Every error answer is `application/json` `{"detail": "<string>"}` (`http-api.md` §0),
+//! Every error answer is `application/json` `{"detail": "<string>"}` (`docs/reference/http-api.md` §0),
 //! including the answers the HTTP framework gives on its own: extractor rejections, a bad
 //! WebSocket upgrade, a body over an extractor's limit, wrong methods on nested routers.
 

@@ -1,4 +1,4 @@
-//! Several relay instances sharing one Redis (buffer and state store, `http-api.md` §7): admin
+//! Several relay instances sharing one Redis (buffer and state store, `docs/reference/http-api.md` §7): admin
 //! state lives in Redis, not in a file of one instance, and changes made through one instance
 //! take effect on the others.
 

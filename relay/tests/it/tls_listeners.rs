@@ -1,4 +1,4 @@
-//! TLS on the relay's listeners (`config-formats.md` §2.1): with a certificate and key
+//! TLS on the relay's listeners (`docs/reference/config-formats.md` §2.1): with a certificate and key
 //! configured, ingest, streams and the metrics listener speak HTTPS; plain HTTP gets no answer;
 //! a key that does not fit the certificate is a configuration error naming the key.
 

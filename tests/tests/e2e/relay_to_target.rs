@@ -326,7 +326,7 @@ async fn connector_stopped_mid_stream_and_restarted_loses_nothing() {
     );
 }
 
-/// `modules.md` §6 "Bounded by the lease": the connector extends the lease with `touch` while it
+/// `docs/reference/module-contract.md` §6 "Bounded by the lease": the connector extends the lease with `touch` while it
 /// retries, but once the relay will not extend it further (`max_lease_seconds`) no new attempt
 /// starts on that delivery. The relay delivers the message again, and that delivery does the
 /// work itself instead of taking over the first one's outcome.

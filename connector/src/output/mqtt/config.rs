@@ -1,4 +1,4 @@
-//! The `mqtt` settings (`modules.md` §3.13): the topic from `module-config` and the broker from
+//! The `mqtt` settings (`docs/reference/module-contract.md` §3.13): the topic from `module-config` and the broker from
 //! the `connections.json` entry, checked when the configuration is loaded. Nothing here depends
 //! on the protocol version.
 
@@ -88,7 +88,7 @@ pub(super) enum Version {
 /// Connection settings of one broker.
 #[derive(Debug, Clone)]
 pub(super) struct MqttServer {
-    /// The key of the shared client (`modules.md` §2.2 rule 3).
+    /// The key of the shared client (`docs/reference/module-contract.md` §2.2 rule 3).
     pub(super) key: String,
     pub(super) host: String,
     pub(super) port: u16,

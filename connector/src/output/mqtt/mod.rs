@@ -1,4 +1,4 @@
-//! `mqtt` (`modules.md` §3.13, R-93): publish to an MQTT broker, version 3.1.1 (the default)
+//! `mqtt` (`docs/reference/module-contract.md` §3.13, R-93): publish to an MQTT broker, version 3.1.1 (the default)
 //! or 5.0 (conn `mqtt_version: "5.0"`), over one persistent session per connection entry,
 //! shared by every instance that names it.
 //!
@@ -20,7 +20,7 @@
 //! - **Failures.** When the connection breaks, every waiting publish fails `Transient` and the
 //!   session is replaced on the next use, so no stale packet can be paired with a new waiter.
 //!   A refused `CONNECT` for bad credentials or authorisation is `Unavailable`.
-//! - **Outbound policy** (`modules.md` §2.3): every session starts by resolving `host` through
+//! - **Outbound policy** (`docs/reference/module-contract.md` §2.3): every session starts by resolving `host` through
 //!   [`admission::admit`](super::admission::admit); rumqttc then resolves the name again to open
 //!   the connection (the name is kept so that TLS verifies the certificate against it). rumqttc
 //!   never reconnects by itself here: a session ends with its connection, and the next one is

@@ -276,7 +276,7 @@ impl MqttClient {
         Ok(session)
     }
 
-    /// Publishes `body` and waits for what means success at `qos` (`modules.md` §3.13).
+    /// Publishes `body` and waits for what means success at `qos` (`docs/reference/module-contract.md` §3.13).
     pub(super) async fn publish(
         &self,
         topic: &str,

@@ -55,7 +55,7 @@ pub(super) fn step(event: Result<Event, ConnectionError>) -> Result<Step, Output
     })
 }
 
-/// `modules.md` §3.13: refused `CONNECT` for credentials or authorisation is `Unavailable`;
+/// `docs/reference/module-contract.md` §3.13: refused `CONNECT` for credentials or authorisation is `Unavailable`;
 /// network failures and timeouts are `Transient`.
 fn connection_error(e: &ConnectionError) -> OutputError {
     let text = format!("MQTT: {e}");

@@ -1,6 +1,6 @@
 //! MQTT 5.0 through rumqttc's `v5` client: the options of a connection, the event loop's events
 //! turned into the session's [`Step`]s, and the meaning of the MQTT 5 reason codes
-//! (`modules.md` §2.4; the tables are in the module documentation of `output::mqtt`).
+//! (`docs/reference/module-contract.md` §2.4; the tables are in the module documentation of `output::mqtt`).
 
 use std::time::Duration;
 
@@ -205,7 +205,7 @@ fn reason_name(code: u8) -> &'static str {
 }
 
 /// What a failure reason code (0x80 and above) in `PUBACK`, `PUBREC` or `PUBCOMP` means for the
-/// message (`modules.md` §2.4, §3.13).
+/// message (`docs/reference/module-contract.md` §2.4, §3.13).
 fn publish_refused(packet: &str, code: u8) -> OutputError {
     let text = format!(
         "MQTT 5: the broker refused the message: {packet} reason code 0x{code:02X} ({})",
@@ -221,7 +221,7 @@ fn publish_refused(packet: &str, code: u8) -> OutputError {
     }
 }
 
-/// What a refused `CONNECT` means (`modules.md` §3.13: credentials or authorisation are
+/// What a refused `CONNECT` means (`docs/reference/module-contract.md` §3.13: credentials or authorisation are
 /// `Unavailable`).
 fn connect_refused(code: ConnectReturnCode, text: String) -> OutputError {
     use ConnectReturnCode as C;
@@ -283,7 +283,7 @@ fn io_error_of(e: &ConnectionError) -> Option<&std::io::Error> {
     }
 }
 
-/// `modules.md` §3.13 for the errors that end a connection: refused `CONNECT` as
+/// `docs/reference/module-contract.md` §3.13 for the errors that end a connection: refused `CONNECT` as
 /// [`connect_refused`], a failed TLS handshake `Unavailable`, network failures and timeouts
 /// `Transient`.
 fn connection_error(e: &ConnectionError) -> OutputError {

@@ -1,4 +1,4 @@
-//! Channel routes of the admin API (`http-api.md` §5.1–§5.7, §5.9, §6.4).
+//! Channel routes of the admin API (`docs/reference/http-api.md` §5.1–§5.7, §5.9, §6.4).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Dead-letter routes of the admin API (`http-api.md` §5.8, §6.5): bounded, read-only listing
+//! Dead-letter routes of the admin API (`docs/reference/http-api.md` §5.8, §6.5): bounded, read-only listing
 //! with cursors, replay and purge per message or in bulk.
 
 use std::net::SocketAddr;

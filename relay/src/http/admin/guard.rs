@@ -1,4 +1,4 @@
-//! Admin authentication (`http-api.md` §4.1, R-47): token configured, header present, token
+//! Admin authentication (`docs/reference/http-api.md` §4.1, R-47): token configured, header present, token
 //! valid (constant time, on bytes), fewer than `max_failed_auth_per_minute` failures from the
 //! client IP in the last 60 s. Runs before anything else, including 404 and 422.
 

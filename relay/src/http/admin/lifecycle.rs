@@ -1,4 +1,4 @@
-//! Creating and deleting channels through the admin API (`http-api.md` §6.1, §6.3, R-55).
+//! Creating and deleting channels through the admin API (`docs/reference/http-api.md` §6.1, §6.3, R-55).
 //! Admin-created channels are persisted (definition, token hash) and rebuilt at start-up.
 
 use std::net::SocketAddr;

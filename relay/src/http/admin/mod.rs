@@ -1,4 +1,4 @@
-//! The admin API under `/admin/webhook-connect` (`http-api.md` §4–§6).
+//! The admin API under `/admin/webhook-connect` (`docs/reference/http-api.md` §4–§6).
 //!
 //! Every route but `GET /health` passes the admin guard first ([`guard`]): disabled unless a
 //! token is configured, constant-time comparison on bytes, and a per-IP limit on failures.

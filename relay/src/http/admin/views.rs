@@ -1,4 +1,4 @@
-//! JSON shapes of admin responses (`http-api.md` §4.3): channel summaries and details,
+//! JSON shapes of admin responses (`docs/reference/http-api.md` §4.3): channel summaries and details,
 //! `ChannelConfig`, `Connection` and `DeadLetter`. Tokens never appear.
 
 use base64::Engine;

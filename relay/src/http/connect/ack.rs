@@ -1,4 +1,4 @@
-//! `POST /connect/ack` (`wire-protocol.md` A.4, B.9): checks in the spec's order, so a caller
+//! `POST /connect/ack` (`docs/reference/wire-protocol.md` A.4, B.9): checks in the spec's order, so a caller
 //! without a valid token learns nothing about connections, and a caller outside the
 //! channel's `allowed_ips` learns nothing either.
 

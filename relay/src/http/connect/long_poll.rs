@@ -1,4 +1,4 @@
-//! `GET /connect/stream/{channel}/poll` (`wire-protocol.md` A.3, B.8, C.2.4).
+//! `GET /connect/stream/{channel}/poll` (`docs/reference/wire-protocol.md` A.3, B.8, C.2.4).
 //!
 //! Returned messages are leased, not removed: the session (and its poll client) stays valid for
 //! at least `ack_timeout` after the poll returns, so `POST /connect/ack` succeeds.

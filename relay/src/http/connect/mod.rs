@@ -1,4 +1,4 @@
-//! The streaming endpoints connectors use (`wire-protocol.md` A, `http-api.md` §3): WebSocket,
+//! The streaming endpoints connectors use (`docs/reference/wire-protocol.md` A, `docs/reference/http-api.md` §3): WebSocket,
 //! SSE, long-poll, `POST /connect/ack` and `GET /connect/status/{channel}`, with the shared
 //! channel-token and allow-list checks.
 
@@ -70,7 +70,7 @@ pub fn client_ip(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpA
     crate::auth::client_ip(peer.ip(), headers, &state.trusted_proxies)
 }
 
-/// Checks 1–4 of `wire-protocol.md` A.1.1: ready, token present, token valid for the channel
+/// Checks 1–4 of `docs/reference/wire-protocol.md` A.1.1: ready, token present, token valid for the channel
 /// (unknown channels fail the same way), client IP allowed.
 pub fn authorize_stream(
     state: &AppState,

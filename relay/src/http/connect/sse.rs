@@ -1,4 +1,4 @@
-//! `GET /connect/stream/{channel}/sse` (`wire-protocol.md` A.2, B.7, C.1).
+//! `GET /connect/stream/{channel}/sse` (`docs/reference/wire-protocol.md` A.2, B.7, C.1).
 //!
 //! `max_connections` is decided before the `200`; heartbeats are timer-driven whatever the
 //! traffic; the stream ends (with a v2 `close` event) when the relay closes the connection, and

@@ -1,4 +1,4 @@
-//! `GET /connect/status/{channel}` (`http-api.md` §3.5): the channel's real numbers, for a holder
+//! `GET /connect/status/{channel}` (`docs/reference/http-api.md` §3.5): the channel's real numbers, for a holder
 //! of its token; `connected` is true only while a connection is registered.
 
 use std::net::SocketAddr;

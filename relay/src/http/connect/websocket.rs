@@ -1,4 +1,4 @@
-//! `GET /connect/stream/{channel}` over WebSocket (`wire-protocol.md` A.1, B.3–B.6, C.1).
+//! `GET /connect/stream/{channel}` over WebSocket (`docs/reference/wire-protocol.md` A.1, B.3–B.6, C.1).
 //!
 //! One writer loop owns the socket's sink (deliveries, replies, timer-driven heartbeats, close);
 //! one reader task keeps reading at all times, so pings are answered and acks processed even

@@ -8,7 +8,7 @@
 //!   200 ms on a new connection.
 //!
 //! Rows: the legitimate webhooks answered 2xx (with p50/p99), `/readyz` answered 200, the share
-//! of attacking sockets the relay let go of, and the relay's peak RSS. Goals (DESIGN.md):
+//! of attacking sockets the relay let go of, and the relay's peak RSS. Goals (docs/design.md):
 //! ≥ 99.9 % 2xx with p99 ≤ 100 ms, `/readyz` green in every sample, ≥ 95 % of the idle and slow
 //! sockets let go, peak RSS ≤ 600 MB.
 
