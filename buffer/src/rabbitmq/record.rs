@@ -12,6 +12,7 @@ use std::time::Duration;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions};
 use lapin::{BasicProperties, Channel};
 use serde::{Deserialize, Serialize};
+use webhook_connect_protocol::backoff::Backoff;
 
 use super::link::{Link, not_found};
 use super::view::View;
@@ -158,7 +159,7 @@ pub(crate) async fn lock<T: for<'de> Deserialize<'de>>(
 ) -> Result<Option<Locked<T>>, BufferError> {
     let deadline = tokio::time::Instant::now() + wait;
     let chan = link.channel().await?;
-    let mut pause = Duration::from_millis(1);
+    let mut pause = Backoff::new(Duration::from_millis(1), Duration::from_millis(20), 2.0);
     loop {
         match link
             .bounded(chan.basic_get(queue, BasicGetOptions { no_ack: false }))
@@ -209,8 +210,7 @@ pub(crate) async fn lock<T: for<'de> Deserialize<'de>>(
                     link.recycle(chan).await;
                     return Err(BufferError::Timeout);
                 }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(20));
+                tokio::time::sleep(pause.next_delay()).await;
             }
         }
     }
