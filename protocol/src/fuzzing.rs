@@ -24,6 +24,41 @@ pub const TARGETS: &[&str] = &[
     "envelope_decode",
 ];
 
+/// Replays the checked-in corpus of `targets` (`fuzz_dir/corpus/<target>/*`) through `run`, the
+/// crate's [`run`]-like dispatcher, in file-name order. Each target must have its fuzz target
+/// source and a non-empty corpus. Panics (with the target and file) when a property breaks;
+/// returns how many inputs were replayed. Every crate's corpus replay test calls this.
+pub fn replay_corpus(
+    fuzz_dir: &std::path::Path,
+    targets: &[&str],
+    run: fn(&str, &[u8]) -> bool,
+) -> usize {
+    let mut replayed = 0;
+    for target in targets {
+        let source = fuzz_dir.join("fuzz_targets").join(format!("{target}.rs"));
+        assert!(source.is_file(), "{} is missing", source.display());
+        let corpus = fuzz_dir.join("corpus").join(target);
+        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&corpus)
+            .unwrap_or_else(|e| panic!("corpus {} unreadable: {e}", corpus.display()))
+            .map(|entry| {
+                entry
+                    .unwrap_or_else(|e| panic!("corpus {}: {e}", corpus.display()))
+                    .path()
+            })
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "corpus {} is empty", corpus.display());
+        for file in files {
+            let data = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            // Printed only when the test fails: the input that broke a property.
+            println!("{target}: {}", file.display());
+            assert!(run(target, &data), "no entry point for {target}");
+            replayed += 1;
+        }
+    }
+    replayed
+}
+
 /// Runs target `name` on `data`; `false` if this module has no such target.
 pub fn run(name: &str, data: &[u8]) -> bool {
     match name {
