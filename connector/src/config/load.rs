@@ -13,8 +13,9 @@ use webhook_connect_protocol::config_values::{Secret, substitute};
 use webhook_connect_protocol::names::validate_channel_name;
 
 use super::{
-    BodyMode, ChannelConfig, CompletionRecordConfig, ConnectorConfig, Flags, ForwardHeaders,
-    LogFormat, Protocol, ReconnectPolicy, TargetConfig, TlsConfig, TokenSource, VersionPreference,
+    BodyMode, ChannelConfig, CompletionRecordConfig, ConnectorConfig, DEFAULT_MAX_MESSAGE_SIZE,
+    Flags, ForwardHeaders, LogFormat, MAX_MESSAGE_SIZE, MIN_MESSAGE_SIZE, Protocol,
+    ReconnectPolicy, TargetConfig, TlsConfig, TokenSource, VersionPreference,
 };
 use crate::pipeline::config::{self as modules, ModuleModeConfig};
 use crate::settings::Problems;
@@ -67,6 +68,7 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("CONNECTOR_PROXY", "proxy"),
     ("CONNECTOR_HEALTH_LISTEN", "health_listen"),
     ("CONNECTOR_DRAIN_TIMEOUT", "drain_timeout"),
+    ("CONNECTOR_MAX_MESSAGE_SIZE", "max_message_size"),
     ("CONNECTOR_EXIT_ON_STALE_SECONDS", "exit_on_stale_seconds"),
     ("CONNECTOR_OUTBOUND_POLICY", "outbound_policy"),
 ];
@@ -440,6 +442,13 @@ fn validate(
         },
     };
     let drain_timeout = r.number_in(p, "drain_timeout", 30.0, |n| n >= 0.0, "≥ 0");
+    let max_message_size = r.integer_in(
+        p,
+        "max_message_size",
+        DEFAULT_MAX_MESSAGE_SIZE as i64,
+        MIN_MESSAGE_SIZE as i64,
+        MAX_MESSAGE_SIZE as i64,
+    ) as u64;
     let exit_on_stale = r.number(p, "exit_on_stale_seconds").and_then(|n| {
         if n > 0.0 {
             Some(secs(n))
@@ -600,6 +609,7 @@ fn validate(
         no_proxy,
         health_listen,
         drain_timeout: secs(drain_timeout),
+        max_message_size,
         exit_on_stale,
         completion_record,
         outbound_strict: strict,

@@ -25,6 +25,13 @@ pub use crate::tls::TlsConfig;
 pub use flags::Flags;
 pub use load::{ConfigError, load, load_from_value, load_printable};
 
+/// Default `max_message_size`: the relay's default, 10 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 10 * 1024 * 1024;
+/// Smallest `max_message_size` accepted: 1 KiB.
+pub const MIN_MESSAGE_SIZE: u64 = 1024;
+/// Largest `max_message_size` accepted: 1 GiB (a frame may then reach about 3 GiB).
+pub const MAX_MESSAGE_SIZE: u64 = 1024 * 1024 * 1024;
+
 /// Stream transport (`protocol`). `auto` tries WebSocket, then SSE, then long-poll (C.7 rule 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -302,6 +309,10 @@ pub struct ConnectorConfig {
     pub health_listen: Option<SocketAddr>,
     /// `drain_timeout` (default 30 s).
     pub drain_timeout: Duration,
+    /// `max_message_size` (default 10 MiB, the relay's default): the largest webhook body the
+    /// connector expects; it bounds what one frame, SSE event or long-poll response may hold
+    /// (see `stream::MessageLimit`).
+    pub max_message_size: u64,
     /// `exit_on_stale_seconds` (default none).
     pub exit_on_stale: Option<Duration>,
     /// `completion_record`.
@@ -332,6 +343,7 @@ impl ConnectorConfig {
             no_proxy: Vec::new(),
             health_listen: None,
             drain_timeout: Duration::from_secs(30),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             exit_on_stale: None,
             completion_record: CompletionRecordConfig::default(),
             outbound_strict: false,

@@ -10,10 +10,7 @@ use webhook_connect_protocol::poll::PollResponse;
 use webhook_connect_protocol::version::{CONNECTION_ID_HEADER, PROTOCOL_HEADER};
 use webhook_connect_protocol::{ProtocolVersion, WebhookMessage};
 
-use super::{
-    Ended, FRAMING_OVERHEAD_BYTES, Failure, MAX_FRAME_BYTES, SessionCtx, SessionEnd,
-    max_poll_response_bytes, status_failure,
-};
+use super::{Ended, Failure, MessageLimit, SessionCtx, SessionEnd, status_failure};
 use crate::ack::{AckSink, HttpAcker};
 
 /// Seconds the relay may hold each poll.
@@ -102,7 +99,7 @@ pub async fn run(ctx: &SessionCtx<'_>, auto: bool) -> SessionEnd {
                 mark_connected(ctx, &mut connected_at, version, session.as_deref());
             }
             200 => {
-                let body = match read_bounded(response, max).await {
+                let body = match read_bounded(response, max, ctx.limit()).await {
                     Ok(b) => b,
                     Err(why) => return ended(connected_at, why),
                 };
@@ -163,17 +160,20 @@ pub async fn run(ctx: &SessionCtx<'_>, auto: bool) -> SessionEnd {
     }
 }
 
-/// Reads a poll response of at most [`max_poll_response_bytes`]`(asked)` bytes: a declared
-/// `Content-Length` over the limit is refused before reading, a body that grows past it is
-/// dropped with the connection.
-async fn read_bounded(mut response: reqwest::Response, asked: usize) -> Result<Vec<u8>, Ended> {
-    let limit = max_poll_response_bytes(asked);
+/// Reads a poll response of at most [`MessageLimit::poll_response_bytes`]`(asked)` bytes: a
+/// declared `Content-Length` over the limit is refused before reading, a body that grows past it
+/// is dropped with the connection.
+async fn read_bounded(
+    mut response: reqwest::Response,
+    asked: usize,
+    message_limit: MessageLimit,
+) -> Result<Vec<u8>, Ended> {
+    let limit = message_limit.poll_response_bytes(asked);
     let too_large = |got: String| {
         Ended::TooLarge(format!(
             "long-poll response of {got} bytes is larger than {limit} bytes \
-             ({asked} × message limit {} MiB + {} KiB framing)",
-            MAX_FRAME_BYTES / (1024 * 1024),
-            FRAMING_OVERHEAD_BYTES / 1024
+             ({asked} messages asked, {}, plus framing)",
+            message_limit.describe()
         ))
     };
     if let Some(declared) = response.content_length()

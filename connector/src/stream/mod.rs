@@ -26,27 +26,57 @@ use crate::config::{ChannelConfig, ConnectorConfig, Protocol, VersionPreference}
 use crate::dispatch::Dispatcher;
 use crate::health::{ChannelState, ConnState};
 
-/// Largest server frame (one message in its wire form) accepted on every transport. A.5 asks
-/// connectors to accept `3 × max_message_size + 64 KiB`; the connector has no message-size
-/// setting of its own and uses 64 MiB, which covers the relay's default `max_message_size`
-/// (10 MiB) with room to spare.
-pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
-
 /// Framing allowed on top of the frames: SSE `event:` / `id:` lines and `data: ` prefixes, the
 /// long-poll response's envelope.
 pub const FRAMING_OVERHEAD_BYTES: usize = 64 * 1024;
 
-/// Most bytes one SSE event may buffer (one frame plus framing).
-pub const MAX_SSE_EVENT_BYTES: usize = MAX_FRAME_BYTES + FRAMING_OVERHEAD_BYTES;
+/// What one frame, SSE event or long-poll response may hold, derived from the configured
+/// `max_message_size` (docs/reference/wire-protocol.md A.5: connectors accept server frames up to
+/// `3 × max_message_size + 64 KiB`, since a v2 frame carries the body twice and base64 or JSON
+/// escaping grows it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageLimit {
+    max_message_size: usize,
+}
 
-/// Most bytes of one long-poll response asking for `messages` messages: that many frames plus
-/// framing. This is the memory those messages may take once held anyway; with
-/// `max_concurrent_requests = 1` it is one frame.
-pub fn max_poll_response_bytes(messages: usize) -> usize {
-    messages
-        .max(1)
-        .saturating_mul(MAX_FRAME_BYTES)
-        .saturating_add(FRAMING_OVERHEAD_BYTES)
+impl MessageLimit {
+    /// The limits for bodies of at most `max_message_size` bytes.
+    pub fn new(max_message_size: u64) -> Self {
+        MessageLimit {
+            max_message_size: usize::try_from(max_message_size).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// Largest server frame (one message in its wire form), on every transport.
+    pub fn frame_bytes(self) -> usize {
+        self.max_message_size
+            .saturating_mul(3)
+            .saturating_add(FRAMING_OVERHEAD_BYTES)
+    }
+
+    /// Most bytes one SSE event may buffer (one frame plus framing).
+    pub fn sse_event_bytes(self) -> usize {
+        self.frame_bytes().saturating_add(FRAMING_OVERHEAD_BYTES)
+    }
+
+    /// Most bytes of one long-poll response asking for `messages` messages: that many frames
+    /// plus framing. This is the memory those messages may take once held anyway.
+    pub fn poll_response_bytes(self, messages: usize) -> usize {
+        messages
+            .max(1)
+            .saturating_mul(self.frame_bytes())
+            .saturating_add(FRAMING_OVERHEAD_BYTES)
+    }
+
+    /// How a violation names the limit in its log line.
+    pub fn describe(self) -> String {
+        format!(
+            "frame limit {} bytes = 3 × max_message_size {} + {} KiB",
+            self.frame_bytes(),
+            self.max_message_size,
+            FRAMING_OVERHEAD_BYTES / 1024
+        )
+    }
 }
 
 /// What every session of the process shares.
@@ -169,6 +199,11 @@ impl SessionCtx<'_> {
             self.shared.config.cloud_url,
             encode_segment(&self.channel.channel)
         )
+    }
+
+    /// The size limits of what the relay sends, from `max_message_size`.
+    pub fn limit(&self) -> MessageLimit {
+        MessageLimit::new(self.shared.config.max_message_size)
     }
 
     /// True when v2 is asked for.

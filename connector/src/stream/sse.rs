@@ -11,10 +11,7 @@ use webhook_connect_protocol::sse::{SseDecoder, SseEvent, SseTooLarge};
 use webhook_connect_protocol::version::PROTOCOL_HEADER;
 use webhook_connect_protocol::{ProtocolVersion, ServerFrame};
 
-use super::{
-    Ended, FRAMING_OVERHEAD_BYTES, Failure, MAX_FRAME_BYTES, MAX_SSE_EVENT_BYTES, SessionCtx,
-    SessionEnd, maybe, status_failure,
-};
+use super::{Ended, Failure, MessageLimit, SessionCtx, SessionEnd, maybe, status_failure};
 use crate::ack::Decision;
 use crate::ack::{AckSink, HttpAcker};
 
@@ -53,7 +50,8 @@ pub async fn run(ctx: &SessionCtx<'_>) -> SessionEnd {
     let mut body = response.bytes_stream();
     // One event carries one frame: bounded by the message limit plus framing, so a relay that
     // never ends an event cannot make the connector buffer without limit.
-    let mut decoder = SseDecoder::with_limits(MAX_SSE_EVENT_BYTES, MAX_SSE_EVENT_BYTES);
+    let limit = ctx.limit();
+    let mut decoder = SseDecoder::with_limits(limit.sse_event_bytes(), limit.sse_event_bytes());
     let mut events: Vec<SseEvent> = Vec::new();
     let mut pending = std::collections::VecDeque::new();
 
@@ -71,7 +69,7 @@ pub async fn run(ctx: &SessionCtx<'_>) -> SessionEnd {
             match body.next().await {
                 Some(Ok(chunk)) => {
                     if let Err(e) = decoder.feed(&chunk, &mut events) {
-                        return Err(Failure::TooLarge(limit_text(&e)));
+                        return Err(Failure::TooLarge(limit_text(&e, limit)));
                     }
                     pending.extend(events.drain(..));
                 }
@@ -163,7 +161,7 @@ pub async fn run(ctx: &SessionCtx<'_>) -> SessionEnd {
                 match chunk {
                     Some(Ok(bytes)) => {
                         if let Err(e) = decoder.feed(&bytes, &mut events) {
-                            return SessionEnd::Ended { lasted: connected_at.elapsed(), why: Ended::TooLarge(limit_text(&e)) };
+                            return SessionEnd::Ended { lasted: connected_at.elapsed(), why: Ended::TooLarge(limit_text(&e, limit)) };
                         }
                         pending.extend(events.drain(..));
                     }
@@ -198,10 +196,6 @@ pub async fn run(ctx: &SessionCtx<'_>) -> SessionEnd {
 }
 
 /// The decoder's error with the limit it enforces spelled out.
-fn limit_text(e: &SseTooLarge) -> String {
-    format!(
-        "{e} (message limit {} MiB + {} KiB framing)",
-        MAX_FRAME_BYTES / (1024 * 1024),
-        FRAMING_OVERHEAD_BYTES / 1024
-    )
+fn limit_text(e: &SseTooLarge, limit: MessageLimit) -> String {
+    format!("{e} ({}, plus framing)", limit.describe())
 }

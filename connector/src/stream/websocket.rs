@@ -16,9 +16,7 @@ use webhook_connect_protocol::frames::{AckStatus, Connected};
 use webhook_connect_protocol::version::PROTOCOL_HEADER;
 use webhook_connect_protocol::{ClientFrame, CloseReason, ProtocolVersion, ServerFrame, Timestamp};
 
-use super::{
-    Ended, Failure, MAX_FRAME_BYTES, SessionCtx, SessionEnd, maybe, proxy, status_failure,
-};
+use super::{Ended, Failure, SessionCtx, SessionEnd, maybe, proxy, status_failure};
 use crate::ack::AckSink;
 use crate::ack::Decision;
 
@@ -65,9 +63,10 @@ async fn connect(ctx: &SessionCtx<'_>) -> Result<(Ws, ProtocolVersion), Failure>
         .into_client_request()
         .map_err(|e| Failure::Other(format!("invalid relay URL: {e}")))?;
     request.headers_mut().extend(ctx.stream_headers());
+    let frame_bytes = ctx.limit().frame_bytes();
     let ws_config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_FRAME_BYTES))
-        .max_frame_size(Some(MAX_FRAME_BYTES));
+        .max_message_size(Some(frame_bytes))
+        .max_frame_size(Some(frame_bytes));
     let Some((host, port, secure)) = host_port(&url) else {
         return Err(Failure::Other("invalid relay URL".into()));
     };

@@ -344,3 +344,27 @@ fn yaml_files_are_accepted_like_the_original() {
     assert_eq!(c.channels[0].token.read().unwrap().expose(), "abc");
     assert!(!c.channels[0].default_target.as_ref().unwrap().retry.enabled);
 }
+
+#[test]
+fn max_message_size_defaults_to_the_relays_and_is_range_checked_r88() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "connector.json", BASIC);
+    let flags = Flags {
+        config: Some(path),
+        ..Flags::default()
+    };
+    let (c, _) = load_with_env(&flags, &env(&[])).unwrap();
+    assert_eq!(c.max_message_size, 10 * 1024 * 1024);
+    let (c, _) = load_with_env(&flags, &env(&[("CONNECTOR_MAX_MESSAGE_SIZE", "2097152")])).unwrap();
+    assert_eq!(c.max_message_size, 2 * 1024 * 1024);
+    for bad in ["512", "0", "2000000000", "big"] {
+        let err = load_with_env(&flags, &env(&[("CONNECTOR_MAX_MESSAGE_SIZE", bad)]))
+            .err()
+            .unwrap_or_else(|| panic!("max_message_size {bad} was accepted"))
+            .to_string();
+        assert!(
+            err.contains("CONNECTOR_MAX_MESSAGE_SIZE") && err.contains("max_message_size"),
+            "{bad}: {err}"
+        );
+    }
+}

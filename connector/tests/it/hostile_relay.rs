@@ -1,8 +1,9 @@
 //! A hostile relay on a real socket (issue 17, item 5): one SSE event that never ends, and
-//! long-poll responses larger than the message limit. The connector drops that connection once
-//! the event passes 64 MiB + 64 KiB framing, or the poll response passes 64 MiB per message
-//! asked for + 64 KiB, counts it as `reconnects_total{reason="too_large"}`, reconnects, and a
-//! normal stream then works.
+//! long-poll responses larger than the message limit. With `max_message_size` set to 4 MiB, one
+//! frame may hold 3 × 4 MiB + 64 KiB (docs/reference/wire-protocol.md A.5); the connector drops
+//! the connection once the event passes a frame + 64 KiB framing, or the poll response passes a
+//! frame per message asked for + 64 KiB, counts it as `reconnects_total{reason="too_large"}`,
+//! reconnects, and a normal stream then works.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,15 +18,17 @@ use crate::support::{
     start_sse, webhook_frame,
 };
 
-/// The connector's message limit (one frame).
-const FRAME: u64 = 64 * 1024 * 1024;
+/// The connector's `max_message_size` in these tests.
+const MAX_MESSAGE_SIZE: u64 = 4 * 1024 * 1024;
+/// Its frame limit: 3 × `max_message_size` + 64 KiB.
+const FRAME: u64 = 3 * MAX_MESSAGE_SIZE + 64 * 1024;
 /// Its limit for one SSE event, and a poll's on top of its frames: 64 KiB of framing.
 const LIMIT: u64 = FRAME + 64 * 1024;
 /// What the kernel may hold in socket buffers between the two ends when the connector lets go.
 const SOCKET_SLACK: u64 = 32 * 1024 * 1024;
-/// The fake stops writing here, so a connector without the bound fails the test rather than
-/// the machine.
-const CAP: u64 = 4 * LIMIT;
+/// The fake stops writing here, well past every bound asserted below (the poll asks for two
+/// frames), so a connector without the bound fails the test rather than the machine.
+const CAP: u64 = 2 * (2 * LIMIT + SOCKET_SLACK);
 const LONG: Duration = Duration::from_secs(60);
 
 fn too_large_count(handle: &webhook_connector::ConnectorHandle) -> u64 {
@@ -100,6 +103,7 @@ async fn sse_event_larger_than_the_message_limit_drops_the_connection_and_reconn
     .await;
     let mut config = connector_config(peer.addr, &target.url("/hook"));
     config.channels[0].protocol = Protocol::Sse;
+    config.max_message_size = MAX_MESSAGE_SIZE;
     let shutdown = CancellationToken::new();
     let handle = webhook_connector::start(config, shutdown.clone())
         .await
@@ -203,6 +207,7 @@ async fn long_poll_response_larger_than_the_message_limit_is_dropped_and_polling
     let mut config = connector_config(peer.addr, &target.url("/hook"));
     config.channels[0].protocol = Protocol::LongPoll;
     config.channels[0].max_concurrent_requests = 1;
+    config.max_message_size = MAX_MESSAGE_SIZE;
     let shutdown = CancellationToken::new();
     let handle = webhook_connector::start(config, shutdown.clone())
         .await
