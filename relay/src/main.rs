@@ -375,7 +375,8 @@ fn serve(config: RelayConfig) -> ExitCode {
     };
     runtime.block_on(async move {
         let listen = config.file.server.listen.clone();
-        let listener = match tokio::net::TcpListener::bind(&listen).await {
+        let backlog = config.file.server.listen_backlog as u32;
+        let listener = match webhook_relay::startup::bind_listener(&listen, backlog).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(%listen, error = %e, "Cannot listen");

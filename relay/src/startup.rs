@@ -18,6 +18,8 @@ use crate::config::{BackendKind, RelayConfig};
 use crate::delivery::HubOptions;
 use crate::lifecycle::{add_channel, auth_options, restore_admin_channels};
 use crate::metrics::Metrics;
+/// Opens a listener with the configured accept queue (`server.listen_backlog`).
+pub use crate::server::bind::bind as bind_listener;
 use crate::server::serve;
 pub use crate::start_error::StartError;
 use crate::state::AppState;

@@ -56,6 +56,10 @@ pub struct ServerSection {
     /// previous response (so also the keep-alive idle timeout).
     #[serde(deserialize_with = "lenient::u64")]
     pub header_read_timeout_seconds: u64,
+    /// 1–65 535: the accept queue asked of the kernel for each listener (capped by
+    /// `net.core.somaxconn`).
+    #[serde(deserialize_with = "lenient::u64")]
+    pub listen_backlog: u64,
     /// 1–1000.
     #[serde(deserialize_with = "lenient::u64")]
     pub max_header_count: u64,
@@ -89,6 +93,7 @@ impl Default for ServerSection {
             max_body_bytes: 10_485_760,
             body_read_timeout_seconds: 30,
             header_read_timeout_seconds: 10,
+            listen_backlog: 4096,
             max_header_count: 100,
             max_header_bytes: 8192,
             max_json_depth: 50,

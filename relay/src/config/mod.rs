@@ -593,6 +593,14 @@ fn validate_sections(f: &RelayFile, label: &str, errors: &mut Vec<String>) {
     range(
         errors,
         label,
+        "server.listen_backlog",
+        s.listen_backlog,
+        1,
+        65_535,
+    );
+    range(
+        errors,
+        label,
         "server.max_header_count",
         s.max_header_count,
         1,

@@ -109,6 +109,34 @@ fn unknown_relay_env_variables_are_errors_r116() {
 }
 
 #[test]
+fn listen_backlog_defaults_to_4096_and_is_range_checked() {
+    let dir = TempDir::new("backlog");
+    let path = dir.write("relay.toml", "[server]\nlisten_backlog = 512\n");
+    assert_eq!(
+        load_with(Some(path), &[])
+            .unwrap()
+            .file
+            .server
+            .listen_backlog,
+        512
+    );
+    let path = dir.write("default.toml", "[server]\n");
+    assert_eq!(
+        load_with(Some(path), &[])
+            .unwrap()
+            .file
+            .server
+            .listen_backlog,
+        4096
+    );
+    let path = dir.write("bad.toml", "[server]\nlisten_backlog = 70000\n");
+    assert_eq!(
+        load_with(Some(path), &[]).unwrap_err().errors,
+        vec!["bad.toml: server.listen_backlog: must be between 1 and 65535, got 70000"]
+    );
+}
+
+#[test]
 fn range_errors_name_the_path() {
     let dir = TempDir::new("range");
     let path = dir.write(

@@ -4,6 +4,7 @@
 //! leases, wait up to `shutdown_grace_seconds` for outstanding acks, close every transport,
 //! keep unacked messages.
 
+pub(crate) mod bind;
 mod listener;
 
 use std::sync::Arc;
@@ -60,7 +61,7 @@ pub async fn serve(
         (&state.config.file.metrics.listen, "Metrics", metrics_router),
     ] {
         if !addr.is_empty() {
-            let side = TcpListener::bind(addr).await?;
+            let side = bind::bind(addr, server.listen_backlog as u32).await?;
             tracing::info!(addr = %side.local_addr()?, tls = tls.is_some(), "{what} listening");
             listeners.push((side, app(state.clone())));
         }
