@@ -1,0 +1,27 @@
+# connector-graceful-stop: see README.md. Sourced by scenarios/lib/scenario.sh.
+BACKENDS="embedded redis rabbitmq"
+TIME_LIMIT=240
+
+steps() {
+  use_backend || return
+  local rp tp in_flight
+  rp=$(free_port) tp=$(free_port)
+  export TARGET_URL="http://127.0.0.1:$tp/hook"
+  start_target target "$tp" --delay-ms 1500 || return
+  start_relay relay "$HERE/relay.toml" "$rp" || return
+  start_connector connector "$HERE/connector.json" "$rp"
+  wait_until "connector connected" 30 connected "$rp" orders || return
+  send_bg w 300 50 "http://127.0.0.1:$rp/webhook/orders"
+  sleep 4
+  say "SIGTERM to the connector (deliveries in flight: $(channel_stat "$rp" orders messages_in_flight))"
+  stop_proc connector TERM 40
+  check "connector exit status 0 after SIGTERM (got $LAST_STATUS)" [ "$LAST_STATUS" = 0 ]
+  sleep 1
+  in_flight=$(channel_stat "$rp" orders messages_in_flight)
+  note "in flight at the relay 1 s after the connector exited: $in_flight"
+  check "nothing in flight at the relay after the graceful stop (got $in_flight)" [ "$in_flight" = 0 ]
+  target_set "$tp" '{"delay_ms": 0}'
+  start_connector connector "$HERE/connector.json" "$rp"
+  send_wait w
+  wait_delivered 120 "$rp" orders
+}

@@ -1,0 +1,29 @@
+# connector-offline: see README.md. Sourced by scenarios/lib/scenario.sh.
+BACKENDS="embedded redis rabbitmq"
+TIME_LIMIT=300
+
+steps() {
+  use_backend || return
+  local rp tp
+  rp=$(free_port) tp=$(free_port)
+  export TARGET_URL="http://127.0.0.1:$tp/hook"
+  start_target target "$tp" --delay-ms 10 || return
+  start_relay relay "$HERE/relay.toml" "$rp" || return
+  start_connector connector "$HERE/connector.json" "$rp"
+  wait_until "connector connected" 30 connected "$rp" orders || return
+  send_bg w 2500 50 "http://127.0.0.1:$rp/webhook/orders"
+  sleep 5
+  say "connector frozen (SIGSTOP) for 25 s"
+  kill -STOP "${PIDS[connector]}"
+  sleep 22
+  check "the relay evicted the silent connection" bash -c "! curl -fs -H 'Authorization: Bearer $CHANNEL_TOKEN' http://127.0.0.1:$rp/connect/status/orders | grep -q '\"connected\":true'"
+  check "no lease left on the silent connection" [ "$(channel_stat "$rp" orders messages_in_flight)" = 0 ]
+  note "queued while the connector was away: $(channel_stat "$rp" orders messages_queued), in flight: 0"
+  sleep 3
+  kill -CONT "${PIDS[connector]}"
+  say "connector continues (SIGCONT)"
+  wait_until "connector reconnected" 60 connected "$rp" orders
+  send_wait w
+  ALLOWED_DUPLICATES=50
+  wait_delivered 120 "$rp" orders
+}

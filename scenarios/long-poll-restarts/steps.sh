@@ -1,0 +1,30 @@
+# long-poll-restarts: see README.md. Sourced by scenarios/lib/scenario.sh.
+BACKENDS="embedded redis rabbitmq"
+TIME_LIMIT=300
+
+steps() {
+  use_backend || return
+  local rp tp i
+  rp=$(free_port) tp=$(free_port)
+  export TARGET_URL="http://127.0.0.1:$tp/hook"
+  start_target target "$tp" --delay-ms 10 || return
+  start_relay relay "$HERE/relay.toml" "$rp" || return
+  start_connector connector "$HERE/connector.json" "$rp"
+  wait_until "connector polling" 30 connected "$rp" orders || return
+  send_bg w 3000 100 "http://127.0.0.1:$rp/webhook/orders"
+  for i in 1 2 3 4; do
+    sleep 5
+    if [ $((i % 2)) = 1 ]; then
+      say "SIGTERM to the long-poll connector"
+      stop_proc connector TERM 20
+      check "connector exit status 0 after SIGTERM (got $LAST_STATUS)" [ "$LAST_STATUS" = 0 ]
+    else
+      say "kill -9 of the long-poll connector"
+      kill9 connector
+    fi
+    start_connector connector "$HERE/connector.json" "$rp"
+  done
+  send_wait w
+  ALLOWED_DUPLICATES=100
+  wait_delivered 120 "$rp" orders
+}

@@ -1,0 +1,27 @@
+# relay-kill9: see README.md. Sourced by scenarios/lib/scenario.sh.
+BACKENDS="embedded redis rabbitmq"
+TIME_LIMIT=300
+KILLS=2
+
+steps() {
+  use_backend || return
+  local rp tp
+  rp=$(free_port) tp=$(free_port)
+  export TARGET_URL="http://127.0.0.1:$tp/hook"
+  start_target target "$tp" --delay-ms 5 || return
+  start_relay relay "$HERE/relay.toml" "$rp" || return
+  start_connector connector "$HERE/connector.json" "$rp"
+  wait_until "connector connected" 30 connected "$rp" orders || return
+  send_bg w 4000 200 "http://127.0.0.1:$rp/webhook/orders"
+  sleep 5
+  for _ in $(seq 1 $KILLS); do
+    say "kill -9 of the relay (accepted so far: $(wc -l <"$WORK/accepted"))"
+    kill9 relay
+    sleep 1
+    start_relay relay "$HERE/relay.toml" "$rp" || return
+    sleep 6
+  done
+  send_wait w
+  ALLOWED_DUPLICATES=$((KILLS * 50))
+  wait_delivered 120 "$rp" orders
+}

@@ -1,0 +1,25 @@
+# target-outage: see README.md. Sourced by scenarios/lib/scenario.sh.
+BACKENDS="embedded redis rabbitmq"
+TIME_LIMIT=300
+
+steps() {
+  use_backend || return
+  local rp tp dead
+  rp=$(free_port) tp=$(free_port)
+  export TARGET_URL="http://127.0.0.1:$tp/hook"
+  start_target target "$tp" || return
+  start_relay relay "$HERE/relay.toml" "$rp" || return
+  start_connector connector "$HERE/connector.json" "$rp"
+  wait_until "connector connected" 30 connected "$rp" orders || return
+  send_bg w 2000 50 "http://127.0.0.1:$rp/webhook/orders"
+  sleep 3
+  say "target answers 503 for 30 s"
+  target_set "$tp" '{"status": 503}'
+  sleep 30
+  target_set "$tp" '{"status": 200}'
+  say "target answers 200 again"
+  send_wait w
+  wait_delivered 120 "$rp" orders
+  dead=$(channel_stat "$rp" orders dead_letters_queued)
+  check "no dead letters (got $dead)" [ "$dead" = 0 ]
+}

@@ -1,0 +1,44 @@
+# token-rotation: see README.md. Sourced by scenarios/lib/scenario.sh.
+BACKENDS="embedded redis rabbitmq"
+TIME_LIMIT=240
+
+status_code() { # relay port, token
+  curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $2" \
+    "http://127.0.0.1:$1/connect/status/orders"
+}
+connection_ids() { # relay port
+  admin "$1" GET /channels/orders \
+    | python3 -c 'import json,sys; print(" ".join(sorted(c["connection_id"] for c in json.load(sys.stdin)["connected_clients"])))'
+}
+
+steps() {
+  use_backend || return
+  local rp tp new before after
+  rp=$(free_port) tp=$(free_port)
+  export TARGET_URL="http://127.0.0.1:$tp/hook" TOKEN_FILE="$WORK/channel-token"
+  echo "$CHANNEL_TOKEN" >"$TOKEN_FILE"
+  start_target target "$tp" --delay-ms 5 || return
+  start_relay relay "$HERE/relay.toml" "$rp" || return
+  start_connector connector "$HERE/connector.json" "$rp"
+  wait_until "connector connected" 30 connected "$rp" orders || return
+  send_bg w 2500 100 "http://127.0.0.1:$rp/webhook/orders"
+  sleep 5
+  before=$(connection_ids "$rp")
+  new=$(admin "$rp" POST /channels/orders/rotate-token '{"grace_period_seconds": 8}' \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["new_token"])') \
+    || { fail "rotate-token failed"; return; }
+  echo "$new" >"$TOKEN_FILE.tmp" && mv "$TOKEN_FILE.tmp" "$TOKEN_FILE"
+  say "token rotated with 8 s of grace; the new token is in the connector's token_file"
+  check "old token works during the grace period" [ "$(status_code "$rp" "$CHANNEL_TOKEN")" = 200 ]
+  check "new token works" [ "$(status_code "$rp" "$new")" = 200 ]
+  check "a wrong token is refused" [ "$(status_code "$rp" "wrong-$new")" = 401 ]
+  sleep 10
+  check "old token refused after the grace period" [ "$(status_code "$rp" "$CHANNEL_TOKEN")" = 401 ]
+  CHANNEL_TOKEN=$new wait_until "connector reconnected with the new token" 30 connected "$rp" orders "$new"
+  after=$(connection_ids "$rp")
+  note "connections before the rotation: $before; after the grace period: $after"
+  check "the connector moved to a new connection" test -n "$after" -a "$before" != "$after"
+  send_wait w
+  ALLOWED_DUPLICATES=50
+  CHANNEL_TOKEN=$new wait_delivered 120 "$rp" orders
+}
