@@ -16,7 +16,7 @@ kill_broker() {
 }
 
 steps() {
-  local rp tp bp dp url codes
+  local rp tp bp dp url codes back
   rp=$(free_port) tp=$(free_port) bp=$(free_port) dp=$(free_port)
   start_broker || { fail "cannot start a private $BACKEND broker"; return; }
   case "$BACKEND" in
@@ -29,7 +29,7 @@ steps() {
   start_relay relay "$HERE/relay.toml" "$rp" || return
   start_connector connector "$HERE/connector.json" "$rp"
   wait_until "connector connected" 30 connected "$rp" orders || return
-  send_bg w 3000 150 "http://127.0.0.1:$rp/webhook/orders" -- --concurrency 8
+  send_bg before 1500 150 "http://127.0.0.1:$rp/webhook/orders" -- --concurrency 8
   sleep 5
   say "kill -9 of the private $BACKEND broker"
   kill_broker
@@ -41,8 +41,14 @@ steps() {
     python3 -c "import json,sys; c=json.load(open('$WORK/stats-probe.json'))['codes']; sys.exit(0 if set(c) == {'503'} else 1)"
   sleep 6
   say "starting the broker again"
+  back=$SECONDS
   start_broker || { fail "the private $BACKEND broker did not come back"; return; }
-  send_wait w
+  wait_until "relay ready again after the broker restart" 90 curl -fs "http://127.0.0.1:$rp/readyz" || return
+  note "relay ready again $((SECONDS - back)) s after the broker was started again"
+  send_wait before
+  send after 500 100 "http://127.0.0.1:$rp/webhook/orders"
+  check "every webhook sent after the recovery accepted" \
+    python3 -c "import json,sys; c=json.load(open('$WORK/stats-after.json'))['codes']; sys.exit(0 if c == {'200': 500} else 1)"
   ALLOWED_DUPLICATES=50
   wait_delivered 180 "$rp" orders
 }

@@ -115,7 +115,7 @@ redis_forget() { # redis URL
 
 # A vhost of our own on the shared RabbitMQ, deleted at the end: through the management API when
 # WC_SCEN_RABBITMQ_API (http://user:password@host:15672) is set, else with rabbitmqctl on this host.
-rabbitmq_vhost() { # prints the amqp URL
+rabbitmq_vhost() { # sets RABBITMQ_VHOST_URL (not in a subshell: the cleanup must be registered here)
   local vhost="wcscen-$RUN_ID" api=${WC_SCEN_RABBITMQ_API:-}
   if [ -n "$api" ]; then
     curl -fs -X PUT "$api/api/vhosts/$vhost" >/dev/null \
@@ -129,7 +129,7 @@ rabbitmq_vhost() { # prints the amqp URL
       || return 1
     CLEANUPS+=("rabbitmqctl -q delete_vhost '$vhost'")
   fi
-  echo "$RABBITMQ_BASE/$vhost"
+  RABBITMQ_VHOST_URL="$RABBITMQ_BASE/$vhost"
 }
 
 # Exports the WEBHOOK_RELAY_* variables that put the relay's buffer (and state) on $BACKEND,
@@ -147,8 +147,8 @@ use_backend() { # [broker url]
       if [ -n "${1:-}" ]; then
         export WEBHOOK_RELAY_BUFFER__RABBITMQ__URL=$1
       else
-        WEBHOOK_RELAY_BUFFER__RABBITMQ__URL=$(rabbitmq_vhost) || { fail "cannot create a RabbitMQ vhost"; return 1; }
-        export WEBHOOK_RELAY_BUFFER__RABBITMQ__URL
+        rabbitmq_vhost || { fail "cannot create a RabbitMQ vhost"; return 1; }
+        export WEBHOOK_RELAY_BUFFER__RABBITMQ__URL=$RABBITMQ_VHOST_URL
       fi ;;
     *) fail "unknown backend $BACKEND"; return 1 ;;
   esac
@@ -256,7 +256,7 @@ finish() {
   {
     echo "sent=$(get sent) accepted=$(get accepted) delivered=$(get delivered) lost=$(get lost) duplicated=$(get duplicated)"
     echo "$verdict"
-    printf '%s\n' "${FAILURES[@]}"
+    [ ${#FAILURES[@]} -eq 0 ] || printf '%s\n' "${FAILURES[@]}"
   } >"$WORK/result"
 }
 

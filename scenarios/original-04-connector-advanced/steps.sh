@@ -100,7 +100,8 @@ work, pg, table, redis, queue = sys.argv[1:]
 sent = {l.strip() for l in open(os.path.join(work, "accepted")) if l.startswith("m-")}
 files = set()
 for name in os.listdir(os.path.join(work, "modules", "files")):
-    files.add(json.load(open(os.path.join(work, "modules", "files", name)))["payload"]["sid"])
+    doc = json.load(open(os.path.join(work, "modules", "files", name)))
+    files.add(doc.get("sid") or doc.get("payload", {}).get("sid"))
 rows = set(subprocess.run(["psql", pg, "-Atc", f"SELECT payload->>'sid' FROM \"{table}\""],
                           capture_output=True, text=True).stdout.split())
 jobs = subprocess.run(["redis-cli", "-u", redis, "lrange", queue, "0", "-1"],
@@ -113,4 +114,5 @@ with open(os.path.join(work, "arrivals-modules.log"), "a") as out:
     for sid in sorted(sent & files & rows & rq):
         out.write(f"{sid} 200 module-webhook - 1\n")
 PY
+  [ $? = 0 ] || fail "module mode: reading back the outputs failed"
 }
