@@ -1,0 +1,30 @@
+#!/usr/bin/env python3
+"""Turns the RESULT lines of a scenarios/run.sh output into the Markdown table of
+docs/reliability.md (one row per scenario, one column group per backend):
+
+  scenarios/run.sh 2>&1 | tee run.log
+  python3 scenarios/lib/table.py run.log
+"""
+import re
+import sys
+
+BACKENDS = ["embedded", "redis", "rabbitmq"]
+rows = {}
+for line in open(sys.argv[1], encoding="utf-8"):
+    if not line.startswith("RESULT "):
+        continue
+    f = dict(re.findall(r"(\w+)=(\S+)", line))
+    rows.setdefault(f["scenario"], {})[f["backend"]] = f
+
+print("| scenario | " + " | ".join(BACKENDS) + " |")
+print("|---|" + "---|" * len(BACKENDS))
+for name in sorted(rows):
+    cells = []
+    for b in BACKENDS:
+        f = rows[name].get(b)
+        if f is None:
+            cells.append("—")
+        else:
+            cells.append(f"{f['verdict']}: {f['accepted']} / {f['delivered']} / {f['lost']} / "
+                         f"{f['duplicated']} / {f['seconds']} s")
+    print(f"| `{name}` | " + " | ".join(cells) + " |")
