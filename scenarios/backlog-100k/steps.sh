@@ -1,6 +1,6 @@
 # backlog-100k: see README.md. Sourced by scenarios/lib/scenario.sh.
 BACKENDS="embedded redis rabbitmq"
-TIME_LIMIT=1500
+TIME_LIMIT=3000
 COUNT=${WC_BACKLOG_COUNT:-100000}
 
 steps() {

@@ -1,6 +1,6 @@
 # broker-restart: see README.md. Sourced by scenarios/lib/scenario.sh.
 BACKENDS="redis rabbitmq"
-TIME_LIMIT=360
+TIME_LIMIT=720
 
 start_broker() {
   case "$BACKEND" in

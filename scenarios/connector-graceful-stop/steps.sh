@@ -1,6 +1,6 @@
 # connector-graceful-stop: see README.md. Sourced by scenarios/lib/scenario.sh.
 BACKENDS="embedded redis rabbitmq"
-TIME_LIMIT=240
+TIME_LIMIT=480
 
 steps() {
   use_backend || return

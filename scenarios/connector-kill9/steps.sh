@@ -1,6 +1,6 @@
 # connector-kill9: see README.md. Sourced by scenarios/lib/scenario.sh.
 BACKENDS="embedded redis rabbitmq"
-TIME_LIMIT=240
+TIME_LIMIT=480
 KILLS=2
 
 steps() {

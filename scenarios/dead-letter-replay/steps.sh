@@ -1,6 +1,6 @@
 # dead-letter-replay: see README.md. Sourced by scenarios/lib/scenario.sh.
 BACKENDS="embedded redis rabbitmq"
-TIME_LIMIT=200
+TIME_LIMIT=400
 COUNT=300
 
 dead_letters_are() { [ "$(channel_stat "$1" orders dead_letters_queued)" = "$2" ]; }

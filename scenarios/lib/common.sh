@@ -65,8 +65,9 @@ stop_proc() { # name [signal] [seconds to wait before SIGKILL]
 
 kill9() { stop_proc "$1" KILL 5; }
 
+# The limits are multiplied by WC_WAIT_FACTOR (default 2), for slow or busy machines.
 wait_until() { # description, seconds, command...
-  local what=$1 limit=$2; shift 2
+  local what=$1 limit=$(($2 * ${WC_WAIT_FACTOR:-2})); shift 2
   local deadline=$((SECONDS + limit))
   while ! "$@" >/dev/null 2>&1; do
     if [ $SECONDS -ge $deadline ]; then

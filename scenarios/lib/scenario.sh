@@ -12,7 +12,7 @@ RUN_ID="$(date +%s)$$"
 # shellcheck source=common.sh
 source "$(dirname "$0")/common.sh"
 trap cleanup EXIT
-trap 'fail "interrupted"; exit 143' TERM INT
+trap 'fail "interrupted (time limit or signal)"; finish; exit 143' TERM INT
 # shellcheck disable=SC1091
 source "$HERE/steps.sh"
 steps

@@ -3,18 +3,19 @@
 docs/reliability.md (one row per scenario, one column group per backend):
 
   scenarios/run.sh 2>&1 | tee run.log
-  python3 scenarios/lib/table.py run.log
+  python3 scenarios/lib/table.py run.log [more.log ...]   (a later line wins)
 """
 import re
 import sys
 
 BACKENDS = ["embedded", "redis", "rabbitmq"]
 rows = {}
-for line in open(sys.argv[1], encoding="utf-8"):
-    if not line.startswith("RESULT "):
-        continue
-    f = dict(re.findall(r"(\w+)=(\S+)", line))
-    rows.setdefault(f["scenario"], {})[f["backend"]] = f
+for path in sys.argv[1:]:
+    for line in open(path, encoding="utf-8"):
+        if not line.startswith("RESULT "):
+            continue
+        f = dict(re.findall(r"(\w+)=(\S+)", line))
+        rows.setdefault(f["scenario"], {})[f["backend"]] = f
 
 print("| scenario | " + " | ".join(BACKENDS) + " |")
 print("|---|" + "---|" * len(BACKENDS))

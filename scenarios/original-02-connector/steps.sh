@@ -1,6 +1,6 @@
 # original-02-connector: see README.md. Sourced by scenarios/lib/scenario.sh.
 BACKENDS="embedded redis rabbitmq"
-TIME_LIMIT=200
+TIME_LIMIT=400
 
 start_processor() {
   start_target processor "$tp" --processor-config "$HERE/local/webhooks.json" --save-base "$WORK/local"

@@ -1,6 +1,6 @@
 # original-04-connector-advanced: see README.md. Sourced by scenarios/lib/scenario.sh.
 BACKENDS="embedded redis rabbitmq"
-TIME_LIMIT=300
+TIME_LIMIT=600
 
 status_of() { # expected status, method, url [token]: fails unless the answer has that status
   local got

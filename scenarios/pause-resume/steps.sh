@@ -1,6 +1,6 @@
 # pause-resume: see README.md. Sourced by scenarios/lib/scenario.sh.
 BACKENDS="embedded redis rabbitmq"
-TIME_LIMIT=200
+TIME_LIMIT=400
 
 steps() {
   use_backend || return

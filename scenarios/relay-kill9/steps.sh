@@ -1,6 +1,6 @@
 # relay-kill9: see README.md. Sourced by scenarios/lib/scenario.sh.
 BACKENDS="embedded redis rabbitmq"
-TIME_LIMIT=300
+TIME_LIMIT=600
 KILLS=2
 
 steps() {

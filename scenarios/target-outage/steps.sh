@@ -1,6 +1,6 @@
 # target-outage: see README.md. Sourced by scenarios/lib/scenario.sh.
 BACKENDS="embedded redis rabbitmq"
-TIME_LIMIT=300
+TIME_LIMIT=600
 
 steps() {
   use_backend || return

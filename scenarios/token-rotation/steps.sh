@@ -1,6 +1,6 @@
 # token-rotation: see README.md. Sourced by scenarios/lib/scenario.sh.
 BACKENDS="embedded redis rabbitmq"
-TIME_LIMIT=240
+TIME_LIMIT=480
 
 status_code() { # relay port, token
   curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $2" \

@@ -1,6 +1,6 @@
 # two-relays-one-killed: see README.md. Sourced by scenarios/lib/scenario.sh.
 BACKENDS="redis rabbitmq"
-TIME_LIMIT=300
+TIME_LIMIT=600
 
 client_count() { # relay port
   admin "$1" GET /channels/orders \
