@@ -3,14 +3,8 @@ BACKENDS="embedded redis rabbitmq"
 TIME_LIMIT=480
 
 steps() {
-  use_backend || return
   local rp tp in_flight
-  rp=$(free_port) tp=$(free_port)
-  export TARGET_URL="http://127.0.0.1:$tp/hook"
-  start_target target "$tp" --delay-ms 1500 || return
-  start_relay relay "$HERE/relay.toml" "$rp" || return
-  start_connector connector "$HERE/connector.json" "$rp"
-  wait_until "connector connected" 30 connected "$rp" orders || return
+  start_stack --delay-ms 1500 || return
   send_bg w 300 50 "http://127.0.0.1:$rp/webhook/orders"
   sleep 4
   say "SIGTERM to the connector (deliveries in flight: $(channel_stat "$rp" orders messages_in_flight))"

@@ -4,14 +4,8 @@ TIME_LIMIT=480
 KILLS=2
 
 steps() {
-  use_backend || return
   local rp tp
-  rp=$(free_port) tp=$(free_port)
-  export TARGET_URL="http://127.0.0.1:$tp/hook"
-  start_target target "$tp" --delay-ms 20 || return
-  start_relay relay "$HERE/relay.toml" "$rp" || return
-  start_connector connector "$HERE/connector.json" "$rp"
-  wait_until "connector connected" 30 connected "$rp" orders || return
+  start_stack --delay-ms 20 || return
   send_bg w 3000 200 "http://127.0.0.1:$rp/webhook/orders"
   for _ in $(seq 1 $KILLS); do
     sleep 5

@@ -6,14 +6,8 @@ COUNT=300
 dead_letters_are() { [ "$(channel_stat "$1" orders dead_letters_queued)" = "$2" ]; }
 
 steps() {
-  use_backend || return
   local rp tp accepted answer
-  rp=$(free_port) tp=$(free_port)
-  export TARGET_URL="http://127.0.0.1:$tp/hook"
-  start_target target "$tp" --status 422 || return
-  start_relay relay "$HERE/relay.toml" "$rp" || return
-  start_connector connector "$HERE/connector.json" "$rp"
-  wait_until "connector connected" 30 connected "$rp" orders || return
+  start_stack --status 422 || return
   send w $COUNT 100 "http://127.0.0.1:$rp/webhook/orders"
   accepted=$(wc -l <"$WORK/accepted")
   wait_until "every accepted webhook dead-lettered" 60 dead_letters_are "$rp" "$accepted"

@@ -222,6 +222,19 @@ admin() { # relay port, method, path [body]
     ${4:+-d "$4"} "http://127.0.0.1:$1/admin/webhook-connect$3"
 }
 
+# The usual cast of a scenario: the backend, a counting target (with the given target.py flags),
+# the relay of $HERE/relay.toml and the connector of $HERE/connector.json, connected to channel
+# "orders". Sets rp (the relay's port) and tp (the target's port) for the steps.
+start_stack() { # target.py flags...
+  use_backend || return
+  rp=$(free_port) tp=$(free_port)
+  export TARGET_URL="http://127.0.0.1:$tp/hook"
+  start_target target "$tp" "$@" || return
+  start_relay relay "$HERE/relay.toml" "$rp" || return
+  start_connector connector "$HERE/connector.json" "$rp"
+  wait_until "connector connected" 30 connected "$rp" orders
+}
+
 tally() { python3 "$LIB/tally.py" "$WORK" "$@"; }
 tally_get() { tally | sed -n "s/^$1=//p"; }
 everything_delivered() { [ "$(tally_get lost)" = 0 ]; }

@@ -3,14 +3,8 @@ BACKENDS="embedded redis rabbitmq"
 TIME_LIMIT=600
 
 steps() {
-  use_backend || return
   local rp tp i
-  rp=$(free_port) tp=$(free_port)
-  export TARGET_URL="http://127.0.0.1:$tp/hook"
-  start_target target "$tp" --delay-ms 10 || return
-  start_relay relay "$HERE/relay.toml" "$rp" || return
-  start_connector connector "$HERE/connector.json" "$rp"
-  wait_until "connector polling" 30 connected "$rp" orders || return
+  start_stack --delay-ms 10 || return
   send_bg w 3000 100 "http://127.0.0.1:$rp/webhook/orders"
   for i in 1 2 3 4; do
     sleep 5

@@ -3,14 +3,8 @@ BACKENDS="embedded redis rabbitmq"
 TIME_LIMIT=480
 
 steps() {
-  use_backend || return
   local rp tp breaks
-  rp=$(free_port) tp=$(free_port)
-  export TARGET_URL="http://127.0.0.1:$tp/hook"
-  start_target target "$tp" --fail-first-every 7 || return
-  start_relay relay "$HERE/relay.toml" "$rp" || return
-  start_connector connector "$HERE/connector.json" "$rp"
-  wait_until "connector connected" 30 connected "$rp" orders || return
+  start_stack --fail-first-every 7 || return
   send w 600 40 "http://127.0.0.1:$rp/webhook/orders" -- --concurrency 1
   wait_delivered 180 "$rp" orders
   breaks=$(tally_get order_breaks)

@@ -3,14 +3,8 @@ BACKENDS="embedded redis rabbitmq"
 TIME_LIMIT=400
 
 steps() {
-  use_backend || return
   local rp tp during_a during_b queued answer
-  rp=$(free_port) tp=$(free_port)
-  export TARGET_URL="http://127.0.0.1:$tp/hook"
-  start_target target "$tp" --delay-ms 5 || return
-  start_relay relay "$HERE/relay.toml" "$rp" || return
-  start_connector connector "$HERE/connector.json" "$rp"
-  wait_until "connector connected" 30 connected "$rp" orders || return
+  start_stack --delay-ms 5 || return
   send_bg w 2000 100 "http://127.0.0.1:$rp/webhook/orders"
   sleep 4
   answer=$(admin "$rp" POST /channels/orders/pause)

@@ -3,14 +3,8 @@ BACKENDS="embedded redis rabbitmq"
 TIME_LIMIT=600
 
 steps() {
-  use_backend || return
   local rp tp dead
-  rp=$(free_port) tp=$(free_port)
-  export TARGET_URL="http://127.0.0.1:$tp/hook"
-  start_target target "$tp" || return
-  start_relay relay "$HERE/relay.toml" "$rp" || return
-  start_connector connector "$HERE/connector.json" "$rp"
-  wait_until "connector connected" 30 connected "$rp" orders || return
+  start_stack || return
   send_bg w 2000 50 "http://127.0.0.1:$rp/webhook/orders"
   sleep 3
   say "target answers 503 for 30 s"

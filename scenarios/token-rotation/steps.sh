@@ -12,15 +12,10 @@ connection_ids() { # relay port
 }
 
 steps() {
-  use_backend || return
   local rp tp new before after
-  rp=$(free_port) tp=$(free_port)
-  export TARGET_URL="http://127.0.0.1:$tp/hook" TOKEN_FILE="$WORK/channel-token"
+  export TOKEN_FILE="$WORK/channel-token"
   echo "$CHANNEL_TOKEN" >"$TOKEN_FILE"
-  start_target target "$tp" --delay-ms 5 || return
-  start_relay relay "$HERE/relay.toml" "$rp" || return
-  start_connector connector "$HERE/connector.json" "$rp"
-  wait_until "connector connected" 30 connected "$rp" orders || return
+  start_stack --delay-ms 5 || return
   send_bg w 2500 100 "http://127.0.0.1:$rp/webhook/orders"
   sleep 5
   before=$(connection_ids "$rp")
