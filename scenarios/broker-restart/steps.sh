@@ -31,6 +31,7 @@ steps() {
   wait_until "connector connected" 30 connected "$rp" orders || return
   send_bg before 1500 150 "http://127.0.0.1:$rp/webhook/orders" -- --concurrency 8
   sleep 5
+  wait_accepted 300
   say "kill -9 of the private $BACKEND broker"
   kill_broker
   sleep 2

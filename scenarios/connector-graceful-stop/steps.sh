@@ -7,6 +7,7 @@ steps() {
   start_stack --delay-ms 1500 || return
   send_bg w 300 50 "http://127.0.0.1:$rp/webhook/orders"
   sleep 4
+  wait_accepted 50
   say "SIGTERM to the connector (deliveries in flight: $(channel_stat "$rp" orders messages_in_flight))"
   stop_proc connector TERM 40
   check "connector exit status 0 after SIGTERM (got $LAST_STATUS)" [ "$LAST_STATUS" = 0 ]

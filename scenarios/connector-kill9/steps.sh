@@ -9,7 +9,8 @@ steps() {
   send_bg w 3000 200 "http://127.0.0.1:$rp/webhook/orders"
   for _ in $(seq 1 $KILLS); do
     sleep 5
-    say "kill -9 of the connector"
+    wait_accepted 300
+    say "kill -9 of the connector (delivered so far: $(tally_get delivered))"
     kill9 connector
     sleep 1
     start_connector connector "$HERE/connector.json" "$rp"

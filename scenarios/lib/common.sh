@@ -235,6 +235,11 @@ start_stack() { # target.py flags...
   wait_until "connector connected" 30 connected "$rp" orders
 }
 
+# Waits until the senders have had at least N webhooks accepted in all, so that a fault injected
+# next hits a stream that is really flowing, however slow the machine is.
+accepted_at_least() { [ "$(wc -l <"$WORK/accepted" 2>/dev/null || echo 0)" -ge "$1" ]; }
+wait_accepted() { wait_until "$1 webhooks accepted" 60 accepted_at_least "$1"; }
+
 tally() { python3 "$LIB/tally.py" "$WORK" "$@"; }
 tally_get() { tally | sed -n "s/^$1=//p"; }
 everything_delivered() { [ "$(tally_get lost)" = 0 ]; }

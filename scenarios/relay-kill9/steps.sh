@@ -8,7 +8,8 @@ steps() {
   start_stack --delay-ms 5 || return
   send_bg w 4000 200 "http://127.0.0.1:$rp/webhook/orders"
   sleep 5
-  for _ in $(seq 1 $KILLS); do
+  for i in $(seq 1 $KILLS); do
+    wait_accepted $((i * 500))
     say "kill -9 of the relay (accepted so far: $(wc -l <"$WORK/accepted"))"
     kill9 relay
     sleep 1

@@ -29,7 +29,8 @@ steps() {
   note "connections seen by relay A: $(client_count "$pa"), by relay B: $(client_count "$pb") (both connectors connected)"
   send_bg w 3000 150 "http://127.0.0.1:$pa/webhook/orders" "http://127.0.0.1:$pb/webhook/orders"
   sleep 6
-  say "kill -9 of relay A"
+  wait_accepted 400
+  say "kill -9 of relay A (accepted so far: $(wc -l <"$WORK/accepted"))"
   kill9 relay-a
   sleep 3
   note "connections registered 3 s after relay A died: $(client_count "$pb")"
