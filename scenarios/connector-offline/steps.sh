@@ -7,6 +7,7 @@ steps() {
   start_stack --delay-ms 10 || return
   send_bg w 2500 50 "http://127.0.0.1:$rp/webhook/orders"
   sleep 5
+  wait_accepted 200
   say "connector frozen (SIGSTOP) for 25 s"
   kill -STOP "${PIDS[connector]}"
   sleep 22

@@ -8,6 +8,7 @@ steps() {
   send_bg w 3000 100 "http://127.0.0.1:$rp/webhook/orders"
   for i in 1 2 3 4; do
     sleep 5
+    wait_accepted $((i * 300))
     if [ $((i % 2)) = 1 ]; then
       say "SIGTERM to the long-poll connector"
       stop_proc connector TERM 20

@@ -7,6 +7,7 @@ steps() {
   start_stack --delay-ms 5 || return
   send_bg w 2000 100 "http://127.0.0.1:$rp/webhook/orders"
   sleep 4
+  wait_accepted 300
   answer=$(admin "$rp" POST /channels/orders/pause)
   check "pause answered ($answer)" grep -q '"paused":true' <<<"$answer"
   sleep 2 # deliveries leased before the pause finish

@@ -7,6 +7,7 @@ steps() {
   start_stack || return
   send_bg w 2000 50 "http://127.0.0.1:$rp/webhook/orders"
   sleep 3
+  wait_accepted 100
   say "target answers 503 for 30 s"
   target_set "$tp" '{"status": 503}'
   sleep 30

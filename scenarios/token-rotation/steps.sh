@@ -18,6 +18,7 @@ steps() {
   start_stack --delay-ms 5 || return
   send_bg w 2500 100 "http://127.0.0.1:$rp/webhook/orders"
   sleep 5
+  wait_accepted 300
   before=$(connection_ids "$rp")
   new=$(admin "$rp" POST /channels/orders/rotate-token '{"grace_period_seconds": 8}' \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["new_token"])') \
