@@ -4,7 +4,9 @@
 #   scripts/services.sh          check and start all of them
 #   scripts/services.sh redis    only the ones named
 #
-# Servers: redis (6379; also installs PyPI `rq` for the RQ-worker test when missing), rabbitmq (5672), postgres (5432), mariadb (3306), mosquitto (1883),
+# Servers: redis (6379; also installs PyPI `rq` for the RQ-worker test when missing),
+# redis-cluster (a 3-master Redis Cluster with one replica per master on 7000-7005, data in
+# /var/lib/redis-cluster, see scripts/redis-cluster.sh), rabbitmq (5672), postgres (5432), mariadb (3306), mosquitto (1883),
 # nats (4222), RabbitMQ's STOMP plugin (61613, for the activemq module) and moto's S3/SQS server
 # (5000, for the s3 and aws_sqs modules; installed from PyPI with pip when missing), Google's
 # Pub/Sub emulator (8085, for the gcp_pubsub module; Debian package
@@ -21,10 +23,10 @@
 set -euo pipefail
 
 declare -A PORT=(
-  [redis]=6379 [rabbitmq]=5672 [postgres]=5432 [mariadb]=3306 [mosquitto]=1883 [nats]=4222
+  [redis]=6379 [redis-cluster]=7000 [rabbitmq]=5672 [postgres]=5432 [mariadb]=3306 [mosquitto]=1883 [nats]=4222
   [stomp]=61613 [moto]=5000 [pubsub]=8085 [clickhouse]=8123 [kafka]=9092
 )
-ORDER=(redis rabbitmq postgres mariadb mosquitto nats stomp moto pubsub clickhouse kafka)
+ORDER=(redis redis-cluster rabbitmq postgres mariadb mosquitto nats stomp moto pubsub clickhouse kafka)
 HERE=$(cd "$(dirname "$0")" && pwd)
 
 # The emulator's own launcher (the package's; `gcloud beta emulators pubsub start` runs the same).
@@ -48,6 +50,8 @@ start() { # name
       mkdir -p /var/lib/redis /var/log/redis
       redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
         --dir /var/lib/redis --logfile /var/log/redis/ci.log ;;
+    redis-cluster)
+      "$HERE/redis-cluster.sh" start 7000 /var/lib/redis-cluster ;;
     rabbitmq)
       rabbitmq-server -detached ;;
     postgres)
@@ -95,7 +99,7 @@ start() { # name
 
 binary_of() { # name
   case "$1" in
-    redis) echo redis-server ;; rabbitmq) echo rabbitmq-server ;; postgres) echo pg_ctlcluster ;;
+    redis|redis-cluster) echo redis-server ;; rabbitmq) echo rabbitmq-server ;; postgres) echo pg_ctlcluster ;;
     mariadb) echo /usr/sbin/mariadbd ;; mosquitto) echo mosquitto ;; nats) echo /usr/sbin/nats-server ;;
     stomp) echo rabbitmq-plugins ;; moto) echo python3 ;; pubsub) echo "$PUBSUB_EMULATOR" ;;
     clickhouse) echo python3 ;; kafka) echo "$TANSU" ;;
@@ -138,7 +142,9 @@ for name in "${wanted[@]}"; do
     echo "services: unknown server '$name' (known: ${ORDER[*]})" >&2
     exit 2
   fi
-  if is_up "$port"; then
+  # The cluster script checks all six nodes and the cluster itself (idempotent), so it runs
+  # even when the first port answers.
+  if [ "$name" != redis-cluster ] && is_up "$port"; then
     echo "services: $name is up on 127.0.0.1:$port"
     continue
   fi

@@ -171,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
         url: url.clone(),
         key_prefix: prefix.clone(),
         operation_timeout: Duration::from_secs(5),
+        ..RedisOptions::default()
     })
     .await
     {

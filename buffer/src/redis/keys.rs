@@ -21,14 +21,25 @@ pub(crate) fn queue_key(base: &str, queue: &str, x: &str) -> String {
     format!("{base}:q:{}:{queue}:{x}", queue.len())
 }
 
-/// The set of all channel names.
-pub(crate) fn channels_key(prefix: &str) -> String {
-    format!("{prefix}:channels")
+/// The keys a script is given (`KEYS[]`): first the channel's keys named in `channel` (the
+/// first is always `meta`, which routes the call to the channel's node on a Redis Cluster),
+/// then queue `queue`'s keys named in `queue_keys`. See `scripts.rs` for the layout.
+pub(crate) fn script_keys(
+    base: &str,
+    channel: &[&str],
+    queue: Option<(&str, &[&str])>,
+) -> Vec<String> {
+    let mut keys: Vec<String> = channel.iter().map(|x| format!("{base}:{x}")).collect();
+    if let Some((q, xs)) = queue {
+        keys.extend(xs.iter().map(|x| queue_key(base, q, x)));
+    }
+    keys
 }
 
-/// The lease generation counter, shared by all channels.
-pub(crate) fn generation_key(prefix: &str) -> String {
-    format!("{prefix}:lease_generation")
+/// The set of all channel names (not in any channel's slot: written by plain commands, never
+/// by a script).
+pub(crate) fn channels_key(prefix: &str) -> String {
+    format!("{prefix}:channels")
 }
 
 /// Pub/Sub channel on which every change that may let a waiting lease proceed is announced

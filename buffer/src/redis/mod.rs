@@ -13,8 +13,13 @@
 //!
 //! `lease` waits with a local wake-up (publishes of this process) and polls for other
 //! instances' publishes.
+//!
+//! On a Redis Cluster (`cluster_nodes`) each channel lives in one hash slot, so channels spread
+//! over the masters; see `scripts.rs` and `docs/redis-cluster.md`.
 
+pub mod connection;
 mod keys;
+pub mod maintenance;
 mod policy;
 pub mod pubsub;
 
@@ -27,7 +32,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{RedisError, Value};
 use async_trait::async_trait;
 use webhook_connect_protocol::{Envelope, Timestamp};
@@ -44,7 +48,8 @@ use crate::{
     Buffer, BufferError, ChannelStats, DeadLetter, DeadLetterPage, DeadLetterQuery,
     DeadLetterReason, Lease, LeaseToken, QueueSettings, QueueStats, Settle, Settled,
 };
-use keys::{channel_base, channels_key, generation_key, health_key, queue_key, wake_channel};
+use connection::{Conn, Endpoint};
+use keys::{channel_base, channels_key, health_key, queue_key, script_keys, wake_channel};
 use policy::{Policies, PolicySettings};
 use scripts::Scripts;
 
@@ -54,12 +59,22 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 const SCAN_PAGE: usize = 500;
 /// Runs of a script that requeues, when the channel's settings change under it.
 const POLICY_TRIES: usize = 3;
+/// A reader (relay process) of a queue's consumer group without leases, idle this long, is
+/// forgotten when the channel is next ensured.
+const READER_IDLE_MS: u64 = 24 * 3600 * 1000;
 
 /// Options of the Redis backend (`buffer.redis.*`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisOptions {
-    /// `redis://`, `rediss://` or `unix://` URL (a secret: may hold a password).
+    /// `redis://`, `rediss://` or `unix://` URL (a secret: may hold a password). Unused when
+    /// `cluster_nodes` is set.
     pub url: String,
+    /// Seed nodes of a Redis Cluster (`redis://` or `rediss://` URLs); empty: the server at
+    /// `url`.
+    pub cluster_nodes: Vec<String>,
+    /// Replicas that must hold a publish before it counts as accepted (`WAIT`); 0: the
+    /// master's answer is enough.
+    pub wait_replicas: u32,
     /// Prefix of every key, `^[A-Za-z0-9_.-]{1,64}$`.
     pub key_prefix: String,
     /// Bound of every operation.
@@ -70,6 +85,8 @@ impl Default for RedisOptions {
     fn default() -> Self {
         RedisOptions {
             url: "redis://127.0.0.1:6379/0".into(),
+            cluster_nodes: Vec::new(),
+            wait_replicas: 0,
             key_prefix: "webhook_connect".into(),
             operation_timeout: Duration::from_secs(5),
         }
@@ -80,6 +97,8 @@ impl fmt::Debug for RedisOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisOptions")
             .field("url", &"<redacted>")
+            .field("cluster_nodes", &self.cluster_nodes.len())
+            .field("wait_replicas", &self.wait_replicas)
             .field("key_prefix", &self.key_prefix)
             .field("operation_timeout", &self.operation_timeout)
             .finish()
@@ -94,8 +113,11 @@ pub struct RedisBuffer {
 
 /// The shared state of a [`RedisBuffer`] (spawned lease calls hold it too).
 pub struct Inner {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
+    /// This process's name in the queues' consumer groups.
+    reader: String,
+    wait_replicas: u32,
     timeout: Duration,
     scripts: Scripts,
     notifiers: Arc<Notifiers>,
@@ -224,16 +246,17 @@ impl RedisBuffer {
                 "buffer.redis.key_prefix must match ^[A-Za-z0-9_.-]{1,64}$".into(),
             ));
         }
-        let client = ::redis::Client::open(options.url.as_str()).map_err(|_| {
-            BufferError::Invalid("buffer.redis.url is not a valid Redis URL".into())
+        let endpoint = Endpoint::open(&options.url, &options.cluster_nodes).map_err(|e| {
+            let field = if options.cluster_nodes.is_empty() {
+                "url"
+            } else {
+                "cluster_nodes"
+            };
+            BufferError::Invalid(format!("buffer.redis.{field}: {e}"))
         })?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.operation_timeout))
-            .set_response_timeout(Some(options.operation_timeout))
-            .set_number_of_retries(2);
         let conn = tokio::time::timeout(
             options.operation_timeout,
-            ConnectionManager::new_with_config(client.clone(), config),
+            endpoint.connect(options.operation_timeout),
         )
         .await
         .map_err(|_| BufferError::Timeout)?
@@ -241,7 +264,7 @@ impl RedisBuffer {
         let notifiers = Arc::new(Notifiers::default());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(wake_listener(
-            client,
+            endpoint,
             wake_channel(&options.key_prefix),
             notifiers.clone(),
             stop_rx,
@@ -251,6 +274,8 @@ impl RedisBuffer {
             inner: Arc::new(Inner {
                 conn,
                 prefix: options.key_prefix,
+                reader: format!("relay-{:016x}", rand::random::<u64>()),
+                wait_replicas: options.wait_replicas,
                 timeout: options.operation_timeout,
                 scripts: Scripts::new(),
                 notifiers,
@@ -268,7 +293,7 @@ impl Inner {
         &self.prefix
     }
 
-    fn conn(&self) -> Result<ConnectionManager, BufferError> {
+    fn conn(&self) -> Result<Conn, BufferError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(BufferError::Closed);
         }
@@ -285,13 +310,18 @@ impl Inner {
             .map_err(unavailable)
     }
 
+    /// Runs `script` with `keys` (see [`script_keys`]) and `args`.
     async fn script(
         &self,
         script: &::redis::Script,
+        keys: &[String],
         args: &[Vec<u8>],
     ) -> Result<Value, BufferError> {
         let mut conn = self.conn()?;
         let mut inv = script.prepare_invoke();
+        for k in keys {
+            inv.key(k.as_str());
+        }
         for a in args {
             inv.arg(a.as_slice());
         }
@@ -307,13 +337,14 @@ impl Inner {
         &self,
         channel: &str,
         script: &::redis::Script,
+        keys: &[String],
         args: impl Fn(Option<&LeasePolicy>, [Vec<u8>; 2]) -> Vec<Vec<u8>>,
     ) -> Result<Value, BufferError> {
         let mut known = self.policies.get(channel);
         for _ in 0..POLICY_TRIES {
             let lease_policy = known.as_ref().map(PolicySettings::policy);
             let argv = args(lease_policy.as_ref(), policy::args(known.as_ref()));
-            let reply = self.script(script, &argv).await?;
+            let reply = self.script(script, keys, &argv).await?;
             match policy::stale(&reply)? {
                 None => return Ok(reply),
                 Some(stored) => {
@@ -325,6 +356,27 @@ impl Inner {
         Err(BufferError::Unavailable(
             "redis: channel settings kept changing during the call".into(),
         ))
+    }
+
+    /// With `wait_replicas` set: waits until that many replicas of the master holding `key`
+    /// have every write sent so far on this connection, and fails `Unavailable` when fewer did
+    /// in time. The write itself stays on the master (a retry by the sender may store it a
+    /// second time: at least once, never lost).
+    async fn wait_for_replicas(&self, key: &str) -> Result<(), BufferError> {
+        if self.wait_replicas == 0 {
+            return Ok(());
+        }
+        let mut conn = self.conn()?;
+        let acked = self
+            .bounded(conn.wait_replicas(key, self.wait_replicas, self.timeout / 2))
+            .await?;
+        if acked < i64::from(self.wait_replicas) {
+            return Err(BufferError::Unavailable(format!(
+                "redis: the write reached {acked} of {} replicas in time",
+                self.wait_replicas
+            )));
+        }
+        Ok(())
     }
 
     async fn query(&self, cmd: &::redis::Cmd) -> Result<Value, BufferError> {
@@ -359,14 +411,14 @@ impl Inner {
     /// One lease attempt: the leases, and in how many ms something may become leasable.
     async fn lease_once(&self, channel: &str, max: usize) -> LeaseAttempt {
         let base = self.base(channel);
+        let keys = script_keys(&base, &["meta", "allq", "gen", "reap", "rr"], None);
         let reply = self
-            .script_with_policy(channel, &self.scripts.lease, |_, [built, delays]| {
+            .script_with_policy(channel, &self.scripts.lease, &keys, |_, [built, delays]| {
                 vec![
-                    base.clone().into_bytes(),
                     max.to_string().into_bytes(),
-                    generation_key(&self.prefix).into_bytes(),
                     built,
                     delays,
+                    self.reader.clone().into_bytes(),
                 ]
             })
             .await?;
@@ -435,15 +487,19 @@ impl Inner {
             let Some((entry_id, generation)) = l.token.handle.split_once('|') else {
                 continue;
             };
+            let keys = script_keys(
+                &self.base(&l.token.channel),
+                &["meta"],
+                Some((&l.token.queue, &["l", "e", "n", "d"])),
+            );
             let args = [
-                self.base(&l.token.channel).into_bytes(),
                 l.token.queue.as_bytes().to_vec(),
                 entry_id.as_bytes().to_vec(),
                 generation.as_bytes().to_vec(),
                 wake_channel(&self.prefix).into_bytes(),
                 l.token.channel.as_bytes().to_vec(),
             ];
-            if let Err(e) = self.script(&self.scripts.unlease, &args).await {
+            if let Err(e) = self.script(&self.scripts.unlease, &keys, &args).await {
                 tracing::warn!(message_id = %l.token.message_id, error = %e, "Could not hand back a lease; it will expire");
             }
         }
@@ -464,6 +520,12 @@ impl Inner {
             return Ok(Settled::NotInFlight);
         };
         let base = self.base(channel);
+        let mut keys = script_keys(
+            &base,
+            &["meta", "reap"],
+            Some((queue, &["s", "l", "e", "d", "n", "t", "x", "c", "dlq"])),
+        );
+        keys.push(format!("{base}:dlid"));
         let argv = |policy: Option<&LeasePolicy>, [built, delays]: [Vec<u8>; 2]| {
             // A requested delay within the policy's bound; -1: the policy's own delay.
             let delay_ms = delay.map_or(-1, |d| {
@@ -471,7 +533,6 @@ impl Inner {
                 i64::try_from(ms(d)).unwrap_or(i64::MAX)
             });
             vec![
-                base.clone().into_bytes(),
                 queue.as_bytes().to_vec(),
                 entry_id.as_bytes().to_vec(),
                 generation.as_bytes().to_vec(),
@@ -486,10 +547,10 @@ impl Inner {
         };
         // Only a retry requeues; the other actions do not read the policy.
         let reply = if action == "retry" {
-            self.script_with_policy(channel, &self.scripts.settle, argv)
+            self.script_with_policy(channel, &self.scripts.settle, &keys, argv)
                 .await?
         } else {
-            self.script(&self.scripts.settle, &argv(None, policy::args(None)))
+            self.script(&self.scripts.settle, &keys, &argv(None, policy::args(None)))
                 .await?
         };
         let items = array(reply).ok_or_else(|| bad_reply("settle"))?;
@@ -524,10 +585,14 @@ impl Inner {
         &self,
         channel: &str,
     ) -> Result<Option<(u64, Vec<QueueStats>)>, BufferError> {
-        let base = self.base(channel);
+        let keys = script_keys(
+            &self.base(channel),
+            &["meta", "queues", "allq", "reap"],
+            None,
+        );
         let reply = self
-            .script_with_policy(channel, &self.scripts.stats, |_, [built, delays]| {
-                vec![base.clone().into_bytes(), built, delays]
+            .script_with_policy(channel, &self.scripts.stats, &keys, |_, [built, delays]| {
+                vec![built, delays]
             })
             .await?;
         let items = array(reply).ok_or_else(|| bad_reply("stats"))?;
@@ -671,14 +736,14 @@ impl Detachable for Inner {
 /// published through another instance is leased at once rather than at the next poll.
 /// Ends when the buffer is closed or dropped.
 async fn wake_listener(
-    client: ::redis::Client,
+    endpoint: Endpoint,
     channel: String,
     notifiers: Arc<Notifiers>,
     stop: tokio::sync::oneshot::Receiver<()>,
     timeout: Duration,
 ) {
     pubsub::follow_channel(
-        client,
+        endpoint,
         channel,
         timeout,
         stop,
@@ -699,11 +764,17 @@ impl Buffer for RedisBuffer {
         if channel.is_empty() || webhook_ids.iter().any(|w| w.is_empty()) {
             return Err(BufferError::Invalid("empty channel or webhook id".into()));
         }
-        let mut args: Vec<Vec<u8>> = vec![
-            self.base(channel).into_bytes(),
-            channels_key(&self.prefix).into_bytes(),
-            channel.as_bytes().to_vec(),
-        ];
+        // Listed first: a channel listed without settings is skipped by the sweep, while one with
+        // settings but not listed would never be swept.
+        self.query(
+            ::redis::cmd("SADD")
+                .arg(channels_key(&self.prefix))
+                .arg(channel),
+        )
+        .await?;
+        let base = self.base(channel);
+        let keys = script_keys(&base, &["meta", "queues", "allq", "reap", "gen"], None);
+        let mut args: Vec<Vec<u8>> = Vec::new();
         for v in [
             ms(settings.ttl),
             settings.max_queue_size,
@@ -714,11 +785,13 @@ impl Buffer for RedisBuffer {
             ms(settings.requeue_delay_initial),
             ms(settings.requeue_delay_max),
             u64::from(settings.ordered),
+            READER_IDLE_MS,
         ] {
             args.push(v.to_string().into_bytes());
         }
         args.extend(webhook_ids.iter().map(|w| w.as_bytes().to_vec()));
-        self.script(&self.scripts.ensure, &args).await?;
+        self.script(&self.scripts.ensure, &keys, &args).await?;
+        self.wait_for_replicas(&keys[0]).await?;
         self.policies
             .remember(channel, PolicySettings::of(settings));
         self.notifiers.wake(channel);
@@ -726,20 +799,24 @@ impl Buffer for RedisBuffer {
     }
 
     async fn delete_channel(&self, channel: &str) -> Result<(), BufferError> {
-        let reply = self
-            .script(
-                &self.scripts.delete,
-                &[
-                    self.base(channel).into_bytes(),
-                    channels_key(&self.prefix).into_bytes(),
-                    channel.as_bytes().to_vec(),
-                ],
-            )
-            .await?;
+        let keys = script_keys(
+            &self.base(channel),
+            &["meta", "queues", "allq", "dlid", "rr", "reap"],
+            None,
+        );
+        let reply = self.script(&self.scripts.delete, &keys, &[]).await?;
         self.notifiers.remove(channel);
         self.policies.forget(channel);
         match int(&reply) {
-            Some(0) => Ok(()),
+            Some(0) => {
+                self.query(
+                    ::redis::cmd("SREM")
+                        .arg(channels_key(&self.prefix))
+                        .arg(channel),
+                )
+                .await?;
+                Ok(())
+            }
             Some(1) => Err(BufferError::UnknownChannel(channel.to_owned())),
             _ => Err(bad_reply("delete")),
         }
@@ -747,11 +824,16 @@ impl Buffer for RedisBuffer {
 
     async fn publish(&self, queue: &str, envelope: &mut Envelope) -> Result<u64, BufferError> {
         let channel = envelope.channel.clone();
+        let keys = script_keys(
+            &self.base(&channel),
+            &["meta", "queues", "seq"],
+            Some((queue, &["s", "t", "c"])),
+        );
         let reply = self
             .script(
                 &self.scripts.publish,
+                &keys,
                 &[
-                    self.base(&channel).into_bytes(),
                     queue.as_bytes().to_vec(),
                     envelope.encode(),
                     envelope.message_id.as_str().as_bytes().to_vec(),
@@ -775,6 +857,7 @@ impl Buffer for RedisBuffer {
                     .and_then(int)
                     .and_then(|s| u64::try_from(s).ok())
                     .ok_or_else(|| bad_reply("publish"))?;
+                self.wait_for_replicas(&keys[0]).await?;
                 envelope.sequence = seq;
                 self.notifiers.wake(&channel);
                 Ok(seq)
@@ -901,11 +984,12 @@ impl Buffer for RedisBuffer {
         let mut replayed = 0u64;
         let mut blocked = 0u64;
         for (q, id) in found {
+            let keys = script_keys(&base, &["meta", "allq"], Some((&q, &["s", "t", "dlq"])));
             let reply = self
                 .script(
                     &self.scripts.replay,
+                    &keys,
                     &[
-                        base.clone().into_bytes(),
                         q.into_bytes(),
                         id.into_bytes(),
                         wake_channel(&self.prefix).into_bytes(),

@@ -20,11 +20,23 @@
 //! | `qk(c)` | hash | cumulative counters |
 //! | `qk(dlq)` | stream | dead letters, ids `0-<dlid>` increasing channel-wide |
 //!
+//! Channel-wide: `base:gen` (lease generations), `base:reap` (no lease of the channel runs out
+//! before this time, ms; `none`: no lease; absent: unknown, so the next lease call reaps).
+//!
 //! All times come from the Redis server clock (`TIME`), so instances agree. The requeue delays
 //! and the attempt cap come from the lease policy in Rust, passed as arguments (`policy.rs`).
+//!
+//! Redis Cluster: every key of a channel carries the hash tag `{<len>:<channel>}`, so a channel
+//! lives in one slot and its scripts run on one node. `KEYS[1]` is always `base:meta` (the
+//! routing key; the scripts take `base` from it), followed by the other keys the script
+//! touches whose names the caller knows (see `keys.rs`). The scripts that walk every queue of
+//! the channel (lease, stats, ensure, delete) derive those queues' keys from the channel's
+//! queue set; they are in the same slot. No script touches a key of another channel or a
+//! global key: the channel list and the health key are written by plain commands.
 
 /// Functions shared by the scripts.
 const PRELUDE: &str = r#"
+local base = string.sub(KEYS[1], 1, -6)
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -66,16 +78,20 @@ local function fields_of(base, q, id)
   for i = 1, #raw, 2 do f[raw[i]] = raw[i + 1] end
   return f
 end
-local function forget(base, q, id)
-  local s = qk(base, q, 's')
-  redis.call('XACK', s, 'wc', id)
-  redis.call('XDEL', s, id)
+-- Drops a leased entry and everything kept about it. A leased entry is never waiting in `d`
+-- (taking it removed it there), and entries are read with NOACK, so there is nothing to XACK.
+local function forget_leased(base, q, id)
+  redis.call('XDEL', qk(base, q, 's'), id)
   redis.call('HDEL', qk(base, q, 'l'), id)
   redis.call('ZREM', qk(base, q, 'e'), id)
-  redis.call('ZREM', qk(base, q, 'd'), id)
   redis.call('HDEL', qk(base, q, 'n'), id)
   redis.call('ZREM', qk(base, q, 't'), id)
   redis.call('HDEL', qk(base, q, 'x'), id)
+end
+-- Drops an entry in any state.
+local function forget(base, q, id)
+  redis.call('ZREM', qk(base, q, 'd'), id)
+  forget_leased(base, q, id)
 end
 local function bury(base, q, id, reason, err, now)
   local f = fields_of(base, q, id) or {}
@@ -117,6 +133,31 @@ local function reap(base, q, now, p)
   local ids = redis.call('ZRANGEBYSCORE', qk(base, q, 'e'), '-inf', now, 'LIMIT', 0, 1000)
   for _, id in ipairs(ids) do fail_attempt(base, q, id, -1, nil, now, p) end
 end
+-- Whether a lease of the channel may have run out (see `base:reap` above).
+local function reap_due(now)
+  local at = redis.call('GET', base .. ':reap')
+  return not at or (at ~= 'none' and tonumber(at) <= now)
+end
+-- Ends the expired leases of every queue and records when the next one runs out.
+local function reap_all(queues, now, p)
+  local next_at = nil
+  for _, q in ipairs(queues) do
+    reap(base, q, now, p)
+    local first = redis.call('ZRANGE', qk(base, q, 'e'), 0, 0, 'WITHSCORES')
+    if first[2] then
+      local at = tonumber(first[2])
+      if not next_at or at < next_at then next_at = at end
+    end
+  end
+  redis.call('SET', base .. ':reap', next_at and tostring(next_at) or 'none')
+end
+-- Records that a lease runs out at `at` (keeping `base:reap` at or before every lease's end).
+local function lease_ends(at)
+  local cur = redis.call('GET', base .. ':reap')
+  if cur == 'none' or (cur and tonumber(cur) > at) then
+    redis.call('SET', base .. ':reap', tostring(at))
+  end
+end
 local function expire_ttl(base, q, now)
   local ids = redis.call('ZRANGEBYSCORE', qk(base, q, 't'), '-inf', now, 'LIMIT', 0, 1000)
   local moved = 0
@@ -140,90 +181,124 @@ local function sorted_queues(base)
 end
 "#;
 
-/// ARGV: base, channels key, channel, ttl, maxq, maxsize, maxatt, ack, maxlease, rqi, rqm,
-/// ordered, queue names…
+/// KEYS: meta, queues, allq, reap, gen. ARGV: ttl, maxq, maxsize, maxatt, ack, maxlease, rqi,
+/// rqm, ordered, idle ms after which a reader without leases is forgotten, queue names…
 const ENSURE: &str = r#"
-local base = ARGV[1]
-redis.call('HSET', base .. ':meta', 'ttl', ARGV[4], 'maxq', ARGV[5], 'maxsize', ARGV[6],
-  'maxatt', ARGV[7], 'ack', ARGV[8], 'maxlease', ARGV[9], 'rqi', ARGV[10], 'rqm', ARGV[11],
-  'ordered', ARGV[12])
-redis.call('DEL', base .. ':queues')
+redis.call('HSET', KEYS[1], 'ttl', ARGV[1], 'maxq', ARGV[2], 'maxsize', ARGV[3],
+  'maxatt', ARGV[4], 'ack', ARGV[5], 'maxlease', ARGV[6], 'rqi', ARGV[7], 'rqm', ARGV[8],
+  'ordered', ARGV[9])
+redis.call('DEL', KEYS[2])
+-- Unknown: the next lease call reaps every queue (leases may predate this layout).
+redis.call('DEL', KEYS[4])
+-- Generations were one counter for all channels before; starting far above any value it can
+-- have reached keeps a token of that time from matching a new lease.
+redis.call('SETNX', KEYS[5], '1000000000000')
+local idle = tonumber(ARGV[10])
 local declared = {}
-for i = 13, #ARGV do
+for i = 11, #ARGV do
   local q = ARGV[i]
   declared[q] = true
-  redis.call('SADD', base .. ':queues', q)
-  redis.call('SADD', base .. ':allq', q)
+  redis.call('SADD', KEYS[2], q)
+  redis.call('SADD', KEYS[3], q)
   redis.pcall('XGROUP', 'CREATE', qk(base, q, 's'), 'wc', '0', 'MKSTREAM')
 end
-for _, q in ipairs(redis.call('SMEMBERS', base .. ':allq')) do
-  if not declared[q] and redis.call('XLEN', qk(base, q, 's')) == 0
+for _, q in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  local s = qk(base, q, 's')
+  if not declared[q] and redis.call('XLEN', s) == 0
       and redis.call('XLEN', qk(base, q, 'dlq')) == 0 then
-    redis.call('SREM', base .. ':allq', q)
+    redis.call('SREM', KEYS[3], q)
+  elseif redis.call('EXISTS', s) == 1 then
+    -- Every lease call names its reader (a relay process); readers of processes gone long
+    -- ago would pile up in the group.
+    local ok, readers = pcall(redis.call, 'XINFO', 'CONSUMERS', s, 'wc')
+    if ok then
+      for _, r in ipairs(readers) do
+        local f = {}
+        for k = 1, #r, 2 do f[r[k]] = r[k + 1] end
+        if tonumber(f['pending']) == 0 and tonumber(f['idle']) > idle then
+          redis.call('XGROUP', 'DELCONSUMER', s, 'wc', f['name'])
+        end
+      end
+    end
   end
 end
-redis.call('SADD', ARGV[2], ARGV[3])
 return 0
 "#;
 
-/// ARGV: base, channels key, channel. The sequence key stays.
+/// KEYS: meta, queues, allq, dlid, rr, reap. The sequence and generation keys stay.
 const DELETE: &str = r#"
-local base = ARGV[1]
-if redis.call('EXISTS', base .. ':meta') == 0 then return 1 end
-for _, q in ipairs(redis.call('SMEMBERS', base .. ':allq')) do
+if redis.call('EXISTS', KEYS[1]) == 0 then return 1 end
+for _, q in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   for _, x in ipairs({ 's', 'l', 'e', 'd', 'n', 't', 'x', 'c', 'dlq' }) do
     redis.call('DEL', qk(base, q, x))
   end
 end
-redis.call('DEL', base .. ':meta', base .. ':queues', base .. ':allq', base .. ':dlid',
-  base .. ':rr')
-redis.call('SREM', ARGV[2], ARGV[3])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 return 0
 "#;
 
-/// ARGV: base, queue, stored bytes, message id, received ms, expires ms or '', body length,
-/// wake channel, channel.
+/// KEYS: meta, queues, seq, then the queue's s, t, c. ARGV: queue, stored bytes, message id,
+/// received ms, expires ms or '', body length, wake channel, channel.
 /// Returns {0, seq} | {1} unknown channel | {2} unknown queue | {3} too large | {4} full.
 const PUBLISH: &str = r#"
-local base, q = ARGV[1], ARGV[2]
+local q = ARGV[1]
 local st = settings(base)
 if not st then return { 1 } end
 if redis.call('SISMEMBER', base .. ':queues', q) == 0 then return { 2 } end
-if tonumber(ARGV[7]) > st.maxsize then return { 3 } end
+if tonumber(ARGV[6]) > st.maxsize then return { 3 } end
 local s = qk(base, q, 's')
 if redis.call('XLEN', s) >= st.maxq then return { 4 } end
 local seq = redis.call('INCR', base .. ':seq')
-local id = redis.call('XADD', s, '*', 'm', ARGV[3], 'id', ARGV[4], 'seq', seq, 'rcv', ARGV[5],
-  'exp', ARGV[6])
-if ARGV[6] ~= '' then redis.call('ZADD', qk(base, q, 't'), ARGV[6], id) end
+local id = redis.call('XADD', s, '*', 'm', ARGV[2], 'id', ARGV[3], 'seq', seq, 'rcv', ARGV[4],
+  'exp', ARGV[5])
+if ARGV[5] ~= '' then redis.call('ZADD', qk(base, q, 't'), ARGV[5], id) end
 count(base, q, 'published', 1)
 wake_others()
 return { 0, seq }
 "#;
 
-/// ARGV: base, max, generation key, policy settings, policy delays.
-/// Returns {-1} unknown channel, {-2, …} stale policy, or {wake_in_ms (-1 none), then per
-/// lease: queue, entry id, stored bytes, seq, delivery count, generation, lease expiry ms,
-/// expires field}.
+/// KEYS: meta, allq, gen, reap, rr. ARGV: max, policy settings, policy delays, reader name.
+/// Returns {-1} unknown channel, {-2, …} stale policy, or {wake_in_ms (-1 none; 0 when
+/// something was leased: look again at once), then per lease: queue, entry id, stored bytes,
+/// seq, delivery count, generation, lease expiry ms, expires field}.
+///
+/// Per call: the settings, the queue set and `base:reap`; every queue's expired leases only
+/// when one may have run out. Per lease: a requeued entry is looked up in `d`, a new one read
+/// with XREADGROUP (which returns its fields), then the delivery count, generation and lease.
 const LEASE: &str = r#"
-local base, max, genkey = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local max = tonumber(ARGV[1])
+local reader = ARGV[4]
 local st = settings(base)
 if not st then return { -1 } end
-local p = lease_policy(st, ARGV[4], ARGV[5])
+local p = lease_policy(st, ARGV[2], ARGV[3])
 if not p then return stale_policy(base) end
 local now = now_ms()
 local queues = sorted_queues(base)
 local nq = #queues
-for _, q in ipairs(queues) do reap(base, q, now, p) end
+if reap_due(now) then reap_all(queues, now, p) end
 if st.ordered == 1 then
   local held = 0
   for _, q in ipairs(queues) do held = held + redis.call('ZCARD', qk(base, q, 'e')) end
   if held > 0 then max = 0 elseif max > 1 then max = 1 end
 end
+local function fields(raw)
+  local f = {}
+  for i = 1, #raw, 2 do f[raw[i]] = raw[i + 1] end
+  return f
+end
+-- The next unread entry of stream `s`: id and fields, or nil.
+local function read_new(s)
+  local r = redis.call('XREADGROUP', 'GROUP', 'wc', reader, 'COUNT', 1, 'NOACK', 'STREAMS', s,
+    '>')
+  if not r or not r[1] or not r[1][2][1] then return nil end
+  local e = r[1][2][1]
+  return e[1], fields(e[2])
+end
+local lexp = now + st.ack
 local function take(q)
   local s = qk(base, q, 's')
   while true do
-    local id
+    local id, f
     if st.ordered == 1 then
       local head = redis.call('XRANGE', s, '-', '+', 'COUNT', 1)
       if not head[1] then return nil end
@@ -232,33 +307,31 @@ local function take(q)
       if ready then
         if tonumber(ready) > now then return nil end
         redis.call('ZREM', qk(base, q, 'd'), id)
+        f = fields(head[1][2])
       elseif redis.call('HEXISTS', qk(base, q, 'l'), id) == 1 then
         return nil
       else
-        local r = redis.call('XREADGROUP', 'GROUP', 'wc', 'relay', 'COUNT', 1, 'STREAMS', s, '>')
-        if not r or not r[1] then return nil end
-        id = r[1][2][1][1]
+        id, f = read_new(s)
+        if not id then return nil end
       end
     else
       local ready = redis.call('ZRANGEBYSCORE', qk(base, q, 'd'), '-inf', now, 'LIMIT', 0, 1)
       if ready[1] then
         id = ready[1]
         redis.call('ZREM', qk(base, q, 'd'), id)
+        f = fields_of(base, q, id)
       else
-        local r = redis.call('XREADGROUP', 'GROUP', 'wc', 'relay', 'COUNT', 1, 'STREAMS', s, '>')
-        if not r or not r[1] then return nil end
-        id = r[1][2][1][1]
+        id, f = read_new(s)
+        if not id then return nil end
       end
     end
-    local f = fields_of(base, q, id)
     if not f then
       forget(base, q, id)
     elseif f['exp'] and f['exp'] ~= '' and tonumber(f['exp']) <= now then
       bury(base, q, id, 'expired', nil, now)
     else
       local n = redis.call('HINCRBY', qk(base, q, 'n'), id, 1)
-      local gen = redis.call('INCR', genkey)
-      local lexp = now + st.ack
+      local gen = redis.call('INCR', KEYS[3])
       redis.call('HSET', qk(base, q, 'l'), id, gen .. '|' .. tostring(lexp) .. '|' .. tostring(now))
       redis.call('ZADD', qk(base, q, 'e'), lexp, id)
       return { q, id, f['m'] or '', f['seq'] or '0', n, gen, tostring(lexp), f['exp'] or '' }
@@ -266,8 +339,8 @@ local function take(q)
   end
 end
 local out = { -1 }
-local rr = tonumber(redis.call('GET', base .. ':rr') or '0') or 0
-local i, misses, taken = 0, 0, 0
+local rr = tonumber(redis.call('GET', KEYS[5]) or '0') or 0
+local i, misses, taken, next_rr = 0, 0, 0, nil
 while taken < max and misses < nq do
   local qi = (rr + i) % nq
   i = i + 1
@@ -276,53 +349,65 @@ while taken < max and misses < nq do
     for _, v in ipairs(got) do table.insert(out, v) end
     taken = taken + 1
     misses = 0
-    redis.call('SET', base .. ':rr', (qi + 1) % nq)
+    next_rr = (qi + 1) % nq
   else
     misses = misses + 1
   end
 end
+if taken > 0 then
+  redis.call('SET', KEYS[5], next_rr)
+  lease_ends(lexp)
+  out[1] = 0
+  return out
+end
+-- Nothing leased: when may something become leasable (a delay ends, a lease runs out)?
 local wake = nil
+local at = redis.call('GET', KEYS[4])
+if at and at ~= 'none' then wake = tonumber(at) end
 for _, q in ipairs(queues) do
-  for _, z in ipairs({ 'd', 'e' }) do
-    local first = redis.call('ZRANGE', qk(base, q, z), 0, 0, 'WITHSCORES')
-    if first[2] then
-      local at = tonumber(first[2])
-      if not wake or at < wake then wake = at end
-    end
+  local first = redis.call('ZRANGE', qk(base, q, 'd'), 0, 0, 'WITHSCORES')
+  if first[2] then
+    local ready = tonumber(first[2])
+    if not wake or ready < wake then wake = ready end
   end
 end
 if wake then out[1] = math.max(wake - now, 0) end
 return out
 "#;
 
-/// ARGV: base, queue, entry id, generation, action (ack | retry | reject | unreadable | return |
+/// KEYS: meta, reap, then the queue's s, l, e, d, n, t, x, c, dlq, and the channel's dlid.
+/// ARGV: queue, entry id, generation, action (ack | retry | reject | unreadable | return |
 /// touch), delay ms (-1: the policy's), reason ('' none), policy settings, policy delays (both
 /// only read for retry), wake channel, channel.
 /// Returns {0} not in flight | {1} acked | {2, ready_ms} requeued | {3, reason} buried |
 /// {4, lease_expires_ms} extended | {-2, …} stale policy; a last element 1 means waiting lease
 /// calls were woken (ordered channel, or something ready at once).
 const SETTLE: &str = r#"
-local base, q, id, gen, action = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local delay, reason = tonumber(ARGV[6]), ARGV[7]
+local q, id, gen, action = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local delay, reason = tonumber(ARGV[5]), ARGV[6]
 if reason == '' then reason = nil end
+local l = redis.call('HGET', qk(base, q, 'l'), id)
+if not l then return { 0 } end
+local now = now_ms()
+local g, lexp, delivered = string.match(l, '^(%d+)|(%d+)|(%d+)$')
+if g ~= gen or tonumber(lexp) <= now then return { 0 } end
+if action == 'ack' then
+  -- The hot path reads only the one setting it needs.
+  local ordered = tonumber(redis.call('HGET', KEYS[1], 'ordered'))
+  if not ordered then return { 0 } end
+  forget_leased(base, q, id)
+  count(base, q, 'delivered', 1)
+  if ordered == 1 then wake_others() end
+  return { 1, ordered }
+end
 local st = settings(base)
 if not st then return { 0 } end
 local p
 if action == 'retry' then
-  p = lease_policy(st, ARGV[8], ARGV[9])
+  p = lease_policy(st, ARGV[7], ARGV[8])
   if not p then return stale_policy(base) end
 end
-local now = now_ms()
-local l = redis.call('HGET', qk(base, q, 'l'), id)
-if not l then return { 0 } end
-local g, lexp, delivered = string.match(l, '^(%d+)|(%d+)|(%d+)$')
-if g ~= gen or tonumber(lexp) <= now then return { 0 } end
-if action == 'ack' then
-  forget(base, q, id)
-  count(base, q, 'delivered', 1)
-  if st.ordered == 1 then wake_others() end
-  return { 1, st.ordered }
-elseif action == 'reject' then
+if action == 'reject' then
   count(base, q, 'nacked', 1)
   bury(base, q, id, 'rejected', reason, now)
   if st.ordered == 1 then wake_others() end
@@ -357,22 +442,23 @@ end
 return redis.error_reply('unknown action')
 "#;
 
-/// ARGV: base, policy settings, policy delays. Ends expired leases and buries expired messages
+/// KEYS: meta, queues, allq, reap. ARGV: policy settings, policy delays. Ends expired leases
+/// and buries expired messages
 /// of one channel, then reports per queue: name, queued, in flight, dead letters, oldest queued
 /// age ms (-1 none), published, delivered, nacked, expired, dead_lettered. Returns {-1} for an
 /// unknown channel, {-2, …} for a stale policy, else {moved_expired, rows…}.
 const STATS: &str = r#"
-local base = ARGV[1]
 local st = settings(base)
 if not st then return { -1 } end
-local p = lease_policy(st, ARGV[2], ARGV[3])
+local p = lease_policy(st, ARGV[1], ARGV[2])
 if not p then return stale_policy(base) end
 local now = now_ms()
 local declared = {}
-for _, q in ipairs(redis.call('SMEMBERS', base .. ':queues')) do declared[q] = true end
+for _, q in ipairs(redis.call('SMEMBERS', KEYS[2])) do declared[q] = true end
 local out = { 0 }
-for _, q in ipairs(sorted_queues(base)) do
-  reap(base, q, now, p)
+local queues = sorted_queues(base)
+reap_all(queues, now, p)
+for _, q in ipairs(queues) do
   out[1] = out[1] + expire_ttl(base, q, now)
   local s = qk(base, q, 's')
   local live = redis.call('XLEN', s)
@@ -410,10 +496,11 @@ end
 return out
 "#;
 
-/// ARGV: base, queue, dead-letter entry id, wake channel, channel.
+/// KEYS: meta, allq, then the queue's s, t, dlq. ARGV: queue, dead-letter entry id, wake
+/// channel, channel.
 /// Returns {0} replayed | {1} unknown channel | {2} gone | {4} queue full.
 const REPLAY: &str = r#"
-local base, q, dlid = ARGV[1], ARGV[2], ARGV[3]
+local q, dlid = ARGV[1], ARGV[2]
 local st = settings(base)
 if not st then return { 1 } end
 local e = redis.call('XRANGE', qk(base, q, 'dlq'), dlid, dlid)
@@ -436,10 +523,11 @@ wake_others()
 return { 0 }
 "#;
 
-/// ARGV: base, queue, entry id, generation, wake channel, channel. Undoes a lease nobody received: ready at once,
-/// delivery not counted. Returns 1 when undone, 0 when the lease was no longer current.
+/// KEYS: meta, then the queue's l, e, n, d. ARGV: queue, entry id, generation, wake channel,
+/// channel. Undoes a lease nobody received: ready at once, delivery not counted. Returns 1 when
+/// undone, 0 when the lease was no longer current.
 const UNLEASE: &str = r#"
-local base, q, id, gen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local q, id, gen = ARGV[1], ARGV[2], ARGV[3]
 local l = redis.call('HGET', qk(base, q, 'l'), id)
 if not l then return 0 end
 local g = string.match(l, '^(%d+)|')

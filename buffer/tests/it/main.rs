@@ -8,4 +8,5 @@ mod embedded;
 mod fuzz_corpus;
 mod rabbitmq;
 mod redis;
+mod redis_cluster;
 mod support;

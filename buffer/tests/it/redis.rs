@@ -10,6 +10,8 @@ use webhook_connect_buffer::{
     BufferError, DeadLetterReason, RedisBuffer, RedisOptions, Settle, Settled, SharedBuffer,
 };
 
+use webhook_connect_buffer::redis::maintenance::{delete_keys_everywhere, test_cluster_nodes};
+
 use crate::conformance::conformance_suite;
 use crate::support::{Harness, ensure, lease, publish, settings, unique};
 
@@ -18,23 +20,41 @@ fn url() -> String {
         .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned())
 }
 
-/// A unique key prefix; every key under it is deleted on drop.
+/// A unique key prefix on the single test Redis or on the test Redis Cluster; every key under
+/// it is deleted on drop.
 pub struct RedisHarness {
     prefix: String,
+    /// Empty: the single server at [`url`].
+    cluster: Vec<String>,
 }
 
 impl RedisHarness {
     pub fn new() -> Self {
         RedisHarness {
             prefix: unique("wct").replace(['-'], "_"),
+            cluster: Vec::new(),
         }
     }
 
-    fn options(&self) -> RedisOptions {
+    /// On the test Redis Cluster.
+    pub fn cluster() -> Self {
+        let mut h = RedisHarness::new();
+        h.cluster = test_cluster_nodes();
+        h
+    }
+
+    /// The key prefix of this test's keys.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn options(&self) -> RedisOptions {
         RedisOptions {
             url: url(),
+            cluster_nodes: self.cluster.clone(),
             key_prefix: self.prefix.clone(),
             operation_timeout: Duration::from_secs(5),
+            ..RedisOptions::default()
         }
     }
 
@@ -47,34 +67,7 @@ impl RedisHarness {
 
 impl Drop for RedisHarness {
     fn drop(&mut self) {
-        let Ok(client) = redis::Client::open(url()) else {
-            return;
-        };
-        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
-            return;
-        };
-        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-        let pattern = format!("{}:*", self.prefix);
-        let mut cursor: u64 = 0;
-        loop {
-            let Ok((next, keys)) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query::<(u64, Vec<String>)>(&mut conn)
-            else {
-                return;
-            };
-            if !keys.is_empty() {
-                let _ = redis::cmd("DEL").arg(&keys).query::<i64>(&mut conn);
-            }
-            if next == 0 {
-                return;
-            }
-            cursor = next;
-        }
+        delete_keys_everywhere(&url(), &self.cluster, &format!("{}:*", self.prefix));
     }
 }
 
