@@ -21,9 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ::redis::AsyncCommands;
-use ::redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
+use webhook_connect_buffer::redis::connection::{Conn, Endpoint};
 use webhook_connect_buffer::redis::pubsub::follow_channel;
 use webhook_connect_protocol::ConnectionId;
 use webhook_connect_protocol::ack::AckRequest;
@@ -69,9 +69,9 @@ struct Reply {
 #[derive(Debug)]
 pub struct PeerLink {
     /// For the two subscriptions.
-    pub client: ::redis::Client,
+    pub client: Endpoint,
     /// For publishing.
-    pub conn: ConnectionManager,
+    pub conn: Conn,
     /// The state store's key prefix.
     pub prefix: String,
     /// This instance's id.
@@ -80,8 +80,8 @@ pub struct PeerLink {
 
 /// Asks peers to settle acks, and settles theirs.
 pub struct PeerAcks {
-    conn: ConnectionManager,
-    client: ::redis::Client,
+    conn: Conn,
+    client: Endpoint,
     requests: String,
     /// `{prefix}:acks:replies:`; an instance's own reply channel adds its id.
     reply_prefix: String,

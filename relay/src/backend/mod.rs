@@ -36,6 +36,8 @@ pub async fn open_buffer(config: &RelayConfig) -> Result<SharedBuffer, StartErro
             let r = &config.file.buffer.redis;
             let options = RedisOptions {
                 url: r.url.expose().to_owned(),
+                cluster_nodes: r.cluster_node_urls(),
+                wait_replicas: u32::try_from(r.wait_replicas).unwrap_or(u32::MAX),
                 key_prefix: r.key_prefix.clone(),
                 operation_timeout: Duration::from_millis(r.operation_timeout_ms),
             };

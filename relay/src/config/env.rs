@@ -11,7 +11,11 @@ use super::file::RelayFile;
 
 const PREFIX: &str = "WEBHOOK_RELAY_";
 /// Keys that take comma-separated lists.
-const LIST_KEYS: &[&str] = &["server.trusted_proxies", "channel_defaults.allowed_ips"];
+const LIST_KEYS: &[&str] = &[
+    "server.trusted_proxies",
+    "channel_defaults.allowed_ips",
+    "buffer.redis.cluster_nodes",
+];
 
 /// Every settable key path (`server.listen`, `buffer.redis.url`, …), from the defaults.
 pub fn known_keys() -> Vec<String> {

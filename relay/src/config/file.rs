@@ -185,12 +185,20 @@ impl Default for EmbeddedSection {
     }
 }
 
+/// The default of `buffer.redis.url`.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+
 /// `[buffer.redis]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisSection {
     /// `redis://`, `rediss://` or `unix://`.
     pub url: Secret,
+    /// Seed nodes of a Redis Cluster (`redis://` or `rediss://`); set instead of `url`.
+    pub cluster_nodes: Vec<Secret>,
+    /// Replicas that must hold a published message before the relay answers (`WAIT`); 0–16.
+    #[serde(deserialize_with = "lenient::u64")]
+    pub wait_replicas: u64,
     /// `^[A-Za-z0-9_.-]{1,64}$`.
     pub key_prefix: String,
     /// 1–256.
@@ -204,11 +212,23 @@ pub struct RedisSection {
 impl Default for RedisSection {
     fn default() -> Self {
         RedisSection {
-            url: Secret::new("redis://127.0.0.1:6379/0"),
+            url: Secret::new(DEFAULT_REDIS_URL),
+            cluster_nodes: Vec::new(),
+            wait_replicas: 0,
             key_prefix: "webhook_connect".into(),
             pool_size: 16,
             operation_timeout_ms: 5000,
         }
+    }
+}
+
+impl RedisSection {
+    /// The cluster node URLs, exposed (empty: the server at `url`).
+    pub fn cluster_node_urls(&self) -> Vec<String> {
+        self.cluster_nodes
+            .iter()
+            .map(|n| n.expose().to_owned())
+            .collect()
     }
 }
 

@@ -534,6 +534,23 @@ fn range(errors: &mut Vec<String>, label: &str, key: &str, v: u64, min: u64, max
     }
 }
 
+/// `buffer.redis.cluster_nodes`: valid node URLs, and not beside a `url` of its own (the
+/// default `url` is not one).
+fn check_cluster_nodes(errors: &mut Vec<String>, label: &str, r: &file::RedisSection) {
+    if r.cluster_nodes.is_empty() {
+        return;
+    }
+    if r.url.expose() != file::DEFAULT_REDIS_URL {
+        errors.push(format!(
+            "{label}: buffer.redis: set either url (one server) or cluster_nodes (a Redis Cluster), not both"
+        ));
+    }
+    let nodes = r.cluster_node_urls();
+    if let Err(e) = webhook_connect_buffer::redis::connection::Endpoint::open("", &nodes) {
+        errors.push(format!("{label}: buffer.redis.cluster_nodes: {e}"));
+    }
+}
+
 fn one_of(errors: &mut Vec<String>, label: &str, key: &str, v: &str, allowed: &[&str]) {
     if !allowed.contains(&v) {
         errors.push(format!(
@@ -714,6 +731,15 @@ fn validate_sections(f: &RelayFile, label: &str, errors: &mut Vec<String>) {
         100,
         60_000,
     );
+    range(
+        errors,
+        label,
+        "buffer.redis.wait_replicas",
+        b.redis.wait_replicas,
+        0,
+        16,
+    );
+    check_cluster_nodes(errors, label, &b.redis);
     let prefix_ok = webhook_connect_buffer::redis::valid_prefix;
     if !prefix_ok(&b.redis.key_prefix) {
         errors.push(format!(

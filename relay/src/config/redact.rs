@@ -238,6 +238,16 @@ pub fn redact_file(file: &RelayFile) -> Value {
             *slot = mask_secret_url(secret);
         }
     }
+    if let Some(slot) = doc.pointer_mut("/buffer/redis/cluster_nodes") {
+        *slot = Value::Array(
+            file.buffer
+                .redis
+                .cluster_nodes
+                .iter()
+                .map(mask_secret_url)
+                .collect(),
+        );
+    }
     if let Some(slot) = doc.pointer_mut("/state/redis_url") {
         *slot = mask_secret_url(&file.state.redis_url);
     }

@@ -387,6 +387,45 @@ fn rabbitmq_keys_are_checked_and_select_the_backend() {
 }
 
 #[test]
+fn redis_cluster_nodes_are_checked_and_exclude_a_url() {
+    let dir = TempDir::new("redis-cluster");
+    let path = dir.write(
+        "relay.toml",
+        "[buffer]\nbackend = \"redis\"\n[buffer.redis]\ncluster_nodes = [\"redis://:pw@10.0.0.1:6379\", \"redis://10.0.0.2:6379\"]\nwait_replicas = 1\n",
+    );
+    let cfg = load_with(Some(path), &[]).unwrap();
+    assert_eq!(cfg.file.buffer.redis.cluster_nodes.len(), 2);
+    assert_eq!(cfg.file.buffer.redis.wait_replicas, 1);
+    let printed = redact::redact_file(&cfg.file).to_string();
+    assert!(!printed.contains("pw"), "{printed}");
+    let env = load_with(
+        None,
+        &[(
+            "WEBHOOK_RELAY_BUFFER__REDIS__CLUSTER_NODES",
+            "redis://10.0.0.1:6379, redis://10.0.0.2:6379",
+        )],
+    )
+    .unwrap();
+    assert_eq!(env.file.buffer.redis.cluster_nodes.len(), 2);
+    let bad = dir.write(
+        "bad.toml",
+        "[buffer.redis]\nurl = \"redis://10.0.0.9:6379/0\"\ncluster_nodes = [\"unix:///tmp/r.sock\"]\nwait_replicas = 17\n",
+    );
+    let err = load_with(Some(bad), &[]).unwrap_err();
+    for want in [
+        "bad.toml: buffer.redis: set either url (one server) or cluster_nodes (a Redis Cluster), not both",
+        "bad.toml: buffer.redis.cluster_nodes: cluster node 1 must be a redis:// or rediss:// URL",
+        "bad.toml: buffer.redis.wait_replicas: must be between 0 and 16, got 17",
+    ] {
+        assert!(
+            err.errors.iter().any(|e| e == want),
+            "{want} not in {:?}",
+            err.errors
+        );
+    }
+}
+
+#[test]
 fn errors_are_blamed_on_the_variable_that_set_the_value_r120() {
     let dir = TempDir::new("blame");
     let path = dir.write("relay.toml", "[server]\nmax_json_depth = 0\n");

@@ -121,13 +121,23 @@ impl StateStore {
             .then(|| seal::Sealer::from_key_file(&file.state.encryption_key_file))
             .transpose()?;
         let store = if backend == "redis" {
-            let url = if file.state.redis_url.is_empty() {
-                file.buffer.redis.url.expose()
+            // `state.redis_url` names one server; without it the store shares the buffer's
+            // Redis, a cluster too.
+            let (url, cluster_nodes) = if file.state.redis_url.is_empty() {
+                (
+                    file.buffer.redis.url.expose(),
+                    file.buffer.redis.cluster_node_urls(),
+                )
             } else {
-                file.state.redis_url.expose()
+                (file.state.redis_url.expose(), Vec::new())
             };
-            let store =
-                redis::RedisStore::connect(url, &file.state.key_prefix, OPERATION_TIMEOUT).await?;
+            let store = redis::RedisStore::connect(
+                url,
+                &cluster_nodes,
+                &file.state.key_prefix,
+                OPERATION_TIMEOUT,
+            )
+            .await?;
             StateStore {
                 backend: Backend::Redis(Box::new(store)),
                 sealer: configured_key.unwrap_or_else(seal::Sealer::without_key),

@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{AsyncCommands, Script};
 use tokio::sync::{broadcast, oneshot};
+use webhook_connect_buffer::redis::connection::{Conn, Endpoint};
 use webhook_connect_buffer::redis::pubsub::follow_channel;
 use webhook_connect_buffer::redis::valid_prefix;
 
@@ -39,9 +39,9 @@ return 1
 
 /// The Redis state store.
 pub struct RedisStore {
-    client: ::redis::Client,
+    endpoint: Endpoint,
     prefix: String,
-    conn: ConnectionManager,
+    conn: Conn,
     key: String,
     events: String,
     instance: String,
@@ -66,9 +66,12 @@ fn unavailable(e: impl std::fmt::Display) -> StateError {
 }
 
 impl RedisStore {
-    /// Connects (bounded by `timeout`) and starts listening for other instances' changes.
+    /// Connects (bounded by `timeout`) and starts listening for other instances' changes:
+    /// to the server at `url`, or to the Redis Cluster of `cluster_nodes` when that is not
+    /// empty. The store is one hash, so on a cluster it lives on one master.
     pub async fn connect(
         url: &str,
+        cluster_nodes: &[String],
         prefix: &str,
         timeout: Duration,
     ) -> Result<RedisStore, StateError> {
@@ -77,25 +80,24 @@ impl RedisStore {
                 "state.key_prefix must match ^[A-Za-z0-9_.-]{1,64}$".into(),
             ));
         }
-        let client = ::redis::Client::open(url)
-            .map_err(|_| StateError::Invalid("state.redis_url is not a valid Redis URL".into()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2);
-        let conn = tokio::time::timeout(
-            timeout,
-            ConnectionManager::new_with_config(client.clone(), config),
-        )
-        .await
-        .map_err(|_| StateError::Unavailable("connecting to Redis timed out".into()))?
-        .map_err(unavailable)?;
+        let endpoint = Endpoint::open(url, cluster_nodes).map_err(|e| {
+            let field = if cluster_nodes.is_empty() {
+                "state.redis_url"
+            } else {
+                "buffer.redis.cluster_nodes"
+            };
+            StateError::Invalid(format!("{field}: {e}"))
+        })?;
+        let conn = tokio::time::timeout(timeout, endpoint.connect(timeout))
+            .await
+            .map_err(|_| StateError::Unavailable("connecting to Redis timed out".into()))?
+            .map_err(unavailable)?;
         let instance = format!("{:016x}", rand::random::<u64>());
         let events = format!("{prefix}:state:events");
         let (changes, first) = broadcast::channel(1024);
         let (stop_tx, stop_rx) = oneshot::channel();
         tokio::spawn(listen(
-            client.clone(),
+            endpoint.clone(),
             events.clone(),
             instance.clone(),
             changes.clone(),
@@ -103,7 +105,7 @@ impl RedisStore {
             timeout,
         ));
         Ok(RedisStore {
-            client,
+            endpoint,
             prefix: prefix.to_owned(),
             conn,
             key: format!("{prefix}:state:channels"),
@@ -238,7 +240,7 @@ impl RedisStore {
     /// The connection, prefix and instance id, for the peer ack link.
     pub fn peer_link(&self) -> crate::peer_acks::PeerLink {
         crate::peer_acks::PeerLink {
-            client: self.client.clone(),
+            client: self.endpoint.clone(),
             conn: self.conn.clone(),
             prefix: self.prefix.clone(),
             instance: self.instance.clone(),
@@ -267,7 +269,7 @@ impl Drop for RedisStore {
 /// Forwards other instances' announcements; after every (re)subscription it sends
 /// [`Change::All`], since changes made while unsubscribed were missed.
 async fn listen(
-    client: ::redis::Client,
+    endpoint: Endpoint,
     events: String,
     instance: String,
     changes: broadcast::Sender<Change>,
@@ -286,5 +288,5 @@ async fn listen(
             let _ = changes.send(Change::Channel(channel.to_owned()));
         }
     };
-    follow_channel(client, events, timeout, stop, on_subscribed, on_message).await;
+    follow_channel(endpoint, events, timeout, stop, on_subscribed, on_message).await;
 }

@@ -35,6 +35,7 @@ mod metrics_exposure;
 mod metrics_scrape;
 mod multi_instance;
 mod openapi_routes;
+mod redis_failover;
 mod shipped_examples;
 mod support;
 mod tls_listeners;

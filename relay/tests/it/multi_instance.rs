@@ -1,11 +1,12 @@
 //! Several relay instances sharing one Redis (buffer and state store, `docs/reference/http-api.md` §7): admin
 //! state lives in Redis, not in a file of one instance, and changes made through one instance
-//! take effect on the others.
+//! take effect on the others. Every case runs on a single Redis server and on a Redis Cluster
+//! (`docs/redis-cluster.md`).
 
 use std::time::Duration;
 
 use crate::delivery_http::{ack, poll};
-use crate::support::{TOKEN, TestRelay, eventually};
+use crate::support::{Store, TOKEN, TestRelay, eventually};
 
 const ADMIN: &str = "multi-instance-admin-token-0123";
 const WAIT: Duration = Duration::from_secs(10);
@@ -48,21 +49,14 @@ async fn rotate(relay: &TestRelay) -> String {
     body["new_token"].as_str().unwrap().to_owned()
 }
 
-#[tokio::test]
-async fn a_rotated_token_survives_a_restart_that_keeps_no_local_file() {
-    let mut first = TestRelay::start_on(
-        crate::support::Store::Redis,
-        "multi-restart",
-        "",
-        &admin_section(),
-    )
-    .await;
+async fn a_rotated_token_survives_a_restart_that_keeps_no_local_file(store: Store) {
+    let mut first = TestRelay::start_on(store, "multi-restart", "", &admin_section()).await;
     let prefix = first.redis_prefix.clone().unwrap();
     let new_token = rotate(&first).await;
     first.stop().await;
     // A fresh directory: no state file. What the relay knows comes from Redis.
     let second =
-        TestRelay::start_on_redis_prefix(&prefix, "multi-restart-2", "", &admin_section()).await;
+        TestRelay::start_on_redis(store, &prefix, "multi-restart-2", "", &admin_section()).await;
     assert_eq!(status_with(&second, "orders", TOKEN).await, 401);
     assert_eq!(status_with(&second, "orders", &new_token).await, 200);
     let ready: serde_json::Value = second
@@ -78,21 +72,16 @@ async fn a_rotated_token_survives_a_restart_that_keeps_no_local_file() {
 }
 
 /// Two instances on one fresh Redis prefix; the first owns (and deletes) the keys.
-async fn pair(tag: &str) -> (TestRelay, TestRelay) {
-    pair_with(tag, "").await
+async fn pair(store: Store, tag: &str) -> (TestRelay, TestRelay) {
+    pair_with(store, tag, "").await
 }
 
 /// Like [`pair`], with `extra_channel` in channel `orders` of both.
-async fn pair_with(tag: &str, extra_channel: &str) -> (TestRelay, TestRelay) {
-    let a = TestRelay::start_on(
-        crate::support::Store::Redis,
-        tag,
-        extra_channel,
-        &admin_section(),
-    )
-    .await;
+async fn pair_with(store: Store, tag: &str, extra_channel: &str) -> (TestRelay, TestRelay) {
+    let a = TestRelay::start_on(store, tag, extra_channel, &admin_section()).await;
     let prefix = a.redis_prefix.clone().unwrap();
-    let b = TestRelay::start_on_redis_prefix(
+    let b = TestRelay::start_on_redis(
+        store,
         &prefix,
         &format!("{tag}-b"),
         extra_channel,
@@ -102,9 +91,10 @@ async fn pair_with(tag: &str, extra_channel: &str) -> (TestRelay, TestRelay) {
     (a, b)
 }
 
-#[tokio::test]
-async fn a_rotation_on_one_instance_applies_on_the_other_and_closes_its_old_connections() {
-    let (a, b) = pair("multi-rotate").await;
+async fn a_rotation_on_one_instance_applies_on_the_other_and_closes_its_old_connections(
+    store: Store,
+) {
+    let (a, b) = pair(store, "multi-rotate").await;
     let mut ws = b.ws(true, &[]).await;
     ws.next_of("connected", WAIT).await;
     let new_token = rotate(&a).await;
@@ -120,9 +110,8 @@ async fn a_rotation_on_one_instance_applies_on_the_other_and_closes_its_old_conn
     assert_eq!(notice["code"].as_u64(), Some(4001), "{notice}");
 }
 
-#[tokio::test]
-async fn pausing_on_one_instance_stops_deliveries_from_the_other() {
-    let (a, b) = pair("multi-pause").await;
+async fn pausing_on_one_instance_stops_deliveries_from_the_other(store: Store) {
+    let (a, b) = pair(store, "multi-pause").await;
     let (status, body) = admin(&a, reqwest::Method::POST, "/channels/orders/pause", None).await;
     assert_eq!(status, 200, "{body}");
     let paused = || async {
@@ -147,9 +136,8 @@ async fn pausing_on_one_instance_stops_deliveries_from_the_other() {
     );
 }
 
-#[tokio::test]
-async fn a_channel_created_and_deleted_on_one_instance_follows_on_the_other() {
-    let (a, b) = pair("multi-create").await;
+async fn a_channel_created_and_deleted_on_one_instance_follows_on_the_other(store: Store) {
+    let (a, b) = pair(store, "multi-create").await;
     let (status, created) = admin(
         &a,
         reqwest::Method::POST,
@@ -184,9 +172,8 @@ async fn a_channel_created_and_deleted_on_one_instance_follows_on_the_other() {
     );
 }
 
-#[tokio::test]
-async fn cumulative_counters_are_shared_by_instances_and_survive_a_restart_r58() {
-    let (a, mut b) = pair("multi-counters").await;
+async fn cumulative_counters_are_shared_by_instances_and_survive_a_restart_r58(store: Store) {
+    let (a, mut b) = pair(store, "multi-counters").await;
     let id = a.post_ok("shop", "{}").await;
     let mut ws = a.ws(true, &[]).await;
     ws.next_of("connected", WAIT).await;
@@ -201,7 +188,7 @@ async fn cumulative_counters_are_shared_by_instances_and_survive_a_restart_r58()
     b.stop().await;
     let prefix = a.redis_prefix.clone().unwrap();
     let c =
-        TestRelay::start_on_redis_prefix(&prefix, "multi-counters-c", "", &admin_section()).await;
+        TestRelay::start_on_redis(store, &prefix, "multi-counters-c", "", &admin_section()).await;
     assert_eq!(
         delivered(&c).await,
         Some(1),
@@ -216,10 +203,10 @@ async fn delivered(relay: &TestRelay) -> Option<u64> {
     body["messages_delivered"].as_u64()
 }
 
-#[tokio::test]
-async fn an_ack_sent_to_the_other_instance_settles_the_lease_r31() {
+async fn an_ack_sent_to_the_other_instance_settles_the_lease_r31(store: Store) {
     // Short leases: a message whose ack was lost would come back within the test.
     let (a, b) = pair_with(
+        store,
         "multi-ack",
         "ack_timeout_seconds = 1\nmax_lease_seconds = 1\nrequeue_delay_initial_ms = 0\nrequeue_delay_max_ms = 0",
     )
@@ -266,9 +253,8 @@ async fn an_ack_sent_to_the_other_instance_settles_the_lease_r31() {
     assert_eq!(status, 401);
 }
 
-#[tokio::test]
-async fn a_v2_batch_sent_to_the_other_instance_reports_each_outcome_r31() {
-    let (a, b) = pair("multi-ack-batch").await;
+async fn a_v2_batch_sent_to_the_other_instance_reports_each_outcome_r31(store: Store) {
+    let (a, b) = pair(store, "multi-ack-batch").await;
     let kept = a.post_ok("shop", r#"{"n":1}"#).await;
     let refused = a.post_ok("shop", r#"{"n":2}"#).await;
     let leased: serde_json::Value = poll(&a, "timeout=5&max_messages=2", "batch")
@@ -334,3 +320,35 @@ async fn a_v2_batch_sent_to_the_other_instance_reports_each_outcome_r31() {
     assert_eq!(status, 200, "{dead}");
     assert!(dead.to_string().contains(&refused), "{dead}");
 }
+
+/// Runs each case on a single Redis (module `single`) and on the Redis Cluster (`cluster`).
+macro_rules! on_single_and_cluster {
+    ($($case:ident),* $(,)?) => {
+        mod single {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(crate::support::Store::Redis).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(crate::support::Store::RedisCluster).await;
+                }
+            )*
+        }
+    };
+}
+
+on_single_and_cluster!(
+    a_rotated_token_survives_a_restart_that_keeps_no_local_file,
+    a_rotation_on_one_instance_applies_on_the_other_and_closes_its_old_connections,
+    pausing_on_one_instance_stops_deliveries_from_the_other,
+    a_channel_created_and_deleted_on_one_instance_follows_on_the_other,
+    cumulative_counters_are_shared_by_instances_and_survive_a_restart_r58,
+    an_ack_sent_to_the_other_instance_settles_the_lease_r31,
+    a_v2_batch_sent_to_the_other_instance_reports_each_outcome_r31,
+);

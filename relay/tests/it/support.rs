@@ -27,6 +27,9 @@ pub enum Store {
     /// RabbitMQ at `WEBHOOK_CONNECT_TEST_RABBITMQ_URL` (default loopback) under a unique
     /// exchange name, whose queues are deleted on drop; the state store stays embedded.
     RabbitMq,
+    /// Like [`Store::Redis`] on the test Redis Cluster (`scripts/services.sh redis-cluster`,
+    /// or the comma-separated seeds in `WEBHOOK_CONNECT_TEST_REDIS_CLUSTER`).
+    RedisCluster,
 }
 
 fn rabbitmq_url() -> String {
@@ -39,6 +42,21 @@ pub fn redis_url() -> String {
         .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
 }
 
+/// The `[buffer.redis]` line that points at `store`'s Redis (one server or the cluster).
+pub fn redis_target_toml(store: Store) -> String {
+    match store {
+        Store::RedisCluster => {
+            let nodes: Vec<String> =
+                webhook_connect_buffer::redis::maintenance::test_cluster_nodes()
+                    .iter()
+                    .map(|n| format!("\"{n}\""))
+                    .collect();
+            format!("cluster_nodes = [{}]", nodes.join(", "))
+        }
+        _ => format!("url = \"{}\"", redis_url()),
+    }
+}
+
 /// A running relay; stopped (and its directory removed) on drop.
 pub struct TestRelay {
     pub addr: SocketAddr,
@@ -48,6 +66,8 @@ pub struct TestRelay {
     pub dir: PathBuf,
     pub http: reqwest::Client,
     pub redis_prefix: Option<String>,
+    /// Where `redis_prefix` lives: [`Store::Redis`] or [`Store::RedisCluster`].
+    pub redis_store: Store,
     pub rabbit_exchange: Option<String>,
 }
 
@@ -100,10 +120,10 @@ impl TestRelay {
     pub async fn start_on(store: Store, tag: &str, extra_channel: &str, extra: &str) -> TestRelay {
         match store {
             Store::Embedded => Self::start(tag, extra_channel, extra).await,
-            Store::Redis => {
+            Store::Redis | Store::RedisCluster => {
                 let prefix = format!("wc_relay_it_{:016x}", rand::random::<u64>());
                 let mut relay =
-                    Self::start_on_redis_prefix(&prefix, tag, extra_channel, extra).await;
+                    Self::start_on_redis(store, &prefix, tag, extra_channel, extra).await;
                 relay.redis_prefix = Some(prefix);
                 relay
             }
@@ -120,10 +140,28 @@ impl TestRelay {
         }
     }
 
-    /// A relay whose buffer and state store are Redis under `prefix`, in a fresh directory: a
-    /// second instance beside another one, or a restart that keeps nothing on disk. It does
-    /// not delete the keys on drop (the instance that made the prefix does).
-    pub async fn start_on_redis_prefix(
+    /// A relay whose buffer and state store are Redis under `prefix` on `store`'s Redis (one
+    /// server or the cluster), in a fresh directory: a second instance beside another one, or
+    /// a restart that keeps nothing on disk. It does not delete the keys on drop (the instance
+    /// that made the prefix does).
+    pub async fn start_on_redis(
+        store: Store,
+        prefix: &str,
+        tag: &str,
+        extra_channel: &str,
+        extra: &str,
+    ) -> TestRelay {
+        let mut relay =
+            Self::start_on_redis_toml(&redis_target_toml(store), prefix, tag, extra_channel, extra)
+                .await;
+        relay.redis_store = store;
+        relay
+    }
+
+    /// Like [`TestRelay::start_on_redis`] with `target` as the `[buffer.redis]` lines that say
+    /// where Redis is (and how to use it). Deletes nothing on drop.
+    pub async fn start_on_redis_toml(
+        target: &str,
         prefix: &str,
         tag: &str,
         extra_channel: &str,
@@ -132,8 +170,7 @@ impl TestRelay {
         // `extra` lands right after the `[state]` table's `path`, so its first line is a key of
         // that table.
         let extra = format!(
-            "key_prefix = \"{prefix}\"\n[buffer]\nbackend = \"redis\"\n[buffer.redis]\nurl = \"{}\"\nkey_prefix = \"{prefix}\"\n{extra}",
-            redis_url()
+            "key_prefix = \"{prefix}\"\n[buffer]\nbackend = \"redis\"\n[buffer.redis]\n{target}\nkey_prefix = \"{prefix}\"\n{extra}"
         );
         Self::start_in(temp_dir(tag), extra_channel, &extra).await
     }
@@ -191,6 +228,7 @@ token = "{TOKEN}"
             join: Some(join),
             dir,
             redis_prefix: None,
+            redis_store: Store::Redis,
             rabbit_exchange: None,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -319,17 +357,18 @@ impl Drop for TestRelay {
     fn drop(&mut self) {
         self.shutdown.cancel();
         let _ = std::fs::remove_dir_all(&self.dir);
-        if let Some(prefix) = &self.redis_prefix
-            && let Ok(client) = redis::Client::open(redis_url())
-            && let Ok(mut conn) = client.get_connection()
-        {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{prefix}:*"))
-                .query(&mut conn)
-                .unwrap_or_default();
-            if !keys.is_empty() {
-                let _: Result<u64, _> = redis::cmd("DEL").arg(&keys).query(&mut conn);
-            }
+        if let Some(prefix) = &self.redis_prefix {
+            let cluster = match self.redis_store {
+                Store::RedisCluster => {
+                    webhook_connect_buffer::redis::maintenance::test_cluster_nodes()
+                }
+                _ => Vec::new(),
+            };
+            webhook_connect_buffer::redis::maintenance::delete_keys_everywhere(
+                &redis_url(),
+                &cluster,
+                &format!("{prefix}:*"),
+            );
         }
         if let Some(exchange) = self.rabbit_exchange.take() {
             // Drop runs inside the test's runtime; clean up from a thread with its own.

@@ -58,6 +58,7 @@ pub async fn open(backend: &Backend, dir: &TempDir) -> Option<Arc<dyn Buffer>> {
                 url: Backend::redis_url(),
                 key_prefix: prefix.clone(),
                 operation_timeout: timeout,
+                ..Default::default()
             };
             Arc::new(
                 webhook_connect_buffer::RedisBuffer::connect(options)

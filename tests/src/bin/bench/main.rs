@@ -3,7 +3,7 @@
 //!
 //!   webhook-connect-bench --all [--messages N] [--json FILE]   (everything below, one run)
 //!   webhook-connect-bench [--backend embedded|redis|rabbitmq|all] [--messages N] [--json FILE]
-//!                         [--only limit|admin|ingest|websocket|sse|long_poll|hostile]
+//!                         [--only limit|admin|ingest|websocket|sse|long_poll|hostile|cluster]
 //!                         [--scale 1000,10000]
 //!
 //! Measurements, each on a fresh relay started in this process:
@@ -20,11 +20,14 @@
 //! 5. admin (`admin_ops.rs`): stats with N queued, dead-lettering N, listing the newest page of
 //!    N dead letters, stats with them, replaying them all;
 //! 6. hostile (`hostile.rs`, `--only hostile` and `--all`): the release relay with a file limit
-//!    of 1,024 under idle, slow-header and large-body attackers while a legitimate sender posts.
+//!    of 1,024 under idle, slow-header and large-body attackers while a legitimate sender posts;
+//! 7. Redis Cluster (`redis_cluster.rs`, `--only cluster` and `--all`): publish and drain with
+//!    the webhooks spread over 12 channels, on the single Redis and on the 3-master cluster.
 
 mod admin_ops;
 mod buffers;
 mod hostile;
+mod redis_cluster;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -1000,8 +1003,9 @@ async fn main() {
     // `--only limit|admin|ingest|websocket|sse|long_poll|hostile` runs one group.
     let only = arg("--only");
     let hostile_only = only.as_deref() == Some("hostile");
+    let cluster_only = only.as_deref() == Some("cluster");
     let mut tables: Vec<(String, Vec<Row>)> = Vec::new();
-    for backend in backends.iter().filter(|_| !hostile_only) {
+    for backend in backends.iter().filter(|_| !hostile_only && !cluster_only) {
         let label = match backend {
             Backend::Embedded => "embedded",
             Backend::Redis { .. } => "redis",
@@ -1019,6 +1023,14 @@ async fn main() {
             &rows,
         );
         tables.push(("processes".to_owned(), rows));
+    }
+    if all || cluster_only {
+        let rows = redis_cluster::rows(n).await;
+        print_table(
+            "redis cluster (Buffer trait, 12 channels; single Redis and 3 masters)",
+            &rows,
+        );
+        tables.push(("redis-cluster".to_owned(), rows));
     }
     if all || hostile_only {
         let rows = hostile::hostile().await;
