@@ -391,7 +391,7 @@ fn redis_cluster_nodes_are_checked_and_exclude_a_url() {
     let dir = TempDir::new("redis-cluster");
     let path = dir.write(
         "relay.toml",
-        "[buffer]\nbackend = \"redis\"\n[buffer.redis]\ncluster_nodes = [\"redis://:pw@10.0.0.1:6379\", \"redis://10.0.0.2:6379\"]\nwait_replicas = 1\n",
+        "[buffer]\nbackend = \"redis\"\n[buffer.redis]\ncluster_nodes = [\"redis://:pw@10.0.0.1:6379\", \"redis://:pw@10.0.0.2:6379\"]\nwait_replicas = 1\n",
     );
     let cfg = load_with(Some(path), &[]).unwrap();
     assert_eq!(cfg.file.buffer.redis.cluster_nodes.len(), 2);
