@@ -25,7 +25,7 @@ const CLUSTER_RETRIES: u32 = 12;
 #[derive(Clone)]
 pub enum Endpoint {
     /// A single server.
-    Single(::redis::Client),
+    Single(Box<::redis::Client>),
     /// A cluster, known by some of its nodes (any one that answers gives the whole map).
     Cluster(Arc<[ConnectionInfo]>),
 }
@@ -46,7 +46,7 @@ impl Endpoint {
     pub fn open(url: &str, cluster_nodes: &[String]) -> Result<Endpoint, String> {
         if cluster_nodes.is_empty() {
             return ::redis::Client::open(url)
-                .map(Endpoint::Single)
+                .map(|client| Endpoint::Single(Box::new(client)))
                 .map_err(|_| "not a valid Redis URL".to_owned());
         }
         let mut nodes = Vec::with_capacity(cluster_nodes.len());
@@ -83,7 +83,8 @@ impl Endpoint {
                     .set_connection_timeout(Some(timeout))
                     .set_response_timeout(Some(timeout))
                     .set_number_of_retries(2);
-                let manager = ConnectionManager::new_with_config(client.clone(), config).await?;
+                let manager =
+                    ConnectionManager::new_with_config(client.as_ref().clone(), config).await?;
                 Ok(Conn::Single(manager))
             }
             Endpoint::Cluster(nodes) => {

@@ -138,17 +138,21 @@ local function reap_due(now)
   local at = redis.call('GET', base .. ':reap')
   return not at or (at ~= 'none' and tonumber(at) <= now)
 end
--- Ends the expired leases of every queue and records when the next one runs out.
-local function reap_all(queues, now, p)
-  local next_at = nil
+-- The lowest score in zset `x` of any of `queues`, or nil.
+local function earliest(queues, x, lowest)
   for _, q in ipairs(queues) do
-    reap(base, q, now, p)
-    local first = redis.call('ZRANGE', qk(base, q, 'e'), 0, 0, 'WITHSCORES')
+    local first = redis.call('ZRANGE', qk(base, q, x), 0, 0, 'WITHSCORES')
     if first[2] then
       local at = tonumber(first[2])
-      if not next_at or at < next_at then next_at = at end
+      if not lowest or at < lowest then lowest = at end
     end
   end
+  return lowest
+end
+-- Ends the expired leases of every queue and records when the next one runs out.
+local function reap_all(queues, now, p)
+  for _, q in ipairs(queues) do reap(base, q, now, p) end
+  local next_at = earliest(queues, 'e', nil)
   redis.call('SET', base .. ':reap', next_at and tostring(next_at) or 'none')
 end
 -- Records that a lease runs out at `at` (keeping `base:reap` at or before every lease's end).
@@ -361,16 +365,8 @@ if taken > 0 then
   return out
 end
 -- Nothing leased: when may something become leasable (a delay ends, a lease runs out)?
-local wake = nil
 local at = redis.call('GET', KEYS[4])
-if at and at ~= 'none' then wake = tonumber(at) end
-for _, q in ipairs(queues) do
-  local first = redis.call('ZRANGE', qk(base, q, 'd'), 0, 0, 'WITHSCORES')
-  if first[2] then
-    local ready = tonumber(first[2])
-    if not wake or ready < wake then wake = ready end
-  end
-end
+local wake = earliest(queues, 'd', (at and at ~= 'none') and tonumber(at) or nil)
 if wake then out[1] = math.max(wake - now, 0) end
 return out
 "#;
