@@ -2,7 +2,6 @@
 //! `/readyz` and `/metrics` (`docs/reference/http-api.md` §8, R-85).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +16,9 @@ use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use webhook_connect_protocol::Timestamp;
+use webhook_connect_protocol::exposition::{
+    Histogram, write_family, write_histogram, write_runtime, write_sample,
+};
 
 /// Connection state of one channel as reported on `/readyz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,16 +56,6 @@ struct Inner {
     protocol_version: Option<u8>,
     connection_id: Option<String>,
     last_frame_at: Option<Timestamp>,
-}
-
-/// Buckets of the delivery-duration histogram, in seconds.
-const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
-
-#[derive(Debug, Default, Clone)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
 }
 
 /// Health and counters of one module instance (module mode, `docs/reference/module-contract.md` §2.2).
@@ -251,14 +243,7 @@ impl ChannelState {
     pub fn delivery_done(&self, target: &str, seconds: f64, errors: &[&'static str]) {
         {
             let mut d = lock(&self.durations);
-            let h = d.entry(target.to_owned()).or_default();
-            for (i, b) in BUCKETS.iter().enumerate() {
-                if seconds <= *b {
-                    h.counts[i] += 1;
-                }
-            }
-            h.count += 1;
-            h.sum += seconds;
+            d.entry(target.to_owned()).or_default().observe(seconds);
         }
         if !errors.is_empty() {
             let mut e = lock(&self.target_errors);
@@ -327,165 +312,138 @@ pub fn readiness(states: &States) -> (bool, serde_json::Value) {
     )
 }
 
-/// Prometheus text exposition of every channel's metrics.
+/// Prometheus text exposition of every channel's metrics, then `webhook_connector_build_info`
+/// and the `process_*` families.
 pub fn metrics_text(states: &States) -> String {
     let mut out = String::new();
     let p = "webhook_connector";
+    let mut family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let name = format!("{p}_{name}");
+        write_family(out, &name, kind, help);
+        name
+    };
     type Getter = fn(&ChannelState) -> u64;
-    let counters: [(&str, &str, Getter); 4] = [
+    let simple: [(&str, &str, &str, Getter); 4] = [
         (
             "messages_received_total",
+            "counter",
             "Messages received from the relay.",
             |s| s.received.load(Ordering::Relaxed),
         ),
-        ("messages_acked_total", "Acks sent.", |s| {
+        ("messages_acked_total", "counter", "Acks sent.", |s| {
             s.acked.load(Ordering::Relaxed)
         }),
         (
             "messages_deduplicated_total",
+            "counter",
             "Redeliveries acked from the completion record.",
             |s| s.deduplicated.load(Ordering::Relaxed),
         ),
-        ("in_flight", "Messages held.", |s| {
+        ("in_flight", "gauge", "Messages held.", |s| {
             s.in_flight.load(Ordering::Relaxed)
         }),
     ];
-    for (name, help, get) in counters {
-        let kind = if name.ends_with("_total") {
-            "counter"
-        } else {
-            "gauge"
-        };
-        let _ = writeln!(out, "# HELP {p}_{name} {help}\n# TYPE {p}_{name} {kind}");
+    for (name, kind, help, get) in simple {
+        let name = family(&mut out, name, kind, help);
         for s in states.iter() {
-            let _ = writeln!(out, "{p}_{name}{{channel=\"{}\"}} {}", s.channel, get(s));
+            write_sample(&mut out, &name, &[("channel", &s.channel)], get(s));
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP {p}_messages_nacked_total Nacks sent.\n# TYPE {p}_messages_nacked_total counter"
-    );
+    let name = family(&mut out, "messages_nacked_total", "counter", "Nacks sent.");
     for s in states.iter() {
-        let _ = writeln!(
-            out,
-            "{p}_messages_nacked_total{{channel=\"{}\",retry=\"true\"}} {}",
-            s.channel,
-            s.nacked_retry.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "{p}_messages_nacked_total{{channel=\"{}\",retry=\"false\"}} {}",
-            s.channel,
-            s.nacked_no_retry.load(Ordering::Relaxed)
-        );
+        for (retry, n) in [("true", &s.nacked_retry), ("false", &s.nacked_no_retry)] {
+            let labels = [("channel", s.channel.as_str()), ("retry", retry)];
+            write_sample(&mut out, &name, &labels, n.load(Ordering::Relaxed));
+        }
     }
-    let _ = writeln!(
-        out,
-        "# HELP {p}_stream_stale 1 while the stream is stale or disconnected.\n# TYPE {p}_stream_stale gauge"
+    let name = family(
+        &mut out,
+        "stream_stale",
+        "gauge",
+        "1 while the stream is stale or disconnected.",
     );
     for s in states.iter() {
         let stale = u8::from(s.state() != ConnState::Connected);
-        let _ = writeln!(out, "{p}_stream_stale{{channel=\"{}\"}} {stale}", s.channel);
+        write_sample(&mut out, &name, &[("channel", &s.channel)], stale);
     }
-    let _ = writeln!(
-        out,
-        "# HELP {p}_reconnects_total Reconnects by reason.\n# TYPE {p}_reconnects_total counter"
+    let name = family(
+        &mut out,
+        "reconnects_total",
+        "counter",
+        "Reconnects by reason.",
     );
     for s in states.iter() {
         for (reason, n) in lock(&s.reconnects).iter() {
-            let _ = writeln!(
-                out,
-                "{p}_reconnects_total{{channel=\"{}\",reason=\"{reason}\"}} {n}",
-                s.channel
-            );
+            let labels = [("channel", s.channel.as_str()), ("reason", reason)];
+            write_sample(&mut out, &name, &labels, n);
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP {p}_target_errors_total Failed target attempts.\n# TYPE {p}_target_errors_total counter"
+    let name = family(
+        &mut out,
+        "target_errors_total",
+        "counter",
+        "Failed target attempts.",
     );
     for s in states.iter() {
         for ((target, kind), n) in lock(&s.target_errors).iter() {
-            let _ = writeln!(
-                out,
-                "{p}_target_errors_total{{channel=\"{}\",target=\"{}\",kind=\"{kind}\"}} {n}",
-                s.channel,
-                escape(target)
-            );
+            let labels = [
+                ("channel", s.channel.as_str()),
+                ("target", target.as_str()),
+                ("kind", kind),
+            ];
+            write_sample(&mut out, &name, &labels, n);
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP {p}_module_up 1 while a module instance is set up.\n# TYPE {p}_module_up gauge"
+    let name = family(
+        &mut out,
+        "module_up",
+        "gauge",
+        "1 while a module instance is set up.",
     );
     for s in states.iter() {
         for m in lock(&s.modules).iter() {
-            let _ = writeln!(
-                out,
-                "{p}_module_up{{channel=\"{}\",instance=\"{}\",module=\"{}\"}} {}",
-                s.channel,
-                escape(&m.label),
-                m.module,
-                u8::from(m.is_up())
-            );
+            let labels = [
+                ("channel", s.channel.as_str()),
+                ("instance", m.label.as_str()),
+                ("module", m.module),
+            ];
+            write_sample(&mut out, &name, &labels, u8::from(m.is_up()));
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP {p}_module_calls_total Module process calls by result and error category.\n# TYPE {p}_module_calls_total counter"
+    let name = family(
+        &mut out,
+        "module_calls_total",
+        "counter",
+        "Module process calls by result and error category.",
     );
     for s in states.iter() {
         for m in lock(&s.modules).iter() {
             for ((result, category), n) in lock(&m.calls).iter() {
-                let _ = writeln!(
-                    out,
-                    "{p}_module_calls_total{{channel=\"{}\",instance=\"{}\",module=\"{}\",result=\"{result}\",category=\"{category}\"}} {n}",
-                    s.channel,
-                    escape(&m.label),
-                    m.module,
-                );
+                let labels = [
+                    ("channel", s.channel.as_str()),
+                    ("instance", m.label.as_str()),
+                    ("module", m.module),
+                    ("result", result),
+                    ("category", category),
+                ];
+                write_sample(&mut out, &name, &labels, n);
             }
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP {p}_delivery_duration_seconds Local delivery time.\n# TYPE {p}_delivery_duration_seconds histogram"
+    let name = family(
+        &mut out,
+        "delivery_duration_seconds",
+        "histogram",
+        "Local delivery time.",
     );
     for s in states.iter() {
         for (target, h) in lock(&s.durations).iter() {
-            let labels = format!("channel=\"{}\",target=\"{}\"", s.channel, escape(target));
-            for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "{p}_delivery_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}",
-                    h.counts[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "{p}_delivery_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "{p}_delivery_duration_seconds_sum{{{labels}}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "{p}_delivery_duration_seconds_count{{{labels}}} {}",
-                h.count
-            );
+            let labels = [("channel", s.channel.as_str()), ("target", target.as_str())];
+            write_histogram(&mut out, &name, &labels, h);
         }
     }
+    write_runtime(&mut out, p, env!("CARGO_PKG_VERSION"));
     out
-}
-
-fn escape(label: &str) -> String {
-    label
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -9,11 +9,13 @@
 //! - [`poll`] and [`ack`]: long-poll and `POST /connect/ack` bodies and query parameters;
 //! - [`close`]: close codes and the v2 close notice;
 //! - [`backoff`]: the one retry/backoff policy (initial, max, factor, jitter);
+//! - [`exposition`]: the Prometheus text format both `/metrics` endpoints write;
 //! - [`credentials`]: the names that mark credentials (auth keys, cleanup and redaction lists);
 //! - [`ids`], [`names`], [`time`], [`token`], [`version`]: identifiers, name rules,
 //!   timestamps, `Authorization` parsing and version negotiation.
 //!
-//! It does no I/O and never panics on input: every decoder returns an error value.
+//! It does no I/O (but for [`exposition::ProcessStats::read`], the process's own `/proc`) and
+//! never panics on input: every decoder returns an error value.
 
 pub mod ack;
 pub mod backoff;
@@ -21,6 +23,7 @@ pub mod close;
 pub mod config_values;
 pub mod credentials;
 pub mod envelope;
+pub mod exposition;
 pub mod frames;
 #[doc(hidden)]
 pub mod fuzzing;

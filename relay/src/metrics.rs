@@ -6,22 +6,13 @@
 //! configuration (channel and webhook names) or fixed sets, so label sets stay bounded.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::Mutex;
 
-/// Upper bounds of the duration histograms, seconds.
-const BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
+use webhook_connect_protocol::exposition::{
+    Histogram, write_family, write_histogram, write_runtime, write_sample,
+};
 
 type Key = (&'static str, Vec<(&'static str, String)>);
-
-#[derive(Debug, Default, Clone)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
-}
 
 /// Counter and histogram families.
 #[derive(Debug, Default)]
@@ -147,28 +138,6 @@ const HELP: &[(&str, &str, &str)] = &[
     ),
 ];
 
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn labels_text(labels: &[(&'static str, String)], extra: Option<(&str, String)>) -> String {
-    let mut parts: Vec<String> = labels
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-        .collect();
-    if let Some((k, v)) = extra {
-        parts.push(format!("{k}=\"{v}\""));
-    }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("{{{}}}", parts.join(","))
-    }
-}
-
 /// How much a scrape may see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detail {
@@ -202,12 +171,9 @@ fn aggregate_counters(counters: BTreeMap<Key, u64>) -> BTreeMap<Key, u64> {
 fn aggregate_histograms(histograms: BTreeMap<Key, Histogram>) -> BTreeMap<Key, Histogram> {
     let mut out: BTreeMap<Key, Histogram> = BTreeMap::new();
     for ((name, labels), h) in histograms {
-        let merged = out.entry((name, without_names(&labels))).or_default();
-        for (total, count) in merged.counts.iter_mut().zip(h.counts) {
-            *total += count;
-        }
-        merged.count += h.count;
-        merged.sum += h.sum;
+        out.entry((name, without_names(&labels)))
+            .or_default()
+            .merge(&h);
     }
     out
 }
@@ -258,14 +224,7 @@ impl Metrics {
     /// Records one observation (seconds) in a histogram.
     pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], seconds: f64) {
         let mut map = self.histograms.lock().unwrap_or_else(|p| p.into_inner());
-        let h = map.entry(key(name, labels)).or_default();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if seconds <= *bound {
-                h.counts[i] += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += seconds;
+        map.entry(key(name, labels)).or_default().observe(seconds);
     }
 
     /// The value of a counter.
@@ -302,48 +261,27 @@ impl Metrics {
         }
         let mut out = String::new();
         for (family, kind, help) in HELP {
-            let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} {kind}");
+            write_family(&mut out, family, kind, help);
             match *kind {
                 "counter" => {
                     for ((name, labels), value) in counters.iter().filter(|((n, _), _)| n == family)
                     {
-                        let _ = writeln!(out, "{name}{} {value}", labels_text(labels, None));
+                        write_sample(&mut out, name, labels, value);
                     }
                 }
                 "histogram" => {
                     for ((name, labels), h) in histograms.iter().filter(|((n, _), _)| n == family) {
-                        for (i, bound) in BUCKETS.iter().enumerate() {
-                            let _ = writeln!(
-                                out,
-                                "{name}_bucket{} {}",
-                                labels_text(labels, Some(("le", bound.to_string()))),
-                                h.counts[i]
-                            );
-                        }
-                        let _ = writeln!(
-                            out,
-                            "{name}_bucket{} {}",
-                            labels_text(labels, Some(("le", "+Inf".into()))),
-                            h.count
-                        );
-                        let _ = writeln!(out, "{name}_sum{} {}", labels_text(labels, None), h.sum);
-                        let _ =
-                            writeln!(out, "{name}_count{} {}", labels_text(labels, None), h.count);
+                        write_histogram(&mut out, name, labels, h);
                     }
                 }
                 _ => {
                     for g in gauges.iter().filter(|g| g.name == *family) {
-                        let _ = writeln!(
-                            out,
-                            "{}{} {}",
-                            g.name,
-                            labels_text(&g.labels, None),
-                            g.value
-                        );
+                        write_sample(&mut out, g.name, &g.labels, g.value);
                     }
                 }
             }
         }
+        write_runtime(&mut out, "webhook_relay", env!("CARGO_PKG_VERSION"));
         out
     }
 }
@@ -388,6 +326,10 @@ mod tests {
             text.contains("webhook_relay_connections{channel=\"orders\",protocol=\"sse\"} 2\n")
         );
         assert!(text.contains("# TYPE webhook_relay_queue_depth gauge\n"));
+        assert!(text.contains(&format!(
+            "webhook_relay_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )));
         assert_eq!(
             m.counter(
                 "webhook_relay_messages_acked_total",
