@@ -317,7 +317,7 @@ pub fn readiness(states: &States) -> (bool, serde_json::Value) {
 pub fn metrics_text(states: &States) -> String {
     let mut out = String::new();
     let p = "webhook_connector";
-    let mut family = |out: &mut String, name: &str, kind: &str, help: &str| {
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
         let name = format!("{p}_{name}");
         write_family(out, &name, kind, help);
         name

@@ -34,5 +34,7 @@ mod stats;
 mod tls;
 
 pub use backend::open_buffer;
+#[doc(hidden)]
+pub use routes::served_paths;
 pub use server::serve;
 pub use startup::{StartError, build_state, run};

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use webhook_relay::admin_cli::{self, Target, Task};
+use webhook_relay::admin_cli;
 use webhook_relay::config::{self, FlagOverrides, LoadOptions, RelayConfig};
 use webhook_relay::{StartError, run};
 
@@ -29,131 +29,8 @@ enum Command {
     CheckConfig(Flags),
     /// Print the effective configuration, secrets as "***".
     PrintConfig(Flags),
-    /// Manage channels of a running relay through its admin API.
-    #[command(subcommand)]
-    Channels(ChannelsCommand),
-    /// Manage dead letters of a running relay through its admin API.
-    #[command(subcommand)]
-    DeadLetters(DeadLettersCommand),
-}
-
-/// How to reach the admin API. The token comes from `WEBHOOK_CONNECT_ADMIN_TOKEN` or
-/// `--admin-token-file`, never from a flag value.
-#[derive(Debug, Clone, Args)]
-struct ApiArgs {
-    /// Relay base URL (also WEBHOOK_RELAY_URL).
-    #[arg(
-        long,
-        env = "WEBHOOK_RELAY_URL",
-        default_value = "http://127.0.0.1:8000"
-    )]
-    url: String,
-    /// File holding the admin token.
-    #[arg(long = "token-file")]
-    token_file: Option<PathBuf>,
-    /// Print the API's JSON instead of a table.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Debug, Subcommand)]
-enum ChannelsCommand {
-    /// List channels.
-    List(ApiArgs),
-    /// Create a channel from a JSON definition file.
-    Create {
-        /// The definition ([[channels]] schema, as JSON).
-        #[arg(long)]
-        file: PathBuf,
-        #[command(flatten)]
-        api: ApiArgs,
-    },
-    /// Rotate a channel token.
-    Rotate {
-        /// Channel name.
-        channel: String,
-        /// Seconds the old token stays valid (0–604800, default 3600).
-        #[arg(long)]
-        grace: Option<u64>,
-        #[command(flatten)]
-        api: ApiArgs,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum DeadLettersCommand {
-    /// List dead letters of a channel, newest first.
-    List {
-        /// Channel name.
-        channel: String,
-        /// Page size (1–1000).
-        #[arg(long)]
-        limit: Option<u32>,
-        #[command(flatten)]
-        api: ApiArgs,
-    },
-    /// Replay one dead letter, or all of the channel.
-    Replay {
-        /// Channel name.
-        channel: String,
-        /// One message id; all when omitted.
-        message_id: Option<String>,
-        #[command(flatten)]
-        api: ApiArgs,
-    },
-    /// Delete one dead letter, or all of the channel.
-    Purge {
-        /// Channel name.
-        channel: String,
-        /// One message id; all when omitted.
-        message_id: Option<String>,
-        #[command(flatten)]
-        api: ApiArgs,
-    },
-}
-
-fn admin_task(task: Task, api: ApiArgs) -> ExitCode {
-    let token = match &api.token_file {
-        Some(path) => match std::fs::read_to_string(path) {
-            Ok(t) => webhook_connect_protocol::config_values::secret_from_file_text(t)
-                .expose()
-                .to_owned(),
-            Err(e) => {
-                eprintln!("error: --token-file {}: {e}", path.display());
-                return ExitCode::from(2);
-            }
-        },
-        None => std::env::var("WEBHOOK_CONNECT_ADMIN_TOKEN").unwrap_or_default(),
-    };
-    if token.is_empty() {
-        eprintln!("error: set WEBHOOK_CONNECT_ADMIN_TOKEN or pass --token-file");
-        return ExitCode::from(2);
-    }
-    let target = Target {
-        base_url: api.url,
-        token,
-        json: api.json,
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(admin_cli::run(&task, &target)) {
-        Ok(text) => {
-            println!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
-        }
-    }
+    #[command(flatten)]
+    Admin(admin_cli::Command),
 }
 
 /// The server's options: taken before the subcommand, after `run`, `check-config` or
@@ -261,10 +138,7 @@ fn main() -> ExitCode {
     // explicitly keeps that true should a dependency ever enable a second provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    let admin_command = matches!(
-        cli.command,
-        Some(Command::Channels(_) | Command::DeadLetters(_))
-    );
+    let admin_command = matches!(cli.command, Some(Command::Admin(_)));
     if admin_command && cli.flags != Flags::default() {
         eprintln!(
             "error: the server options (--config, --listen, …) apply to run, check-config and \
@@ -277,60 +151,7 @@ fn main() -> ExitCode {
         Some(Command::Run(f)) => ("run", f.over(cli.flags)),
         Some(Command::CheckConfig(f)) => ("check", f.over(cli.flags)),
         Some(Command::PrintConfig(f)) => ("print", f.over(cli.flags)),
-        Some(Command::Channels(c)) => {
-            return match c {
-                ChannelsCommand::List(api) => admin_task(Task::ChannelsList, api),
-                ChannelsCommand::Create { file, api } => match std::fs::read_to_string(&file) {
-                    Ok(definition) => admin_task(Task::ChannelsCreate { definition }, api),
-                    Err(e) => {
-                        eprintln!("error: --file {}: {e}", file.display());
-                        ExitCode::from(2)
-                    }
-                },
-                ChannelsCommand::Rotate {
-                    channel,
-                    grace,
-                    api,
-                } => admin_task(
-                    Task::ChannelsRotate {
-                        channel,
-                        grace_seconds: grace,
-                    },
-                    api,
-                ),
-            };
-        }
-        Some(Command::DeadLetters(c)) => {
-            return match c {
-                DeadLettersCommand::List {
-                    channel,
-                    limit,
-                    api,
-                } => admin_task(Task::DeadLettersList { channel, limit }, api),
-                DeadLettersCommand::Replay {
-                    channel,
-                    message_id,
-                    api,
-                } => admin_task(
-                    Task::DeadLettersReplay {
-                        channel,
-                        message_id,
-                    },
-                    api,
-                ),
-                DeadLettersCommand::Purge {
-                    channel,
-                    message_id,
-                    api,
-                } => admin_task(
-                    Task::DeadLettersPurge {
-                        channel,
-                        message_id,
-                    },
-                    api,
-                ),
-            };
-        }
+        Some(Command::Admin(c)) => return admin_cli::main(c),
     };
     let config = match load(flags) {
         Ok(c) => c,

@@ -68,6 +68,23 @@ pub fn router(state: Arc<AppState>) -> Router {
     finish(main, state)
 }
 
+/// The paths the main router serves, read from the router itself (its `Debug` form lists every
+/// path it matches): the test `openapi_routes` compares them with the OpenAPI document.
+#[doc(hidden)]
+pub fn served_paths(state: Arc<AppState>) -> Vec<String> {
+    let text = format!("{:?}", router(state));
+    // The fallback router (after `fallback_router`) holds the catch-all routes, not served paths.
+    let served = text.split("fallback_router").next().unwrap_or_default();
+    let mut paths: Vec<String> = served
+        .split('"')
+        .filter(|s| s.starts_with('/') && !s.contains("__private__axum"))
+        .map(str::to_owned)
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
 /// The admin routes alone, for the separate `admin.listen` listener.
 pub fn admin_router(state: Arc<AppState>) -> Router {
     finish(

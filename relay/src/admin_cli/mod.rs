@@ -1,280 +1,184 @@
-//! `webhook-relay channels …` and `webhook-relay dead-letters …`: the common admin tasks from a
-//! shell, calling the admin API of a running relay. Output is a readable table, or the API's
-//! JSON with `--json`. The admin token comes from `WEBHOOK_CONNECT_ADMIN_TOKEN` or a file, never
-//! from a flag (command lines are visible to other users).
+//! The admin subcommands of `webhook-relay`: every operation of the admin API
+//! (`docs/reference/http-api.md` §4–§6) from a shell, against a running relay. Output is a
+//! readable table, or JSON with `--json`. The admin token comes from
+//! `WEBHOOK_CONNECT_ADMIN_TOKEN` or a file, never from a flag (command lines are visible to
+//! other users). Errors are printed with every cause (`caused by: …`).
+//!
+//! One file per command group: [`channels`], [`dead_letters`], [`overview`]; a new group is a
+//! new file with its `…Task` enum, a [`Task`] variant and a [`Command`] variant.
 
-use std::time::Duration;
+mod channels;
+mod client;
+mod confirm;
+mod dead_letters;
+mod error;
+mod overview;
+mod progress;
+mod table;
 
-use reqwest::Method;
-use serde_json::Value;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+pub use channels::ChannelTask;
+pub use client::{Client, Target};
+pub use confirm::Confirm;
+pub use dead_letters::{DeadLetterTask, Filter};
+pub use error::{CliError, Report};
 
 /// One admin task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Task {
-    /// `channels list`
-    ChannelsList,
-    /// `channels create --file DEF.json`
-    ChannelsCreate {
-        /// The channel definition (JSON text).
-        definition: String,
-    },
-    /// `channels rotate NAME [--grace SECONDS]`
-    ChannelsRotate {
-        /// Channel.
-        channel: String,
-        /// Grace period.
-        grace_seconds: Option<u64>,
-    },
-    /// `dead-letters list CHANNEL [--limit N]`
-    DeadLettersList {
-        /// Channel.
-        channel: String,
-        /// Page size.
-        limit: Option<u32>,
-    },
-    /// `dead-letters replay CHANNEL [MESSAGE_ID]`
-    DeadLettersReplay {
-        /// Channel.
-        channel: String,
-        /// One message, or all.
-        message_id: Option<String>,
-    },
-    /// `dead-letters purge CHANNEL [MESSAGE_ID]`
-    DeadLettersPurge {
-        /// Channel.
-        channel: String,
-        /// One message, or all.
-        message_id: Option<String>,
-    },
+    /// `channels …`
+    Channels(ChannelTask),
+    /// `dead-letters …`
+    DeadLetters(DeadLetterTask),
+    /// `overview`
+    Overview,
+    /// `admin-health`
+    Health,
 }
 
-/// Where and how to call.
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// Relay base URL, e.g. `http://127.0.0.1:8000`.
-    pub base_url: String,
-    /// Admin token.
-    pub token: String,
+/// Runs `task` against `target`; `Ok` holds what to print.
+pub async fn run(task: &Task, target: &Target) -> Result<String, CliError> {
+    let client = Client::new(target)?;
+    match task {
+        Task::Channels(t) => channels::run(t, &client, target).await,
+        Task::DeadLetters(t) => dead_letters::run(t, &client, target).await,
+        Task::Overview => overview::overview(&client, target).await,
+        Task::Health => overview::health(&client, target).await,
+    }
+}
+
+/// How to reach the admin API; these options may follow any admin subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// Relay base URL (also WEBHOOK_RELAY_URL).
+    #[arg(
+        long,
+        global = true,
+        env = "WEBHOOK_RELAY_URL",
+        default_value = "http://127.0.0.1:8000"
+    )]
+    pub url: String,
+    /// File holding the admin token (default: WEBHOOK_CONNECT_ADMIN_TOKEN).
+    #[arg(long = "token-file", global = true)]
+    pub token_file: Option<PathBuf>,
     /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
     pub json: bool,
+    /// PEM file of CA certificates to trust (a relay behind a private CA).
+    #[arg(long, global = true)]
+    pub cacert: Option<PathBuf>,
+    /// Do not verify the relay's TLS certificate (testing only).
+    #[arg(long, global = true)]
+    pub insecure: bool,
+    /// Do not ask before deleting or purging (required when standard input is not a terminal).
+    #[arg(long, short = 'y', global = true)]
+    pub yes: bool,
 }
 
-fn request(task: &Task) -> (Method, String, Option<String>) {
-    let ch = |c: &str| format!("/admin/webhook-connect/channels/{c}");
-    match task {
-        Task::ChannelsList => (Method::GET, "/admin/webhook-connect/channels".into(), None),
-        Task::ChannelsCreate { definition } => (
-            Method::POST,
-            "/admin/webhook-connect/channels".into(),
-            Some(definition.clone()),
-        ),
-        Task::ChannelsRotate {
-            channel,
-            grace_seconds,
-        } => (
-            Method::POST,
-            format!("{}/rotate-token", ch(channel)),
-            grace_seconds.map(|g| format!("{{\"grace_period_seconds\":{g}}}")),
-        ),
-        Task::DeadLettersList { channel, limit } => (
-            Method::GET,
-            format!(
-                "{}/dead-letters?limit={}",
-                ch(channel),
-                limit.unwrap_or(100)
-            ),
-            None,
-        ),
-        Task::DeadLettersReplay {
-            channel,
-            message_id: Some(id),
-        } => (
-            Method::POST,
-            format!("{}/dead-letters/{id}/replay", ch(channel)),
-            None,
-        ),
-        Task::DeadLettersReplay {
-            channel,
-            message_id: None,
-        } => (
-            Method::POST,
-            format!("{}/dead-letters/replay", ch(channel)),
-            None,
-        ),
-        Task::DeadLettersPurge {
-            channel,
-            message_id: Some(id),
-        } => (
-            Method::DELETE,
-            format!("{}/dead-letters/{id}", ch(channel)),
-            None,
-        ),
-        Task::DeadLettersPurge {
-            channel,
-            message_id: None,
-        } => (
-            Method::DELETE,
-            format!("{}/dead-letters", ch(channel)),
-            None,
-        ),
-    }
+/// The admin subcommands, as `webhook-relay` parses them.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Manage channels of a running relay through its admin API.
+    Channels {
+        #[command(subcommand)]
+        task: ChannelTask,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Manage dead letters of a running relay through its admin API.
+    DeadLetters {
+        #[command(subcommand)]
+        task: DeadLetterTask,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Channels, connections and health of a running relay at a glance.
+    Overview {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// The admin API's health answer (buffer, counts).
+    AdminHealth {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
-fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        Value::Array(a) => a.iter().map(cell).collect::<Vec<_>>().join(","),
-        other => other.to_string(),
-    }
-}
-
-fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in &rows {
-        for (i, c) in row.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
+impl Command {
+    fn split(self) -> (Task, ApiArgs) {
+        match self {
+            Command::Channels { task, api } => (Task::Channels(task), api),
+            Command::DeadLetters { task, api } => (Task::DeadLetters(task), api),
+            Command::Overview { api } => (Task::Overview, api),
+            Command::AdminHealth { api } => (Task::Health, api),
         }
     }
-    let line = |cells: Vec<String>| {
-        cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_owned()
+}
+
+fn target(api: ApiArgs) -> Result<Target, CliError> {
+    let token = match &api.token_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map(|t| {
+                webhook_connect_protocol::config_values::secret_from_file_text(t)
+                    .expose()
+                    .to_owned()
+            })
+            .map_err(|source| CliError::File {
+                context: format!("--token-file {}", path.display()),
+                source,
+            })?,
+        None => std::env::var("WEBHOOK_CONNECT_ADMIN_TOKEN").unwrap_or_default(),
     };
-    let mut out = vec![line(headers.iter().map(|h| (*h).to_owned()).collect())];
-    out.extend(rows.into_iter().map(line));
-    out.join("\n")
+    if token.is_empty() {
+        return Err(CliError::Usage(
+            "set WEBHOOK_CONNECT_ADMIN_TOKEN or pass --token-file".into(),
+        ));
+    }
+    let confirm = if api.yes {
+        Confirm::Yes
+    } else if std::io::stdin().is_terminal() {
+        Confirm::Ask
+    } else {
+        Confirm::NoTerminal
+    };
+    Ok(Target {
+        base_url: api.url,
+        token,
+        json: api.json,
+        cacert: api.cacert,
+        insecure: api.insecure,
+        confirm,
+        progress: std::io::stderr().is_terminal(),
+    })
 }
 
-fn render(task: &Task, body: &Value) -> String {
-    match task {
-        Task::ChannelsList => table(
-            &["NAME", "SOURCE", "WEBHOOKS", "CONNECTED", "PAUSED"],
-            body.as_array()
-                .into_iter()
-                .flatten()
-                .map(|c| {
-                    vec![
-                        cell(&c["name"]),
-                        cell(&c["source"]),
-                        cell(&c["webhook_ids"]),
-                        cell(&c["connected_clients"]),
-                        cell(&c["paused"]),
-                    ]
-                })
-                .collect(),
-        ),
-        Task::ChannelsCreate { .. } => format!(
-            "created channel {}\ntoken (shown only now): {}",
-            cell(&body["name"]),
-            cell(&body["token"])
-        ),
-        Task::ChannelsRotate { .. } => format!(
-            "new token (shown only now): {}\nold token valid until: {}",
-            cell(&body["new_token"]),
-            cell(&body["old_token_expires_at"])
-        ),
-        Task::DeadLettersList { .. } => {
-            let rows = body["messages"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|d| {
-                    vec![
-                        cell(&d["message_id"]),
-                        cell(&d["webhook_id"]),
-                        cell(&d["dead_letter_reason"]),
-                        cell(&d["delivery_count"]),
-                        cell(&d["dead_lettered_at"]),
-                    ]
-                })
-                .collect();
-            format!(
-                "{}\n{} of {} shown",
-                table(
-                    &[
-                        "MESSAGE_ID",
-                        "WEBHOOK",
-                        "REASON",
-                        "DELIVERIES",
-                        "DEAD_LETTERED_AT"
-                    ],
-                    rows
-                ),
-                cell(&body["count"]),
-                cell(&body["total"])
-            )
+/// Runs an admin subcommand from the command line: prints the result, or the error with its
+/// causes; exit status 0, 1 (the relay refused or could not be reached) or 2 (bad usage).
+pub fn main(command: Command) -> ExitCode {
+    let (task, api) = command.split();
+    let result = target(api).and_then(|target| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| CliError::File {
+                context: "cannot start the runtime".into(),
+                source,
+            })?;
+        runtime.block_on(run(&task, &target))
+    });
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
         }
-        Task::DeadLettersReplay {
-            message_id: Some(id),
-            ..
-        } => format!("replayed {id}"),
-        Task::DeadLettersReplay {
-            message_id: None, ..
-        } => {
-            format!(
-                "replayed {}, remaining {}",
-                cell(&body["replayed"]),
-                cell(&body["remaining"])
-            )
+        Err(e) => {
+            eprintln!("error: {}", Report(&e));
+            ExitCode::from(e.exit_code())
         }
-        Task::DeadLettersPurge {
-            message_id: Some(id),
-            ..
-        } => format!("purged {id}"),
-        Task::DeadLettersPurge {
-            message_id: None, ..
-        } => format!("purged {}", cell(&body["purged"])),
-    }
-}
-
-/// Runs `task`; `Ok` holds what to print, `Err` the error message (exit status 1).
-pub async fn run(task: &Task, target: &Target) -> Result<String, String> {
-    let (method, path, body) = request(task);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-    let mut req = client
-        .request(
-            method,
-            format!("{}{path}", target.base_url.trim_end_matches('/')),
-        )
-        .bearer_auth(&target.token);
-    if let Some(b) = body {
-        req = req.header("content-type", "application/json").body(b);
-    }
-    let response = req
-        .send()
-        .await
-        .map_err(|e| format!("cannot reach the relay at {}: {e}", target.base_url))?;
-    let status = response.status();
-    let text = response
-        .text()
-        .await
-        .map_err(|e| format!("cannot read the answer: {e}"))?;
-    let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    if !status.is_success() {
-        return Err(format!("{}: {}", status.as_u16(), cell(&body["detail"])));
-    }
-    if target.json {
-        return Ok(serde_json::to_string_pretty(&body).unwrap_or_default());
-    }
-    Ok(render(task, &body))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tables_align_columns() {
-        let t = table(&["A", "LONGER"], vec![vec!["xyz".into(), "1".into()]]);
-        assert_eq!(t, "A    LONGER\nxyz  1");
     }
 }

@@ -125,6 +125,26 @@ pub fn json_response(status: StatusCode, body: String) -> Response {
     response
 }
 
+/// `body` serialized as a JSON success response with `status`.
+pub fn typed_body<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_string(body) {
+        Ok(text) => json_response(status, text),
+        Err(_) => ApiError::internal().into_response(),
+    }
+}
+
+/// The shape of every error answer (the OpenAPI document's `Error`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// What went wrong (for a 5xx only the status's reason phrase).
+    pub detail: String,
+    /// v2 ack failures only: `not_in_flight` or `error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
 /// A JSON `{"status":…}` body.
 pub fn status_body(status: StatusCode, body: serde_json::Value) -> Response {
     json_response(status, body.to_string())

@@ -1,377 +1,171 @@
-//! The OpenAPI 3.1 document of the relay's HTTP API (`docs/reference/http-api.md` §2.5), generated once from
-//! [`ROUTES`], the table of every route the router serves (a test checks the two agree).
+//! The OpenAPI 3.1 document of the relay's HTTP API (`docs/reference/http-api.md` §2.5),
+//! generated with utoipa: one operation per route in [`paths`], request and response schemas
+//! from the types the admin handlers serialize (`crate::http::admin`, `crate::stats`) and, for
+//! the wire bodies whose types live in the protocol crate, from [`wire`]. The tests
+//! `openapi_routes` (every route of the router is documented, and the reverse) and
+//! `openapi_responses` (real answers validate against their schemas) keep it true.
 
-use serde_json::{Map, Value, json};
+mod paths;
+mod wire;
 
-/// How a route is authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Auth {
-    /// None.
-    None,
-    /// Per webhook (`docs/reference/auth-methods.md`).
-    Webhook,
-    /// The channel token.
-    Channel,
-    /// The admin token.
-    Admin,
-}
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::server::Server;
+use utoipa::openapi::{RefOr, Response, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
 
-/// One documented route.
-#[derive(Debug, Clone, Copy)]
-pub struct RouteDoc {
-    /// HTTP method, lower case.
-    pub method: &'static str,
-    /// Path with `{param}` segments.
-    pub path: &'static str,
-    /// What it does.
-    pub summary: &'static str,
-    /// Group.
-    pub tag: &'static str,
-    /// Authentication.
-    pub auth: Auth,
-    /// Success status.
-    pub success: u16,
-}
+use crate::http::error::ErrorBody;
 
-const fn r(
-    method: &'static str,
-    path: &'static str,
-    summary: &'static str,
-    tag: &'static str,
-    auth: Auth,
-    success: u16,
-) -> RouteDoc {
-    RouteDoc {
-        method,
-        path,
-        summary,
-        tag,
-        auth,
-        success,
+/// The security schemes: the admin token, a channel token and the metrics token, each a
+/// bearer token.
+#[derive(Debug)]
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for (name, description) in [
+            ("adminToken", "The relay's admin token (`admin.token`)"),
+            ("channelToken", "A channel token"),
+            ("metricsToken", "`metrics.bearer_token`, when set"),
+        ] {
+            components.add_security_scheme(
+                name,
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .description(Some(description))
+                        .build(),
+                ),
+            );
+        }
     }
 }
 
-/// Every route of the relay.
-pub const ROUTES: &[RouteDoc] = &[
-    r(
-        "post",
-        "/webhook/{webhook_id}",
-        "Receive a webhook and store it durably",
-        "ingest",
-        Auth::Webhook,
-        200,
-    ),
-    r(
-        "post",
-        "/webhook/{namespace}/{webhook_id}",
-        "Receive a webhook on the namespaced route",
-        "ingest",
-        Auth::Webhook,
-        200,
-    ),
-    r(
-        "get",
-        "/connect/stream/{channel}",
-        "WebSocket stream of a channel (upgrade)",
-        "streaming",
-        Auth::Channel,
-        101,
-    ),
-    r(
-        "get",
-        "/connect/stream/{channel}/sse",
-        "Server-Sent Events stream of a channel",
-        "streaming",
-        Auth::Channel,
-        200,
-    ),
-    r(
-        "get",
-        "/connect/stream/{channel}/poll",
-        "Long-poll for messages of a channel",
-        "streaming",
-        Auth::Channel,
-        200,
-    ),
-    r(
-        "post",
-        "/connect/ack",
-        "Ack, nack or touch messages delivered over SSE or long-poll",
-        "streaming",
-        Auth::Channel,
-        200,
-    ),
-    r(
-        "get",
-        "/connect/status/{channel}",
-        "Channel status for a connector",
-        "streaming",
-        Auth::Channel,
-        200,
-    ),
-    r(
-        "get",
-        "/healthz",
-        "Process is up",
-        "operations",
-        Auth::None,
-        200,
-    ),
-    r(
-        "get",
-        "/readyz",
-        "Buffer and state store reachable",
-        "operations",
-        Auth::None,
-        200,
-    ),
-    r(
-        "get",
-        "/health",
-        "Health in the original's format",
-        "operations",
-        Auth::None,
-        200,
-    ),
-    r(
-        "get",
-        "/metrics",
-        "Prometheus metrics",
-        "operations",
-        Auth::None,
-        200,
-    ),
-    r(
-        "get",
-        "/openapi.json",
-        "This document",
-        "operations",
-        Auth::None,
-        200,
-    ),
-    r(
-        "get",
-        "/admin/webhook-connect/health",
-        "Admin health (counts for admins only)",
-        "admin",
-        Auth::None,
-        200,
-    ),
-    r(
-        "get",
-        "/admin/webhook-connect/overview",
-        "Overview of channels and connections",
-        "admin",
-        Auth::Admin,
-        200,
-    ),
-    r(
-        "get",
-        "/admin/webhook-connect/channels",
-        "List channels",
-        "admin",
-        Auth::Admin,
-        200,
-    ),
-    r(
-        "post",
-        "/admin/webhook-connect/channels",
-        "Create a channel",
-        "admin",
-        Auth::Admin,
-        201,
-    ),
-    r(
-        "get",
-        "/admin/webhook-connect/channels/{channel}",
-        "Channel details",
-        "admin",
-        Auth::Admin,
-        200,
-    ),
-    r(
-        "delete",
-        "/admin/webhook-connect/channels/{channel}",
-        "Delete a channel",
-        "admin",
-        Auth::Admin,
-        200,
-    ),
-    r(
-        "post",
-        "/admin/webhook-connect/channels/{channel}/rotate-token",
-        "Rotate the channel token with a grace period",
-        "admin",
-        Auth::Admin,
-        200,
-    ),
-    r(
-        "post",
-        "/admin/webhook-connect/channels/{channel}/pause",
-        "Pause deliveries",
-        "admin",
-        Auth::Admin,
-        200,
-    ),
-    r(
-        "post",
-        "/admin/webhook-connect/channels/{channel}/resume",
-        "Resume deliveries",
-        "admin",
-        Auth::Admin,
-        200,
-    ),
-    r(
-        "get",
-        "/admin/webhook-connect/channels/{channel}/stats",
-        "Channel statistics",
-        "admin",
-        Auth::Admin,
-        200,
-    ),
-    r(
-        "get",
-        "/admin/webhook-connect/channels/{channel}/webhook-stats",
-        "Per-webhook statistics",
-        "admin",
-        Auth::Admin,
-        200,
-    ),
-    r(
-        "delete",
-        "/admin/webhook-connect/channels/{channel}/connections/{connection_id}",
-        "Disconnect a connection",
-        "admin",
-        Auth::Admin,
-        200,
-    ),
-    r(
-        "get",
-        "/admin/webhook-connect/channels/{channel}/dead-letters",
-        "List dead letters (paged)",
-        "admin",
-        Auth::Admin,
-        200,
-    ),
-    r(
-        "delete",
-        "/admin/webhook-connect/channels/{channel}/dead-letters",
-        "Purge dead letters",
-        "admin",
-        Auth::Admin,
-        200,
-    ),
-    r(
-        "post",
-        "/admin/webhook-connect/channels/{channel}/dead-letters/replay",
-        "Replay dead letters",
-        "admin",
-        Auth::Admin,
-        200,
-    ),
-    r(
-        "get",
-        "/admin/webhook-connect/channels/{channel}/dead-letters/{message_id}",
-        "One dead letter with its body",
-        "admin",
-        Auth::Admin,
-        200,
-    ),
-    r(
-        "delete",
-        "/admin/webhook-connect/channels/{channel}/dead-letters/{message_id}",
-        "Purge one dead letter",
-        "admin",
-        Auth::Admin,
-        200,
-    ),
-    r(
-        "post",
-        "/admin/webhook-connect/channels/{channel}/dead-letters/{message_id}/replay",
-        "Replay one dead letter",
-        "admin",
-        Auth::Admin,
-        200,
-    ),
-];
+/// The error answers every operation can give, by the authentication it takes: 401, 403 and
+/// 429 for the admin token, 401 for a channel token, 503 for every operation.
+#[derive(Debug)]
+struct CommonErrors;
 
-fn error_response(description: &str) -> Value {
-    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+fn error_response(description: &str) -> RefOr<Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                utoipa::openapi::ContentBuilder::new()
+                    .schema(Some(utoipa::openapi::Ref::from_schema_name("Error")))
+                    .build(),
+            )
+            .build(),
+    )
 }
 
-/// Builds the document.
-pub fn document(public_base_url: &str) -> Value {
-    let mut paths = Map::new();
-    for route in ROUTES {
-        let parameters: Vec<Value> = route
-            .path
-            .split('/')
-            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
-        let mut responses = Map::new();
-        responses.insert(route.success.to_string(), json!({"description": "Success"}));
-        match route.auth {
-            Auth::None => {}
-            Auth::Admin => {
-                responses.insert(
-                    "401".into(),
-                    error_response("Missing or invalid admin token"),
-                );
-                responses.insert("403".into(), error_response("Admin API disabled"));
-                responses.insert(
-                    "429".into(),
-                    error_response("Too many failed authentication attempts"),
-                );
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let schemes: Vec<String> = op
+                    .security
+                    .iter()
+                    .flatten()
+                    .filter_map(|s| serde_json::to_value(s).ok())
+                    .filter_map(|v| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()))
+                    .flatten()
+                    .collect();
+                let optional = op
+                    .security
+                    .iter()
+                    .flatten()
+                    .any(|s| serde_json::to_value(s).is_ok_and(|v| v == serde_json::json!({})));
+                let mut add = |status: &str, description: &str| {
+                    op.responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error_response(description));
+                };
+                if schemes.iter().any(|s| s == "adminToken") && !optional {
+                    add("401", "Missing or invalid admin token");
+                    add("403", "Admin API disabled (no admin token configured)");
+                    add("429", "Too many failed authentication attempts");
+                }
+                if schemes.iter().any(|s| s == "channelToken") {
+                    add("401", "Missing or invalid channel token");
+                    add("403", "Client address not allowed for the channel");
+                }
+                add("503", "Service unavailable");
             }
-            Auth::Channel | Auth::Webhook => {
-                responses.insert(
-                    "401".into(),
-                    error_response("Missing or invalid credentials"),
-                );
-            }
         }
-        if route.path.contains('{') {
-            responses.insert("404".into(), error_response("Not found"));
-        }
-        responses.insert("503".into(), error_response("Service unavailable"));
-        let mut operation = json!({
-            "summary": route.summary,
-            "tags": [route.tag],
-            "operationId": format!("{}{}", route.method, route.path.replace(['/', '{', '}', '-', '.'], "_")),
-            "parameters": parameters,
-            "responses": responses,
-        });
-        match route.auth {
-            Auth::Admin => operation["security"] = json!([{"adminToken": []}]),
-            Auth::Channel => operation["security"] = json!([{"channelToken": []}]),
-            _ => {}
-        }
-        let entry = paths
-            .entry(route.path.to_owned())
-            .or_insert_with(|| json!({}));
-        entry[route.method] = operation;
     }
-    let servers = if public_base_url.is_empty() {
-        json!([])
-    } else {
-        json!([{"url": public_base_url}])
-    };
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "Webhook Connect relay", "version": env!("CARGO_PKG_VERSION")},
-        "servers": servers,
-        "paths": paths,
-        "components": {
-            "securitySchemes": {
-                "adminToken": {"type": "http", "scheme": "bearer", "description": "The relay's admin token"},
-                "channelToken": {"type": "http", "scheme": "bearer", "description": "A channel token"}
-            },
-            "schemas": {
-                "Error": {"type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}}
-            }
-        }
-    })
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Webhook Connect relay",
+        description = "Ingest, connector streams, operations and the admin API of a Webhook \
+                       Connect relay (docs/reference/http-api.md)."
+    ),
+    paths(
+        paths::ingest,
+        paths::ingest_namespaced,
+        paths::stream_websocket,
+        paths::stream_sse,
+        paths::stream_poll,
+        paths::ack,
+        paths::connect_status,
+        paths::healthz,
+        paths::readyz,
+        paths::health,
+        paths::metrics,
+        paths::openapi,
+        paths::admin_health,
+        paths::overview,
+        paths::list_channels,
+        paths::create_channel,
+        paths::get_channel,
+        paths::update_channel,
+        paths::delete_channel,
+        paths::rotate_token,
+        paths::pause_channel,
+        paths::resume_channel,
+        paths::channel_stats,
+        paths::webhook_stats,
+        paths::disconnect,
+        paths::list_dead_letters,
+        paths::purge_dead_letters,
+        paths::replay_dead_letters,
+        paths::get_dead_letter,
+        paths::purge_dead_letter,
+        paths::replay_dead_letter,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&SecuritySchemes, &CommonErrors),
+    tags(
+        (name = "ingest", description = "Webhooks from senders"),
+        (name = "streaming", description = "Connector streams and acknowledgements"),
+        (name = "operations", description = "Health, readiness, metrics, this document"),
+        (name = "admin", description = "The admin API under /admin/webhook-connect"),
+    )
+)]
+struct ApiDoc;
+
+/// The document, with `public_base_url` (when set) as its server.
+pub fn document(public_base_url: &str) -> serde_json::Value {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    if !public_base_url.is_empty() {
+        doc.servers = Some(vec![Server::new(public_base_url)]);
+    }
+    serde_json::to_value(&doc).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -379,23 +173,53 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_route_is_documented_once_with_its_path_parameters() {
+    fn every_operation_has_a_success_body_and_admin_operations_their_errors() {
         let doc = document("https://relay.example.com");
         assert_eq!(doc["openapi"], "3.1.0");
-        let mut count = 0;
-        for route in ROUTES {
-            let op = &doc["paths"][route.path][route.method];
-            assert!(op.is_object(), "{} {}", route.method, route.path);
-            let params = route.path.matches('{').count();
-            assert_eq!(op["parameters"].as_array().map(Vec::len), Some(params));
-            count += 1;
+        assert_eq!(doc["servers"][0]["url"], "https://relay.example.com");
+        let paths = doc["paths"].as_object().unwrap();
+        let mut operations = 0;
+        for (path, item) in paths {
+            for (method, op) in item.as_object().unwrap() {
+                operations += 1;
+                let responses = op["responses"].as_object().unwrap();
+                let success = responses
+                    .iter()
+                    .find(|(s, _)| s.starts_with('2') || *s == "101")
+                    .unwrap_or_else(|| panic!("{method} {path}: no success answer"));
+                if !matches!(success.0.as_str(), "101") {
+                    assert!(
+                        success.1["content"].is_object(),
+                        "{method} {path}: success without a body schema"
+                    );
+                }
+                assert!(responses.contains_key("503"), "{method} {path}");
+                if path.starts_with("/admin/") && path != "/admin/webhook-connect/health" {
+                    assert_eq!(op["security"][0]["adminToken"], serde_json::json!([]));
+                    assert!(responses.contains_key("401"), "{method} {path}");
+                }
+                let params = path.matches('{').count();
+                let in_path = op["parameters"]
+                    .as_array()
+                    .map_or(0, |p| p.iter().filter(|p| p["in"] == "path").count());
+                assert_eq!(in_path, params, "{method} {path}: path parameters");
+            }
         }
-        let documented: usize = doc["paths"]
-            .as_object()
+        assert_eq!(operations, 31);
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for name in ["Error", "ChannelDetails", "DeadLetterList", "PollResponse"] {
+            assert!(schemas.contains_key(name), "{name}");
+        }
+        let list = &doc["paths"]["/admin/webhook-connect/channels/{channel}/dead-letters"]["get"];
+        let names: Vec<&str> = list["parameters"]
+            .as_array()
             .unwrap()
-            .values()
-            .map(|p| p.as_object().unwrap().len())
-            .sum();
-        assert_eq!(documented, count, "no route is listed twice");
+            .iter()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        assert!(
+            names.contains(&"limit") && names.contains(&"cursor"),
+            "{names:?}"
+        );
     }
 }

@@ -34,6 +34,7 @@ mod liveness_order;
 mod metrics_exposure;
 mod metrics_scrape;
 mod multi_instance;
+mod openapi_responses;
 mod openapi_routes;
 mod redis_failover;
 mod shipped_examples;

@@ -2,7 +2,7 @@
 //! directory, and small raw clients (HTTP, WebSocket, SSE) that talk to it.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -107,6 +107,32 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// A CA and a server certificate for 127.0.0.1 written as PEM files (`cert.pem`, `key.pem`)
+/// into `dir`; returns the CA's PEM (for the client).
+pub fn write_pki(dir: &Path) -> String {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    ca.pem()
+}
+
+/// The `[server]` lines that make a relay serve the certificate of [`write_pki`] from `dir`.
+pub fn tls_settings(dir: &Path) -> String {
+    format!(
+        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
+        dir.join("cert.pem").display(),
+        dir.join("key.pem").display()
+    )
 }
 
 impl TestRelay {
@@ -261,6 +287,18 @@ token = "{TOKEN}"
             status,
             serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
         )
+    }
+
+    /// `GET /openapi.json`.
+    pub async fn openapi(&self) -> serde_json::Value {
+        self.http
+            .get(format!("{}/openapi.json", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// Stops the relay and waits for it (keeps the directory).

@@ -2,36 +2,9 @@
 //! configured, ingest, streams and the metrics listener speak HTTPS; plain HTTP gets no answer;
 //! a key that does not fit the certificate is a configuration error naming the key.
 
-use std::path::Path;
+use rcgen::KeyPair;
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-
-use crate::support::{TestRelay, free_port, temp_dir};
-
-/// A CA and a server certificate for 127.0.0.1 written as PEM files into `dir`; returns the
-/// CA's PEM (for the client).
-fn write_pki(dir: &Path) -> String {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-    ca.pem()
-}
-
-fn tls_settings(dir: &Path) -> String {
-    format!(
-        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
-        dir.join("cert.pem").display(),
-        dir.join("key.pem").display()
-    )
-}
+use crate::support::{TestRelay, free_port, temp_dir, tls_settings, write_pki};
 
 fn https_client(ca_pem: &str) -> reqwest::Client {
     reqwest::Client::builder()

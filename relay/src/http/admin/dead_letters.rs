@@ -8,12 +8,14 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 use webhook_connect_buffer::{BufferError, DeadLetter, DeadLetterQuery};
 
 use super::channels::find;
 use super::views;
-use crate::http::error::{ApiError, status_body};
+use crate::http::error::{ApiError, typed_body};
 use crate::http::query::parse_query;
 use crate::state::AppState;
 
@@ -43,12 +45,16 @@ fn matches(d: &DeadLetter, reason: &Option<String>) -> bool {
     reason.as_deref().is_none_or(|r| r == d.reason.as_str())
 }
 
+/// Most ids one bulk request collects.
+const MAX_BULK_IDS: usize = 100_000;
+
 /// Ids of the dead letters of `channel` (optionally of one webhook) that pass `keep`, newest
-/// first, reading every page (bounded to 100 000 ids).
+/// first, reading pages until `max` are found or none is left.
 async fn collect_ids(
     state: &AppState,
     channel: &str,
     webhook_id: &Option<String>,
+    max: usize,
     keep: impl Fn(&DeadLetter) -> bool,
 ) -> Result<Vec<String>, ApiError> {
     let mut ids = Vec::new();
@@ -71,10 +77,99 @@ async fn collect_ids(
                 .map(|d| d.envelope.message_id.as_str().to_owned()),
         );
         match page.next_cursor {
-            Some(c) if ids.len() < 100_000 => cursor = Some(c),
-            _ => return Ok(ids),
+            Some(c) if ids.len() < max => cursor = Some(c),
+            _ => {
+                ids.truncate(max);
+                return Ok(ids);
+            }
         }
     }
+}
+
+/// Query of `GET /channels/{channel}/dead-letters`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Page size, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Only this webhook id.
+    pub webhook_id: Option<String>,
+    /// Only this reason: `rejected`, `max_attempts` or `expired`.
+    pub reason: Option<String>,
+    /// Include each message's base64 `body`.
+    pub include_body: Option<bool>,
+}
+
+/// A decoded query string; the last value of a repeated key wins.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn new(raw: Option<&str>) -> Query {
+        Query(parse_query(raw))
+    }
+
+    fn get(&self, key: &str) -> Option<String> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// `limit`, an integer from 1 to `max`, when given.
+    fn limit(&self, max: usize) -> Result<Option<usize>, ApiError> {
+        self.get("limit")
+            .map(|v| {
+                v.parse::<usize>()
+                    .ok()
+                    .filter(|l| (1..=max).contains(l))
+                    .ok_or_else(|| {
+                        ApiError::unprocessable(format!(
+                            "limit must be an integer between 1 and {max}"
+                        ))
+                    })
+            })
+            .transpose()
+    }
+
+    /// `reason`, one of the three, when given.
+    fn reason(&self) -> Result<Option<String>, ApiError> {
+        let reason = self.get("reason");
+        reason_ok(&reason)?;
+        Ok(reason)
+    }
+}
+
+impl ListQuery {
+    fn parse(raw: Option<&str>) -> Result<ListQuery, ApiError> {
+        let q = Query::new(raw);
+        Ok(ListQuery {
+            limit: q.limit(1000)?,
+            cursor: q.get("cursor"),
+            webhook_id: q.get("webhook_id"),
+            reason: q.reason()?,
+            include_body: q
+                .get("include_body")
+                .map(|v| webhook_connect_protocol::ack::parse_bool(&v) == Some(true)),
+        })
+    }
+}
+
+/// One page of dead letters, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterList {
+    channel: String,
+    /// Messages on this page.
+    count: usize,
+    /// Dead letters of the channel (or of `webhook_id`) in all.
+    total: u64,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    next_cursor: Option<String>,
+    messages: Vec<views::DeadLetter>,
 }
 
 /// `GET /channels/{channel}/dead-letters`
@@ -84,30 +179,15 @@ pub async fn list(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let channel = find(&state, &name)?;
-    let query = parse_query(raw.as_deref());
-    let get = |k: &str| {
-        query
-            .iter()
-            .rev()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-    };
-    let limit = match get("limit") {
-        None => 100,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| {
-                ApiError::unprocessable("limit must be an integer between 1 and 1000")
-            })?,
-    };
-    let reason = get("reason");
-    reason_ok(&reason)?;
-    let include_body = get("include_body")
-        .is_some_and(|v| webhook_connect_protocol::ack::parse_bool(&v) == Some(true));
-    let webhook_id = get("webhook_id");
-    let mut cursor = get("cursor");
+    let ListQuery {
+        limit,
+        mut cursor,
+        webhook_id,
+        reason,
+        include_body,
+    } = ListQuery::parse(raw.as_deref())?;
+    let limit = limit.unwrap_or(100);
+    let include_body = include_body.unwrap_or(false);
     let mut items = Vec::new();
     let mut next_cursor = None;
     for _ in 0..MAX_SCAN_PAGES {
@@ -139,13 +219,19 @@ pub async fn list(
             .map_or(0, |q| q.dead_letters),
         None => stats.total.dead_letters,
     };
-    let messages: Vec<Value> = items
+    let messages: Vec<views::DeadLetter> = items
         .iter()
         .map(|d| views::dead_letter(d, include_body))
         .collect();
-    Ok(status_body(
+    Ok(typed_body(
         StatusCode::OK,
-        json!({"channel": channel.name, "count": messages.len(), "total": total, "next_cursor": next_cursor, "messages": messages}),
+        &DeadLetterList {
+            channel: channel.name.clone(),
+            count: messages.len(),
+            total,
+            next_cursor,
+            messages,
+        },
     ))
 }
 
@@ -194,7 +280,7 @@ pub async fn get_one(
 ) -> Result<Response, ApiError> {
     find(&state, &name)?;
     let d = find_dead(&state, &name, &message_id).await?;
-    Ok(status_body(StatusCode::OK, views::dead_letter(&d, true)))
+    Ok(typed_body(StatusCode::OK, &views::dead_letter(&d, true)))
 }
 
 /// What a per-message dead-letter operation does.
@@ -202,6 +288,15 @@ pub async fn get_one(
 enum OneMessage {
     Replay,
     Purge,
+}
+
+/// The answer to replaying or purging one dead letter.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OneMessageDone {
+    /// `replayed` or `purged`.
+    status: &'static str,
+    message_id: String,
 }
 
 /// Replays or purges one dead letter: `200 {"status": "replayed"|"purged", …}` or `404`.
@@ -240,9 +335,12 @@ async fn one_message(
             "Dead letter not found",
         ));
     }
-    Ok(status_body(
+    Ok(typed_body(
         StatusCode::OK,
-        json!({"status": status, "message_id": message_id}),
+        &OneMessageDone {
+            status,
+            message_id: message_id.to_owned(),
+        },
     ))
 }
 
@@ -255,6 +353,72 @@ pub async fn replay_one(
     one_message(&state, &name, &message_id, OneMessage::Replay, peer).await
 }
 
+/// The body of `POST /channels/{channel}/dead-letters/replay` (empty: every dead letter, up
+/// to 1000).
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    /// Only this webhook id.
+    pub webhook_id: Option<String>,
+    /// Only this reason: `rejected`, `max_attempts` or `expired`.
+    pub reason: Option<String>,
+    /// Replay at most this many, 1–10000 (default 1000).
+    #[schema(minimum = 1, maximum = 10000)]
+    pub limit: Option<u64>,
+}
+
+impl ReplayRequest {
+    /// Reads the body: empty, or a JSON object of the three members.
+    fn parse(body: &[u8]) -> Result<ReplayRequest, ApiError> {
+        let filter: Value = if body.iter().all(u8::is_ascii_whitespace) {
+            json!({})
+        } else {
+            serde_json::from_slice(body)
+                .map_err(|_| ApiError::unprocessable("Body must be a JSON object"))?
+        };
+        let Value::Object(filter) = filter else {
+            return Err(ApiError::unprocessable("Body must be a JSON object"));
+        };
+        if let Some(key) = filter
+            .keys()
+            .find(|k| !["webhook_id", "reason", "limit"].contains(&k.as_str()))
+        {
+            return Err(ApiError::unprocessable(format!("{key}: unknown field")));
+        }
+        let text = |key: &str| filter.get(key).and_then(Value::as_str).map(str::to_owned);
+        let reason = text("reason");
+        reason_ok(&reason)?;
+        let limit = filter
+            .get("limit")
+            .map(|v| {
+                v.as_u64()
+                    .filter(|l| (1..=10_000).contains(l))
+                    .ok_or_else(|| {
+                        ApiError::unprocessable("limit must be an integer between 1 and 10000")
+                    })
+            })
+            .transpose()?;
+        Ok(ReplayRequest {
+            webhook_id: text("webhook_id"),
+            reason,
+            limit,
+        })
+    }
+}
+
+/// The answer to a bulk replay.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Replayed {
+    channel: String,
+    replayed: u64,
+    /// Matching dead letters not replayed by this call.
+    remaining: u64,
+    /// `queue_full` when a full queue stopped the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stopped: Option<&'static str>,
+}
+
 /// `POST /channels/{channel}/dead-letters/replay`
 pub async fn replay_many(
     State(state): State<Arc<AppState>>,
@@ -263,41 +427,17 @@ pub async fn replay_many(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let channel = find(&state, &name)?;
-    let filter: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        json!({})
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|_| ApiError::unprocessable("Body must be a JSON object"))?
-    };
-    let Value::Object(filter) = filter else {
-        return Err(ApiError::unprocessable("Body must be a JSON object"));
-    };
-    if let Some(key) = filter
-        .keys()
-        .find(|k| !["webhook_id", "reason", "limit"].contains(&k.as_str()))
-    {
-        return Err(ApiError::unprocessable(format!("{key}: unknown field")));
-    }
-    let webhook_id = filter
-        .get("webhook_id")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let reason = filter
-        .get("reason")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    reason_ok(&reason)?;
-    let limit = match filter.get("limit") {
-        None => 1000,
-        Some(v) => v
-            .as_u64()
-            .filter(|l| (1..=10_000).contains(l))
-            .ok_or_else(|| {
-                ApiError::unprocessable("limit must be an integer between 1 and 10000")
-            })?,
-    };
+    let ReplayRequest {
+        webhook_id,
+        reason,
+        limit,
+    } = ReplayRequest::parse(&body)?;
+    let limit = limit.unwrap_or(1000);
     // Oldest first, one message at a time, so a full queue stops the run cleanly.
-    let mut ids = collect_ids(&state, &name, &webhook_id, |d| matches(d, &reason)).await?;
+    let mut ids = collect_ids(&state, &name, &webhook_id, MAX_BULK_IDS, |d| {
+        matches(d, &reason)
+    })
+    .await?;
     ids.reverse();
     let mut replayed = 0u64;
     let mut stopped = None;
@@ -317,11 +457,15 @@ pub async fn replay_many(
     }
     let remaining = ids.len() as u64 - replayed;
     tracing::info!(action = "replay-all", channel = %name, replayed, client_ip = %peer.ip(), "Admin change");
-    let mut out = json!({"channel": channel.name, "replayed": replayed, "remaining": remaining});
-    if let Some(s) = stopped {
-        out["stopped"] = json!(s);
-    }
-    Ok(status_body(StatusCode::OK, out))
+    Ok(typed_body(
+        StatusCode::OK,
+        &Replayed {
+            channel: channel.name.clone(),
+            replayed,
+            remaining,
+            stopped,
+        },
+    ))
 }
 
 /// `DELETE /channels/{channel}/dead-letters/{message_id}`
@@ -333,6 +477,49 @@ pub async fn purge_one(
     one_message(&state, &name, &message_id, OneMessage::Purge, peer).await
 }
 
+/// Query of `DELETE /channels/{channel}/dead-letters`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PurgeQuery {
+    /// Only this webhook id.
+    pub webhook_id: Option<String>,
+    /// Only this reason: `rejected`, `max_attempts` or `expired`.
+    pub reason: Option<String>,
+    /// Only those dead-lettered before this time (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub before: Option<webhook_connect_protocol::Timestamp>,
+    /// Purge at most this many, 1–10000 (default: every match).
+    #[param(minimum = 1, maximum = 10000)]
+    pub limit: Option<usize>,
+}
+
+impl PurgeQuery {
+    fn parse(raw: Option<&str>) -> Result<PurgeQuery, ApiError> {
+        let q = Query::new(raw);
+        let before = q
+            .get("before")
+            .map(|t| {
+                t.parse::<webhook_connect_protocol::Timestamp>()
+                    .map_err(|_| ApiError::unprocessable("before must be an RFC 3339 timestamp"))
+            })
+            .transpose()?;
+        Ok(PurgeQuery {
+            webhook_id: q.get("webhook_id"),
+            reason: q.reason()?,
+            before,
+            limit: q.limit(10_000)?,
+        })
+    }
+}
+
+/// The answer to a bulk purge.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Purged {
+    channel: String,
+    purged: u64,
+}
+
 /// `DELETE /channels/{channel}/dead-letters`
 pub async fn purge_many(
     State(state): State<Arc<AppState>>,
@@ -341,34 +528,26 @@ pub async fn purge_many(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let channel = find(&state, &name)?;
-    let query = parse_query(raw.as_deref());
-    let get = |k: &str| {
-        query
-            .iter()
-            .rev()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-    };
-    let webhook_id = get("webhook_id");
-    let reason = get("reason");
-    reason_ok(&reason)?;
-    let before = match get("before") {
-        None => None,
-        Some(t) => Some(
-            t.parse::<webhook_connect_protocol::Timestamp>()
-                .map_err(|_| ApiError::unprocessable("before must be an RFC 3339 timestamp"))?,
-        ),
-    };
-    let purged = if reason.is_none() && before.is_none() {
+    let PurgeQuery {
+        webhook_id,
+        reason,
+        before,
+        limit,
+    } = PurgeQuery::parse(raw.as_deref())?;
+    let purged = if reason.is_none() && before.is_none() && limit.is_none() {
         state
             .buffer
             .purge_dead_letters(&name, webhook_id.as_deref(), None)
             .await
             .map_err(buffer_error)?
     } else {
-        let ids = collect_ids(&state, &name, &webhook_id, |d| {
-            matches(d, &reason) && before.is_none_or(|b| d.dead_lettered_at < b)
-        })
+        let ids = collect_ids(
+            &state,
+            &name,
+            &webhook_id,
+            limit.unwrap_or(MAX_BULK_IDS),
+            |d| matches(d, &reason) && before.is_none_or(|b| d.dead_lettered_at < b),
+        )
         .await?;
         let mut n = 0;
         for id in ids {
@@ -381,8 +560,11 @@ pub async fn purge_many(
         n
     };
     tracing::info!(action = "purge-all", channel = %name, purged, client_ip = %peer.ip(), "Admin change");
-    Ok(status_body(
+    Ok(typed_body(
         StatusCode::OK,
-        json!({"channel": channel.name, "purged": purged}),
+        &Purged {
+            channel: channel.name.clone(),
+            purged,
+        },
     ))
 }

@@ -8,14 +8,16 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 use webhook_connect_protocol::{CloseReason, Timestamp};
 
-use super::channels::{details_json, find, new_token};
+use super::channels::{details_of, find, new_token};
 use crate::channels::hash_token;
 use crate::config::{ChannelSource, channel_spec_from_json};
 use crate::http::error::ApiError;
-use crate::http::error::status_body;
+use crate::http::error::typed_body;
 use crate::http::query::parse_query;
 use crate::lifecycle::{
     add_channel, auth_options, ensure_queues, install_definition, prepare_definition,
@@ -94,16 +96,28 @@ pub async fn create(
         return Err(ApiError::unprocessable(e));
     }
     let channel = find(&state, &spec.name)?;
-    let mut body = details_json(&channel).await?;
-    body["token"] = json!(token);
+    let mut body = details_of(&channel).await?;
+    body.token = Some(token);
     tracing::info!(action = "create-channel", channel = %spec.name, result = "ok", client_ip = %peer.ip(), "Admin change");
-    let mut response = status_body(StatusCode::CREATED, body);
+    let mut response = typed_body(StatusCode::CREATED, &body);
     if let Ok(location) =
         HeaderValue::from_str(&format!("/admin/webhook-connect/channels/{}", spec.name))
     {
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)
+}
+
+/// The answer to deleting a channel.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Deleted {
+    /// Always `deleted`.
+    status: &'static str,
+    channel: String,
+    /// Queued and in-flight messages dropped.
+    messages_deleted: u64,
+    dead_letters_deleted: u64,
 }
 
 /// `DELETE /channels/{channel}?force=false`
@@ -151,14 +165,14 @@ pub async fn delete(
         .map_err(|_| ApiError::unavailable())?;
     let _ = state.state_store.remove(&name).await;
     tracing::info!(action = "delete-channel", channel = %name, result = "ok", client_ip = %peer.ip(), "Admin change");
-    Ok(status_body(
+    Ok(typed_body(
         StatusCode::OK,
-        json!({
-            "status": "deleted",
-            "channel": name,
-            "messages_deleted": t.queued + t.in_flight,
-            "dead_letters_deleted": t.dead_letters,
-        }),
+        &Deleted {
+            status: "deleted",
+            channel: name,
+            messages_deleted: t.queued + t.in_flight,
+            dead_letters_deleted: t.dead_letters,
+        },
     ))
 }
 
@@ -241,10 +255,7 @@ pub async fn update(
         .map_err(|_| ApiError::unavailable())?;
     let replacement = install_definition(&state, &channel, prepared);
     tracing::info!(action = "update-channel", channel = %name, result = "ok", client_ip = %peer.ip(), "Admin change");
-    Ok(status_body(
-        StatusCode::OK,
-        details_json(&replacement).await?,
-    ))
+    Ok(typed_body(StatusCode::OK, &details_of(&replacement).await?))
 }
 
 /// `limits.max_webhooks` bounds the webhook ids of every channel together (configured and

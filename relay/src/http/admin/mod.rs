@@ -4,10 +4,10 @@
 //! token is configured, constant-time comparison on bytes, and a per-IP limit on failures.
 
 pub(crate) mod channels;
-mod dead_letters;
+pub(crate) mod dead_letters;
 mod guard;
 pub(crate) mod lifecycle;
-mod views;
+pub(crate) mod views;
 
 use std::sync::Arc;
 

@@ -12,7 +12,7 @@ use webhook_connect_protocol::Timestamp;
 use super::{TokenSource, check_allowed_ip, client_ip, presented_token};
 use crate::http::error::{ApiError, json_response};
 use crate::state::AppState;
-use crate::stats::channel_stats_json;
+use crate::stats::channel_stats;
 
 /// The status handler.
 pub async fn handler(
@@ -37,7 +37,7 @@ pub async fn handler(
     if let Err(e) = check_allowed_ip(&channel, client_ip(&state, peer, &headers)) {
         return e.into_response();
     }
-    let stats = match channel_stats_json(&channel).await {
+    let stats = match channel_stats(&channel).await {
         Ok(s) => s,
         Err(_) => return ApiError::unavailable().into_response(),
     };
