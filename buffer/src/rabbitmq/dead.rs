@@ -1,17 +1,22 @@
-//! Dead letters (listing, replay, purge, counting the broker's own) and statistics.
+//! Dead letters (listing, replay, purge, adopting the broker's own) and statistics.
+//!
+//! Each webhook queue keeps its dead letters in a RabbitMQ stream (`….dls`, `stream.rs`),
+//! appended in the order they died. An entry is never changed: replay and purge record the
+//! offsets they removed in the channel record ([`DeadIndex`]), and a purge of everything moves
+//! the index's floor. A listing reads only the newest window of each stream that holds the
+//! page, so it costs O(page) at any stream length, takes nothing and leaves nothing behind
+//! (besides the tail probe, `stream.rs`), and two listings in a row agree.
+//!
+//! The broker's own dead letters (per-message TTL expiry in a webhook queue) arrive in the
+//! classic queue `….dlq`; `adopt_expired` moves them into the stream with reason `expired` and
+//! counts them. Queues of the older topology kept every dead letter in `….dlq`; the same move
+//! migrates them on first use.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-
-use lapin::message::BasicGetMessage;
-use lapin::options::QueuePurgeOptions;
-
-use super::link::not_found;
 use super::message::Meta;
-use super::names::dead_letter_exchange;
-use super::view;
+use super::record::DeadIndex;
+use super::stream::{self, Entry};
 use super::walk::Walk;
-use super::{Inner, topology};
+use super::{Inner, topology, view};
 use crate::millis::{now_ms, signed_ms, ts};
 use crate::types::replay_result;
 use crate::unreadable::{Known, dead_letter_envelope};
@@ -20,57 +25,12 @@ use crate::{
     QueueStats,
 };
 
-/// The sort key of a stored dead letter, from its headers: listed newest first by the time it
-/// was dead-lettered, then by sequence (the same time and sequence as in its [`DeadLetter`]).
+/// Entries read per window when walking a whole stream.
+const WINDOW: u64 = 1000;
+
+/// The listing key of a dead letter: newest first by the time it died, then by sequence.
 fn key(meta: &Meta) -> (i64, u64) {
     (meta.dead_at_ms.unwrap_or(meta.received_ms), meta.sequence)
-}
-
-/// The newest `keep` dead letters seen so far, with their keys.
-struct Newest {
-    keep: usize,
-    heap: BinaryHeap<Reverse<Ranked>>,
-}
-
-/// A dead letter ordered by its key alone.
-struct Ranked((i64, u64), DeadLetter);
-
-impl PartialEq for Ranked {
-    fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0
-    }
-}
-impl Eq for Ranked {}
-impl PartialOrd for Ranked {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Ranked {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.cmp(&other.0)
-    }
-}
-
-impl Newest {
-    /// Whether a dead letter with key `k` would be kept (decoding it is worth it).
-    fn wants(&self, k: (i64, u64)) -> bool {
-        self.heap.len() < self.keep || self.heap.peek().is_some_and(|Reverse(min)| k > min.0)
-    }
-
-    fn offer(&mut self, k: (i64, u64), d: DeadLetter) {
-        self.heap.push(Reverse(Ranked(k, d)));
-        if self.heap.len() > self.keep {
-            self.heap.pop();
-        }
-    }
-
-    /// The kept dead letters, newest first.
-    fn into_sorted(self) -> Vec<Ranked> {
-        let mut v: Vec<Ranked> = self.heap.into_iter().map(|Reverse(r)| r).collect();
-        v.sort_by(|a, b| b.cmp(a));
-        v
-    }
 }
 
 pub(crate) fn cursor_of(k: (i64, u64)) -> String {
@@ -82,10 +42,84 @@ pub(crate) fn parse_cursor(c: &str) -> Option<(i64, u64)> {
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
+/// A live dead letter of one stream, with its offset.
+struct Found {
+    key: (i64, u64),
+    offset: u64,
+    meta: Meta,
+    entry: Entry,
+}
+
+/// Most replayed copies awaiting their confirms at once.
+const REPLAY_WAVE: usize = 256;
+
+/// A replay into one webhook queue: copies published back to back, confirmed in waves.
+struct Replay<'a> {
+    inner: &'a Inner,
+    queue: String,
+    routing: String,
+    ttl_ms: i64,
+    room: u64,
+    pending: Vec<(u64, lapin::publisher_confirm::PublisherConfirm)>,
+    /// Offsets of the dead letters whose copy is confirmed.
+    moved: Vec<u64>,
+    /// Refused for lack of room.
+    blocked: u64,
+}
+
+impl Replay<'_> {
+    /// Publishes the copy of one dead letter: same id, sequence and body, count 0, a fresh TTL.
+    async fn start(&mut self, f: Found) -> Result<(), BufferError> {
+        if self.room == 0 {
+            self.blocked += 1;
+            return Ok(());
+        }
+        self.room -= 1;
+        let mut meta = f.meta;
+        meta.queue = self.queue.clone();
+        meta.count = 0;
+        meta.reason = None;
+        meta.dead_at_ms = None;
+        meta.last_error = None;
+        meta.ready_ms = None;
+        // `docs/reference/http-api.md`: a replayed message lives `ttl_seconds` from now.
+        meta.expires_ms = Some(now_ms().saturating_add(self.ttl_ms));
+        let confirm = self
+            .inner
+            .link
+            .publish(
+                &self.inner.exchange,
+                &self.routing,
+                &f.entry.data,
+                meta.properties(true),
+            )
+            .await?;
+        self.pending.push((f.offset, confirm));
+        if self.pending.len() >= REPLAY_WAVE {
+            self.finish().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the confirms under way; a copy the full queue refused keeps its dead letter.
+    async fn finish(&mut self) -> Result<(), BufferError> {
+        let mut failed = None;
+        for (offset, confirm) in std::mem::take(&mut self.pending) {
+            match self.inner.link.confirmed(confirm).await {
+                Ok(()) => self.moved.push(offset),
+                Err(BufferError::QueueFull) => self.blocked += 1,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+}
+
 impl Inner {
-    fn to_dead_letter(&self, channel: &str, queue: &str, m: &BasicGetMessage) -> DeadLetter {
-        let d = &m.delivery;
-        let meta = Meta::read(&d.properties);
+    fn to_dead_letter(&self, channel: &str, queue: &str, f: Found) -> DeadLetter {
+        let meta = f.meta;
         let envelope = dead_letter_envelope(
             Known {
                 channel,
@@ -95,7 +129,7 @@ impl Inner {
                 received_ms: meta.received_ms,
                 expires_ms: meta.expires_ms,
             },
-            &d.data,
+            &f.entry.data,
         );
         DeadLetter {
             envelope,
@@ -119,6 +153,53 @@ impl Inner {
         })
     }
 
+    /// The removed entries of `queue`'s stream, as this process last read them.
+    async fn dead_index(&self, channel: &str, queue: &str) -> Result<DeadIndex, BufferError> {
+        let (record, _) = self.info(channel).await?;
+        Ok(record.dead.get(queue).cloned().unwrap_or_default())
+    }
+
+    /// The live dead letters of `queue`'s stream below offset `end`, newest first, that `keep`
+    /// accepts, until `enough` says stop. Reads windows backwards from `end`, each twice the
+    /// last, so a page costs about its own size.
+    async fn newest(
+        &self,
+        queue_stream: &str,
+        index: &DeadIndex,
+        end: u64,
+        mut keep: impl FnMut(&Meta) -> bool,
+        enough: impl Fn(usize) -> bool,
+        first_window: u64,
+    ) -> Result<Vec<Found>, BufferError> {
+        let mut out = Vec::new();
+        let mut hi = end;
+        let mut window = first_window.max(1);
+        while hi > index.floor && !enough(out.len()) {
+            let lo = hi.saturating_sub(window).max(index.floor);
+            let entries = stream::read(&self.link, queue_stream, lo, hi).await?;
+            for entry in entries.into_iter().rev() {
+                if entry.is_probe() || !index.live(entry.offset) {
+                    continue;
+                }
+                let meta = Meta::read(&entry.properties);
+                if keep(&meta) {
+                    out.push(Found {
+                        key: key(&meta),
+                        offset: entry.offset,
+                        meta,
+                        entry,
+                    });
+                    if enough(out.len()) {
+                        break;
+                    }
+                }
+            }
+            hi = lo;
+            window = window.saturating_mul(2).min(WINDOW * 10);
+        }
+        Ok(out)
+    }
+
     pub(crate) async fn dead_letters(
         &self,
         channel: &str,
@@ -131,40 +212,90 @@ impl Inner {
                 Some(parse_cursor(c).ok_or_else(|| BufferError::Invalid("bad cursor".into()))?)
             }
         };
+        self.adopt_expired(channel).await?;
         let names = self.names(channel);
         // One more than a page, to know whether another page follows.
-        let mut newest = Newest {
-            keep: query.limit + 1,
-            heap: BinaryHeap::new(),
-        };
+        let want = query.limit + 1;
+        let mut found: Vec<(String, Found)> = Vec::new();
         for q in self.queues_of(channel, query.webhook_id.as_deref()).await? {
-            let mut walk = Walk::start(&self.link, &names.dead_letters(&q)).await?;
-            let visited = async {
-                while let Some(m) = walk.next().await? {
-                    let k = key(&Meta::read(&m.delivery.properties));
-                    if before.is_none_or(|b| k < b) && newest.wants(k) {
-                        newest.offer(k, self.to_dead_letter(channel, &q, &m));
-                    }
-                }
-                Ok::<(), BufferError>(())
-            }
-            .await;
-            walk.done().await;
-            visited?;
+            let index = self.dead_index(channel, &q).await?;
+            let s = names.dead_stream(&q);
+            let end = stream::tail(&self.link, &s).await?;
+            let page = self
+                .newest(
+                    &s,
+                    &index,
+                    end,
+                    |m| before.is_none_or(|b| key(m) < b),
+                    |n| n >= want,
+                    want as u64,
+                )
+                .await?;
+            found.extend(page.into_iter().map(|f| (q.clone(), f)));
         }
-        let mut ranked = newest.into_sorted();
-        let more = ranked.len() > query.limit;
-        ranked.truncate(query.limit);
+        found.sort_by(|a, b| b.1.key.cmp(&a.1.key));
+        let more = found.len() > query.limit;
+        found.truncate(query.limit);
         let next_cursor = if more {
-            ranked.last().map(|r| cursor_of(r.0))
+            found.last().map(|(_, f)| cursor_of(f.key))
         } else {
             None
         };
-        let all = ranked.into_iter().map(|r| r.1).collect();
-        Ok(DeadLetterPage {
-            items: all,
-            next_cursor,
-        })
+        let items = found
+            .into_iter()
+            .map(|(q, f)| self.to_dead_letter(channel, &q, f))
+            .collect();
+        Ok(DeadLetterPage { items, next_cursor })
+    }
+
+    /// Records removed stream entries in the channel record: `offsets` of `queue`, and
+    /// everything below `clear_below` when given.
+    async fn remove_dead(
+        &self,
+        channel: &str,
+        queue: &str,
+        offsets: &[u64],
+        clear_below: Option<u64>,
+    ) -> Result<(), BufferError> {
+        let gate = self.gate(channel);
+        let _g = gate.lock.lock().await;
+        let mut locked = self.lock_record(channel).await?;
+        let index = locked.data.dead.entry(queue.to_owned()).or_default();
+        for o in offsets {
+            index.remove(*o);
+        }
+        if let Some(end) = clear_below {
+            index.clear_below(end);
+        }
+        self.write_record(channel, locked).await?;
+        Ok(())
+    }
+
+    /// The live entries of a stream from offset `lo` on, oldest first, one window's worth
+    /// below `end`; and where the next window starts.
+    async fn live_window(
+        &self,
+        stream_name: &str,
+        index: &DeadIndex,
+        lo: u64,
+        end: u64,
+    ) -> Result<(Vec<Found>, u64), BufferError> {
+        let hi = lo.saturating_add(WINDOW).min(end);
+        let found = stream::read(&self.link, stream_name, lo, hi)
+            .await?
+            .into_iter()
+            .filter(|e| !e.is_probe() && index.live(e.offset))
+            .map(|entry| {
+                let meta = Meta::read(&entry.properties);
+                Found {
+                    key: key(&meta),
+                    offset: entry.offset,
+                    meta,
+                    entry,
+                }
+            })
+            .collect();
+        Ok((found, hi))
     }
 
     pub(crate) async fn replay(
@@ -175,87 +306,95 @@ impl Inner {
     ) -> Result<u64, BufferError> {
         let names = self.names(channel);
         let queues = self.queues_of(channel, webhook_id).await?;
-        let gate = self.gate(channel);
-        let _g = gate.lock.lock().await;
-        let locked = self.lock_record(channel).await?;
-        let max_len = locked.data.settings_max_queue_size();
-        let ttl_ms = signed_ms(crate::QueueSettings::from(&locked.data.settings).ttl);
-        let live: Vec<String> = locked.data.queues.clone();
+        self.adopt_expired(channel).await?;
+        let (record, settings) = self.info(channel).await?;
+        let ttl_ms = signed_ms(settings.ttl);
         let (mut replayed, mut blocked) = (0u64, 0u64);
-        let mut outcome = Ok(());
         for q in queues {
-            let mut room = match topology::depth(&self.link, &names.queue(&q)).await {
-                Ok(d) => max_len.saturating_sub(d.unwrap_or(0)),
-                Err(e) => {
-                    outcome = Err(e);
-                    break;
+            let s = names.dead_stream(&q);
+            let index = self.dead_index(channel, &q).await?;
+            let end = stream::tail(&self.link, &s).await?;
+            let mut r = Replay {
+                inner: self,
+                routing: names.queue(&q),
+                queue: q.clone(),
+                ttl_ms,
+                room: self.replay_room(channel, &q, &record, &settings).await?,
+                pending: Vec::new(),
+                moved: Vec::new(),
+                blocked: 0,
+            };
+            let walked = match message_id {
+                Some(id) => {
+                    let hit = self
+                        .newest(&s, &index, end, |m| m.message_id == id, |n| n >= 1, WINDOW)
+                        .await?;
+                    for f in hit {
+                        r.start(f).await?;
+                    }
+                    r.finish().await
+                }
+                None => {
+                    let mut lo = index.floor;
+                    let mut walked = Ok(());
+                    while lo < end && walked.is_ok() {
+                        walked = match self.live_window(&s, &index, lo, end).await {
+                            Ok((found, next)) => {
+                                lo = next;
+                                let mut started = Ok(());
+                                for f in found {
+                                    started = r.start(f).await;
+                                    if started.is_err() {
+                                        break;
+                                    }
+                                }
+                                started
+                            }
+                            Err(e) => Err(e),
+                        };
+                    }
+                    let finished = r.finish().await;
+                    walked.and(finished)
                 }
             };
-            let mut walk = match Walk::start(&self.link, &names.dead_letters(&q)).await {
-                Ok(w) => w,
-                Err(e) => {
-                    outcome = Err(e);
-                    break;
-                }
-            };
-            let walked = async {
-                while let Some(m) = walk.next().await? {
-                    let mut meta = Meta::read(&m.delivery.properties);
-                    if message_id.is_some_and(|id| id != meta.message_id) {
-                        continue;
-                    }
-                    if room == 0 || !live.contains(&q) {
-                        blocked += 1;
-                        if message_id.is_some() {
-                            break;
-                        }
-                        continue;
-                    }
-                    meta.queue = q.clone();
-                    meta.count = 0;
-                    meta.reason = None;
-                    meta.dead_at_ms = None;
-                    meta.last_error = None;
-                    meta.ready_ms = None;
-                    // `docs/reference/http-api.md`: a replayed message lives `ttl_seconds` from now.
-                    meta.expires_ms = Some(now_ms().saturating_add(ttl_ms));
-                    room -= 1;
-                    let data = &m.delivery.data;
-                    walk.move_to(
-                        &m,
-                        &self.exchange,
-                        &names.queue(&q),
-                        data,
-                        meta.properties(true),
-                    )
-                    .await?;
-                    if message_id.is_some() {
-                        break;
-                    }
-                }
-                walk.finish_moves().await
+            let n = r.moved.len() as u64;
+            if n > 0 {
+                let clear =
+                    (message_id.is_none() && r.blocked == 0 && walked.is_ok()).then_some(end);
+                self.remove_dead(channel, &q, &r.moved, clear).await?;
+                self.add_delta(channel, &q, |c| {
+                    c.dead_depth -= i64::try_from(n).unwrap_or(0)
+                });
             }
-            .await;
-            let moved = walk.moved();
-            replayed += moved;
-            self.add_delta(channel, &q, |c| {
-                c.dead_depth -= i64::try_from(moved).unwrap_or(0)
-            });
-            walk.done().await;
-            if let Err(e) = walked {
-                outcome = Err(e);
-                break;
-            }
+            replayed += n;
+            blocked += r.blocked;
+            walked?;
             if message_id.is_some() && replayed > 0 {
                 break;
             }
         }
-        self.write_record(channel, locked).await?;
-        outcome?;
         if replayed > 0 {
             self.notifiers.wake(channel);
         }
         replay_result(replayed, blocked)
+    }
+
+    /// How many replayed messages `queue` takes: what its depth leaves of the channel's limit
+    /// (the broker's `x-max-length` is above it); none for a queue no longer configured.
+    async fn replay_room(
+        &self,
+        channel: &str,
+        queue: &str,
+        record: &super::record::ChannelRecord,
+        settings: &crate::QueueSettings,
+    ) -> Result<u64, BufferError> {
+        if !record.queues.iter().any(|q| q == queue) {
+            return Ok(0);
+        }
+        let depth = topology::depth(&self.link, &self.names(channel).queue(queue))
+            .await?
+            .unwrap_or(0);
+        Ok(settings.max_queue_size.saturating_sub(depth))
     }
 
     pub(crate) async fn purge(
@@ -265,37 +404,36 @@ impl Inner {
         message_id: Option<&str>,
     ) -> Result<u64, BufferError> {
         let names = self.names(channel);
+        self.adopt_expired(channel).await?;
         let mut purged = 0u64;
         for q in self.queues_of(channel, webhook_id).await? {
-            let dlq = names.dead_letters(&q);
+            let s = names.dead_stream(&q);
+            let index = self.dead_index(channel, &q).await?;
+            let end = match stream::tail(&self.link, &s).await {
+                Ok(end) => end,
+                Err(e) => return Err(e),
+            };
             let n = match message_id {
                 None => {
-                    let chan = self.link.channel().await?;
-                    let r = self
-                        .link
-                        .bounded(chan.queue_purge(&dlq, QueuePurgeOptions::default()))
-                        .await;
-                    self.link.recycle(chan).await;
-                    match r {
-                        Ok(n) => u64::from(n),
-                        Err(e) if not_found(&e) => 0,
-                        Err(e) => return Err(self.link.error(e)),
+                    let mut n = 0u64;
+                    let mut lo = index.floor;
+                    while lo < end {
+                        let (found, next) = self.live_window(&s, &index, lo, end).await?;
+                        n += found.len() as u64;
+                        lo = next;
                     }
+                    self.remove_dead(channel, &q, &[], Some(end)).await?;
+                    n
                 }
                 Some(id) => {
-                    let mut walk = Walk::start(&self.link, &dlq).await?;
-                    let found = async {
-                        while let Some(m) = walk.next().await? {
-                            if Meta::read(&m.delivery.properties).message_id == id {
-                                walk.remove(&m).await?;
-                                return Ok(1);
-                            }
-                        }
-                        Ok::<u64, BufferError>(0)
+                    let hit = self
+                        .newest(&s, &index, end, |m| m.message_id == id, |n| n >= 1, WINDOW)
+                        .await?;
+                    let offsets: Vec<u64> = hit.iter().map(|f| f.offset).collect();
+                    if !offsets.is_empty() {
+                        self.remove_dead(channel, &q, &offsets, None).await?;
                     }
-                    .await;
-                    walk.done().await;
-                    found?
+                    offsets.len() as u64
                 }
             };
             if n > 0 {
@@ -311,54 +449,48 @@ impl Inner {
         Ok(purged)
     }
 
-    /// Counts the dead letters the broker moved on its own (TTL): rewrites each with our
-    /// headers (reason `expired`) and counts it as expired. Returns how many.
+    /// Moves what the broker dead-lettered on its own (TTL expiry), and the dead letters of the
+    /// older topology, from each `….dlq` queue into the queue's stream, counting the broker's as
+    /// expired. Returns how many were expired.
     pub(crate) async fn adopt_expired(&self, channel: &str) -> Result<u64, BufferError> {
-        let record = self.flush(channel).await?;
+        let (record, _) = self.info(channel).await?;
         let names = self.names(channel);
         let mut adopted = 0;
         for q in record.all_queues() {
-            let known = record.counters.get(&q).map_or(0, |c| c.dead_depth);
-            let depth = topology::depth(&self.link, &names.dead_letters(&q))
-                .await?
-                .unwrap_or(0);
-            if i64::try_from(depth).unwrap_or(i64::MAX) <= known {
+            let dlq = names.dead_letters(&q);
+            if topology::depth(&self.link, &dlq).await?.unwrap_or(0) == 0 {
                 continue;
             }
-            let mut walk = Walk::start(&self.link, &names.dead_letters(&q)).await?;
+            let s = names.dead_stream(&q);
+            // Whether each move, in order, carries a broker dead letter.
+            let mut from_broker = Vec::new();
+            let mut walk = Walk::start(&self.link, &dlq).await?;
             let walked = async {
                 while let Some(m) = walk.next().await? {
-                    if !Meta::is_broker_dead_letter(&m.delivery.properties) {
-                        continue;
-                    }
+                    let broker = Meta::is_broker_dead_letter(&m.delivery.properties);
                     let mut meta = Meta::read(&m.delivery.properties);
                     meta.queue = q.clone();
-                    meta.reason = Some(DeadLetterReason::Expired);
-                    meta.dead_at_ms = Some(meta.dead_at_ms.unwrap_or_else(now_ms));
-                    let (exchange, dlq) =
-                        (dead_letter_exchange(&self.exchange), names.dead_letters(&q));
-                    walk.move_to(
-                        &m,
-                        &exchange,
-                        &dlq,
-                        &m.delivery.data,
-                        meta.properties(false),
-                    )
-                    .await?;
+                    if broker {
+                        meta.reason = Some(DeadLetterReason::Expired);
+                        meta.dead_at_ms = Some(meta.dead_at_ms.unwrap_or_else(now_ms));
+                    }
+                    from_broker.push(broker);
+                    walk.move_to(&m, "", &s, &m.delivery.data, meta.properties(false))
+                        .await?;
                 }
                 walk.finish_moves().await
             }
             .await;
-            // Counted also when a later move failed: the counters match what was moved.
-            let moved = walk.moved();
+            // Counted only once moved: a failed move leaves the message in `….dlq` for later.
+            let done = usize::try_from(walk.moved()).unwrap_or(usize::MAX);
+            walk.done().await;
+            let moved = from_broker.iter().take(done).filter(|b| **b).count() as u64;
             self.add_delta(channel, &q, |c| {
-                let n = i64::try_from(moved).unwrap_or(0);
                 c.expired += moved;
                 c.dead_lettered += moved;
-                c.dead_depth += n;
+                c.dead_depth += i64::try_from(moved).unwrap_or(0);
             });
             adopted += moved;
-            walk.done().await;
             walked?;
         }
         if adopted > 0 {
@@ -381,10 +513,8 @@ impl Inner {
             let queued = topology::depth(&self.link, &names.queue(&q))
                 .await?
                 .unwrap_or(0);
-            let dead = topology::depth(&self.link, &names.dead_letters(&q))
-                .await?
-                .unwrap_or(0);
             let c = record.counters.get(&q).copied().unwrap_or_default();
+            let dead = u64::try_from(c.dead_depth).unwrap_or(0);
             let theirs = others.get(&q).copied().unwrap_or_default();
             let my_delayed: u64 = mine.delayed.get(&q).map_or(0, |d| d.values().sum());
             let queued =

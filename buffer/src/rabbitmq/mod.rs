@@ -94,6 +94,7 @@ mod names;
 mod publish;
 mod record;
 mod settle;
+mod stream;
 mod topology;
 mod view;
 mod walk;
@@ -700,13 +701,25 @@ impl Inner {
                 .unwrap_or(0);
             let dead = topology::depth(&self.link, &names.dead_letters(&q))
                 .await?
-                .unwrap_or(0);
+                .unwrap_or(0)
+                + rec
+                    .counters
+                    .get(&q)
+                    .map_or(0, |c| u64::try_from(c.dead_depth).unwrap_or(0));
             if held || live > 0 || dead > 0 {
                 kept.push(q);
             } else {
-                topology::delete_queues(&self.link, &[names.queue(&q), names.dead_letters(&q)])
-                    .await?;
+                topology::delete_queues(
+                    &self.link,
+                    &[
+                        names.queue(&q),
+                        names.dead_letters(&q),
+                        names.dead_stream(&q),
+                    ],
+                )
+                .await?;
                 rec.counters.remove(&q);
+                rec.dead.remove(&q);
             }
         }
         rec.retired = kept;
@@ -718,6 +731,9 @@ impl Inner {
         }
         self.write_record(channel, locked).await?;
         self.register(channel, true).await?;
+        drop(_g);
+        // Dead letters of the older topology move into the streams now.
+        self.adopt_expired(channel).await?;
         self.notifiers.wake(channel);
         Ok(())
     }
@@ -731,6 +747,7 @@ impl Inner {
         for q in locked.data.all_queues() {
             queues.push(names.queue(&q));
             queues.push(names.dead_letters(&q));
+            queues.push(names.dead_stream(&q));
         }
         queues.push(names.order());
         self.drop_channel_state(channel).await;

@@ -36,9 +36,15 @@ impl ChannelNames {
         format!("{}.{}:{webhook_id}", self.base, webhook_id.len())
     }
 
-    /// The dead-letter queue of a webhook queue (also its binding key on the DLX).
+    /// The queue receiving what the broker dead-letters from a webhook queue (TTL expiry; also
+    /// its binding key on the DLX). The backend moves it into the dead-letter stream.
     pub(crate) fn dead_letters(&self, webhook_id: &str) -> String {
         format!("{}.dlq", self.queue(webhook_id))
+    }
+
+    /// The dead-letter stream of a webhook queue.
+    pub(crate) fn dead_stream(&self, webhook_id: &str) -> String {
+        format!("{}.dls", self.queue(webhook_id))
     }
 
     /// The queue holding the channel record (settings, sequence, counters).
@@ -93,6 +99,7 @@ mod tests {
         assert!(!ab.queue("c").starts_with(&a.queue("b")));
         assert_eq!(a.queue("x"), "p.1:a.1:x");
         assert_eq!(a.dead_letters("x"), "p.1:a.1:x.dlq");
+        assert_eq!(a.dead_stream("x"), "p.1:a.1:x.dls");
         // A webhook id never names a channel's own queues.
         assert_ne!(a.queue("record"), a.record());
         assert_ne!(a.queue("order"), a.order());

@@ -115,6 +115,37 @@ pub(crate) struct ChannelRecord {
     /// What each relay instance holds that the queue depths do not show, by instance id.
     #[serde(default)]
     pub views: BTreeMap<u64, View>,
+    /// Which entries of each webhook queue's dead-letter stream are gone (replayed or purged).
+    #[serde(default)]
+    pub dead: BTreeMap<String, DeadIndex>,
+}
+
+/// The removed entries of one dead-letter stream: everything below `floor`, and `removed`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DeadIndex {
+    pub floor: u64,
+    pub removed: std::collections::BTreeSet<u64>,
+}
+
+impl DeadIndex {
+    /// Whether the entry at `offset` is still a dead letter.
+    pub(crate) fn live(&self, offset: u64) -> bool {
+        offset >= self.floor && !self.removed.contains(&offset)
+    }
+
+    /// Removes the entry at `offset`.
+    pub(crate) fn remove(&mut self, offset: u64) {
+        if offset >= self.floor {
+            self.removed.insert(offset);
+        }
+    }
+
+    /// Removes everything below `end`.
+    pub(crate) fn clear_below(&mut self, end: u64) {
+        self.floor = self.floor.max(end);
+        let floor = self.floor;
+        self.removed.retain(|o| *o >= floor);
+    }
 }
 
 impl ChannelRecord {

@@ -2,7 +2,7 @@
 //! token), dead-lettering.
 
 use super::lease::{Held, put_token};
-use super::names::{dead_letter_exchange, delay_exchange};
+use super::names::delay_exchange;
 use super::topology::{MIN_DELAY_MS, bucket, bucket_headers};
 use super::{Inner, lock};
 use crate::lease_policy::{AfterFailure, LeasePolicy};
@@ -203,10 +203,9 @@ impl Inner {
         if last_error.is_some() {
             meta.last_error = last_error;
         }
-        let dlq = names.dead_letters(&held.queue);
         self.publish_copy(
-            &dead_letter_exchange(&self.exchange),
-            &dlq,
+            "",
+            &names.dead_stream(&held.queue),
             &held.body,
             meta.properties(false),
         )

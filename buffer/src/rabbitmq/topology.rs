@@ -121,7 +121,8 @@ async fn depth_on(link: &Link, chan: &Channel, queue: &str) -> Result<Option<u64
     }
 }
 
-/// Declares a webhook queue and its DLQ (bound to the DLX) unless they exist. Arguments of an
+/// Declares a webhook queue, its `….dlq` (bound to the DLX) and its dead-letter stream unless
+/// they exist. Arguments of an
 /// existing queue cannot change, so an existing queue is left as it is: its `x-max-length`
 /// stays the limit it was created with, while the backend enforces the current limit itself.
 pub(crate) async fn declare_webhook_queue(
@@ -136,6 +137,11 @@ pub(crate) async fn declare_webhook_queue(
     let dlx = dead_letter_exchange(exchange);
     let chan = link.channel().await?;
     let r = async {
+        let mut stream = FieldTable::default();
+        stream.insert("x-queue-type".into(), text("stream"));
+        link.bounded(chan.queue_declare(&names.dead_stream(webhook_id), durable(), stream))
+            .await
+            .map_err(|e| link.error(e))?;
         link.bounded(chan.queue_declare(&dlq, durable(), FieldTable::default()))
             .await
             .map_err(|e| link.error(e))?;

@@ -110,17 +110,6 @@ impl<'a> Walk<'a> {
         }
     }
 
-    /// Acks a taken message: it leaves the queue.
-    pub(crate) async fn remove(&mut self, m: &BasicGetMessage) -> Result<(), BufferError> {
-        self.link
-            .bounded(
-                self.chan
-                    .basic_ack(m.delivery.delivery_tag, BasicAckOptions::default()),
-            )
-            .await
-            .map_err(|e| self.link.error(e))
-    }
-
     /// Moves a taken message: publishes `body` with `props` to `exchange`/`routing` (mandatory,
     /// on the shared confirm channel) and removes the original once the copy is confirmed, at
     /// the latest in [`Walk::finish_moves`].

@@ -355,6 +355,203 @@ async fn stats_add_up_the_leases_and_delays_of_every_instance() {
     assert_eq!(stats_become(&a, "c", (4, 2)).await, (4, 2));
 }
 
+/// A channel whose dead letters the older topology kept in a classic `….dlq` (with its webhook
+/// queue and channel record) is taken over on the first `ensure_channel`: the dead letters move
+/// into the stream with their reason and last error, the queued message is delivered with its
+/// sequence, numbers go on after the recorded ones, and the channel's limit holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_of_the_older_topology_are_taken_over_on_first_start() {
+    use lapin::options::{
+        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+        QueueDeclareOptions,
+    };
+    use lapin::types::{AMQPValue, FieldTable, LongString};
+    use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+
+    let h = RabbitHarness::new();
+    let ex = h.exchange.clone();
+    let base = format!("{ex}.1:c");
+    let queue = format!("{base}.1:w");
+    let dlq = format!("{queue}.dlq");
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()));
+    let conn = Connection::connect(&url(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let chan = conn.create_channel().await.unwrap();
+    chan.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let xopts = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    chan.exchange_declare(&ex, ExchangeKind::Topic, xopts, FieldTable::default())
+        .await
+        .unwrap();
+    let dlx = format!("{ex}.dlx");
+    chan.exchange_declare(&dlx, ExchangeKind::Direct, xopts, FieldTable::default())
+        .await
+        .unwrap();
+    chan.queue_declare(&dlq, durable, FieldTable::default())
+        .await
+        .unwrap();
+    chan.queue_bind(
+        &dlq,
+        &dlx,
+        &dlq,
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongLongInt(20_000));
+    args.insert("x-overflow".into(), text("reject-publish"));
+    args.insert("x-dead-letter-exchange".into(), text(&dlx));
+    args.insert("x-dead-letter-routing-key".into(), text(&dlq));
+    chan.queue_declare(&queue, durable, args).await.unwrap();
+    chan.queue_bind(
+        &queue,
+        &ex,
+        &queue,
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let put = |q: String, body: Vec<u8>, headers: Vec<(&'static str, AMQPValue)>| {
+        let chan = chan.clone();
+        async move {
+            let mut h = FieldTable::default();
+            for (k, v) in headers {
+                h.insert(k.into(), v);
+            }
+            chan.basic_publish(
+                "",
+                &q,
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_headers(h),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        }
+    };
+    let queued = envelope("c", "w", 1);
+    let dead = envelope("c", "w", 2);
+    let meta = |e: &webhook_connect_protocol::Envelope, seq: i64| {
+        vec![
+            ("wc-queue", text("w")),
+            ("wc-id", text(e.message_id.as_str())),
+            ("wc-seq", AMQPValue::LongLongInt(seq)),
+            (
+                "wc-rcv",
+                AMQPValue::LongLongInt(e.received_at.unix_millis()),
+            ),
+            ("wc-count", AMQPValue::LongLongInt(0)),
+        ]
+    };
+    put(queue.clone(), queued.encode(), meta(&queued, 3)).await;
+    let mut dead_meta = meta(&dead, 4);
+    dead_meta.extend([
+        ("wc-reason", text("rejected")),
+        ("wc-err", text("old version")),
+        (
+            "wc-at",
+            AMQPValue::LongLongInt(dead.received_at.unix_millis()),
+        ),
+    ]);
+    put(dlq.clone(), dead.encode(), dead_meta).await;
+    let record = serde_json::json!({"v": 1, "data": {
+        "settings": {"ttl_ms": 86_400_000u64, "max_queue_size": 10_000, "max_message_size": 1_048_576,
+            "max_delivery_attempts": 10, "ack_timeout_ms": 30_000, "max_lease_ms": 3_600_000u64,
+            "requeue_delay_initial_ms": 50, "requeue_delay_max_ms": 200, "ordered": false},
+        "queues": ["w"], "retired": [], "next_seq": 5,
+        "counters": {"w": {"published": 2, "delivered": 0, "nacked": 1, "expired": 0,
+            "dead_lettered": 1, "dead_depth": 1}},
+        "order_token": false}});
+    for (q, body) in [
+        (format!("{base}.record"), record),
+        (
+            format!("{ex}.channels"),
+            serde_json::json!({"v": 1, "data": {"channels": ["c"]}}),
+        ),
+    ] {
+        chan.queue_declare(&q, durable, FieldTable::default())
+            .await
+            .unwrap();
+        put(q, serde_json::to_vec(&body).unwrap(), Vec::new()).await;
+    }
+
+    let b = h.open().await;
+    let s = QueueSettings {
+        max_queue_size: 2,
+        ..settings()
+    };
+    ensure(&b, "c", &["w"], &s).await;
+    let dlq_depth = chan
+        .queue_declare(
+            &dlq,
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap()
+        .message_count();
+    assert_eq!(dlq_depth, 0, "the old dead letters moved into the stream");
+    let page = b
+        .dead_letters("c", &DeadLetterQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].envelope.message_id, dead.message_id);
+    assert_eq!(page.items[0].reason, DeadLetterReason::Rejected);
+    assert_eq!(page.items[0].last_error.as_deref(), Some("old version"));
+    let st = b.stats("c").await.unwrap().total;
+    assert_eq!((st.queued, st.dead_letters, st.published), (1, 1, 2));
+    // The limit of 2 holds.
+    let next = publish(&b, "c", "w", 3).await;
+    assert!(next.sequence >= 5, "numbers go on after the recorded ones");
+    let mut e = envelope("c", "w", 4);
+    assert!(matches!(
+        b.publish("w", &mut e).await,
+        Err(BufferError::QueueFull)
+    ));
+    for want in [queued.message_id.clone(), next.message_id.clone()] {
+        let l = lease_one(&b, "c").await;
+        assert_eq!(l.envelope.message_id, want);
+        assert_eq!(l.delivery_count, 1);
+        if want == queued.message_id {
+            assert_eq!(l.envelope.sequence, 3);
+        }
+        assert_eq!(
+            b.settle(&l.token, Settle::Ack).await.unwrap(),
+            Settled::Acked
+        );
+    }
+    // Empty again: two more fit, not a third.
+    for n in 5..7 {
+        publish(&b, "c", "w", n).await;
+    }
+    let mut e = envelope("c", "w", 7);
+    assert!(matches!(
+        b.publish("w", &mut e).await,
+        Err(BufferError::QueueFull)
+    ));
+    let _ = conn.close(200, "done").await;
+}
+
 /// The oldest queued age moves on as messages are leased (it is not the age of the first
 /// message since the queue was last empty), and an instance that never touched the queue
 /// reports the same from the leasing instance's view.
