@@ -53,16 +53,14 @@
 //!   changes new messages' expiry, never a queue argument). `lease` dead-letters any expired copy
 //!   it meets. The sweep and `stats` count the broker's own dead letters (reason `expired`) by
 //!   rewriting them with our headers.
-//! - **Dead letters.** Stored in the classic `….dlq` queue of each webhook queue with reason,
-//!   time, count and last error as headers. Listing walks the DLQ (`walk.rs`): it takes
-//!   every message present when it starts with `basic.get` on a private channel, in waves, and
-//!   then closes that channel, which puts all of them back in their original order: nothing is
-//!   consumed or reordered, and the depth is the same afterwards. Only the newest page (plus one)
-//!   is kept while walking, so a listing is exact and newest first at any DLQ size, in memory
-//!   bounded by the page; its time grows with the DLQ (see `docs/benchmarks.md`). Replay and
-//!   purge of single messages walk the same way and ack only the chosen ones; purge-all is
-//!   `queue.purge`. Two walks of one DLQ at the same moment (two admin calls, or two
-//!   instances) split its messages between them, so each sees only part of it.
+//! - **Dead letters.** Stored in a stream per webhook queue (`….dls`, `x-queue-type = stream`)
+//!   with reason, time, count and last error as headers, and read by offset (`stream.rs`,
+//!   `dead.rs`): a listing reads only the newest windows that hold the page, takes nothing and
+//!   agrees with the listing before it. Replay and purge note the offsets they removed
+//!   in the channel record; replay publishes its copies without holding the record, so ingest
+//!   goes on meanwhile. What the broker dead-letters itself (TTL expiry) arrives in the classic
+//!   `….dlq` and is moved into the stream, as are the dead letters an older version kept
+//!   there. `docs/rabbitmq.md` has the details.
 //!
 //! # Limits
 //!

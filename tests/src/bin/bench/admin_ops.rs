@@ -1,7 +1,7 @@
 //! Admin operations on deep queues, through the `Buffer` trait: stats with `n` messages
 //! queued, then with `n` dead letters the newest page of the listing and replaying them all.
-//! On RabbitMQ a listing reads the whole dead-letter queue, so its time grows with `n`; the
-//! other backends read an index.
+//! Every backend reads only about a page: an index (embedded, Redis) or the newest windows of a
+//! stream (RabbitMQ, `docs/rabbitmq.md`).
 
 use std::sync::Arc;
 use std::time::Instant;
