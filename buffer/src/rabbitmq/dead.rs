@@ -233,7 +233,7 @@ impl Inner {
                 .await?;
             found.extend(page.into_iter().map(|f| (q.clone(), f)));
         }
-        found.sort_by(|a, b| b.1.key.cmp(&a.1.key));
+        found.sort_by_key(|f| std::cmp::Reverse(f.1.key));
         let more = found.len() > query.limit;
         found.truncate(query.limit);
         let next_cursor = if more {

@@ -18,8 +18,13 @@ use crate::BufferError;
 /// Header of a probe entry (its value names the probe).
 pub(crate) const PROBE: &str = "wc-probe";
 
-/// Most deliveries a read holds unacked (stream consumers need a prefetch).
-const CREDIT: u16 = 1000;
+/// Most deliveries a read holds unacked (stream consumers need a prefetch). A read starts at
+/// the beginning of the chunk holding its first offset, so it may pass over up to a chunk of
+/// earlier entries: the window stays wide whatever the range.
+const CREDIT: u16 = 2000;
+
+/// Deliveries acked together.
+const ACK_EVERY: u64 = 500;
 
 /// One entry of a stream.
 pub(crate) struct Entry {
@@ -91,10 +96,12 @@ async fn next(
         Ok(Some(Err(e))) => return Err(BufferError::Unavailable(format!("rabbitmq: {e}"))),
         Ok(Some(Ok(d))) => d,
     };
-    // Stream deliveries are acked only to grant credit.
-    link.bounded(chan.basic_ack(d.delivery_tag, BasicAckOptions::default()))
-        .await
-        .map_err(|e| link.error(e))?;
+    // Stream deliveries are acked only to grant credit: every [`ACK_EVERY`], all at once.
+    if d.delivery_tag % ACK_EVERY == 0 {
+        link.bounded(chan.basic_ack(d.delivery_tag, BasicAckOptions { multiple: true }))
+            .await
+            .map_err(|e| link.error(e))?;
+    }
     let offset = offset_of(&d.properties)
         .ok_or_else(|| BufferError::Corrupt("stream delivery without x-stream-offset".into()))?;
     Ok((offset, d))
@@ -145,9 +152,8 @@ pub(crate) async fn read(
     if from >= to {
         return Ok(Vec::new());
     }
-    let credit = u16::try_from(to - from).unwrap_or(CREDIT).clamp(1, CREDIT);
     let start = AMQPValue::LongLongInt(i64::try_from(from).unwrap_or(i64::MAX));
-    let (chan, mut consumer) = subscribe(link, stream, start, credit).await?;
+    let (chan, mut consumer) = subscribe(link, stream, start, CREDIT).await?;
     let r = async {
         let mut out = Vec::new();
         loop {
