@@ -206,6 +206,7 @@ fn serve(config: RelayConfig) -> ExitCode {
         };
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
+        // The signal listener: one per process.
         tokio::spawn(async move {
             wait_for_signal().await;
             signal.cancel();

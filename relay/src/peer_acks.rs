@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use ::redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use webhook_connect_buffer::redis::connection::{Conn, Endpoint};
 use webhook_connect_buffer::redis::pubsub::follow_channel;
 use webhook_connect_protocol::ConnectionId;
@@ -33,10 +33,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::channels::Channel;
-use crate::delivery::settle::settle_requests;
+use crate::delivery::requests::settle_detached;
 
 /// How long the asking instance waits for its peers.
 pub const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+
+/// Peer requests received and not yet being answered; more are dropped (their askers time out
+/// and answer 503, and the connector retries).
+const REQUEST_QUEUE: usize = 1024;
+
+/// Peer requests answered at the same time.
+const MAX_CONCURRENT_ANSWERS: usize = 64;
 
 /// Where a connection's acks were settled.
 #[derive(Debug)]
@@ -87,7 +94,7 @@ pub struct PeerAcks {
     reply_prefix: String,
     instance: String,
     next_id: AtomicU64,
-    waiting: Mutex<HashMap<u64, mpsc::UnboundedSender<Option<Vec<AckItemResult>>>>>,
+    waiting: Mutex<HashMap<u64, Arc<Answers>>>,
     stop: Mutex<Vec<oneshot::Sender<()>>>,
 }
 
@@ -96,6 +103,51 @@ impl std::fmt::Debug for PeerAcks {
         f.debug_struct("PeerAcks")
             .field("instance", &self.instance)
             .finish_non_exhaustive()
+    }
+}
+
+/// What the peers answered one request so far: a fixed size whatever they send.
+#[derive(Debug, Default)]
+struct Answers {
+    state: Mutex<AnswerState>,
+    arrived: Notify,
+}
+
+#[derive(Debug, Default)]
+struct AnswerState {
+    found: Option<Vec<AckItemResult>>,
+    not_here: i64,
+}
+
+impl Answers {
+    fn add(&self, results: Option<Vec<AckItemResult>>) {
+        {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            match results {
+                Some(results) => {
+                    state.found.get_or_insert(results);
+                }
+                None => state.not_here += 1,
+            }
+        }
+        self.arrived.notify_one();
+    }
+
+    /// Waits for a "found" answer, or for `listeners` "not here" answers.
+    async fn outcome(&self, listeners: i64) -> PeerOutcome {
+        loop {
+            let arrived = self.arrived.notified();
+            {
+                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(results) = state.found.take() {
+                    return PeerOutcome::Settled(results);
+                }
+                if state.not_here >= listeners {
+                    return PeerOutcome::NotFound;
+                }
+            }
+            arrived.await;
+        }
     }
 }
 
@@ -138,11 +190,11 @@ impl PeerAcks {
         entries: &[AckRequest],
     ) -> PeerOutcome {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let answers = Arc::new(Answers::default());
         self.waiting
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id, tx);
+            .insert(id, answers.clone());
         let _waiting = Waiting { acks: self, id };
         let request = Request {
             id,
@@ -168,26 +220,11 @@ impl PeerAcks {
             }
             Err(_) => return PeerOutcome::Unavailable,
         };
-        let answer = async {
-            let mut not_here = 0_i64;
-            while let Some(results) = rx.recv().await {
-                match results {
-                    Some(results) => return PeerOutcome::Settled(results),
-                    None => {
-                        not_here += 1;
-                        if not_here >= listeners {
-                            return PeerOutcome::NotFound;
-                        }
-                    }
-                }
-            }
-            PeerOutcome::Unavailable
-        };
         if listeners == 0 {
             // Not even this instance's own subscription heard it: the link is down.
             return PeerOutcome::Unavailable;
         }
-        tokio::time::timeout(ANSWER_WITHIN, answer)
+        tokio::time::timeout(ANSWER_WITHIN, answers.outcome(listeners))
             .await
             .unwrap_or(PeerOutcome::Unavailable)
     }
@@ -201,13 +238,14 @@ impl PeerAcks {
             tracing::debug!("Ignoring a malformed peer ack reply");
             return;
         };
-        if let Some(tx) = self
+        let answers = self
             .waiting
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&reply.id)
-        {
-            let _ = tx.send(reply.results);
+            .cloned();
+        if let Some(answers) = answers {
+            answers.add(reply.results);
         }
     }
 
@@ -242,7 +280,7 @@ pub(crate) fn spawn(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .extend([stop_requests, stop_replies]);
-    let (incoming, mut requests) = mpsc::unbounded_channel::<String>();
+    let (incoming, mut requests) = mpsc::channel::<String>(REQUEST_QUEUE);
     tracker.spawn(follow_channel(
         peers.client.clone(),
         peers.requests.clone(),
@@ -250,7 +288,11 @@ pub(crate) fn spawn(
         stop_requests_rx,
         || {},
         move |text| {
-            let _ = incoming.send(text);
+            if let Err(mpsc::error::TrySendError::Full(_)) = incoming.try_send(text) {
+                tracing::warn!(
+                    "Too many peer ack requests waiting; one dropped (its asker retries)"
+                );
+            }
         },
     ));
     let replies = peers.clone();
@@ -263,6 +305,7 @@ pub(crate) fn spawn(
         move |text| replies.deliver_reply(&text),
     ));
     let answers = tracker.clone();
+    let answering = Arc::new(Semaphore::new(MAX_CONCURRENT_ANSWERS));
     tracker.spawn(async move {
         loop {
             let text = tokio::select! {
@@ -272,9 +315,19 @@ pub(crate) fn spawn(
             let Some(text) = text else { break };
             match serde_json::from_str::<Request>(&text) {
                 Ok(request) => {
+                    // At most MAX_CONCURRENT_ANSWERS answer tasks; meanwhile requests wait in
+                    // the bounded queue.
+                    let permit = tokio::select! {
+                        permit = answering.clone().acquire_owned() => permit,
+                        _ = stop.cancelled() => break,
+                    };
+                    let Ok(permit) = permit else { break };
                     let find_channel = find_channel.clone();
                     let peers = peers.clone();
-                    answers.spawn(async move { answer(&*find_channel, &peers, request).await });
+                    answers.spawn(async move {
+                        answer(&*find_channel, &peers, request).await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => tracing::debug!(error = %e, "Ignoring a malformed peer ack request"),
             }
@@ -298,7 +351,7 @@ async fn answer(
     let results = match held {
         Some((channel, conn)) => {
             conn.touch_alive();
-            Some(settle_requests(&channel.hub, &conn, &request.entries).await)
+            Some(settle_detached(&channel.hub, conn, request.entries).await)
         }
         None => None,
     };

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +44,7 @@ pub async fn build_state(
     let admission = Admission::new(admission_limits(&config), metrics.clone());
     let openapi = crate::openapi::document(&config.file.server.public_base_url).to_string();
     let body_budget_bytes = config.file.limits.max_inflight_body_bytes;
+    let settle_wait = Duration::from_secs(config.file.server.shutdown_grace_seconds);
     let state = Arc::new(AppState {
         config: Arc::new(config),
         registry: Registry::default(),
@@ -61,6 +63,7 @@ pub async fn build_state(
         admission,
         hub_options: HubOptions {
             metrics: metrics.clone(),
+            settle_wait,
             ..HubOptions::default()
         },
         metrics,

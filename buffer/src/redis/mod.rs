@@ -128,6 +128,22 @@ pub struct Inner {
     stop_listener: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
+/// Where a walk over dead letters is (see `Inner::next_dead_page`).
+#[derive(Debug)]
+struct DeadWalk {
+    base: String,
+    /// Queues left to walk, the current one last.
+    queues: Vec<String>,
+    /// Where the next page of the current queue starts (an `XRANGE` bound).
+    from: String,
+    /// The current queue's newest dead letter when its walk started: entries dead-lettered
+    /// during the walk (a replayed message failing again) are not walked.
+    to: Option<String>,
+    /// Only this message (the walk ends once it is found).
+    message_id: Option<String>,
+    done: bool,
+}
+
 impl std::ops::Deref for RedisBuffer {
     type Target = Inner;
 
@@ -638,59 +654,139 @@ impl Inner {
         Ok(Some((moved.max(0) as u64, queues)))
     }
 
-    /// Dead letters of `channel` matching the filters, oldest first: (queue, entry id). Pages
-    /// are read one at a time and only ids are kept, so large DLQs do not fill memory. Fails
-    /// with `UnknownChannel` for a channel that does not exist.
-    async fn matching_dead(
+    /// Starts a walk over the dead letters of `channel` matching the filters. Fails with
+    /// `UnknownChannel` for a channel that does not exist.
+    async fn dead_walk(
         &self,
         channel: &str,
         webhook_id: Option<&str>,
         message_id: Option<&str>,
-    ) -> Result<Vec<(String, String)>, BufferError> {
-        let base = &self.base(channel);
-        if !self.channel_exists(base).await? {
+    ) -> Result<DeadWalk, BufferError> {
+        let base = self.base(channel);
+        if !self.channel_exists(&base).await? {
             return Err(BufferError::UnknownChannel(channel.to_owned()));
         }
-        let queues = match webhook_id {
+        let mut queues = match webhook_id {
             Some(w) => vec![w.to_owned()],
-            None => self.all_queues(base).await?,
+            None => self.all_queues(&base).await?,
         };
-        let mut found = Vec::new();
-        for q in queues {
-            let key = queue_key(base, &q, "dlq");
-            let mut from = "-".to_owned();
-            loop {
-                let v = self
-                    .query(
-                        ::redis::cmd("XRANGE")
-                            .arg(&key)
-                            .arg(&from)
-                            .arg("+")
-                            .arg("COUNT")
-                            .arg(SCAN_PAGE),
-                    )
-                    .await?;
-                let page = entries(v).ok_or_else(|| bad_reply("XRANGE"))?;
-                let Some(last) = page.last().map(|e| e.0.clone()) else {
-                    break;
-                };
-                let full = page.len() == SCAN_PAGE;
-                for e in page {
-                    if message_id.is_some_and(|m| field_str(&e.1, "id").as_deref() != Some(m)) {
+        queues.reverse();
+        Ok(DeadWalk {
+            base,
+            queues,
+            from: "-".to_owned(),
+            to: None,
+            message_id: message_id.map(str::to_owned),
+            done: false,
+        })
+    }
+
+    /// The next page of the walk, oldest first: a queue and at most [`SCAN_PAGE`] entry ids of
+    /// its dead letters. Only one page is held at a time, whatever the size of the DLQ; entries
+    /// removed behind the walk (replayed, purged) do not disturb it.
+    async fn next_dead_page(
+        &self,
+        walk: &mut DeadWalk,
+    ) -> Result<Option<(String, Vec<String>)>, BufferError> {
+        while !walk.done {
+            let Some(q) = walk.queues.last().cloned() else {
+                return Ok(None);
+            };
+            let key = queue_key(&walk.base, &q, "dlq");
+            let to = match &walk.to {
+                Some(to) => to.clone(),
+                None => {
+                    let v = self
+                        .query(
+                            ::redis::cmd("XREVRANGE")
+                                .arg(&key)
+                                .arg("+")
+                                .arg("-")
+                                .arg("COUNT")
+                                .arg(1),
+                        )
+                        .await?;
+                    let newest = entries(v).ok_or_else(|| bad_reply("XREVRANGE"))?;
+                    let Some((to, _)) = newest.into_iter().next() else {
+                        walk.queues.pop();
                         continue;
-                    }
-                    found.push((q.clone(), e.0));
-                    if message_id.is_some() {
-                        return Ok(found);
-                    }
+                    };
+                    walk.to = Some(to.clone());
+                    to
                 }
-                if !full {
-                    break;
+            };
+            let v = self
+                .query(
+                    ::redis::cmd("XRANGE")
+                        .arg(&key)
+                        .arg(&walk.from)
+                        .arg(&to)
+                        .arg("COUNT")
+                        .arg(SCAN_PAGE),
+                )
+                .await?;
+            let page = entries(v).ok_or_else(|| bad_reply("XRANGE"))?;
+            match page.last() {
+                Some(last) if page.len() == SCAN_PAGE && last.0 != to => {
+                    walk.from = format!("({}", last.0)
                 }
-                from = format!("({last}");
+                _ => {
+                    walk.queues.pop();
+                    walk.from = "-".to_owned();
+                    walk.to = None;
+                }
+            }
+            let ids: Vec<String> = match &walk.message_id {
+                None => page.into_iter().map(|e| e.0).collect(),
+                Some(m) => {
+                    let one = page
+                        .into_iter()
+                        .find(|e| field_str(&e.1, "id").as_deref() == Some(m.as_str()));
+                    walk.done = one.is_some();
+                    one.into_iter().map(|e| e.0).collect()
+                }
+            };
+            if !ids.is_empty() {
+                return Ok(Some((q, ids)));
             }
         }
-        Ok(found)
+        Ok(None)
+    }
+
+    /// Replays one page of dead letters of queue `q`; returns how many went back, counting in
+    /// `blocked` those kept because the queue is full.
+    async fn replay_page(
+        &self,
+        channel: &str,
+        base: &str,
+        q: &str,
+        ids: Vec<String>,
+        blocked: &mut u64,
+    ) -> Result<u64, BufferError> {
+        let mut replayed = 0;
+        for id in ids {
+            let keys = script_keys(base, &["meta", "allq"], Some((q, &["s", "t", "dlq"])));
+            let reply = self
+                .script(
+                    &self.scripts.replay,
+                    &keys,
+                    &[
+                        q.as_bytes().to_vec(),
+                        id.into_bytes(),
+                        wake_channel(&self.prefix).into_bytes(),
+                        channel.as_bytes().to_vec(),
+                    ],
+                )
+                .await?;
+            match array(reply).and_then(|a| a.first().and_then(int)) {
+                Some(0) => replayed += 1,
+                Some(1) => return Err(BufferError::UnknownChannel(channel.to_owned())),
+                Some(2) => {}
+                Some(4) => *blocked += 1,
+                _ => return Err(bad_reply("replay")),
+            }
+        }
+        Ok(replayed)
     }
 
     fn to_dead_letter(channel: &str, queue: String, f: &HashMap<String, Vec<u8>>) -> DeadLetter {
@@ -980,30 +1076,13 @@ impl Buffer for RedisBuffer {
         message_id: Option<&str>,
     ) -> Result<u64, BufferError> {
         let base = self.base(channel);
-        let found = self.matching_dead(channel, webhook_id, message_id).await?;
+        let mut walk = self.dead_walk(channel, webhook_id, message_id).await?;
         let mut replayed = 0u64;
         let mut blocked = 0u64;
-        for (q, id) in found {
-            let keys = script_keys(&base, &["meta", "allq"], Some((&q, &["s", "t", "dlq"])));
-            let reply = self
-                .script(
-                    &self.scripts.replay,
-                    &keys,
-                    &[
-                        q.into_bytes(),
-                        id.into_bytes(),
-                        wake_channel(&self.prefix).into_bytes(),
-                        channel.as_bytes().to_vec(),
-                    ],
-                )
+        while let Some((q, ids)) = self.next_dead_page(&mut walk).await? {
+            replayed += self
+                .replay_page(channel, &base, &q, ids, &mut blocked)
                 .await?;
-            match array(reply).and_then(|a| a.first().and_then(int)) {
-                Some(0) => replayed += 1,
-                Some(1) => return Err(BufferError::UnknownChannel(channel.to_owned())),
-                Some(2) => {}
-                Some(4) => blocked += 1,
-                _ => return Err(bad_reply("replay")),
-            }
         }
         if replayed > 0 {
             self.notifiers.wake(channel);
@@ -1018,23 +1097,17 @@ impl Buffer for RedisBuffer {
         message_id: Option<&str>,
     ) -> Result<u64, BufferError> {
         let base = self.base(channel);
-        let found = self.matching_dead(channel, webhook_id, message_id).await?;
-        let mut by_queue: HashMap<String, Vec<String>> = HashMap::new();
-        for (q, id) in found {
-            by_queue.entry(q).or_default().push(id);
-        }
+        let mut walk = self.dead_walk(channel, webhook_id, message_id).await?;
         let mut purged = 0u64;
-        for (q, ids) in by_queue {
-            for chunk in ids.chunks(SCAN_PAGE) {
-                let v = self
-                    .query(
-                        ::redis::cmd("XDEL")
-                            .arg(queue_key(&base, &q, "dlq"))
-                            .arg(chunk),
-                    )
-                    .await?;
-                purged += int(&v).unwrap_or(0).max(0) as u64;
-            }
+        while let Some((q, ids)) = self.next_dead_page(&mut walk).await? {
+            let v = self
+                .query(
+                    ::redis::cmd("XDEL")
+                        .arg(queue_key(&base, &q, "dlq"))
+                        .arg(ids),
+                )
+                .await?;
+            purged += int(&v).unwrap_or(0).max(0) as u64;
         }
         Ok(purged)
     }

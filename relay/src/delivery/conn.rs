@@ -1,4 +1,5 @@
-//! One registered connection: its identity, in-flight leases and outbound queue.
+//! One registered connection: its identity, the leases it holds, its outbound queue and the
+//! settles it has started.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -7,7 +8,9 @@ use std::time::Instant;
 
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
-use webhook_connect_buffer::{BufferError, LeaseToken, Settle, Settled, SharedBuffer};
+use tokio_util::task::TaskTracker;
+
+use super::leases::Leases;
 use webhook_connect_protocol::{
     CloseReason, ConnectionId, ConnectionKind, ProtocolVersion, Timestamp,
 };
@@ -33,6 +36,8 @@ pub struct ConnInfo {
     pub version: ProtocolVersion,
     /// Sanitised `X-Connector-ID` (or the transport default).
     pub connector_id: String,
+    /// The client sent `X-Connector-ID` (long-poll clients without one never share state).
+    pub connector_id_sent: bool,
     /// Effective in-flight limit.
     pub limit: u32,
     /// Client address.
@@ -41,51 +46,6 @@ pub struct ConnInfo {
     pub user_agent: Option<String>,
     /// Hash of the token it authenticated with (closed when that token stops being valid).
     pub token: [u8; 32],
-}
-
-/// A message in flight on a connection, with the lease it was sent under.
-#[derive(Debug, Clone)]
-pub(crate) struct InFlight {
-    pub(crate) token: LeaseToken,
-    pub(crate) expires_at: Instant,
-    /// When the relay accepted the message (for the end-to-end latency histogram).
-    pub(crate) received_at: Timestamp,
-    /// Further leases of the same message that arrived while this one was live: a backend can
-    /// hold two copies of one message (RabbitMQ, when a requeue's publish-then-ack was cut
-    /// short by a restart). They are not sent again; they are settled with this entry.
-    pub(crate) copies: Vec<LeaseToken>,
-}
-
-impl InFlight {
-    /// Settles the entry's leases: `action` goes to the first one the backend still holds
-    /// (the primary, else a copy), and the copies after it are acked, since that settle
-    /// accounts for the message. `Touch` extends the primary only (a copy the backend still
-    /// holds expires there and comes back, to be acked from the connector's record).
-    pub(crate) async fn settle(
-        &self,
-        buffer: &SharedBuffer,
-        action: Settle,
-    ) -> Result<Settled, BufferError> {
-        if action == Settle::Touch || self.copies.is_empty() {
-            return buffer.settle(&self.token, action).await;
-        }
-        let mut tokens = std::iter::once(&self.token).chain(&self.copies);
-        let mut outcome = Ok(Settled::NotInFlight);
-        for token in tokens.by_ref() {
-            outcome = buffer.settle(token, action.clone()).await;
-            if !matches!(outcome, Ok(Settled::NotInFlight)) {
-                break;
-            }
-        }
-        if matches!(&outcome, Ok(s) if *s != Settled::NotInFlight) {
-            for token in tokens {
-                if let Err(e) = buffer.settle(token, Settle::Ack).await {
-                    tracing::warn!(message_id = %token.message_id, error = %e, "Extra copy not acked; it comes back after its lease");
-                }
-            }
-        }
-        outcome
-    }
 }
 
 /// An open long-poll request waiting for messages.
@@ -111,7 +71,7 @@ pub(crate) struct Session {
 
 #[derive(Debug)]
 pub(crate) struct ConnState {
-    pub(crate) in_flight: HashMap<String, InFlight>,
+    pub(crate) leases: Leases,
     pub(crate) last_delivery: Option<Instant>,
     pub(crate) last_seen: Instant,
     pub(crate) last_seen_at: Option<Timestamp>,
@@ -138,6 +98,8 @@ pub struct Conn {
     pub(crate) outbound: Option<mpsc::Sender<Outbound>>,
     /// Cancelled when the relay closes this connection.
     pub closed: CancellationToken,
+    /// Settles this connection started (a close waits for them).
+    pub(crate) settles: TaskTracker,
     close_reason: Mutex<Option<CloseReason>>,
 }
 
@@ -153,7 +115,7 @@ impl Conn {
             info,
             connected_at: Timestamp::now(),
             state: Mutex::new(ConnState {
-                in_flight: HashMap::new(),
+                leases: Leases::default(),
                 last_delivery: None,
                 last_seen: Instant::now(),
                 last_seen_at: None,
@@ -167,6 +129,7 @@ impl Conn {
             }),
             outbound,
             closed: CancellationToken::new(),
+            settles: TaskTracker::new(),
             close_reason: Mutex::new(None),
         }
     }
@@ -187,9 +150,9 @@ impl Conn {
         self.lock().last_seen.elapsed()
     }
 
-    /// Messages leased to this connection.
+    /// Messages leased to this connection whose connector may still settle them.
     pub fn in_flight(&self) -> usize {
-        self.lock().in_flight.len()
+        self.lock().leases.in_flight()
     }
 
     /// Asks the transport to close with `reason` (first reason wins).
@@ -217,7 +180,7 @@ impl Conn {
     pub fn snapshot(&self) -> ConnSnapshot {
         let s = self.lock();
         ConnSnapshot {
-            in_flight: s.in_flight.len() as u64,
+            in_flight: s.leases.in_flight() as u64,
             received: s.received,
             acked: s.acked,
             nacked: s.nacked,

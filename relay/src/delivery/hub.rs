@@ -1,6 +1,7 @@
 //! The per-channel hub: registered connections, the dispatcher that leases messages while at
-//! least one connection is registered, assignment to the least-loaded connection, settlement,
-//! and relay-side lease and long-poll session expiry.
+//! least one connection is registered, assignment to the least-loaded connection, and the
+//! periodic sweep (lapsed leases, idle long-poll sessions). Settling is `settle.rs`; what a
+//! connection holds is `leases.rs`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,12 +11,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use webhook_connect_buffer::{Lease, Settle, Settled, SharedBuffer};
+use webhook_connect_buffer::{Lease, LeaseToken, SharedBuffer};
 use webhook_connect_protocol::backoff::Backoff;
 use webhook_connect_protocol::envelope::DeliveryInfo;
 use webhook_connect_protocol::{CloseReason, ConnectionId, ConnectionKind, ServerFrame, Timestamp};
 
-use super::conn::{Conn, ConnInfo, InFlight, Outbound, PollSlot, Session};
+use super::conn::{Conn, ConnInfo, Outbound, PollSlot, Session};
+use super::leases::{Held, Holding};
 use crate::config::settings::ChannelSettings;
 use crate::metrics::Metrics;
 
@@ -32,6 +34,8 @@ pub struct HubOptions {
     pub outbound_slack: usize,
     /// Where delivery events are counted.
     pub metrics: Arc<Metrics>,
+    /// Longest a closing connection waits for the settles it started (the shutdown deadline).
+    pub settle_wait: Duration,
 }
 
 impl Default for HubOptions {
@@ -42,6 +46,7 @@ impl Default for HubOptions {
             max_batch: 256,
             outbound_slack: 16,
             metrics: Arc::new(Metrics::default()),
+            settle_wait: Duration::from_secs(10),
         }
     }
 }
@@ -50,24 +55,14 @@ fn uuid_like() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
-/// Result of settling one message for one connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SettleOutcome {
-    /// Done and durable.
-    Done(Settled),
-    /// Not leased to this connection (any more).
-    NotInFlight,
-    /// The buffer failed; the lease is unchanged.
-    Error,
-}
-
 #[derive(Debug, Default)]
 struct Inner {
     /// WebSocket and SSE connections, and long-poll clients, by registration id.
     conns: HashMap<ConnectionId, Arc<Conn>>,
     /// Long-poll session id → its poll client.
     sessions: HashMap<ConnectionId, Arc<Conn>>,
-    /// Long-poll clients by connector id.
+    /// Long-poll clients that sent `X-Connector-ID`, by that id (a client without one is
+    /// found only through its sessions).
     poll_clients: HashMap<String, Arc<Conn>>,
     dispatcher: Option<CancellationToken>,
 }
@@ -135,6 +130,16 @@ impl Hub {
     /// The buffer.
     pub fn buffer(&self) -> &SharedBuffer {
         &self.buffer
+    }
+
+    /// Tracks the hub's background work (the relay's shutdown waits for it).
+    pub(super) fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
+    /// Lets the dispatcher look for room again (a slot was freed).
+    pub(super) fn wake_dispatcher(&self) {
+        self.wake.notify_one();
     }
 
     /// Current settings.
@@ -211,9 +216,10 @@ impl Hub {
         Some((conn, rx))
     }
 
-    /// Unregisters a connection and releases its leases at once.
+    /// Unregisters a connection and releases its leases at once. Transports call
+    /// [`Hub::unregister_when_settled`] instead, so acks their connector sent are not lost.
     pub fn unregister(self: &Arc<Self>, conn: &Arc<Conn>) {
-        let leases: Vec<InFlight> = {
+        let leases: Vec<(String, Held)> = {
             let mut inner = self.lock();
             if inner.conns.remove(&conn.id).is_none() {
                 return;
@@ -229,7 +235,7 @@ impl Hub {
             }
             let mut state = conn.lock();
             state.closing = true;
-            state.in_flight.drain().map(|(_, f)| f).collect()
+            state.leases.drain()
         };
         conn.closed.cancel();
         if let Some(reason) = conn.close_reason() {
@@ -238,37 +244,31 @@ impl Hub {
                 &[("reason", reason.as_str())],
             );
         }
-        if !leases.is_empty() {
-            self.options.metrics.add(
-                "webhook_relay_redeliveries_total",
-                &[("channel", &self.channel), ("reason", "connection_lost")],
-                leases.len() as u64,
-            );
-        }
-        self.release(leases, Settle::Release);
+        self.release(leases);
         self.wake.notify_one();
+    }
+
+    /// Unregisters `conn` once the settles it started have finished (at most the hub's
+    /// `settle_wait`): the graceful close of every transport. New leases stop at once.
+    pub async fn unregister_when_settled(self: &Arc<Self>, conn: &Arc<Conn>) {
+        conn.lock().closing = true;
+        conn.settles_done(self.options.settle_wait).await;
+        self.unregister(conn);
+    }
+
+    /// Like [`Hub::unregister_when_settled`] from where nothing can be awaited (a dropped
+    /// response body): one task per closing connection.
+    pub fn unregister_later(self: &Arc<Self>, conn: &Arc<Conn>) {
+        conn.lock().closing = true;
+        let (hub, conn) = (self.clone(), conn.clone());
+        self.tracker
+            .spawn(async move { hub.unregister_when_settled(&conn).await });
     }
 
     fn count(&self, name: &'static str, extra: &[(&'static str, &str)]) {
         let mut labels: Vec<(&'static str, &str)> = vec![("channel", &self.channel)];
         labels.extend_from_slice(extra);
         self.options.metrics.inc(name, &labels);
-    }
-
-    /// Hands leases back to the buffer in the background: `Release` counts a failed attempt
-    /// (the connection had them), `Return` does not (they never reached a connection).
-    fn release(&self, leases: Vec<InFlight>, action: Settle) {
-        if leases.is_empty() {
-            return;
-        }
-        let buffer = self.buffer.clone();
-        self.tracker.spawn(async move {
-            for lease in leases {
-                if let Err(e) = lease.settle(&buffer, action.clone()).await {
-                    tracing::warn!(message_id = %lease.token.message_id, error = %e, "Release failed; the lease will expire");
-                }
-            }
-        });
     }
 
     /// Opens a long-poll for the poll client `connector_id`, resuming `resume` when it is a live
@@ -285,14 +285,26 @@ impl Hub {
         if self.shutdown.is_cancelled() || Self::counted(&inner) >= max {
             return Err(PollOpenError::MaxConnections);
         }
-        let client = match inner.poll_clients.get(&info.connector_id) {
-            Some(c) => c.clone(),
+        // A client that names itself is one client across its sessions; one that does not is
+        // a client of its own, found again only by resuming one of its sessions.
+        let known = if info.connector_id_sent {
+            inner.poll_clients.get(&info.connector_id).cloned()
+        } else {
+            resume
+                .and_then(|id| inner.sessions.get(id))
+                .filter(|c| !c.info.connector_id_sent)
+                .cloned()
+        };
+        let client = match known {
+            Some(c) => c,
             None => {
                 let id = ConnectionId::generate(ConnectionKind::LongPoll);
                 let c = Arc::new(Conn::new(id.clone(), info.clone(), None));
-                inner
-                    .poll_clients
-                    .insert(info.connector_id.clone(), c.clone());
+                if info.connector_id_sent {
+                    inner
+                        .poll_clients
+                        .insert(info.connector_id.clone(), c.clone());
+                }
                 inner.conns.insert(id, c.clone());
                 c
             }
@@ -380,6 +392,7 @@ impl Hub {
         let stop = self.shutdown.child_token();
         inner.dispatcher = Some(stop.clone());
         let hub = self.clone();
+        // One dispatcher per channel at most.
         self.tracker
             .spawn(async move { hub.run_dispatcher(stop).await });
     }
@@ -395,7 +408,7 @@ impl Hub {
                 if s.closing {
                     return 0;
                 }
-                let free = (c.info.limit as usize).saturating_sub(s.in_flight.len());
+                let free = (c.info.limit as usize).saturating_sub(s.leases.occupied());
                 match (&c.info.kind, &s.poll) {
                     (ConnectionKind::LongPoll, Some(slot)) => free.min(slot.room),
                     (ConnectionKind::LongPoll, None) => 0,
@@ -427,6 +440,8 @@ impl Hub {
                 continue;
             }
             let want = capacity.min(self.options.max_batch);
+            // Leases lapse `ack_timeout` after they were asked for, on this clock.
+            let lapses_after = (Instant::now(), self.settings().ack_timeout());
             let leased = tokio::select! {
                 r = self.buffer.lease(&self.channel, want, self.options.lease_wait, &self.options.consumer) => r,
                 _ = stop.cancelled() => break,
@@ -434,9 +449,11 @@ impl Hub {
             match leased {
                 Ok(leases) => {
                     backoff.reset();
-                    for lease in leases {
-                        self.assign(lease);
-                    }
+                    let unsent: Vec<_> = leases
+                        .into_iter()
+                        .filter_map(|lease| self.assign(lease, lapses_after))
+                        .collect();
+                    self.give_back(unsent);
                 }
                 Err(e) => {
                     self.options
@@ -454,10 +471,13 @@ impl Hub {
     }
 
     /// Hands a lease to the eligible connection with the fewest in flight (ties: the one that
-    /// least recently received a message).
-    fn assign(self: &Arc<Self>, lease: Lease) {
-        let remaining = lease.lease_expires_at.0 - Timestamp::now().0;
-        let expires_at = Instant::now() + remaining.to_std().unwrap_or(Duration::ZERO);
+    /// least recently received a message). `lapses_after`: when the lease was asked for, and
+    /// its length. Returns the lease when no connection could take it (to be given back).
+    pub(super) fn assign(
+        self: &Arc<Self>,
+        lease: Lease,
+        lapses_after: (Instant, Duration),
+    ) -> Option<LeaseToken> {
         let delivery = DeliveryInfo {
             delivery_count: lease.delivery_count,
             lease_expires_at: lease.lease_expires_at,
@@ -468,16 +488,7 @@ impl Hub {
         loop {
             let Some(conn) = self.pick(&tried) else {
                 tracing::debug!(channel = %self.channel, message_id, "No connection can take the message; returning it");
-                self.release(
-                    vec![InFlight {
-                        token: lease.token,
-                        expires_at,
-                        received_at: lease.envelope.received_at,
-                        copies: Vec::new(),
-                    }],
-                    Settle::Return,
-                );
-                return;
+                return Some(lease.token);
             };
             tried.push(conn.id.clone());
             let version = {
@@ -496,17 +507,14 @@ impl Hub {
                 .clone();
             let delivered = {
                 let mut s = conn.lock();
-                if !s.closing
-                    && let Some(live) = s
-                        .in_flight
-                        .get_mut(&message_id)
-                        .filter(|f| f.expires_at > Instant::now())
-                {
+                if !s.closing && s.leases.holds_live(&message_id) {
                     // A second copy of a message this connection is working on: settled with
-                    // it rather than sent twice (a replaced entry's lease would be stranded).
+                    // it rather than sent twice.
                     tracing::debug!(channel = %self.channel, message_id, "Second copy of a message in flight; held with it");
-                    live.copies.push(lease.token.clone());
-                    return;
+                    let held = Held::new(&lease, lapses_after.0, lapses_after.1);
+                    let holding = s.leases.hold(&message_id, held);
+                    debug_assert_eq!(holding, Holding::Copy);
+                    return None;
                 }
                 let sent = if s.closing {
                     false
@@ -531,7 +539,7 @@ impl Hub {
                                 drop(s);
                                 tracing::info!(channel = %self.channel, connection_id = %conn.id, "Evicting slow connection");
                                 conn.close(CloseReason::Evicted);
-                                self.unregister(&conn);
+                                self.unregister_later(&conn);
                                 continue;
                             }
                             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -540,15 +548,8 @@ impl Hub {
                     }
                 };
                 if sent {
-                    s.in_flight.insert(
-                        message_id.clone(),
-                        InFlight {
-                            token: lease.token.clone(),
-                            expires_at,
-                            received_at: lease.envelope.received_at,
-                            copies: Vec::new(),
-                        },
-                    );
+                    let held = Held::new(&lease, lapses_after.0, lapses_after.1);
+                    s.leases.hold(&message_id, held);
                     s.last_delivery = Some(Instant::now());
                     s.last_message_at = Some(Timestamp::now());
                     s.received += 1;
@@ -557,7 +558,7 @@ impl Hub {
             };
             if delivered {
                 self.count("webhook_relay_messages_delivered_total", &[]);
-                return;
+                return None;
             }
         }
     }
@@ -570,33 +571,35 @@ impl Hub {
             .filter(|c| !skip.contains(&c.id))
             .filter_map(|c| {
                 let s = c.lock();
+                let occupied = s.leases.occupied();
                 let eligible = !s.closing
-                    && s.in_flight.len() < c.info.limit as usize
+                    && occupied < c.info.limit as usize
                     && (c.info.kind != ConnectionKind::LongPoll
                         || s.poll.as_ref().is_some_and(|p| p.room > 0));
-                eligible.then(|| (s.in_flight.len(), s.last_delivery, c.clone()))
+                eligible.then(|| (occupied, s.last_delivery, c.clone()))
             })
             .min_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)))
             .map(|(_, _, c)| c)
     }
 
-    /// Expires relay-side leases (the buffer redelivers them itself) and forgets idle long-poll
-    /// sessions and clients.
-    fn sweep(self: &Arc<Self>) {
+    /// Lets leases the connectors never answered lapse (the buffer takes them back itself) and
+    /// forgets idle long-poll sessions and clients.
+    pub(super) fn sweep(self: &Arc<Self>) {
         let now = Instant::now();
         let ack_timeout = self.settings().ack_timeout();
         let mut idle_clients = Vec::new();
-        let mut expired = 0u64;
+        let mut lapsed = Vec::new();
         {
             let mut inner = self.lock();
             let mut dead_sessions = Vec::new();
             for conn in inner.conns.values() {
                 let mut s = conn.lock();
-                let before = s.in_flight.len();
-                s.in_flight.retain(|_, f| f.expires_at > now);
-                expired += (before - s.in_flight.len()) as u64;
+                let gone = s.leases.lapse(now);
+                if !gone.message_ids.is_empty() {
+                    lapsed.push((conn.clone(), gone));
+                }
                 if conn.info.kind == ConnectionKind::LongPoll {
-                    let holds = !s.in_flight.is_empty();
+                    let holds = !s.leases.is_empty();
                     s.sessions.retain(|id, session| {
                         let keep = session.poll_open
                             || holds
@@ -615,107 +618,11 @@ impl Hub {
                 inner.sessions.remove(&id);
             }
         }
-        if expired > 0 {
-            self.options.metrics.add(
-                "webhook_relay_redeliveries_total",
-                &[("channel", &self.channel), ("reason", "lease_expired")],
-                expired,
-            );
+        for (conn, lapsed) in lapsed {
+            self.lapsed(&conn, lapsed);
         }
         for client in idle_clients {
             self.unregister(&client);
-        }
-    }
-
-    /// Settles `message_id` for `conn`.
-    pub async fn settle(&self, conn: &Conn, message_id: &str, action: Settle) -> SettleOutcome {
-        let entry = {
-            let mut s = conn.lock();
-            let now = Instant::now();
-            match s.in_flight.get(message_id) {
-                Some(f) if f.expires_at <= now => {
-                    s.in_flight.remove(message_id);
-                    None
-                }
-                Some(f) => {
-                    let f = f.clone();
-                    if action != Settle::Touch {
-                        s.in_flight.remove(message_id);
-                    }
-                    Some(f)
-                }
-                None => None,
-            }
-        };
-        let Some(entry) = entry else {
-            return SettleOutcome::NotInFlight;
-        };
-        let is_touch = action == Settle::Touch;
-        let is_ack = action == Settle::Ack;
-        let nack_retry = match &action {
-            Settle::Nack { retry, .. } => Some(*retry),
-            _ => None,
-        };
-        match entry.settle(&self.buffer, action).await {
-            Ok(Settled::NotInFlight) => {
-                conn.lock().in_flight.remove(message_id);
-                self.wake.notify_one();
-                SettleOutcome::NotInFlight
-            }
-            Ok(settled) => {
-                {
-                    let mut s = conn.lock();
-                    if let Settled::Extended(until) = &settled
-                        && let Some(f) = s.in_flight.get_mut(message_id)
-                    {
-                        let remaining = until.0 - Timestamp::now().0;
-                        f.expires_at =
-                            Instant::now() + remaining.to_std().unwrap_or(Duration::ZERO);
-                    }
-                    if is_ack {
-                        s.acked += 1;
-                    } else if !is_touch {
-                        s.nacked += 1;
-                    }
-                }
-                if is_ack {
-                    self.count("webhook_relay_messages_acked_total", &[]);
-                    let age = (Timestamp::now().0 - entry.received_at.0).to_std();
-                    self.options.metrics.observe(
-                        "webhook_relay_end_to_end_seconds",
-                        &[("channel", &self.channel)],
-                        age.unwrap_or(Duration::ZERO).as_secs_f64(),
-                    );
-                }
-                if let Some(retry) = nack_retry {
-                    self.count(
-                        "webhook_relay_messages_nacked_total",
-                        &[("retry", if retry { "true" } else { "false" })],
-                    );
-                }
-                match &settled {
-                    Settled::Requeued { .. } => {
-                        self.count("webhook_relay_redeliveries_total", &[("reason", "nack")])
-                    }
-                    Settled::DeadLettered(reason) => self.count(
-                        "webhook_relay_dead_lettered_total",
-                        &[("reason", reason.as_str())],
-                    ),
-                    _ => {}
-                }
-                self.wake.notify_one();
-                SettleOutcome::Done(settled)
-            }
-            Err(e) => {
-                self.options
-                    .metrics
-                    .inc("webhook_relay_buffer_errors_total", &[("op", "settle")]);
-                tracing::warn!(channel = %self.channel, message_id, error = %e, "Settle failed; lease kept");
-                if !is_touch {
-                    conn.lock().in_flight.insert(message_id.to_owned(), entry);
-                }
-                SettleOutcome::Error
-            }
         }
     }
 
@@ -724,7 +631,7 @@ impl Hub {
         for conn in self.connections() {
             conn.close(reason);
             if conn.info.kind == ConnectionKind::LongPoll {
-                self.unregister(&conn);
+                self.unregister_later(&conn);
             }
         }
     }
@@ -736,7 +643,7 @@ impl Hub {
             if conn.info.token == *token {
                 conn.close(CloseReason::TokenInvalid);
                 if conn.info.kind == ConnectionKind::LongPoll {
-                    self.unregister(&conn);
+                    self.unregister_later(&conn);
                 }
                 closed += 1;
             }

@@ -2,13 +2,26 @@
 //!
 //! Each channel has one [`Hub`]. Transports register a [`Conn`] per WebSocket or SSE stream and
 //! per long-poll client; while at least one is registered, the hub's dispatcher leases messages
-//! from the buffer and hands each to the eligible connection with the fewest in flight. Acks,
-//! nacks and touches come back through [`Hub::settle`]; a connection that goes away releases its
-//! leases at once.
+//! from the buffer and hands each to the eligible connection with the fewest in flight.
+//!
+//! - `hub.rs`: registration, the dispatcher, assignment, the periodic sweep;
+//! - `conn.rs`: one connection (identity, counters, outbound queue, close);
+//! - `leases.rs`: which leases a connection holds — all the relay keeps about leases (the buffer
+//!   owns their state);
+//! - `settle.rs`: the settle path every ack, nack, touch, release, lapse and return goes
+//!   through, ending in one [`SettleOutcome`];
+//! - `requests.rs`: ack requests of the wire protocol turned into settles and their results.
+//!
+//! A connection that goes away releases its leases, after the settles it started have finished.
 
 mod conn;
 mod hub;
-pub(crate) mod settle;
+mod leases;
+pub(crate) mod requests;
+mod settle;
+#[cfg(test)]
+mod tests;
 
 pub use conn::{Conn, ConnInfo, Outbound};
-pub use hub::{Hub, HubOptions, PollOpenError, SettleOutcome, effective_limit};
+pub use hub::{Hub, HubOptions, PollOpenError, effective_limit};
+pub use settle::SettleOutcome;

@@ -1,147 +1,298 @@
-//! Settling acks, nacks and touches from any transport: one code path for WebSocket frames and
-//! `POST /connect/ack`, so both report the same outcomes.
+//! The settle path: every way a lease the relay handed to a connection ends goes through here —
+//! an ack, nack or touch from any transport (WebSocket frames, `POST /connect/ack`, a peer
+//! instance's request), a release when the connection goes away, a lapse when the connector
+//! never answered, and a return of a lease no connection could take. Each ends in one
+//! [`SettleOutcome`] passed to [`Hub::record`], which counts it (the one place to hook a
+//! per-message record of delivery attempts).
+//!
+//! The buffer decides every outcome: the relay only looks up which lease a connection holds
+//! (`leases.rs`) and hands the buffer's answer back.
 
-use std::time::Duration;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use webhook_connect_buffer::{Settle, Settled};
-use webhook_connect_protocol::ack::{AckAction, AckRequest};
-use webhook_connect_protocol::frames::{AckItemResult, AckOutcome, AckStatus};
+use tokio::task::JoinHandle;
+use webhook_connect_buffer::{BufferError, LeaseToken, Settle, Settled, SharedBuffer};
+use webhook_connect_protocol::Timestamp;
 
-use super::{Conn, Hub, SettleOutcome};
+use super::leases::{Held, Lapsed};
+use super::{Conn, Hub};
 
-/// What to do with each id.
-#[derive(Debug, Clone)]
-pub enum Action {
-    /// Ack.
-    Ack,
-    /// Nack.
-    Nack {
-        /// Requeue or dead-letter.
+/// How one settle of one message ended, as the relay saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettleOutcome {
+    /// Acked: removed for good.
+    Acked,
+    /// Nacked by the connector.
+    Nacked {
+        /// Whether it asked for a retry.
         retry: bool,
-        /// Requested delay.
-        delay_ms: Option<u64>,
-        /// Reason text.
+        /// Its reason text.
         reason: Option<String>,
+        /// What the buffer did (`Requeued` or `DeadLettered`).
+        settled: Settled,
     },
-    /// Extend the lease.
-    Touch,
+    /// Touched: the lease now ends at this time (buffer clock).
+    Extended(Timestamp),
+    /// The connector never answered: the lease lapsed and the buffer takes the message back
+    /// as a failed attempt.
+    LeaseExpired,
+    /// A settle for a lease that was over (expired, settled already, or leased again): nothing
+    /// changed.
+    NotInFlight,
+    /// Its connection went away: released as a failed attempt (what the buffer did, when it
+    /// answered).
+    ConnectionLost(Option<Settled>),
+    /// No connection could take it: ready again without counting an attempt.
+    Returned,
+    /// The buffer failed; the lease is unchanged.
+    Failed,
 }
 
-impl From<&AckRequest> for Action {
-    fn from(r: &AckRequest) -> Action {
-        match r.action {
-            AckAction::Ack => Action::Ack,
-            AckAction::Touch => Action::Touch,
-            AckAction::Nack => Action::Nack {
-                retry: r.retry,
-                delay_ms: r.delay_ms,
-                reason: r.reason.clone(),
-            },
-        }
-    }
-}
-
-impl Action {
-    fn to_settle(&self, max_delay_ms: u64) -> Settle {
-        match self {
-            Action::Ack => Settle::Ack,
-            Action::Touch => Settle::Touch,
-            Action::Nack {
-                retry,
-                delay_ms,
-                reason,
-            } => Settle::Nack {
+impl SettleOutcome {
+    fn of(action: &Settle, settled: Settled) -> SettleOutcome {
+        match (action, settled) {
+            (_, Settled::NotInFlight) => SettleOutcome::NotInFlight,
+            (_, Settled::Extended(until)) => SettleOutcome::Extended(until),
+            (Settle::Nack { retry, reason, .. }, settled) => SettleOutcome::Nacked {
                 retry: *retry,
-                delay: delay_ms.map(|ms| Duration::from_millis(ms.min(max_delay_ms))),
                 reason: reason.clone(),
+                settled,
             },
+            (Settle::Release, settled) => SettleOutcome::ConnectionLost(Some(settled)),
+            (Settle::Return, _) => SettleOutcome::Returned,
+            (Settle::Ack | Settle::Touch, _) => SettleOutcome::Acked,
         }
     }
 }
 
-/// The wire status and outcome of one settle.
-pub fn item_result(message_id: &str, outcome: &SettleOutcome) -> AckItemResult {
-    let (status, outcome) = match outcome {
-        SettleOutcome::Done(settled) => (
-            AckStatus::Ok,
-            Some(match settled {
-                Settled::Acked => AckOutcome::Acked,
-                Settled::Requeued { .. } => AckOutcome::Requeued,
-                Settled::DeadLettered(_) => AckOutcome::DeadLettered,
-                Settled::Extended(_) => AckOutcome::Extended,
-                Settled::NotInFlight => AckOutcome::Unknown,
-            }),
-        ),
-        SettleOutcome::NotInFlight => (AckStatus::NotInFlight, None),
-        SettleOutcome::Error => (AckStatus::Error, None),
-    };
-    AckItemResult {
-        message_id: message_id.to_owned(),
-        status,
-        outcome,
+/// Settles an entry's leases: `action` goes to the first one the backend still holds (the
+/// primary, else a copy), and the copies after it are acked, since that settle accounts for the
+/// message. `Touch` extends the primary only (a copy the backend still holds expires there and
+/// comes back, to be acked from the connector's record).
+async fn settle_entry(
+    buffer: &SharedBuffer,
+    entry: &Held,
+    action: &Settle,
+) -> Result<Settled, BufferError> {
+    let outcome = buffer.settle(&entry.token, action.clone()).await;
+    if *action == Settle::Touch || entry.copies.is_empty() {
+        return outcome;
+    }
+    let mut outcome = outcome;
+    let mut next = 0;
+    while matches!(outcome, Ok(Settled::NotInFlight)) && next < entry.copies.len() {
+        outcome = buffer.settle(&entry.copies[next], action.clone()).await;
+        next += 1;
+    }
+    if matches!(&outcome, Ok(s) if *s != Settled::NotInFlight) {
+        ack_copies(buffer, &entry.copies[next..]).await;
+    }
+    outcome
+}
+
+/// Acks copies of a message that another lease accounts for.
+async fn ack_copies(buffer: &SharedBuffer, copies: &[LeaseToken]) {
+    for token in copies {
+        if let Err(e) = buffer.settle(token, Settle::Ack).await {
+            tracing::warn!(message_id = %token.message_id, error = %e, "Extra copy not acked; it comes back after its lease");
+        }
     }
 }
 
-/// Settles every id; distinct ids are settled concurrently so they can share one durable commit.
-/// Results come back in request order, and an id repeated in one request is processed once and
-/// reported for each occurrence (`docs/reference/wire-protocol.md` B.4).
-pub async fn settle_ids(
-    hub: &Hub,
-    conn: &Conn,
-    ids: &[String],
-    action: &Action,
-) -> Vec<AckItemResult> {
-    let max_delay = hub.settings().requeue_delay_max_ms;
-    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    let mut distinct: Vec<&str> = Vec::with_capacity(ids.len());
-    for id in ids {
-        index.entry(id.as_str()).or_insert_with(|| {
-            distinct.push(id.as_str());
-            distinct.len() - 1
+impl Hub {
+    /// Settles `message_id` for `conn` with what its connector asked for.
+    pub async fn settle(&self, conn: &Conn, message_id: &str, action: Settle) -> SettleOutcome {
+        let touch = action == Settle::Touch;
+        let claimed = conn.lock().leases.claim(message_id, touch);
+        let Some(claim) = claimed else {
+            self.record(Some(conn), message_id, None, &SettleOutcome::NotInFlight);
+            return SettleOutcome::NotInFlight;
+        };
+        let answer = settle_entry(self.buffer(), &claim.entry, &action).await;
+        let outcome = match &answer {
+            Ok(settled) => SettleOutcome::of(&action, settled.clone()),
+            Err(e) => {
+                self.metrics()
+                    .inc("webhook_relay_buffer_errors_total", &[("op", "settle")]);
+                tracing::warn!(channel = %self.channel(), message_id, error = %e, "Settle failed; lease kept");
+                SettleOutcome::Failed
+            }
+        };
+        conn.lock().leases.finish(&claim, answer.as_ref().ok());
+        self.record(
+            Some(conn),
+            message_id,
+            Some(claim.entry.received_at),
+            &outcome,
+        );
+        if !touch {
+            self.wake_dispatcher();
+        }
+        outcome
+    }
+
+    /// Runs `work`, a settle `conn` started, to its end even when the request or stream that
+    /// started it goes away first: the connection's close waits for it ([`Conn::settles_done`]),
+    /// and so does the relay's shutdown (the hub's task tracker). Callers bound how many they
+    /// start: a WebSocket reader at most `MAX_CONCURRENT_SETTLES` per socket, an HTTP ack one
+    /// per request (requests are bounded by the admission budget), a peer request one per
+    /// answer task.
+    pub fn start_settle<F>(&self, conn: &Conn, work: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tracker().spawn(conn.settles.track_future(work))
+    }
+
+    /// Hands the leases of a connection that went away back to the buffer in the background, as
+    /// failed attempts (one task per closed connection).
+    pub(super) fn release(self: &Arc<Self>, entries: Vec<(String, Held)>) {
+        if entries.is_empty() {
+            return;
+        }
+        let hub = self.clone();
+        self.tracker().spawn(async move {
+            for (message_id, entry) in entries {
+                let outcome = match settle_entry(hub.buffer(), &entry, &Settle::Release).await {
+                    Ok(settled) => SettleOutcome::ConnectionLost(Some(settled)),
+                    Err(e) => {
+                        tracing::warn!(message_id, error = %e, "Release failed; the lease will expire");
+                        SettleOutcome::ConnectionLost(None)
+                    }
+                };
+                hub.record(None, &message_id, Some(entry.received_at), &outcome);
+            }
         });
     }
-    let outcomes = futures_util::future::join_all(
-        distinct
-            .iter()
-            .map(|id| hub.settle(conn, id, action.to_settle(max_delay))),
-    )
-    .await;
-    ids.iter()
-        .zip(
-            ids.iter()
-                .map(|id| index.get(id.as_str()).and_then(|&i| outcomes.get(i))),
-        )
-        .map(|(id, outcome)| item_result(id, outcome.unwrap_or(&SettleOutcome::Error)))
-        .collect()
+
+    /// Returns leases no connection could take: ready again, no attempt counted. One task
+    /// per batch of leases the dispatcher took.
+    pub(super) fn give_back(&self, tokens: Vec<LeaseToken>) {
+        if tokens.is_empty() {
+            return;
+        }
+        for token in &tokens {
+            self.record(
+                None,
+                token.message_id.as_str(),
+                None,
+                &SettleOutcome::Returned,
+            );
+        }
+        let buffer = self.buffer().clone();
+        self.tracker().spawn(async move {
+            for token in tokens {
+                if let Err(e) = buffer.settle(&token, Settle::Return).await {
+                    tracing::warn!(message_id = %token.message_id, error = %e, "Return failed; the lease will expire");
+                }
+            }
+        });
+    }
+
+    /// Accounts for leases of `conn` that lapsed: each comes back from the buffer as a failed
+    /// attempt; the copies held with them are acked in the background (one task per sweep of a
+    /// connection that held copies).
+    pub(super) fn lapsed(&self, conn: &Conn, lapsed: Lapsed) {
+        for message_id in &lapsed.message_ids {
+            self.record(Some(conn), message_id, None, &SettleOutcome::LeaseExpired);
+        }
+        if !lapsed.copies.is_empty() {
+            let buffer = self.buffer().clone();
+            self.tracker()
+                .spawn(async move { ack_copies(&buffer, &lapsed.copies).await });
+        }
+    }
+
+    /// Where every settle ends: counts the outcome for the channel and the connection. A
+    /// per-message trace of delivery attempts hooks in here.
+    pub(super) fn record(
+        &self,
+        conn: Option<&Conn>,
+        message_id: &str,
+        received_at: Option<Timestamp>,
+        outcome: &SettleOutcome,
+    ) {
+        tracing::trace!(channel = %self.channel(), message_id, ?outcome, "Settled");
+        let channel = self.channel();
+        let metrics = self.metrics();
+        let redelivered = |reason: &str| {
+            metrics.inc(
+                "webhook_relay_redeliveries_total",
+                &[("channel", channel), ("reason", reason)],
+            )
+        };
+        match outcome {
+            SettleOutcome::Acked => {
+                metrics.inc(
+                    "webhook_relay_messages_acked_total",
+                    &[("channel", channel)],
+                );
+                if let Some(received_at) = received_at {
+                    let age = (Timestamp::now().0 - received_at.0).to_std();
+                    metrics.observe(
+                        "webhook_relay_end_to_end_seconds",
+                        &[("channel", channel)],
+                        age.unwrap_or(Duration::ZERO).as_secs_f64(),
+                    );
+                }
+                if let Some(conn) = conn {
+                    conn.lock().acked += 1;
+                }
+            }
+            SettleOutcome::Nacked { retry, settled, .. } => {
+                metrics.inc(
+                    "webhook_relay_messages_nacked_total",
+                    &[
+                        ("channel", channel),
+                        ("retry", if *retry { "true" } else { "false" }),
+                    ],
+                );
+                match settled {
+                    Settled::Requeued { .. } => redelivered("nack"),
+                    Settled::DeadLettered(reason) => metrics.inc(
+                        "webhook_relay_dead_lettered_total",
+                        &[("channel", channel), ("reason", reason.as_str())],
+                    ),
+                    _ => {}
+                }
+                if let Some(conn) = conn {
+                    conn.lock().nacked += 1;
+                }
+            }
+            SettleOutcome::ConnectionLost(settled) => {
+                redelivered("connection_lost");
+                if let Some(Settled::DeadLettered(reason)) = settled {
+                    metrics.inc(
+                        "webhook_relay_dead_lettered_total",
+                        &[("channel", channel), ("reason", reason.as_str())],
+                    );
+                }
+            }
+            SettleOutcome::LeaseExpired => redelivered("lease_expired"),
+            SettleOutcome::NotInFlight
+            | SettleOutcome::Extended(_)
+            | SettleOutcome::Returned
+            | SettleOutcome::Failed => {}
+        }
+    }
 }
 
-/// Settles the entries of one `POST /connect/ack` (each with its own action). Entries are
-/// settled concurrently so they share durable commits; an id repeated in the request is settled
-/// once (its first entry) and reported for each occurrence.
-pub async fn settle_requests(hub: &Hub, conn: &Conn, entries: &[AckRequest]) -> Vec<AckItemResult> {
-    let mut first: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    let unique: Vec<&AckRequest> = entries
-        .iter()
-        .filter(|r| {
-            let next = first.len();
-            *first.entry(r.message_id.as_str()).or_insert(next) == next
-        })
-        .collect();
-    let actions: Vec<Action> = unique.iter().map(|r| Action::from(*r)).collect();
-    let settled = futures_util::future::join_all(
-        unique
-            .iter()
-            .zip(&actions)
-            .map(|(r, action)| settle_ids(hub, conn, std::slice::from_ref(&r.message_id), action)),
-    )
-    .await;
-    entries
-        .iter()
-        .map(|r| {
-            first
-                .get(r.message_id.as_str())
-                .and_then(|i| settled.get(*i)?.first().cloned())
-                .unwrap_or_else(|| item_result(&r.message_id, &SettleOutcome::Error))
-        })
-        .collect()
+impl Conn {
+    /// Waits until the settles this connection started have finished, at most `within`: a
+    /// connection closes only after the acks its connector sent are settled (or the bound has
+    /// passed, e.g. the shutdown deadline).
+    pub async fn settles_done(&self, within: Duration) -> bool {
+        self.settles.close();
+        let started = Instant::now();
+        let done = tokio::time::timeout(within, self.settles.wait())
+            .await
+            .is_ok();
+        if !done {
+            tracing::warn!(connection_id = %self.id, waited_ms = started.elapsed().as_millis() as u64, "Settles still running at close");
+        }
+        done
+    }
 }

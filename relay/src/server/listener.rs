@@ -97,6 +97,7 @@ pub(crate) async fn accept_loop(
         match admission.admit(peer.ip()) {
             Admit::Refused => drop(stream),
             Admit::Full(ticket) => {
+                // One task per admitted connection: the admission budget bounds them.
                 let app = app.clone();
                 let options = options.clone();
                 let stops = stops.clone();

@@ -80,6 +80,7 @@ pub async fn serve(
     let accepting: Vec<_> = listeners
         .into_iter()
         .map(|(listener, app)| {
+            // One task per listener (at most three).
             tokio::spawn(accept_loop(
                 listener,
                 app,

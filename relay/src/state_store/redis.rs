@@ -96,6 +96,7 @@ impl RedisStore {
         let events = format!("{prefix}:state:events");
         let (changes, first) = broadcast::channel(1024);
         let (stop_tx, stop_rx) = oneshot::channel();
+        // One subscription task per state store (ended by `close`).
         tokio::spawn(listen(
             endpoint.clone(),
             events.clone(),

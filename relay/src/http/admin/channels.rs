@@ -401,7 +401,7 @@ pub async fn disconnect(
         });
     };
     conn.close(CloseReason::AdminDisconnect);
-    channel.hub.unregister(&conn);
+    channel.hub.unregister_when_settled(&conn).await;
     audit("disconnect", &name, "ok", peer);
     Ok(typed_body(
         StatusCode::OK,

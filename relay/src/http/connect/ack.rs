@@ -15,7 +15,7 @@ use webhook_connect_protocol::frames::AckStatus;
 use webhook_connect_protocol::version::{CONNECTION_ID_HEADER, PROTOCOL_HEADER};
 
 use super::{TokenSource, check_allowed_ip, client_ip, presented_token, requested_version};
-use crate::delivery::settle::settle_requests;
+use crate::delivery::requests::settle_detached;
 use crate::http::error::{ApiError, json_response};
 use crate::peer_acks::PeerOutcome;
 use crate::state::AppState;
@@ -130,7 +130,7 @@ async fn handle(
     let results = match (found, &state.peer_acks) {
         (Some((channel, conn)), _) => {
             conn.touch_alive();
-            settle_requests(&channel.hub, &conn, &batch).await
+            settle_detached(&channel.hub, conn, batch).await
         }
         (None, Some(peers)) => {
             let names = channels.iter().map(|c| c.name.clone()).collect();

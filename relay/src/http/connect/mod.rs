@@ -171,17 +171,19 @@ pub fn conn_info(
     ip: IpAddr,
     token: TokenHash,
 ) -> ConnInfo {
-    let connector_id = headers
+    let sent = headers
         .get(CONNECTOR_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
-        .map(sanitize_connector_id)
-        .unwrap_or_else(|| kind.default_connector_id().to_owned());
+        .map(sanitize_connector_id);
+    let connector_id_sent = sent.is_some();
+    let connector_id = sent.unwrap_or_else(|| kind.default_connector_id().to_owned());
     let requested = parse_max_in_flight(headers.get(MAX_IN_FLIGHT_HEADER).map(|v| v.as_bytes()));
     ConnInfo {
         kind,
         version: requested_version(headers),
         connector_id,
+        connector_id_sent,
         limit: effective_limit(&channel.settings(), requested),
         remote_ip: Some(ip),
         user_agent: headers

@@ -2,7 +2,8 @@
 //!
 //! `max_connections` is decided before the `200`; heartbeats are timer-driven whatever the
 //! traffic; the stream ends (with a v2 `close` event) when the relay closes the connection, and
-//! the connection is unregistered the moment the response body is dropped.
+//! the connection is unregistered once the response body is dropped and the settles its
+//! connector started have finished.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -34,7 +35,8 @@ struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.hub.unregister(&self.conn);
+        // Acks of this stream come over `POST /connect/ack`; those under way finish first.
+        self.hub.unregister_later(&self.conn);
         tracing::info!(channel = %self.hub.channel(), connection_id = %self.conn.id, "Connector disconnected");
     }
 }

@@ -4,6 +4,12 @@
 //! one reader task keeps reading at all times, so pings are answered and acks processed even
 //! while deliveries are blocked. Any client frame counts as life; silence past
 //! `heartbeat_timeout` evicts the connection with a real close frame.
+//!
+//! Closing is graceful whichever side starts it: after the relay's close frame the reader keeps
+//! reading until the client's close (at most [`CLOSE_HANDSHAKE`]), and the connection is
+//! unregistered — its remaining leases released — only once every settle its frames started has
+//! finished (at most the hub's settle wait, the shutdown deadline). An ack sent just before a
+//! close is never lost to the release.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -26,7 +32,7 @@ use webhook_connect_protocol::{
 use super::accept_stream;
 use crate::admission::ConnHandle;
 use crate::channels::Channel;
-use crate::delivery::settle::{Action, settle_ids};
+use crate::delivery::requests::{Action, settle_ids};
 use crate::delivery::{Conn, ConnInfo, Hub, Outbound};
 use crate::state::AppState;
 
@@ -113,6 +119,7 @@ async fn serve(state: Arc<AppState>, channel: Arc<Channel>, info: ConnInfo, sock
         settings.ack_timeout(),
     );
     let (reply_tx, mut replies) = mpsc::channel::<String>(64);
+    // One reader task per WebSocket (the admission budget bounds the sockets).
     let mut reader = tokio::spawn(read_loop(
         stream,
         conn.clone(),
@@ -121,6 +128,7 @@ async fn serve(state: Arc<AppState>, channel: Arc<Channel>, info: ConnInfo, sock
         version,
         state.config.file.streaming.max_malformed_frames_per_minute as usize,
     ));
+    let mut reader_done = false;
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     let close: Option<CloseReason> = if sink.send(text(connected)).await.is_err() {
         None
@@ -141,7 +149,10 @@ async fn serve(state: Arc<AppState>, channel: Arc<Channel>, info: ConnInfo, sock
                 _ = conn.closed.cancelled() => break Some(conn.close_reason().unwrap_or(CloseReason::Normal)),
                 // The reader may end because it asked for a close (too many malformed frames,
                 // an oversized frame); that close must still be sent.
-                _ = &mut reader => break conn.close_reason(),
+                _ = &mut reader => {
+                    reader_done = true;
+                    break conn.close_reason();
+                }
             };
             let sent = tokio::time::timeout(interval, sink.send(message)).await;
             match sent {
@@ -151,20 +162,23 @@ async fn serve(state: Arc<AppState>, channel: Arc<Channel>, info: ConnInfo, sock
             }
         }
     };
+    // Settles still running cannot reply any more; they must not wait for room to.
+    drop(replies);
     if let Some(reason) = close {
         tracing::info!(channel = %channel.name, connection_id = %conn.id, reason = reason.as_str(), "Closing connection");
         if version.is_v2() && reason != CloseReason::Normal {
             let notice = ServerFrame::Close(reason.notice(Some(1000))).to_json();
-            let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(text(notice))).await;
+            let _ = tokio::time::timeout(CLOSE_HANDSHAKE, sink.send(text(notice))).await;
         }
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            sink.send(close_message(reason, version)),
-        )
-        .await;
+        let _ =
+            tokio::time::timeout(CLOSE_HANDSHAKE, sink.send(close_message(reason, version))).await;
     }
-    hub.unregister(&conn);
+    if !reader_done {
+        // Acks the client sent before it saw the close are still read and settled.
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE, &mut reader).await;
+    }
     reader.abort();
+    hub.unregister_when_settled(&conn).await;
     tracing::info!(channel = %channel.name, connection_id = %conn.id, "Connector disconnected");
 }
 
@@ -211,6 +225,10 @@ const READ_BUFFER_BYTES: usize = 4096;
 
 /// Ack, nack and touch frames of one connection being settled at the same time.
 const MAX_CONCURRENT_SETTLES: usize = 256;
+
+/// How long each step of a close may take: sending the close frame, and reading until the
+/// client's close.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(1);
 
 async fn read_loop(
     mut stream: futures_util::stream::SplitStream<WebSocket>,
@@ -302,14 +320,15 @@ async fn read_loop(
                     } => (message_ids, Action::Touch, reference),
                     ClientFrame::Heartbeat { .. } | ClientFrame::Unknown(_) => continue,
                 };
-                // Settle frames concurrently (bounded), so that many acks share one durable
-                // commit and the reader keeps reading meanwhile (pings, more acks).
+                // Settle frames concurrently (at most MAX_CONCURRENT_SETTLES tasks), so that
+                // many acks share one durable commit and the reader keeps reading meanwhile
+                // (pings, more acks). The hub runs them to their end even if the socket goes.
                 let Ok(permit) = settling.clone().acquire_owned().await else {
                     break;
                 };
-                let (hub, conn, replies) = (hub.clone(), conn.clone(), replies.clone());
-                tokio::spawn(async move {
-                    let results = settle_ids(&hub, &conn, &ids, &action).await;
+                let (settler, conn_ref, replies) = (hub.clone(), conn.clone(), replies.clone());
+                hub.start_settle(&conn, async move {
+                    let results = settle_ids(&settler, &conn_ref, &ids, &action).await;
                     if version.is_v2() {
                         let reply =
                             ServerFrame::AckResult(AckResult { reference, results }).to_json();
