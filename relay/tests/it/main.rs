@@ -28,6 +28,7 @@ mod delivery_ws;
 mod error_bodies_json;
 mod flow_control;
 mod fuzz_corpus;
+mod graceful_stop;
 mod ingest_hostile_bodies;
 mod ingest_store;
 mod liveness_order;
