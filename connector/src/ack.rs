@@ -200,6 +200,8 @@ impl HttpAcker {
                 connection_id: connection_id.clone(),
                 timeout,
             };
+            // One batch worker per SSE connection or long-poll session (ends with its acker);
+            // its queue is bounded.
             tokio::spawn(worker.run(rx));
             Some(tx)
         } else {

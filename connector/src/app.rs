@@ -191,6 +191,7 @@ pub async fn start(
         let states = states.clone();
         let stop = stop.clone();
         let fired = stale_fired.clone();
+        // One watchdog per process.
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250).min(limit));
             loop {
@@ -210,6 +211,7 @@ pub async fn start(
             }
         });
     }
+    // One shutdown watcher per process.
     let task = tokio::spawn(async move {
         tokio::select! {
             () = shutdown.cancelled() => {

@@ -134,6 +134,7 @@ impl Dispatcher {
         let (ordered_tx, mut rx) = mpsc::channel::<Job>(capacity);
         let tracker = TaskTracker::new();
         let worker = core.clone();
+        // The ordered worker: one per channel, fed by a bounded queue.
         tokio::spawn(async move {
             while let Some(job) = rx.recv().await {
                 worker.process(job).await;
@@ -192,6 +193,8 @@ impl Dispatcher {
                 self.core.process(job).await;
             }
         } else {
+            // One task per message in flight: the caller holds one of `capacity` permits
+            // (`hold`) for each, so there are never more.
             let core = self.core.clone();
             self.tracker.spawn(async move { core.process(job).await });
         }

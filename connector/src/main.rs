@@ -73,6 +73,7 @@ fn main() -> ExitCode {
     };
     let code = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
+        // The signal listener: one per process.
         tokio::spawn(signals(shutdown.clone()));
         match webhook_connector::run(config, shutdown).await {
             Ok(outcome) => outcome.exit_code(),

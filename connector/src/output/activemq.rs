@@ -295,6 +295,7 @@ impl StompConn {
             }
             let waiters: Waiters = Arc::new(Mutex::new(Some(HashMap::new())));
             let w = waiters.clone();
+            // One receipt reader per STOMP connection (output instance).
             let reader = tokio::spawn(async move {
                 let end = loop {
                     match read_frame(&mut reader).await {

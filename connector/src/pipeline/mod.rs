@@ -216,6 +216,7 @@ impl Pipeline {
                     });
                 }
                 Err(_) => {
+                    // One retry task per output instance whose setup failed.
                     tracker.spawn(instance.clone().retry_setup(stop.clone()));
                 }
             }

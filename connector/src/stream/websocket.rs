@@ -208,12 +208,30 @@ pub async fn run(ctx: &SessionCtx<'_>) -> SessionEnd {
                 draining = Some(Box::pin(ctx.dispatcher.drain(config.drain_timeout)));
             }
             _ = maybe(&mut draining) => {
-                // Every ack is queued before its message counts as finished: flush them.
+                // Every ack is queued before its message counts as finished: flush them, and
+                // on v2 wait for their results, so the relay has settled them before the close.
                 while let Ok(m) = rx.try_recv() {
+                    let m = if version.is_v2() { pending.track(m) } else { m };
                     if tokio::time::timeout(write_timeout, sink.send(m)).await.is_err() {
                         break;
                     }
                 }
+                let _ = tokio::time::timeout(write_timeout, async {
+                    while !pending.is_empty() {
+                        let text = match stream.next().await {
+                            Some(Ok(Message::Text(text))) => text,
+                            Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                            Some(Ok(_)) => continue,
+                        };
+                        let Ok(ServerFrame::AckResult(r)) = ServerFrame::decode(&text) else { continue };
+                        let failed = r.results.iter().any(|i| i.status == AckStatus::Error);
+                        if let Some(retry) = pending.settle(r.reference.as_deref(), failed)
+                            && sink.send(retry).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                }).await;
                 let close = Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "connector shutdown".into() }));
                 let _ = tokio::time::timeout(write_timeout, sink.send(close)).await;
                 let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -334,6 +352,11 @@ impl PendingRefs {
             frames: std::collections::HashMap::new(),
             order: std::collections::VecDeque::new(),
         }
+    }
+
+    /// True when no ack, nack or touch is waiting for its result.
+    fn is_empty(&self) -> bool {
+        self.frames.is_empty()
     }
 
     /// Gives an ack/nack/touch frame a `ref` and remembers it; other frames pass unchanged.

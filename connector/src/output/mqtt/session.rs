@@ -146,6 +146,7 @@ impl Session {
         let pending = Arc::new(Mutex::new(Pending::default()));
         let (state_tx, state) = watch::channel(State::Connecting);
         let p = pending.clone();
+        // One event loop per MQTT session (output instance).
         let task = tokio::spawn(async move {
             loop {
                 let step = events.next().await;
