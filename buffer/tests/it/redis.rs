@@ -258,3 +258,45 @@ async fn requeues_follow_settings_changed_through_another_instance() {
     let wait_ms = ready_at.unix_millis() - webhook_connect_protocol::Timestamp::now().unix_millis();
     assert!(wait_ms >= 20_000, "requeued for {wait_ms} ms only");
 }
+
+/// Filtered replay and purge walk the dead letters a page (500) at a time: a message found on
+/// a later page, and "all of a webhook" across pages, each exactly once.
+#[tokio::test]
+async fn filtered_dead_letter_operations_walk_every_page_once() {
+    let h = RedisHarness::new();
+    let b = h.open().await;
+    ensure(&b, "c", &["w"], &settings()).await;
+    let total = 1_100;
+    let mut newest = None;
+    for n in 0..total {
+        newest = Some(publish(&b, "c", "w", n).await.message_id);
+    }
+    let mut dead = 0;
+    while dead < total {
+        for l in lease(&b, "c", 256, 1_000).await {
+            let nack = Settle::Nack {
+                retry: false,
+                delay: None,
+                reason: None,
+            };
+            assert_eq!(
+                b.settle(&l.token, nack).await.unwrap(),
+                Settled::DeadLettered(DeadLetterReason::Rejected)
+            );
+            dead += 1;
+        }
+    }
+    let newest = newest.expect("published");
+    assert_eq!(
+        b.purge_dead_letters("c", Some("w"), Some(newest.as_str()))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        b.replay_dead_letters("c", Some("w"), None).await.unwrap(),
+        total - 1
+    );
+    let stats = b.stats("c").await.unwrap().total;
+    assert_eq!((stats.dead_letters, stats.queued), (0, total - 1));
+}
