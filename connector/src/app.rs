@@ -90,8 +90,10 @@ impl ConnectorHandle {
     }
 }
 
-/// A client for the relay, or (`targets`) for local targets, whose every new connection passes
-/// the outbound policy; a configured proxy's own host is exempt from it.
+/// A client for the relay, or (`targets`) for local targets. Only the relay client uses a
+/// proxy (`proxy`, else the standard proxy variables, minus `no_proxy`); local targets are
+/// always reached directly, whatever `HTTP_PROXY` says, and every new connection of theirs
+/// passes the outbound policy.
 fn http_client(
     config: &ConnectorConfig,
     tls: &Arc<rustls::ClientConfig>,
@@ -102,21 +104,16 @@ fn http_client(
         .connect_timeout(config.connection_timeout)
         .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(60));
-    if let Some(proxy) = &config.proxy {
+    if targets {
+        b = b
+            .no_proxy()
+            .dns_resolver(PolicyResolver::new(config.outbound_strict, &[]));
+    } else if let Some(proxy) = &config.proxy {
         let mut p = reqwest::Proxy::all(proxy).map_err(|e| RunError::Client(e.to_string()))?;
         if !config.no_proxy.is_empty() {
             p = p.no_proxy(reqwest::NoProxy::from_string(&config.no_proxy.join(",")));
         }
         b = b.proxy(p);
-    }
-    if targets {
-        let proxy_host = config
-            .proxy
-            .as_deref()
-            .and_then(|p| reqwest::Url::parse(p).ok())
-            .and_then(|u| u.host_str().map(str::to_owned));
-        let allowed: Vec<String> = proxy_host.into_iter().collect();
-        b = b.dns_resolver(PolicyResolver::new(config.outbound_strict, &allowed));
     }
     b.build().map_err(|e| RunError::Client(e.to_string()))
 }
@@ -130,8 +127,8 @@ pub async fn start(
     let config = Arc::new(config);
     let tls = crate::tls::client_config(&config.tls).map_err(RunError::Tls)?;
     let relay_client = http_client(&config, &tls, false)?;
-    // Targets get the same TLS and proxy settings (`docs/reference/module-contract.md` §7.1); list local targets in
-    // `no_proxy` when a proxy is configured. A separate client keeps the pools apart.
+    // Targets get the same TLS settings (`docs/reference/module-contract.md` §7.1) but never the
+    // proxy, which is for the relay connection. A separate client keeps the pools apart.
     let target_client = http_client(&config, &tls, true)?;
     let shared = Arc::new(Shared {
         config: config.clone(),

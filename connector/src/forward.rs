@@ -45,14 +45,16 @@ pub struct Delivery {
 }
 
 /// A plain HTTP client for local targets: no redirects, default TLS (the connector itself uses
-/// one built with its TLS and proxy settings).
+/// one built with its TLS settings). Without `proxy` it connects directly, ignoring the
+/// standard proxy variables, as the connector's own target client does.
 pub fn target_client(proxy: Option<&str>) -> Result<reqwest::Client, reqwest::Error> {
     let mut b = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(30));
-    if let Some(url) = proxy {
-        b = b.proxy(reqwest::Proxy::all(url)?);
-    }
+    b = match proxy {
+        Some(url) => b.proxy(reqwest::Proxy::all(url)?),
+        None => b.no_proxy(),
+    };
     b.build()
 }
 

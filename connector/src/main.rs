@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use webhook_connector::config::flags::{Action, Cli};
+use webhook_connect_protocol::health_probe;
+use webhook_connector::config::flags::{Action, Cli, HealthProbe};
 use webhook_connector::config::{self, ConfigError, LogFormat, Problems};
 
 /// mimalloc instead of the system allocator: allocation was about a sixth of the CPU profile
@@ -16,7 +17,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let (action, flags) = Cli::parse().resolve();
-    if action == Action::Print {
+    if let Action::Health(probe) = &action {
+        return health(probe, &flags);
+    }
+    if matches!(action, Action::Print) {
         return match config::load_printable(&flags) {
             Ok((document, problems)) => {
                 for w in &problems.warnings {
@@ -41,23 +45,17 @@ fn main() -> ExitCode {
         Ok(x) => x,
         Err(ConfigError(problems)) => return refused(&problems),
     };
-    if action == Action::Check {
+    if matches!(action, Action::Check) {
         for w in &problems.warnings {
             println!("warning: {w}");
         }
         println!("configuration is valid");
         return ExitCode::SUCCESS;
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match config.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    webhook_connect_protocol::logging::init(
+        &config.log_level,
+        matches!(config.log_format, LogFormat::Json),
+    );
     for w in &problems.warnings {
         tracing::warn!("{w}");
     }
@@ -86,6 +84,58 @@ fn main() -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
+/// `health`: one GET of `/healthz` or `/readyz` on the health listener.
+fn health(probe: &HealthProbe, flags: &config::Flags) -> ExitCode {
+    let base = match &probe.url {
+        Some(url) => url.clone(),
+        None => match config::load(flags) {
+            Ok((config, _)) => match config.health_listen {
+                Some(addr) => format!("http://{}", health_probe::loopback(addr)),
+                None => {
+                    eprintln!(
+                        "error: health_listen is not set: the health check probes the health \
+                         listener (set health_listen, or pass --url)"
+                    );
+                    return ExitCode::from(2);
+                }
+            },
+            Err(ConfigError(problems)) => return refused(&problems),
+        },
+    };
+    let url = health_probe::probe_url(&base, probe.ready);
+    let timeout = std::time::Duration::from_secs(probe.timeout_seconds.max(1));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let outcome = runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .no_proxy()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let response = client.get(&url).send().await.map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        Ok((status, response.text().await.unwrap_or_default()))
+    });
+    match health_probe::verdict(&url, outcome) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(line) => {
+            eprintln!("{line}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// Prints every warning and error of a refused configuration; exit status 2.
 fn refused(problems: &Problems) -> ExitCode {
     for w in &problems.warnings {
@@ -110,8 +160,8 @@ async fn signals(shutdown: CancellationToken) {
             return;
         };
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        tracing::info!("Signal received: draining (send again to exit at once)");
         shutdown.cancel();
+        tracing::info!("Signal received: draining (send again to exit at once)");
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         tracing::warn!("Second signal: exiting without finishing the drain");
         std::process::exit(1);

@@ -11,6 +11,8 @@
 //! - [`backoff`]: the one retry/backoff policy (initial, max, factor, jitter);
 //! - [`exposition`]: the Prometheus text format both `/metrics` endpoints write;
 //! - [`credentials`]: the names that mark credentials (auth keys, cleanup and redaction lists);
+//! - [`health_probe`]: the loopback URL the `health` subcommands probe;
+//! - `logging` (feature `logging`): the process log setup of both programs;
 //! - [`ids`], [`names`], [`time`], [`token`], [`version`]: identifiers, name rules,
 //!   timestamps, `Authorization` parsing and version negotiation.
 //!
@@ -28,7 +30,10 @@ pub mod frames;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod headers;
+pub mod health_probe;
 pub mod ids;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod names;
 pub mod poll;
 pub mod redact;

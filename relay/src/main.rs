@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+use webhook_connect_protocol::health_probe;
 use webhook_relay::admin_cli;
 use webhook_relay::config::{self, FlagOverrides, LoadOptions, RelayConfig};
 use webhook_relay::{StartError, run};
@@ -31,6 +32,26 @@ enum Command {
     PrintConfig(Flags),
     #[command(flatten)]
     Admin(admin_cli::Command),
+    /// Probe this relay's `/healthz` (or `/readyz` with `--ready`): exit 0 when it answers
+    /// 200, 1 otherwise. For container health checks: needs no shell or curl.
+    Health(HealthArgs),
+}
+
+/// `health`: which endpoint to probe. Without `--url` the address comes from the configuration
+/// (`server.listen` on loopback, `https` when `server.tls_cert_file` is set), loaded like `run`.
+#[derive(Debug, Clone, Args)]
+struct HealthArgs {
+    /// Base URL to probe instead of the configured listener (e.g. http://127.0.0.1:8000).
+    #[arg(long)]
+    url: Option<String>,
+    /// Probe `/readyz` (buffer and state store reachable) instead of `/healthz`.
+    #[arg(long)]
+    ready: bool,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 5)]
+    timeout_seconds: u64,
+    #[command(flatten)]
+    flags: Flags,
 }
 
 /// The server's options: taken before the subcommand, after `run`, `check-config` or
@@ -100,16 +121,10 @@ impl Flags {
 }
 
 fn init_logging(config: &RelayConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.file.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if config.file.log.format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    webhook_connect_protocol::logging::init(
+        &config.file.log.level,
+        config.file.log.format == "json",
+    );
 }
 
 fn load(flags: Flags) -> Result<RelayConfig, ExitCode> {
@@ -152,6 +167,7 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig(f)) => ("check", f.over(cli.flags)),
         Some(Command::PrintConfig(f)) => ("print", f.over(cli.flags)),
         Some(Command::Admin(c)) => return admin_cli::main(c),
+        Some(Command::Health(args)) => return health(args, cli.flags),
     };
     let config = match load(flags) {
         Ok(c) => c,
@@ -180,6 +196,70 @@ fn main() -> ExitCode {
         },
         _ => serve(config),
     }
+}
+
+/// `health`: one GET of `/healthz` or `/readyz`. The relay's own certificate names its public
+/// host, not loopback, so the probe does not verify it (it sends no secret and only reads the
+/// status).
+fn health(args: HealthArgs, top: Flags) -> ExitCode {
+    let base = match args.url {
+        Some(url) => url,
+        None => match load(args.flags.over(top)) {
+            Ok(config) => {
+                let scheme = if config.file.server.tls_cert_file.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                match health_probe::loopback_url(scheme, &config.file.server.listen) {
+                    Ok(url) => url,
+                    Err(e) => {
+                        eprintln!("error: server.listen: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            Err(code) => return code,
+        },
+    };
+    let url = health_probe::probe_url(&base, args.ready);
+    let timeout = std::time::Duration::from_secs(args.timeout_seconds.max(1));
+    let probe = async {
+        let client = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .no_proxy()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let response = client.get(&url).send().await.map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        Ok::<_, String>((status, response.text().await.unwrap_or_default()))
+    };
+    let runtime = match current_thread_runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    match health_probe::verdict(&url, runtime.block_on(probe)) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(line) => {
+            eprintln!("{line}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A single-threaded runtime for the `health` subcommand.
+fn current_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the runtime: {e}");
+            ExitCode::from(1)
+        })
 }
 
 fn serve(config: RelayConfig) -> ExitCode {

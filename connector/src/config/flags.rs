@@ -31,6 +31,35 @@ pub enum Command {
     CheckConfig(Flags),
     /// Print the effective configuration as JSON, every secret as `***`; exit 0 or 2.
     PrintConfig(Flags),
+    /// Probe this connector's health listener (`/healthz`, or `/readyz` with `--ready`): exit 0
+    /// when it answers 200, 1 otherwise. For container health checks: needs no shell or curl.
+    Health(HealthArgs),
+}
+
+/// `health`: what to probe. Without `--url` the address is `health_listen` of the
+/// configuration (on loopback when it binds every interface), loaded like `run`.
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// What to probe besides the configuration.
+    #[command(flatten)]
+    pub probe: HealthProbe,
+    /// Configuration flags, as for `run`.
+    #[command(flatten)]
+    pub flags: Flags,
+}
+
+/// The options of `health` itself.
+#[derive(Debug, Clone, Default, Args)]
+pub struct HealthProbe {
+    /// Base URL to probe instead of `health_listen` (e.g. http://127.0.0.1:9091).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Probe `/readyz` (every channel connected) instead of `/healthz`.
+    #[arg(long)]
+    pub ready: bool,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 5)]
+    pub timeout_seconds: u64,
 }
 
 impl Cli {
@@ -42,12 +71,13 @@ impl Cli {
             Some(Command::Run(f)) => (Action::Run, f.over(self.flags)),
             Some(Command::CheckConfig(f)) => (Action::Check, f.over(self.flags)),
             Some(Command::PrintConfig(f)) => (Action::Print, f.over(self.flags)),
+            Some(Command::Health(h)) => (Action::Health(h.probe), h.flags.over(self.flags)),
         }
     }
 }
 
-/// The subcommand, without its flags.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The subcommand, without its configuration flags.
+#[derive(Debug, Clone)]
 pub enum Action {
     /// `run` (or no subcommand).
     Run,
@@ -55,6 +85,8 @@ pub enum Action {
     Check,
     /// `print-config`.
     Print,
+    /// `health`, with its own options.
+    Health(HealthProbe),
 }
 
 /// Flags shared by `run` and `check-config`. `None` / `false` means "not given".

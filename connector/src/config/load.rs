@@ -1,7 +1,7 @@
 //! Loading: file (substituted once) < `CONNECTOR_*` environment < flags actually passed, then one
 //! validation pass that reports every problem with its source and field path.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -115,6 +115,7 @@ fn load_layers(
     let mut origins = Origins {
         default_source: "config".into(),
         by_path: HashMap::new(),
+        asked: None,
     };
     let mut root = match &path {
         Some(path) => {
@@ -189,12 +190,66 @@ pub fn load_from_value(document: Value) -> Result<(ConnectorConfig, Problems), C
     let origins = Origins {
         default_source: "config".into(),
         by_path: HashMap::new(),
+        asked: None,
     };
     let env = |name: &str| std::env::var(name).ok();
     match validate(&root, &origins, &mut problems, &env) {
         Some(config) if problems.is_ok() => Ok((config, problems)),
         _ => Err(ConfigError(problems)),
     }
+}
+
+/// Every key the loader reads, as paths: top-level keys (`cloud_url`), keys of a `channels`
+/// entry (`channels[].token`), of a target object wherever one may stand
+/// (`default_target.url`, `targets.*.url`, `channels[].targets.*.url`) and of
+/// `completion_record`. Found by running the validation over documents that hold every
+/// object once and recording what it asks for, so a key added to the code shows up here without
+/// being listed by hand (the configuration reference is tested against it).
+pub fn known_keys() -> BTreeSet<String> {
+    let target = serde_json::json!({"url": "http://127.0.0.1:9/hook"});
+    let single = serde_json::json!({
+        "cloud_url": "http://127.0.0.1:9", "channel": "c", "token": "t",
+        "default_target": target, "targets": {"w": target}, "completion_record": {},
+    });
+    let several = serde_json::json!({
+        "cloud_url": "http://127.0.0.1:9",
+        "channels": [{"channel": "c", "token": "t", "default_target": target,
+                      "targets": {"w": target}}],
+    });
+    let mut keys = BTreeSet::new();
+    for document in [single, several] {
+        let Value::Object(root) = document else {
+            continue;
+        };
+        let origins = Origins {
+            default_source: "config".into(),
+            by_path: HashMap::new(),
+            asked: Some(std::sync::Mutex::new(BTreeSet::new())),
+        };
+        let _ = validate(&root, &origins, &mut Problems::default(), &|_| None);
+        if let Some(Ok(asked)) = origins.asked.map(std::sync::Mutex::into_inner) {
+            keys.extend(asked.into_iter().map(|path| {
+                path.replace("channels[0]", "channels[]")
+                    .replace("targets.w.", "targets.*.")
+            }));
+        }
+    }
+    keys
+}
+
+/// The environment variables the loader reads, each with the key it sets: top-level keys
+/// (`CONNECTOR_CLOUD_URL` → `cloud_url`) and those of the default target
+/// (`CONNECTOR_TARGET_URL` → `default_target.url`).
+pub fn environment_variables() -> Vec<(&'static str, String)> {
+    ENV_KEYS
+        .iter()
+        .map(|(var, key)| (*var, (*key).to_owned()))
+        .chain(
+            TARGET_ENV_KEYS
+                .iter()
+                .map(|(var, key)| (*var, format!("default_target.{key}"))),
+        )
+        .collect()
 }
 
 fn read_file(

@@ -114,7 +114,9 @@ pub fn build(settings: &ModuleSettings<'_>, problems: &mut Problems) -> Option<B
     };
     settings.check_url(problems, "url", &url, &["http", "https"], &allowed_hosts);
     let headers = static_headers(settings, header_pairs, problems);
+    // Reached directly: the connector's proxy is for the relay connection only.
     let mut builder = reqwest::Client::builder()
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs_f64(timeout))
         .pool_idle_timeout(Duration::from_secs(60))

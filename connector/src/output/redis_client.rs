@@ -262,13 +262,17 @@ impl RedisServer {
                 format!("invalid Redis settings: {e}"),
             )
         })?;
+        // Every connection error names the address it tried.
+        let connecting = format!("connecting to Redis at {}", info.addr());
         // A Unix socket path has no host to check.
         if let ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } =
             info.addr()
         {
-            within(REDIS_TIMEOUT, "resolving the Redis host", async {
-                admission::admit(host, *port, self.strict, &self.allowed).await
-            })
+            within(
+                REDIS_TIMEOUT,
+                &format!("resolving the Redis host {host}"),
+                async { admission::admit(host, *port, self.strict, &self.allowed).await },
+            )
             .await?;
         }
         // redis builds its rustls configuration with the process-wide provider.
@@ -289,15 +293,15 @@ impl RedisServer {
                 },
             )
         }
-        .map_err(|e| redis_error("connect", &e))?;
+        .map_err(|e| redis_error(&connecting, &e))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
             .set_response_timeout(Some(REDIS_TIMEOUT))
             .set_number_of_retries(1);
-        let conn = within(REDIS_TIMEOUT, "connecting to Redis", async {
+        let conn = within(REDIS_TIMEOUT, &connecting, async {
             ConnectionManager::new_with_config(client, config)
                 .await
-                .map_err(|e| redis_error("connecting to Redis", &e))
+                .map_err(|e| redis_error(&connecting, &e))
         })
         .await?;
         Ok(RedisClient { conn })

@@ -2,8 +2,8 @@
 //! its source (file, environment variable or flag). Numbers and booleans given as strings are
 //! accepted when they parse completely (`docs/reference/config-formats.md` §1.2).
 
-use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{LazyLock, Mutex};
 
 use serde_json::{Map, Value};
 use webhook_connect_protocol::config_values::lenient::parse_bool;
@@ -15,6 +15,9 @@ use super::Problems;
 pub(crate) struct Origins {
     pub(crate) default_source: String,
     pub(crate) by_path: HashMap<String, String>,
+    /// When set, every key path a reader asks for is recorded here (whether the document has it
+    /// or not): the keys the loader knows, which the configuration reference must list.
+    pub(crate) asked: Option<Mutex<BTreeSet<String>>>,
 }
 
 impl Origins {
@@ -84,6 +87,9 @@ impl<'a> Reader<'a> {
     /// The raw value of `key`; null counts as absent. Marks the key as known.
     pub(crate) fn get(&mut self, key: &'static str) -> Option<&'a Value> {
         self.known.push(key);
+        if let Some(Ok(mut asked)) = self.origins.asked.as_ref().map(Mutex::lock) {
+            asked.insert(self.path_of(key));
+        }
         self.map.get(key).filter(|v| !v.is_null())
     }
 

@@ -22,7 +22,7 @@ use webhook_connect_protocol::version::{
 };
 
 use self::reconnect::Backoff;
-use crate::config::{ChannelConfig, ConnectorConfig, Protocol, VersionPreference};
+use crate::config::{ChannelConfig, ConnectorConfig, Protocol, TokenSource, VersionPreference};
 use crate::dispatch::Dispatcher;
 use crate::health::{ChannelState, ConnState};
 
@@ -286,6 +286,8 @@ pub async fn run_channel(
     };
     let mut idx = 0usize;
     let mut backoff = Backoff::new(config.reconnect.clone());
+    // Every connection error names the relay it tried.
+    let relay = webhook_connect_protocol::redact::mask_url(&config.cloud_url);
     loop {
         if shutdown.is_cancelled() {
             break;
@@ -325,18 +327,22 @@ pub async fn run_channel(
             Transport::Sse => sse::run(&ctx).await,
             Transport::LongPoll => long_poll::run(&ctx, order.len() > 1).await,
         };
+        // After a rejected token the wait ends early when `token_file` changes.
+        let mut token_rejected = false;
         let wait = match end {
             SessionEnd::Drained => return,
             SessionEnd::Failed(Failure::Unauthorized(why)) => {
-                tracing::error!(channel = %channel.channel, transport = transport.as_str(), reason = %why, "Relay rejected the channel token");
+                let wait = backoff.max_delay();
+                tracing::error!(channel = %channel.channel, relay = %relay, transport = transport.as_str(), reason = %why, retry_in_s = wait.as_secs(), "Relay rejected the channel token: {}", TOKEN_HINT);
                 state.set_state(ConnState::Unauthorized);
                 state.reconnect("unauthorized");
-                backoff.max_delay()
+                token_rejected = true;
+                wait
             }
             SessionEnd::Failed(Failure::Unusable(why)) if order.len() > 1 => {
                 idx = (idx + 1) % order.len();
                 let next = order[idx];
-                tracing::warn!(channel = %channel.channel, transport = transport.as_str(), next = next.as_str(), reason = %why, "Transport unusable; falling back");
+                tracing::warn!(channel = %channel.channel, relay = %relay, transport = transport.as_str(), next = next.as_str(), reason = %why, "Transport unusable; falling back");
                 state.set_disconnected();
                 state.reconnect("fallback");
                 if idx == 0 {
@@ -355,14 +361,16 @@ pub async fn run_channel(
             }
             SessionEnd::Failed(Failure::Unusable(why))
             | SessionEnd::Failed(Failure::Other(why)) => {
-                tracing::warn!(channel = %channel.channel, transport = transport.as_str(), reason = %why, "Connect failed");
+                tracing::warn!(channel = %channel.channel, relay = %relay, transport = transport.as_str(), reason = %why, "Connect failed");
                 state.set_disconnected();
                 state.reconnect("connect_failed");
                 backoff.next_delay()
             }
             SessionEnd::Ended { lasted, why } => {
                 backoff.connection_ended(lasted);
-                tracing::info!(channel = %channel.channel, transport = transport.as_str(), reason = ?why, lasted_ms = lasted.as_millis() as u64, "Connection ended");
+                if !matches!(why, Ended::TokenInvalid) {
+                    tracing::info!(channel = %channel.channel, transport = transport.as_str(), reason = ?why, lasted_ms = lasted.as_millis() as u64, "Connection ended");
+                }
                 match why {
                     Ended::Stale => {
                         state.set_state(ConnState::Stale);
@@ -372,14 +380,14 @@ pub async fn run_channel(
                     Ended::TokenInvalid => {
                         state.set_state(ConnState::Unauthorized);
                         state.reconnect("token_invalid");
-                        let changed = match channel.token.read() {
-                            Ok(now) => now != ctx.token,
-                            Err(_) => false,
-                        };
-                        if changed {
+                        if token_changed(&channel.token, &ctx.token) {
+                            tracing::warn!(channel = %channel.channel, transport = transport.as_str(), "The relay no longer accepts the channel token; token_file holds a new one, reconnecting");
                             backoff.next_delay()
                         } else {
-                            backoff.max_delay()
+                            let wait = backoff.max_delay();
+                            tracing::error!(channel = %channel.channel, relay = %relay, transport = transport.as_str(), lasted_ms = lasted.as_millis() as u64, retry_in_s = wait.as_secs(), "The relay no longer accepts the channel token (rotated without grace, or revoked): {}", TOKEN_HINT);
+                            token_rejected = true;
+                            wait
                         }
                     }
                     Ended::ChannelDeleted => {
@@ -400,7 +408,12 @@ pub async fn run_channel(
                 }
             }
         };
-        if !sleep_or_stop(wait, &shutdown).await {
+        let waited = if token_rejected {
+            sleep_until_new_token(wait, &channel.token, &ctx.token, &shutdown).await
+        } else {
+            sleep_or_stop(wait, &shutdown).await
+        };
+        if !waited {
             break;
         }
     }
@@ -422,6 +435,44 @@ fn too_large(state: &ChannelState, channel: &str, transport: Transport, why: &st
     );
     state.set_disconnected();
     state.reconnect("too_large");
+}
+
+/// What an operator does about a rejected token.
+const TOKEN_HINT: &str = "set the channel's current token (a token_file is read again before every \
+     connect, and a change is picked up within a second; an inline token needs a restart)";
+
+/// How often a `token_file` is read while waiting after a rejected token.
+const TOKEN_POLL: Duration = Duration::from_secs(1);
+
+/// True when the token source now holds a token other than `used`.
+fn token_changed(source: &TokenSource, used: &Secret) -> bool {
+    matches!(source.read(), Ok(now) if !now.is_empty() && now != *used)
+}
+
+/// Waits `wait` after a rejected token, ending early when `token_file` holds a new token, so a
+/// rotation is followed at once instead of after `max_reconnect_delay`. False on shutdown.
+async fn sleep_until_new_token(
+    wait: Duration,
+    source: &TokenSource,
+    used: &Secret,
+    shutdown: &CancellationToken,
+) -> bool {
+    if !matches!(source, TokenSource::File(_)) {
+        return sleep_or_stop(wait, shutdown).await;
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return true;
+        }
+        if !sleep_or_stop(TOKEN_POLL.min(deadline - now), shutdown).await {
+            return false;
+        }
+        if token_changed(source, used) {
+            return true;
+        }
+    }
 }
 
 async fn sleep_or_stop(wait: Duration, shutdown: &CancellationToken) -> bool {

@@ -15,6 +15,7 @@ mod module_outputs;
 mod moto;
 mod operations;
 #[cfg(all(feature = "redis", feature = "nats", feature = "mqtt"))]
+mod operator_process;
 mod outbound_policy;
 // Reads what the STOMP module sent through RabbitMQ, with lapin.
 #[cfg(feature = "rabbitmq")]

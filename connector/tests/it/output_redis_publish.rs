@@ -241,8 +241,12 @@ async fn a_closed_port_is_transient_connection() {
     let err = out.setup().await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Transient, "{err}");
     assert_eq!(err.category, ErrorCategory::Connection, "{err}");
+    // Every connection error names the address it tried (issue 23).
+    let address = format!("127.0.0.1:{port}");
+    assert!(err.message.contains(&address), "{err}");
     let err = out.process(&delivery("m", payload(0))).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Transient, "{err}");
+    assert!(err.message.contains(&address), "{err}");
 }
 
 #[tokio::test]

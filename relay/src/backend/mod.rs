@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use webhook_connect_buffer::{
-    EmbeddedBuffer, EmbeddedOptions, RabbitBuffer, RabbitOptions, RedisBuffer, RedisOptions,
-    SharedBuffer,
+    BufferError, EmbeddedBuffer, EmbeddedOptions, RabbitBuffer, RabbitOptions, RedisBuffer,
+    RedisOptions, SharedBuffer,
 };
+use webhook_connect_protocol::redact::mask_url;
 
 pub(crate) use late::LateBuffer;
 
@@ -41,7 +42,10 @@ pub async fn open_buffer(config: &RelayConfig) -> Result<SharedBuffer, StartErro
                 key_prefix: r.key_prefix.clone(),
                 operation_timeout: Duration::from_millis(r.operation_timeout_ms),
             };
-            Ok(Arc::new(RedisBuffer::connect(options).await?))
+            let buffer = RedisBuffer::connect(options)
+                .await
+                .map_err(|e| at_address(e, r.url.expose()))?;
+            Ok(Arc::new(buffer))
         }
         BackendKind::RabbitMq => {
             let r = &config.file.buffer.rabbitmq;
@@ -51,7 +55,23 @@ pub async fn open_buffer(config: &RelayConfig) -> Result<SharedBuffer, StartErro
                 prefetch: u16::try_from(r.prefetch).unwrap_or(u16::MAX),
                 operation_timeout: Duration::from_millis(r.operation_timeout_ms),
             };
-            Ok(Arc::new(RabbitBuffer::connect(options).await?))
+            let buffer = RabbitBuffer::connect(options)
+                .await
+                .map_err(|e| at_address(e, r.url.expose()))?;
+            Ok(Arc::new(buffer))
         }
+    }
+}
+
+/// A failed connect that names the broker it tried (password masked), so "Redis down at
+/// start" says which Redis. A timeout stays a timeout in kind: both mean "unreachable".
+pub(crate) fn at_address(e: BufferError, url: &str) -> BufferError {
+    let at = mask_url(url);
+    match e {
+        BufferError::Unavailable(why) => BufferError::Unavailable(format!("{why} (at {at})")),
+        BufferError::Timeout => {
+            BufferError::Unavailable(format!("no answer from {at} within the operation timeout"))
+        }
+        other => other,
     }
 }

@@ -137,7 +137,14 @@ impl StateStore {
                 &file.state.key_prefix,
                 OPERATION_TIMEOUT,
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                StateError::Unavailable(why) => StateError::Unavailable(format!(
+                    "{why} (at {})",
+                    webhook_connect_protocol::redact::mask_url(url)
+                )),
+                other => other,
+            })?;
             StateStore {
                 backend: Backend::Redis(Box::new(store)),
                 sealer: configured_key.unwrap_or_else(seal::Sealer::without_key),

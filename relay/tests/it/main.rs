@@ -37,6 +37,7 @@ mod metrics_scrape;
 mod multi_instance;
 mod openapi_responses;
 mod openapi_routes;
+mod operator_process;
 mod redis_failover;
 mod shipped_examples;
 mod support;

@@ -3,5 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+mod config_reference;
+mod docker_files;
+mod operator_defects;
 mod relay_to_modules;
 mod relay_to_target;
