@@ -10,8 +10,10 @@
 //! - **Single instance.** The file is locked; a second process gets [`BufferError::Locked`]
 //!
 
+mod index;
 pub(crate) mod records;
 mod state;
+mod tables;
 mod writer;
 
 use std::path::{Path, PathBuf};

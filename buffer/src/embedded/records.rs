@@ -289,6 +289,97 @@ impl Counters {
     }
 }
 
+/// Live size of one queue: messages stored, of them leased, and dead letters. Kept in its own
+/// row so start-up reads one row per queue instead of counting messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Sizes {
+    pub msgs: u64,
+    pub leased: u64,
+    pub dead: u64,
+}
+
+impl Sizes {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(25);
+        out.push(VERSION);
+        for v in [self.msgs, self.leased, self.dead] {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        out
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Sizes> {
+        let mut r = Reader::new(bytes);
+        if r.u8()? != VERSION {
+            return None;
+        }
+        let s = Sizes {
+            msgs: r.u64()?,
+            leased: r.u64()?,
+            dead: r.u64()?,
+        };
+        r.finish()?;
+        Some(s)
+    }
+
+    /// Messages not leased (ready or delayed).
+    pub(crate) fn waiting(&self) -> u64 {
+        self.msgs.saturating_sub(self.leased)
+    }
+}
+
+/// Key of a time-ordered index row: queue prefix + time + seq. Times are stored with the sign
+/// bit flipped, so byte order is numeric order also for times before 1970.
+pub(crate) fn timed_key(prefix: &[u8], at_ms: i64, seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + 16);
+    key.extend_from_slice(prefix);
+    key.extend_from_slice(&((at_ms as u64) ^ (1 << 63)).to_be_bytes());
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// Key of a sequence-ordered row (messages, ready index): queue prefix + seq.
+pub(crate) fn seq_key(prefix: &[u8], seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + 8);
+    key.extend_from_slice(prefix);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The sequence at the end of a message or index key.
+pub(crate) fn key_seq(key: &[u8]) -> Option<u64> {
+    let tail = key.len().checked_sub(8).map(|start| &key[start..])?;
+    Some(u64::from_be_bytes(tail.try_into().ok()?))
+}
+
+/// The time and sequence at the end of a time-ordered index key.
+pub(crate) fn key_time_seq(key: &[u8]) -> Option<(i64, u64)> {
+    let start = key.len().checked_sub(16)?;
+    let at = u64::from_be_bytes(key[start..start + 8].try_into().ok()?) ^ (1 << 63);
+    Some((at as i64, key_seq(key)?))
+}
+
+/// The channel, queue, time and sequence of a time-ordered index key.
+pub(crate) fn split_timed_key(key: &[u8]) -> Option<(String, String, i64, u64)> {
+    let mut r = Reader::new(key);
+    let channel = r.str()?;
+    let queue = r.str()?;
+    let (at, seq) = key_time_seq(r.rest())?;
+    Some((channel, queue, at, seq))
+}
+
+/// The smallest key greater than every key starting with `prefix` (`None`: no such key).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 /// A channel definition: settings and declared webhook queues.
 pub(crate) fn encode_channel(settings: &QueueSettings, webhook_ids: &[String]) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
@@ -529,5 +620,36 @@ mod tests {
             Some(("ch".into(), "q".into(), 42))
         );
         assert_eq!(dead_key_id(&dead_key("ch", 9)), Some(9));
+    }
+
+    #[test]
+    fn index_keys_sort_by_time_then_seq_and_split_back() {
+        let p = queue_prefix("ch", "q");
+        let keys = [
+            timed_key(&p, -5, 9),
+            timed_key(&p, 0, 1),
+            timed_key(&p, 0, 2),
+            timed_key(&p, 1_700_000_000_000, 0),
+        ];
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(key_time_seq(&keys[0]), Some((-5, 9)));
+        assert_eq!(
+            split_timed_key(&keys[3]),
+            Some(("ch".into(), "q".into(), 1_700_000_000_000, 0))
+        );
+        assert_eq!(key_seq(&seq_key(&p, 42)), Some(42));
+        assert_eq!(seq_key(&p, 42), message_key("ch", "q", 42));
+        let end = prefix_end(&p).unwrap();
+        assert!(keys.iter().all(|k| k.as_slice() < end.as_slice()));
+        assert!(queue_prefix("ch", "r").as_slice() >= end.as_slice());
+        assert_eq!(prefix_end(&[1, 255]), Some(vec![2]));
+        assert_eq!(prefix_end(&[255, 255]), None);
+        let s = Sizes {
+            msgs: 3,
+            leased: 1,
+            dead: 2,
+        };
+        assert_eq!(Sizes::decode(&s.encode()), Some(s));
+        assert_eq!(s.waiting(), 2);
     }
 }

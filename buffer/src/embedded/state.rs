@@ -1,101 +1,49 @@
-//! The embedded store's state: an in-memory index of every live message (bounded by the queues'
-//! `max_queue_size`), mirrored write by write into redb tables inside the writer's transaction.
+//! The embedded store's state: per queue only its counters and sizes are in memory; every
+//! message and every index over the messages lives in redb ([`super::index`]), written inside
+//! the writer's transaction. Memory does not grow with the backlog, and start-up reads one row
+//! per channel and queue plus the leases in flight, not the messages.
 //!
 //! Only the writer thread touches this. Each operation first checks everything that can refuse
-//! it, then writes; a storage error aborts the whole batch ([`Fail`]) and the index is reloaded
+//! it, then writes; a storage error aborts the whole batch ([`Fail`]) and the state is reloaded
 //! from the file.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::ReadableTable;
 use webhook_connect_protocol::Envelope;
 
+use super::index::{self, CHUNK, Row};
 use super::records::{
-    Counters, DeadRecord, MsgRecord, MsgState, dead_key, dead_key_id, decode_channel,
-    encode_channel, message_key, split_dead_key, split_message_key, split_queue_key,
+    Counters, DeadRecord, MsgRecord, MsgState, Sizes, dead_key, dead_key_id, decode_channel,
+    encode_channel, split_dead_key, split_message_key, split_queue_key,
+};
+pub(crate) use super::tables::{Fail, SResult, Tables};
+use super::tables::{
+    INDEX_FORMAT, MISC_HEALTH, MISC_INDEX_FORMAT, MISC_LEASE_GEN, MISC_NEXT_DEAD,
 };
 use crate::lease_policy::{AfterFailure, LeasePolicy};
 use crate::millis::{now_ms, signed_ms, ts};
+use crate::stored::{decode_stored, encode_stored};
+use crate::types::replay_result;
+pub(crate) use crate::unreadable::UNREADABLE;
+use crate::unreadable::{Known, dead_letter_envelope};
 use crate::{
     BufferError, ChannelStats, DeadLetter, DeadLetterPage, DeadLetterQuery, DeadLetterReason,
     Lease, LeaseToken, QueueSettings, QueueStats, Settle, Settled,
 };
 
-const META: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("message_meta");
-const BODY: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("message_body");
-const DEAD: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("dead_letters");
-const COUNTERS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("counters");
-const CHANNELS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("channels");
-const SEQUENCES: TableDefinition<'_, &str, u64> = TableDefinition::new("sequences");
-const MISC: TableDefinition<'_, &str, u64> = TableDefinition::new("misc");
-
-const MISC_LEASE_GEN: &str = "lease_generation";
-const MISC_NEXT_DEAD: &str = "next_dead_letter_id";
-const MISC_HEALTH: &str = "health_check";
-
-use crate::stored::decode_stored;
-use crate::types::replay_result;
-pub(crate) use crate::unreadable::UNREADABLE;
-use crate::unreadable::{Known, dead_letter_envelope};
-
 /// Longest channel or queue name the store accepts (names are validated upstream to far less).
 const MAX_NAME_LEN: usize = 255;
 
-/// A storage failure: the batch is aborted and its callers get `Unavailable`.
-#[derive(Debug)]
-pub(crate) struct Fail(pub String);
-
-macro_rules! fail_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for Fail {
-            fn from(e: $t) -> Self {
-                Fail(e.to_string())
-            }
-        }
-    )*};
-}
-fail_from!(
-    redb::StorageError,
-    redb::TableError,
-    redb::TransactionError,
-    redb::CommitError,
-    redb::Error
-);
-
-pub(crate) type SResult<T> = Result<T, Fail>;
 /// Outer: storage failure (abort the batch); inner: the operation's own answer.
 pub(crate) type OpResult<T> = SResult<Result<T, BufferError>>;
-
-/// The tables of one write transaction.
-pub(crate) struct Tables<'txn> {
-    meta: Table<'txn, &'static [u8], &'static [u8]>,
-    body: Table<'txn, &'static [u8], &'static [u8]>,
-    dead: Table<'txn, &'static [u8], &'static [u8]>,
-    counters: Table<'txn, &'static [u8], &'static [u8]>,
-    channels: Table<'txn, &'static str, &'static [u8]>,
-    seqs: Table<'txn, &'static str, u64>,
-    misc: Table<'txn, &'static str, u64>,
-}
-
-impl<'txn> Tables<'txn> {
-    pub(crate) fn open(txn: &'txn WriteTransaction) -> SResult<Self> {
-        Ok(Tables {
-            meta: txn.open_table(META)?,
-            body: txn.open_table(BODY)?,
-            dead: txn.open_table(DEAD)?,
-            counters: txn.open_table(COUNTERS)?,
-            channels: txn.open_table(CHANNELS)?,
-            seqs: txn.open_table(SEQUENCES)?,
-            misc: txn.open_table(MISC)?,
-        })
-    }
-}
 
 /// What one batch changed beyond the rows it wrote directly.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
-    dirty_counters: BTreeSet<(String, String)>,
+    /// Queues whose counters or sizes changed.
+    dirty_queues: BTreeSet<(String, String)>,
     dirty_seqs: BTreeSet<String>,
     dirty_misc: bool,
     /// Channels whose lease waiters should look again after the commit.
@@ -113,97 +61,17 @@ pub(crate) struct LeaseOut {
     pub next_wake_ms: Option<i64>,
 }
 
-/// One webhook queue: its live messages and the indexes over them.
-///
-/// Every message is in exactly one of `ready`, `delayed` and `leased`. A message that is not
-/// leased (ready or delayed) is also in `waiting`, and in `expiring` when it has an expiry, so
-/// `stats` and `sweep` read sizes and first entries instead of walking `msgs`. All five are kept
-/// by [`Queue::index`] and [`Queue::unindex`] (`promote` only moves from `delayed` to `ready`),
-/// and `load` rebuilds them through the same [`Queue::insert`].
+/// What memory holds of one webhook queue: counters and sizes, a few dozen bytes whatever its
+/// depth.
 #[derive(Debug, Default)]
 struct Queue {
-    msgs: BTreeMap<u64, MsgRecord>,
-    /// Ready now (promoted from `delayed`).
-    ready: BTreeSet<u64>,
-    /// Ready at a time: (ready_ms, seq).
-    delayed: BTreeSet<(i64, u64)>,
-    /// Leased until: (expires_ms, seq).
-    leased: BTreeSet<(i64, u64)>,
-    /// Not leased (ready or delayed), by arrival: (received_ms, seq). Its size is the queue
-    /// depth once expired messages are buried; its first entry is the oldest waiting message,
-    /// also for a replayed dead letter that kept its old received time.
-    waiting: BTreeSet<(i64, u64)>,
-    /// Not leased and with an expiry: (expires_ms, seq). A leased message is not here: its
-    /// lease runs on past the TTL (its ack is accepted), and it enters again if it comes back.
-    expiring: BTreeSet<(i64, u64)>,
     counters: Counters,
-    dead: u64,
+    sizes: Sizes,
 }
 
 impl Queue {
-    fn index(&mut self, seq: u64, rec: &MsgRecord) {
-        match rec.state {
-            MsgState::Ready { ready_ms } => {
-                self.delayed.insert((ready_ms, seq));
-                self.waiting.insert((rec.received_ms, seq));
-                if let Some(expires_ms) = rec.expires_ms {
-                    self.expiring.insert((expires_ms, seq));
-                }
-            }
-            MsgState::Leased { expires_ms, .. } => {
-                self.leased.insert((expires_ms, seq));
-            }
-        }
-    }
-
-    fn unindex(&mut self, seq: u64, rec: &MsgRecord) {
-        self.ready.remove(&seq);
-        match rec.state {
-            MsgState::Ready { ready_ms } => {
-                self.delayed.remove(&(ready_ms, seq));
-                self.waiting.remove(&(rec.received_ms, seq));
-                if let Some(expires_ms) = rec.expires_ms {
-                    self.expiring.remove(&(expires_ms, seq));
-                }
-            }
-            MsgState::Leased { expires_ms, .. } => {
-                self.leased.remove(&(expires_ms, seq));
-            }
-        }
-    }
-
-    fn insert(&mut self, seq: u64, rec: MsgRecord) {
-        self.index(seq, &rec);
-        self.msgs.insert(seq, rec);
-    }
-
-    fn remove(&mut self, seq: u64) -> Option<MsgRecord> {
-        let rec = self.msgs.remove(&seq)?;
-        self.unindex(seq, &rec);
-        Some(rec)
-    }
-
-    fn promote(&mut self, now: i64) {
-        while let Some(&(ready_ms, seq)) = self.delayed.first() {
-            if ready_ms > now {
-                break;
-            }
-            self.delayed.pop_first();
-            self.ready.insert(seq);
-        }
-    }
-
-    /// Sequence numbers of the waiting messages whose expiry is at or before `now`, soonest
-    /// first: O(k log n) for k of them.
-    fn expired(&self, now: i64) -> Vec<u64> {
-        self.expiring
-            .range(..=(now, u64::MAX))
-            .map(|&(_, seq)| seq)
-            .collect()
-    }
-
     fn is_idle(&self) -> bool {
-        self.msgs.is_empty() && self.dead == 0
+        self.sizes.msgs == 0 && self.sizes.dead == 0
     }
 }
 
@@ -217,17 +85,34 @@ struct Chan {
 }
 
 impl Chan {
-    fn in_flight(&self) -> usize {
-        self.queues.values().map(|q| q.leased.len()).sum()
+    fn in_flight(&self) -> u64 {
+        self.queues.values().map(|q| q.sizes.leased).sum()
     }
 }
 
-/// The whole index.
+/// The state of the whole store that is kept in memory.
 #[derive(Debug, Default)]
 pub(crate) struct Mem {
     channels: HashMap<String, Chan>,
     lease_gen: u64,
     next_dead_id: u64,
+}
+
+/// A message's stored record as read.
+enum Rec {
+    Missing,
+    Unreadable,
+    Found(MsgRecord),
+}
+
+fn read_rec(t: &Tables<'_>, key: &[u8]) -> SResult<Rec> {
+    Ok(match t.meta.get(key)? {
+        None => Rec::Missing,
+        Some(g) => match MsgRecord::decode(g.value()) {
+            Some(rec) => Rec::Found(rec),
+            None => Rec::Unreadable,
+        },
+    })
 }
 
 fn check_name(kind: &str, name: &str) -> Result<(), BufferError> {
@@ -239,8 +124,19 @@ fn check_name(kind: &str, name: &str) -> Result<(), BufferError> {
     Ok(())
 }
 
-/// Everything needed to move one message, already removed from its queue index, to the dead
-/// letters.
+/// The record standing in for one whose stored bytes are unreadable, when it is dead-lettered.
+fn unreadable_record(now: i64) -> MsgRecord {
+    MsgRecord {
+        message_id: String::new(),
+        delivery_count: 0,
+        received_ms: now,
+        expires_ms: None,
+        last_error: Some(UNREADABLE.to_owned()),
+        state: MsgState::Ready { ready_ms: now },
+    }
+}
+
+/// Everything needed to move one message, already out of the indexes, to the dead letters.
 struct Bury<'a> {
     channel: &'a str,
     queue: &'a str,
@@ -251,8 +147,9 @@ struct Bury<'a> {
 }
 
 impl Mem {
-    /// Loads the index from the tables. With `restore`, leases left by a previous process are
-    /// ended at once as failed attempts, and unreadable entries are dead-lettered.
+    /// Loads the state from the tables. With `restore`, leases left by a previous process are
+    /// ended at once as failed attempts. A file written before the index tables existed is
+    /// indexed here once (the only start-up work that grows with the backlog).
     pub(crate) fn load(t: &mut Tables<'_>, b: &mut Batch, restore: bool) -> SResult<Mem> {
         let mut mem = Mem {
             lease_gen: t.misc.get(MISC_LEASE_GEN)?.map(|g| g.value()).unwrap_or(0),
@@ -292,84 +189,116 @@ impl Mem {
                 chan.queues.entry(queue).or_default().counters = counters;
             }
         }
-        let mut unreadable = Vec::new();
-        for row in t.meta.iter()? {
-            let (k, v) = row?;
-            let Some((channel, queue, seq)) = split_message_key(k.value()) else {
-                continue;
-            };
-            let Some(chan) = mem.channels.get_mut(&channel) else {
-                continue;
-            };
-            let q = chan.queues.entry(queue.clone()).or_default();
-            match MsgRecord::decode(v.value()) {
-                Some(rec) => q.insert(seq, rec),
-                None => unreadable.push((channel, queue, seq)),
-            }
-        }
-        for row in t.dead.iter()? {
-            let (k, v) = row?;
-            let key = k.value();
-            let Some(id) = dead_key_id(key) else { continue };
-            mem.next_dead_id = mem.next_dead_id.max(id + 1);
-            let Some((queue, _)) = DeadRecord::decode_head(v.value()) else {
-                continue;
-            };
-            let Some((channel, _)) = split_dead_key(key) else {
-                continue;
-            };
-            if let Some(chan) = mem.channels.get_mut(&channel) {
-                chan.queues.entry(queue).or_default().dead += 1;
-            }
-        }
-        if restore {
-            let now = now_ms();
-            for (channel, queue, seq) in unreadable {
-                let rec = MsgRecord {
-                    message_id: String::new(),
-                    delivery_count: 0,
-                    received_ms: now,
-                    expires_ms: None,
-                    last_error: Some(UNREADABLE.to_owned()),
-                    state: MsgState::Ready { ready_ms: now },
+        let indexed = t.misc.get(MISC_INDEX_FORMAT)?.map(|g| g.value()) == Some(INDEX_FORMAT);
+        if indexed {
+            for row in t.sizes.iter()? {
+                let (k, v) = row?;
+                let Some((channel, queue)) = split_queue_key(k.value()) else {
+                    continue;
                 };
-                mem.bury(
-                    t,
-                    b,
-                    Bury {
-                        channel: &channel,
-                        queue: &queue,
-                        seq,
-                        rec,
-                        reason: DeadLetterReason::Rejected,
-                        now,
-                    },
-                )?;
-            }
-            let mut held = Vec::new();
-            for (name, chan) in &mem.channels {
-                for (qname, q) in &chan.queues {
-                    for &(_, seq) in &q.leased {
-                        held.push((name.clone(), qname.clone(), seq));
-                    }
+                if let Some(chan) = mem.channels.get_mut(&channel) {
+                    let sizes = Sizes::decode(v.value()).unwrap_or_default();
+                    chan.queues.entry(queue).or_default().sizes = sizes;
                 }
             }
+        } else {
+            mem.index_file(t, b)?;
+        }
+        if restore {
+            let held = index::all_leases(t)?;
             if !held.is_empty() {
                 tracing::info!(
                     count = held.len(),
                     "Restoring messages leased by a previous process"
                 );
             }
-            for (channel, queue, seq) in held {
-                mem.fail_attempt(t, b, &channel, &queue, seq, None, None, now)?;
+            let now = now_ms();
+            for (channel, queue, at, seq) in held {
+                mem.end_lease(t, b, &channel, &queue, at, seq, now)?;
             }
         }
         Ok(mem)
     }
 
-    /// Writes the counters, sequences and generations changed in this batch.
+    /// Builds the index tables and sizes from the message and dead-letter rows, once, for a
+    /// file written before they existed. Unreadable records are dead-lettered.
+    fn index_file(&mut self, t: &mut Tables<'_>, b: &mut Batch) -> SResult<()> {
+        index::clear_all(t)?;
+        for q in self.channels.values_mut().flat_map(|c| c.queues.values_mut()) {
+            q.sizes = Sizes::default();
+        }
+        let now = now_ms();
+        let mut unreadable = Vec::new();
+        let mut found = 0u64;
+        let mut start: Vec<u8> = Vec::new();
+        // In chunks: the rows of a chunk are read, then indexed.
+        loop {
+            let mut rows = Vec::with_capacity(CHUNK);
+            for row in t.meta.range(start.as_slice()..)? {
+                let (k, v) = row?;
+                if k.value() == start.as_slice() {
+                    continue;
+                }
+                rows.push((k.value().to_vec(), MsgRecord::decode(v.value())));
+                if rows.len() == CHUNK {
+                    break;
+                }
+            }
+            let Some((last, _)) = rows.last() else { break };
+            start = last.clone();
+            for (key, rec) in rows {
+                let Some((channel, queue, seq)) = split_message_key(&key) else {
+                    continue;
+                };
+                let Some(chan) = self.channels.get_mut(&channel) else {
+                    continue;
+                };
+                let q = chan.queues.entry(queue.clone()).or_default();
+                q.sizes.msgs += 1;
+                found += 1;
+                match rec {
+                    Some(rec) => {
+                        if matches!(rec.state, MsgState::Leased { .. }) {
+                            q.sizes.leased += 1;
+                        }
+                        index::add(t, &index::Queue::new(&channel, &queue), seq, &rec, now)?;
+                    }
+                    None => unreadable.push((channel, queue, seq)),
+                }
+            }
+        }
+        for row in t.dead.iter()? {
+            let (k, v) = row?;
+            let key = k.value();
+            let Some(id) = dead_key_id(key) else { continue };
+            self.next_dead_id = self.next_dead_id.max(id + 1);
+            let Some((queue, _)) = DeadRecord::decode_head(v.value()) else {
+                continue;
+            };
+            let Some((channel, _)) = split_dead_key(key) else {
+                continue;
+            };
+            if let Some(chan) = self.channels.get_mut(&channel) {
+                chan.queues.entry(queue).or_default().sizes.dead += 1;
+            }
+        }
+        for (channel, queue, seq) in unreadable {
+            self.bury_unreadable(t, b, &channel, &queue, seq, false, now)?;
+        }
+        t.misc.insert(MISC_INDEX_FORMAT, INDEX_FORMAT)?;
+        b.dirty_misc = true;
+        for (name, chan) in &self.channels {
+            for qname in chan.queues.keys() {
+                b.dirty_queues.insert((name.clone(), qname.clone()));
+            }
+        }
+        tracing::info!(messages = found, "Embedded store indexed (first start of this version)");
+        Ok(())
+    }
+
+    /// Writes the counters, sizes, sequences and generations changed in this batch.
     pub(crate) fn flush(&self, t: &mut Tables<'_>, b: &mut Batch) -> SResult<()> {
-        for (channel, queue) in std::mem::take(&mut b.dirty_counters) {
+        for (channel, queue) in std::mem::take(&mut b.dirty_queues) {
             let key = super::records::queue_prefix(&channel, &queue);
             match self
                 .channels
@@ -379,9 +308,11 @@ impl Mem {
                 Some(q) => {
                     t.counters
                         .insert(key.as_slice(), q.counters.encode().as_slice())?;
+                    t.sizes.insert(key.as_slice(), q.sizes.encode().as_slice())?;
                 }
                 None => {
                     t.counters.remove(key.as_slice())?;
+                    t.sizes.remove(key.as_slice())?;
                 }
             }
             b.wrote = true;
@@ -400,7 +331,44 @@ impl Mem {
         Ok(())
     }
 
-    fn put_meta(
+    /// One queue's memory, marked to be written at the end of the batch.
+    fn queue_mut(&mut self, b: &mut Batch, channel: &str, queue: &str) -> Option<&mut Queue> {
+        let q = self.channels.get_mut(channel)?.queues.get_mut(queue)?;
+        b.dirty_queues
+            .insert((channel.to_owned(), queue.to_owned()));
+        Some(q)
+    }
+
+    /// Stores a message's record and indexes it: it becomes (or stays) live in its queue.
+    #[allow(clippy::too_many_arguments)]
+    fn place(
+        &mut self,
+        t: &mut Tables<'_>,
+        b: &mut Batch,
+        channel: &str,
+        queue: &str,
+        seq: u64,
+        rec: &MsgRecord,
+        now: i64,
+    ) -> SResult<()> {
+        let iq = index::Queue::new(channel, queue);
+        t.meta
+            .insert(iq.key(seq).as_slice(), rec.encode().as_slice())?;
+        index::add(t, &iq, seq, rec, now)?;
+        b.wrote = true;
+        if let Some(q) = self.queue_mut(b, channel, queue) {
+            q.sizes.msgs += 1;
+            if matches!(rec.state, MsgState::Leased { .. }) {
+                q.sizes.leased += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a live message out of its queue's indexes (its rows stay until rewritten or
+    /// removed).
+    fn unplace(
+        &mut self,
         t: &mut Tables<'_>,
         b: &mut Batch,
         channel: &str,
@@ -408,15 +376,20 @@ impl Mem {
         seq: u64,
         rec: &MsgRecord,
     ) -> SResult<()> {
-        let key = message_key(channel, queue, seq);
-        t.meta.insert(key.as_slice(), rec.encode().as_slice())?;
+        index::remove(t, &index::Queue::new(channel, queue), seq, rec)?;
         b.wrote = true;
+        if let Some(q) = self.queue_mut(b, channel, queue) {
+            q.sizes.msgs = q.sizes.msgs.saturating_sub(1);
+            if matches!(rec.state, MsgState::Leased { .. }) {
+                q.sizes.leased = q.sizes.leased.saturating_sub(1);
+            }
+        }
         Ok(())
     }
 
-    /// Moves a message (already out of the index) to the dead letters.
+    /// Moves a message (already out of the indexes) to the dead letters.
     fn bury(&mut self, t: &mut Tables<'_>, b: &mut Batch, m: Bury<'_>) -> SResult<()> {
-        let key = message_key(m.channel, m.queue, m.seq);
+        let key = index::Queue::new(m.channel, m.queue).key(m.seq);
         let body = t
             .body
             .remove(key.as_slice())?
@@ -443,47 +416,83 @@ impl Mem {
             record.encode().as_slice(),
         )?;
         b.wrote = true;
-        if let Some(q) = self
-            .channels
-            .get_mut(m.channel)
-            .and_then(|c| c.queues.get_mut(m.queue))
-        {
-            q.dead += 1;
+        if let Some(q) = self.queue_mut(b, m.channel, m.queue) {
+            q.sizes.dead += 1;
             q.counters.dead_lettered += 1;
             if m.reason == DeadLetterReason::Expired {
                 q.counters.expired += 1;
             }
-            b.dirty_counters
-                .insert((m.channel.to_owned(), m.queue.to_owned()));
         }
         Ok(())
     }
 
-    /// Takes out a message whose lease failed (nack, release, lease expiry, restore), counted as
-    /// nacked, with its channel's lease policy. `None` when it is not there.
-    fn take_failed(
+    /// Dead-letters a message whose stored record cannot be read. Its index rows other
+    /// than the one its reader found are dropped later by their own readers.
+    #[allow(clippy::too_many_arguments)]
+    fn bury_unreadable(
         &mut self,
+        t: &mut Tables<'_>,
         b: &mut Batch,
         channel: &str,
         queue: &str,
         seq: u64,
-    ) -> Option<(MsgRecord, LeasePolicy)> {
-        let chan = self.channels.get_mut(channel)?;
+        leased: bool,
+        now: i64,
+    ) -> SResult<()> {
+        tracing::warn!(
+            channel,
+            webhook_id = queue,
+            sequence = seq,
+            "Unreadable stored record dead-lettered"
+        );
+        if let Some(q) = self.queue_mut(b, channel, queue) {
+            q.sizes.msgs = q.sizes.msgs.saturating_sub(1);
+            if leased {
+                q.sizes.leased = q.sizes.leased.saturating_sub(1);
+            }
+        }
+        self.bury(
+            t,
+            b,
+            Bury {
+                channel,
+                queue,
+                seq,
+                rec: unreadable_record(now),
+                reason: DeadLetterReason::Rejected,
+                now,
+            },
+        )
+    }
+
+    /// Takes out a leased message whose lease failed (nack, release, lease expiry, restore),
+    /// counted as nacked; returns its channel's lease policy.
+    fn take_failed(
+        &mut self,
+        t: &mut Tables<'_>,
+        b: &mut Batch,
+        channel: &str,
+        queue: &str,
+        seq: u64,
+        rec: &MsgRecord,
+    ) -> SResult<Option<LeasePolicy>> {
+        let Some(chan) = self.channels.get(channel) else {
+            return Ok(None);
+        };
         let (ordered, policy) = (chan.settings.ordered, LeasePolicy::of(&chan.settings));
-        let q = chan.queues.get_mut(queue)?;
-        let rec = q.remove(seq)?;
-        q.counters.nacked += 1;
-        b.dirty_counters
-            .insert((channel.to_owned(), queue.to_owned()));
+        self.unplace(t, b, channel, queue, seq, rec)?;
+        if let Some(q) = self.queue_mut(b, channel, queue) {
+            q.counters.nacked += 1;
+        }
         if ordered {
             // The channel's one slot is free again.
             b.wake.insert(channel.to_owned());
         }
-        Some((rec, policy))
+        Ok(Some(policy))
     }
 
     /// A delivery failed (nack with retry, release, lease expiry, restore): requeue after the
-    /// delay, or dead-letter with `max_attempts`.
+    /// delay, or dead-letter with `max_attempts`. `rec` is the message's leased record.
     #[allow(clippy::too_many_arguments)]
     fn fail_attempt(
         &mut self,
@@ -492,11 +501,12 @@ impl Mem {
         channel: &str,
         queue: &str,
         seq: u64,
+        mut rec: MsgRecord,
         delay: Option<Duration>,
         last_error: Option<String>,
         now: i64,
     ) -> SResult<Settled> {
-        let Some((mut rec, policy)) = self.take_failed(b, channel, queue, seq) else {
+        let Some(policy) = self.take_failed(t, b, channel, queue, seq, &rec)? else {
             return Ok(Settled::NotInFlight);
         };
         if last_error.is_some() {
@@ -525,39 +535,53 @@ impl Mem {
             b.wake.insert(channel.to_owned());
         }
         rec.state = MsgState::Ready { ready_ms };
-        Self::put_meta(t, b, channel, queue, seq, &rec)?;
-        if let Some(q) = self
-            .channels
-            .get_mut(channel)
-            .and_then(|c| c.queues.get_mut(queue))
-        {
-            q.insert(seq, rec);
-        }
+        self.place(t, b, channel, queue, seq, &rec, now)?;
         Ok(Settled::Requeued {
             ready_at: ts(ready_ms),
         })
     }
 
+    /// Ends the lease row (`at`, `seq`) as a failed attempt (it ran out, or a previous process
+    /// held it). The row goes whatever its message's state.
+    #[allow(clippy::too_many_arguments)]
+    fn end_lease(
+        &mut self,
+        t: &mut Tables<'_>,
+        b: &mut Batch,
+        channel: &str,
+        queue: &str,
+        at: i64,
+        seq: u64,
+        now: i64,
+    ) -> SResult<()> {
+        let iq = index::Queue::new(channel, queue);
+        match read_rec(t, &iq.key(seq))? {
+            Rec::Found(rec) if matches!(rec.state, MsgState::Leased { .. }) => {
+                self.fail_attempt(t, b, channel, queue, seq, rec, None, None, now)?;
+            }
+            Rec::Unreadable => self.bury_unreadable(t, b, channel, queue, seq, true, now)?,
+            Rec::Found(_) | Rec::Missing => {}
+        }
+        index::drop_row(t, &iq, Row::Leased, at, seq)
+    }
+
     /// Makes delayed messages ready and ends the leases that ran out, in one channel.
     fn reap(&mut self, t: &mut Tables<'_>, b: &mut Batch, channel: &str, now: i64) -> SResult<()> {
-        let mut ended = Vec::new();
-        if let Some(chan) = self.channels.get_mut(channel) {
-            for (qname, q) in &mut chan.queues {
-                q.promote(now);
-                for &(expires_ms, seq) in &q.leased {
-                    if expires_ms > now {
-                        break;
-                    }
-                    ended.push((qname.clone(), seq));
+        let Some(chan) = self.channels.get(channel) else {
+            return Ok(());
+        };
+        let names: Vec<String> = chan.queues.keys().cloned().collect();
+        for queue in names {
+            let iq = index::Queue::new(channel, &queue);
+            index::promote(t, &iq, now)?;
+            loop {
+                let ended = index::timed_upto(&t.leased, &iq, now)?;
+                for &(at, seq) in &ended {
+                    self.end_lease(t, b, channel, &queue, at, seq, now)?;
                 }
-            }
-        }
-        for (queue, seq) in ended {
-            self.fail_attempt(t, b, channel, &queue, seq, None, None, now)?;
-        }
-        if let Some(chan) = self.channels.get_mut(channel) {
-            for q in chan.queues.values_mut() {
-                q.promote(now);
+                if ended.len() < CHUNK {
+                    break;
+                }
             }
         }
         Ok(())
@@ -611,7 +635,7 @@ impl Mem {
             .collect();
         for name in dropped {
             chan.queues.remove(&name);
-            b.dirty_counters.insert((channel.to_owned(), name));
+            b.dirty_queues.insert((channel.to_owned(), name));
         }
         chan.webhook_ids = ids;
         b.wake.insert(channel.to_owned());
@@ -624,27 +648,21 @@ impl Mem {
         b: &mut Batch,
         channel: &str,
     ) -> OpResult<()> {
-        let Some(chan) = self.channels.remove(channel) else {
+        if self.channels.remove(channel).is_none() {
             return Ok(Err(BufferError::UnknownChannel(channel.to_owned())));
-        };
-        for (qname, q) in &chan.queues {
-            for seq in q.msgs.keys() {
-                let key = message_key(channel, qname, *seq);
-                t.meta.remove(key.as_slice())?;
-                t.body.remove(key.as_slice())?;
-            }
-            let ckey = super::records::queue_prefix(channel, qname);
-            t.counters.remove(ckey.as_slice())?;
         }
-        let start = dead_key(channel, 0);
-        let end = dead_key(channel, u64::MAX);
-        let keys: Vec<Vec<u8>> = t
-            .dead
-            .range(start.as_slice()..=end.as_slice())?
-            .filter_map(|row| row.ok().map(|(k, _)| k.value().to_vec()))
-            .collect();
-        for key in keys {
-            t.dead.remove(key.as_slice())?;
+        let prefix = super::records::channel_prefix(channel);
+        for table in [&mut t.meta, &mut t.body, &mut t.dead, &mut t.counters, &mut t.sizes] {
+            index::clear_prefix(table, &prefix)?;
+        }
+        for table in [
+            &mut t.ready,
+            &mut t.delayed,
+            &mut t.leased,
+            &mut t.waiting,
+            &mut t.expiring,
+        ] {
+            index::clear_prefix(table, &prefix)?;
         }
         t.channels.remove(channel)?;
         // The sequence row stays: a channel created again under this name continues from it.
@@ -676,10 +694,12 @@ impl Mem {
         if envelope.body.len() as u64 > chan.settings.max_message_size {
             return Ok(Err(BufferError::TooLarge));
         }
-        if q.msgs.len() as u64 >= chan.settings.max_queue_size {
+        if q.sizes.msgs >= chan.settings.max_queue_size {
             return Ok(Err(BufferError::QueueFull));
         }
         let seq = chan.seq + 1;
+        chan.seq = seq;
+        q.counters.published += 1;
         envelope.sequence = seq;
         let now = now_ms();
         let rec = MsgRecord {
@@ -690,17 +710,11 @@ impl Mem {
             last_error: None,
             state: MsgState::Ready { ready_ms: now },
         };
-        let key = message_key(&channel, queue, seq);
+        let key = index::Queue::new(&channel, queue).key(seq);
         t.body
-            .insert(key.as_slice(), envelope.encode().as_slice())?;
-        t.meta.insert(key.as_slice(), rec.encode().as_slice())?;
-        chan.seq = seq;
-        q.insert(seq, rec);
-        q.promote(now);
-        q.counters.published += 1;
-        b.wrote = true;
+            .insert(key.as_slice(), encode_stored(envelope).as_slice())?;
+        self.place(t, b, &channel, queue, seq, &rec, now)?;
         b.dirty_seqs.insert(channel.clone());
-        b.dirty_counters.insert((channel.clone(), queue.to_owned()));
         b.wake.insert(channel);
         Ok(Ok(seq))
     }
@@ -747,19 +761,20 @@ impl Mem {
                 None => misses += 1,
             }
         }
-        if let Some(chan) = self.channels.get(channel) {
-            out.next_wake_ms = chan
-                .queues
-                .values()
-                .flat_map(|q| {
-                    [
-                        q.delayed.first().map(|d| d.0),
-                        q.leased.first().map(|l| l.0),
-                    ]
-                })
-                .flatten()
-                .min();
+        let mut next = None::<i64>;
+        for name in &names {
+            let iq = index::Queue::new(channel, name);
+            for first in [
+                index::first_timed(&t.delayed, &iq)?,
+                index::first_timed(&t.leased, &iq)?,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                next = Some(next.map_or(first.0, |n| n.min(first.0)));
+            }
         }
+        out.next_wake_ms = next;
         Ok(Ok(out))
     }
 
@@ -773,32 +788,43 @@ impl Mem {
         queue: &str,
         now: i64,
     ) -> SResult<Option<Lease>> {
+        let iq = index::Queue::new(channel, queue);
         loop {
-            let Some(chan) = self.channels.get_mut(channel) else {
+            let Some(chan) = self.channels.get(channel) else {
                 return Ok(None);
             };
             let ordered = chan.settings.ordered;
             let ack_timeout = signed_ms(chan.settings.ack_timeout);
-            let Some(q) = chan.queues.get_mut(queue) else {
+            if !chan.queues.contains_key(queue) {
                 return Ok(None);
-            };
+            }
             let seq = if ordered {
-                match q.msgs.keys().next() {
-                    Some(&head) if q.ready.contains(&head) => head,
+                match index::head(t, &iq)? {
+                    Some(head) if index::is_ready(t, &iq, head)? => head,
                     _ => return Ok(None),
                 }
             } else {
-                match q.ready.first() {
-                    Some(&s) => s,
+                match index::first_ready(t, &iq)? {
+                    Some(s) => s,
                     None => return Ok(None),
                 }
             };
-            let Some(mut rec) = q.msgs.get(&seq).cloned() else {
-                q.ready.remove(&seq);
-                continue;
+            let key = iq.key(seq);
+            let mut rec = match read_rec(t, &key)? {
+                Rec::Found(rec) if matches!(rec.state, MsgState::Ready { .. }) => rec,
+                Rec::Unreadable => {
+                    index::drop_row(t, &iq, Row::Ready, 0, seq)?;
+                    self.bury_unreadable(t, b, channel, queue, seq, false, now)?;
+                    continue;
+                }
+                Rec::Found(_) | Rec::Missing => {
+                    index::drop_row(t, &iq, Row::Ready, 0, seq)?;
+                    b.wrote = true;
+                    continue;
+                }
             };
             if rec.expires_ms.is_some_and(|e| e <= now) {
-                q.remove(seq);
+                self.unplace(t, b, channel, queue, seq, &rec)?;
                 self.bury(
                     t,
                     b,
@@ -813,13 +839,12 @@ impl Mem {
                 )?;
                 continue;
             }
-            let key = message_key(channel, queue, seq);
             let envelope = t
                 .body
                 .get(key.as_slice())?
                 .and_then(|g| decode_stored(g.value(), seq, rec.expires_ms));
+            self.unplace(t, b, channel, queue, seq, &rec)?;
             let Some(envelope) = envelope else {
-                q.remove(seq);
                 rec.last_error = Some(UNREADABLE.to_owned());
                 tracing::warn!(
                     channel,
@@ -841,7 +866,6 @@ impl Mem {
                 )?;
                 continue;
             };
-            q.remove(seq);
             self.lease_gen += 1;
             b.dirty_misc = true;
             let lease = self.lease_gen;
@@ -852,15 +876,7 @@ impl Mem {
                 expires_ms,
                 delivered_ms: now,
             };
-            Self::put_meta(t, b, channel, queue, seq, &rec)?;
-            let delivery_count = rec.delivery_count;
-            if let Some(q) = self
-                .channels
-                .get_mut(channel)
-                .and_then(|c| c.queues.get_mut(queue))
-            {
-                q.insert(seq, rec);
-            }
+            self.place(t, b, channel, queue, seq, &rec, now)?;
             return Ok(Some(Lease {
                 token: LeaseToken {
                     channel: channel.to_owned(),
@@ -869,10 +885,41 @@ impl Mem {
                     handle: format!("{seq}.{lease}"),
                 },
                 envelope,
-                delivery_count,
+                delivery_count: rec.delivery_count,
                 lease_expires_at: ts(expires_ms),
             }));
         }
+    }
+
+    /// The current lease of a token: its record, while leased under this token's generation.
+    fn held(
+        &self,
+        t: &Tables<'_>,
+        token: &LeaseToken,
+    ) -> SResult<Option<(u64, MsgRecord)>> {
+        let Some((seq, lease)) = token
+            .handle
+            .split_once('.')
+            .and_then(|(s, l)| Some((s.parse::<u64>().ok()?, l.parse::<u64>().ok()?)))
+        else {
+            return Ok(None);
+        };
+        let known = self
+            .channels
+            .get(token.channel.as_str())
+            .is_some_and(|c| c.queues.contains_key(token.queue.as_str()));
+        if !known {
+            return Ok(None);
+        }
+        let key = index::Queue::new(&token.channel, &token.queue).key(seq);
+        Ok(match read_rec(t, &key)? {
+            Rec::Found(rec)
+                if matches!(rec.state, MsgState::Leased { lease: held, .. } if held == lease) =>
+            {
+                Some((seq, rec))
+            }
+            _ => None,
+        })
     }
 
     pub(crate) fn settle(
@@ -882,49 +929,34 @@ impl Mem {
         token: &LeaseToken,
         action: Settle,
     ) -> OpResult<Settled> {
-        let Some((seq, lease)) = token
-            .handle
-            .split_once('.')
-            .and_then(|(s, l)| Some((s.parse::<u64>().ok()?, l.parse::<u64>().ok()?)))
-        else {
+        let now = now_ms();
+        let Some((seq, rec)) = self.held(t, token)? else {
             return Ok(Ok(Settled::NotInFlight));
         };
-        let now = now_ms();
         let channel = token.channel.as_str();
         let queue = token.queue.as_str();
-        let Some(chan) = self.channels.get_mut(channel) else {
+        let Some(settings) = self.channels.get(channel).map(|c| c.settings.clone()) else {
             return Ok(Ok(Settled::NotInFlight));
         };
-        let settings = chan.settings.clone();
-        let Some(q) = chan.queues.get_mut(queue) else {
-            return Ok(Ok(Settled::NotInFlight));
-        };
-        let Some(rec) = q.msgs.get(&seq) else {
-            return Ok(Ok(Settled::NotInFlight));
-        };
-        let (expires_ms, delivered_ms) = match rec.state {
+        let (lease, expires_ms, delivered_ms) = match rec.state {
             MsgState::Leased {
-                lease: held,
+                lease,
                 expires_ms,
                 delivered_ms,
-            } if held == lease
-                && expires_ms > now
-                && rec.message_id == token.message_id.as_str() =>
-            {
-                (expires_ms, delivered_ms)
+            } if expires_ms > now && rec.message_id == token.message_id.as_str() => {
+                (lease, expires_ms, delivered_ms)
             }
             _ => return Ok(Ok(Settled::NotInFlight)),
         };
         match action {
             Settle::Ack => {
-                q.remove(seq);
-                q.counters.delivered += 1;
-                let key = message_key(channel, queue, seq);
+                self.unplace(t, b, channel, queue, seq, &rec)?;
+                let key = index::Queue::new(channel, queue).key(seq);
                 t.meta.remove(key.as_slice())?;
                 t.body.remove(key.as_slice())?;
-                b.wrote = true;
-                b.dirty_counters
-                    .insert((channel.to_owned(), queue.to_owned()));
+                if let Some(q) = self.queue_mut(b, channel, queue) {
+                    q.counters.delivered += 1;
+                }
                 if settings.ordered {
                     b.wake.insert(channel.to_owned());
                 }
@@ -935,9 +967,10 @@ impl Mem {
                 reason,
                 ..
             } => {
-                let Some((mut rec, _)) = self.take_failed(b, channel, queue, seq) else {
+                if self.take_failed(t, b, channel, queue, seq, &rec)?.is_none() {
                     return Ok(Ok(Settled::NotInFlight));
-                };
+                }
+                let mut rec = rec;
                 rec.last_error = reason;
                 self.bury(
                     t,
@@ -957,22 +990,14 @@ impl Mem {
                 retry: true,
                 delay,
                 reason,
-            } => Ok(Ok(
-                self.fail_attempt(t, b, channel, queue, seq, delay, reason, now)?
-            )),
+            } => Ok(Ok(self.fail_attempt(
+                t, b, channel, queue, seq, rec, delay, reason, now,
+            )?)),
             Settle::Release => Ok(Ok(
-                self.fail_attempt(t, b, channel, queue, seq, None, None, now)?
+                self.fail_attempt(t, b, channel, queue, seq, rec, None, None, now)?
             )),
             Settle::Return => {
-                let Some(mut rec) = q.remove(seq) else {
-                    return Ok(Ok(Settled::NotInFlight));
-                };
-                rec.delivery_count = rec.delivery_count.saturating_sub(1);
-                rec.state = MsgState::Ready { ready_ms: now };
-                Self::put_meta(t, b, channel, queue, seq, &rec)?;
-                q.insert(seq, rec);
-                q.promote(now);
-                b.wake.insert(channel.to_owned());
+                self.return_lease(t, b, channel, queue, seq, rec, now)?;
                 Ok(Ok(Settled::Requeued { ready_at: ts(now) }))
             }
             Settle::Touch => {
@@ -981,19 +1006,37 @@ impl Mem {
                     .saturating_add(signed_ms(settings.ack_timeout))
                     .min(cap)
                     .max(expires_ms);
-                let Some(mut rec) = q.remove(seq) else {
-                    return Ok(Ok(Settled::NotInFlight));
-                };
+                self.unplace(t, b, channel, queue, seq, &rec)?;
+                let mut rec = rec;
                 rec.state = MsgState::Leased {
                     lease,
                     expires_ms: new_expiry,
                     delivered_ms,
                 };
-                Self::put_meta(t, b, channel, queue, seq, &rec)?;
-                q.insert(seq, rec);
+                self.place(t, b, channel, queue, seq, &rec, now)?;
                 Ok(Ok(Settled::Extended(ts(new_expiry))))
             }
         }
+    }
+
+    /// Makes a leased message ready again at once without counting the delivery.
+    #[allow(clippy::too_many_arguments)]
+    fn return_lease(
+        &mut self,
+        t: &mut Tables<'_>,
+        b: &mut Batch,
+        channel: &str,
+        queue: &str,
+        seq: u64,
+        mut rec: MsgRecord,
+        now: i64,
+    ) -> SResult<()> {
+        self.unplace(t, b, channel, queue, seq, &rec)?;
+        rec.delivery_count = rec.delivery_count.saturating_sub(1);
+        rec.state = MsgState::Ready { ready_ms: now };
+        self.place(t, b, channel, queue, seq, &rec, now)?;
+        b.wake.insert(channel.to_owned());
+        Ok(())
     }
 
     /// Undoes a lease whose caller never received it: ready again at once, and the delivery
@@ -1004,38 +1047,10 @@ impl Mem {
         b: &mut Batch,
         token: &LeaseToken,
     ) -> SResult<()> {
-        let Some((seq, lease)) = token
-            .handle
-            .split_once('.')
-            .and_then(|(s, l)| Some((s.parse::<u64>().ok()?, l.parse::<u64>().ok()?)))
-        else {
+        let Some((seq, rec)) = self.held(t, token)? else {
             return Ok(());
         };
-        let channel = token.channel.as_str();
-        let queue = token.queue.as_str();
-        let Some(q) = self
-            .channels
-            .get_mut(channel)
-            .and_then(|c| c.queues.get_mut(queue))
-        else {
-            return Ok(());
-        };
-        if !q.msgs.get(&seq).is_some_and(
-            |r| matches!(r.state, MsgState::Leased { lease: held, .. } if held == lease),
-        ) {
-            return Ok(());
-        }
-        let Some(mut rec) = q.remove(seq) else {
-            return Ok(());
-        };
-        let now = now_ms();
-        rec.delivery_count = rec.delivery_count.saturating_sub(1);
-        rec.state = MsgState::Ready { ready_ms: now };
-        Self::put_meta(t, b, channel, queue, seq, &rec)?;
-        q.insert(seq, rec);
-        q.promote(now);
-        b.wake.insert(channel.to_owned());
-        Ok(())
+        self.return_lease(t, b, &token.channel, &token.queue, seq, rec, now_ms())
     }
 
     pub(crate) fn dead_letters(
@@ -1115,6 +1130,7 @@ impl Mem {
         Ok(found)
     }
 
+
     pub(crate) fn replay(
         &mut self,
         t: &mut Tables<'_>,
@@ -1126,9 +1142,10 @@ impl Mem {
         let Some(chan) = self.channels.get_mut(channel) else {
             return Ok(Err(BufferError::UnknownChannel(channel.to_owned())));
         };
+        let ttl = signed_ms(chan.settings.ttl);
+        let max_queue_size = chan.settings.max_queue_size;
         let found = Self::matching_dead(t, channel, webhook_id, message_id)?;
         let now = now_ms();
-        let ttl = signed_ms(chan.settings.ttl);
         let mut replayed = 0u64;
         let mut blocked = 0u64;
         for (key, _) in found {
@@ -1140,31 +1157,33 @@ impl Mem {
             else {
                 continue;
             };
-            let q = chan.queues.entry(rec.queue.clone()).or_default();
-            if q.msgs.len() as u64 >= chan.settings.max_queue_size || q.msgs.contains_key(&rec.seq)
-            {
+            let iq = index::Queue::new(channel, &rec.queue);
+            let mkey = iq.key(rec.seq);
+            let full = self
+                .channels
+                .get_mut(channel)
+                .map(|c| c.queues.entry(rec.queue.clone()).or_default())
+                .is_none_or(|q| q.sizes.msgs >= max_queue_size);
+            if full || t.meta.get(mkey.as_slice())?.is_some() {
                 blocked += 1;
                 continue;
             }
             // `docs/reference/http-api.md`: a replayed message lives `ttl_seconds` from now.
-            let expires_ms = Some(now.saturating_add(ttl));
             let live = MsgRecord {
                 message_id: rec.message_id.clone(),
                 delivery_count: 0,
                 received_ms: rec.received_ms,
-                expires_ms,
+                expires_ms: Some(now.saturating_add(ttl)),
                 last_error: None,
                 state: MsgState::Ready { ready_ms: now },
             };
-            let mkey = message_key(channel, &rec.queue, rec.seq);
             t.body.insert(mkey.as_slice(), rec.body.as_slice())?;
-            t.meta.insert(mkey.as_slice(), live.encode().as_slice())?;
             t.dead.remove(key.as_slice())?;
-            q.insert(rec.seq, live);
-            q.promote(now);
-            q.dead = q.dead.saturating_sub(1);
+            self.place(t, b, channel, &rec.queue, rec.seq, &live, now)?;
+            if let Some(q) = self.queue_mut(b, channel, &rec.queue) {
+                q.sizes.dead = q.sizes.dead.saturating_sub(1);
+            }
             replayed += 1;
-            b.wrote = true;
         }
         if replayed > 0 {
             b.wake.insert(channel.to_owned());
@@ -1189,21 +1208,36 @@ impl Mem {
             t.dead.remove(key.as_slice())?;
             b.wrote = true;
             purged += 1;
-            if let Some(q) = self
-                .channels
-                .get_mut(channel)
-                .and_then(|c| c.queues.get_mut(&queue))
-            {
-                q.dead = q.dead.saturating_sub(1);
+            if let Some(q) = self.queue_mut(b, channel, &queue) {
+                q.sizes.dead = q.sizes.dead.saturating_sub(1);
             }
         }
         Ok(Ok(purged))
     }
 
-    /// The channel's numbers, from index sizes: no walk over its messages. Like a lease call it
-    /// first ends the leases that ran out and dead-letters the waiting messages that expired
-    /// (reason `expired`), so `queued` is exact (never an expired or leased message) and the
-    /// same answer's `expired` and `dead_letters` already hold what it no longer counts.
+    /// The oldest waiting message's arrival time, dropping index rows left by a dead-lettered
+    /// unreadable record on the way.
+    fn oldest_waiting(
+        &mut self,
+        t: &mut Tables<'_>,
+        b: &mut Batch,
+        iq: &index::Queue,
+    ) -> SResult<Option<i64>> {
+        while let Some((received_ms, seq)) = index::first_timed(&t.waiting, iq)? {
+            if t.meta.get(iq.key(seq).as_slice())?.is_some() {
+                return Ok(Some(received_ms));
+            }
+            index::drop_row(t, iq, Row::Waiting, received_ms, seq)?;
+            b.wrote = true;
+        }
+        Ok(None)
+    }
+
+    /// The channel's numbers, from the sizes and one index row per queue: no walk over its
+    /// messages. Like a lease call it first ends the leases that ran out and dead-letters the
+    /// waiting messages that expired (reason `expired`), so `queued` is exact (never an expired
+    /// or leased message) and the same answer's `expired` and `dead_letters` already hold what
+    /// it no longer counts.
     pub(crate) fn stats(
         &mut self,
         t: &mut Tables<'_>,
@@ -1216,23 +1250,27 @@ impl Mem {
         let now = now_ms();
         self.reap(t, b, channel, now)?;
         self.bury_expired(t, b, channel, now)?;
-        let Some(chan) = self.channels.get(channel) else {
-            return Ok(Err(BufferError::UnknownChannel(channel.to_owned())));
+        let shown: Vec<String> = match self.channels.get(channel) {
+            Some(chan) => chan
+                .queues
+                .iter()
+                .filter(|(name, q)| !q.is_idle() || chan.webhook_ids.binary_search(name).is_ok())
+                .map(|(name, _)| name.clone())
+                .collect(),
+            None => return Ok(Err(BufferError::UnknownChannel(channel.to_owned()))),
         };
         let mut queues = Vec::new();
-        for (name, q) in &chan.queues {
-            if q.is_idle() && chan.webhook_ids.binary_search(name).is_err() {
+        for name in shown {
+            let oldest = self.oldest_waiting(t, b, &index::Queue::new(channel, &name))?;
+            let Some(q) = self.channels.get(channel).and_then(|c| c.queues.get(&name)) else {
                 continue;
-            }
-            debug_assert_eq!(q.waiting.len(), q.ready.len() + q.delayed.len());
-            debug_assert_eq!(q.msgs.len(), q.waiting.len() + q.leased.len());
+            };
             // Expired ones were buried above: every waiting message counts.
-            let oldest = q.waiting.first().map(|&(received_ms, _)| received_ms);
-            let qs = QueueStats {
+            queues.push(QueueStats {
                 webhook_id: name.clone(),
-                queued: q.waiting.len() as u64,
-                in_flight: q.leased.len() as u64,
-                dead_letters: q.dead,
+                queued: q.sizes.waiting(),
+                in_flight: q.sizes.leased,
+                dead_letters: q.sizes.dead,
                 oldest_queued_age_seconds: oldest
                     .map(|o| (now.saturating_sub(o)).max(0) as f64 / 1000.0),
                 delivered: q.counters.delivered,
@@ -1240,8 +1278,7 @@ impl Mem {
                 expired: q.counters.expired,
                 dead_lettered: q.counters.dead_lettered,
                 published: q.counters.published,
-            };
-            queues.push(qs);
+            });
         }
         Ok(Ok(ChannelStats::of_queues(channel, queues)))
     }
@@ -1269,39 +1306,48 @@ impl Mem {
         channel: &str,
         now: i64,
     ) -> SResult<u64> {
-        let mut expired = Vec::new();
-        if let Some(chan) = self.channels.get(channel) {
-            for (qname, q) in &chan.queues {
-                let seqs = q.expired(now);
-                if !seqs.is_empty() {
-                    expired.push((qname.clone(), seqs));
-                }
-            }
-        }
+        let Some(chan) = self.channels.get(channel) else {
+            return Ok(0);
+        };
+        let names: Vec<String> = chan.queues.keys().cloned().collect();
         let mut moved = 0u64;
-        for (queue, seqs) in expired {
-            for seq in seqs {
-                let Some(rec) = self
-                    .channels
-                    .get_mut(channel)
-                    .and_then(|c| c.queues.get_mut(&queue))
-                    .and_then(|q| q.remove(seq))
-                else {
-                    continue;
-                };
-                self.bury(
-                    t,
-                    b,
-                    Bury {
-                        channel,
-                        queue: &queue,
-                        seq,
-                        rec,
-                        reason: DeadLetterReason::Expired,
-                        now,
-                    },
-                )?;
-                moved += 1;
+        for queue in names {
+            let iq = index::Queue::new(channel, &queue);
+            loop {
+                let expired = index::timed_upto(&t.expiring, &iq, now)?;
+                for &(at, seq) in &expired {
+                    match read_rec(t, &iq.key(seq))? {
+                        Rec::Found(rec)
+                            if matches!(rec.state, MsgState::Ready { .. })
+                                && rec.expires_ms.is_some_and(|e| e <= now) =>
+                        {
+                            self.unplace(t, b, channel, &queue, seq, &rec)?;
+                            self.bury(
+                                t,
+                                b,
+                                Bury {
+                                    channel,
+                                    queue: &queue,
+                                    seq,
+                                    rec,
+                                    reason: DeadLetterReason::Expired,
+                                    now,
+                                },
+                            )?;
+                            moved += 1;
+                        }
+                        Rec::Unreadable => {
+                            self.bury_unreadable(t, b, channel, &queue, seq, false, now)?
+                        }
+                        Rec::Found(_) | Rec::Missing => {}
+                    }
+                    // Gone with its message, or left behind by a record that changed.
+                    index::drop_row(t, &iq, Row::Expiring, at, seq)?;
+                    b.wrote = true;
+                }
+                if expired.len() < CHUNK {
+                    break;
+                }
             }
         }
         if moved > 0 {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use redb::Database;
+use redb::{Builder, Database};
 use tokio::sync::{mpsc, oneshot};
 use webhook_connect_protocol::Envelope;
 
@@ -21,6 +21,10 @@ use crate::{
     BufferError, ChannelStats, DeadLetterPage, DeadLetterQuery, LeaseToken, QueueSettings, Settle,
     Settled,
 };
+
+/// redb's page cache. Everything about queued messages is read from the file through it, so it
+/// bounds the store's memory whatever the backlog (redb's own default is 1 GiB).
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Most commands in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -158,7 +162,10 @@ pub(crate) fn open_store(path: &PathBuf) -> Result<(Database, Mem), BufferError>
     }
     create_private(path)
         .map_err(|e| BufferError::Unavailable(format!("cannot create {}: {e}", path.display())))?;
-    let db = Database::create(path).map_err(|e| match e {
+    let db = Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => BufferError::Locked(path.display().to_string()),
         other => BufferError::Unavailable(format!("cannot open {}: {other}", path.display())),
     })?;

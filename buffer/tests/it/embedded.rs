@@ -465,3 +465,67 @@ async fn expired_dead_letters(
     ids.sort();
     ids
 }
+
+/// A store file written before the index tables existed (messages and dead letters only) is
+/// indexed once when opened: every message is leasable in order, and stats and dead letters
+/// count as before.
+#[tokio::test]
+async fn file_without_index_tables_is_indexed_at_open_r50() {
+    use redb::{Database, TableDefinition, TableHandle};
+    let h = EmbeddedHarness::new();
+    let b = h.open().await;
+    ensure(&b, "legacy", &["w"], &settings()).await;
+    let sent = [
+        publish(&b, "legacy", "w", 1).await,
+        publish(&b, "legacy", "w", 2).await,
+        publish(&b, "legacy", "w", 3).await,
+    ];
+    let first = lease_one(&b, "legacy").await;
+    assert_eq!(first.envelope.message_id, sent[0].message_id);
+    let nacked = Settle::Nack {
+        retry: false,
+        delay: None,
+        reason: Some("no".into()),
+    };
+    b.settle(&first.token, nacked).await.unwrap();
+    b.close().await.unwrap();
+    drop(b);
+
+    // Take the file back to the earlier layout: no index tables, sizes or format mark.
+    {
+        let db = Database::create(h.path()).unwrap();
+        let txn = db.begin_write().unwrap();
+        let names: Vec<String> = txn
+            .list_tables()
+            .unwrap()
+            .map(|t| t.name().to_owned())
+            .filter(|n| n.starts_with("index_") || n == "queue_sizes")
+            .collect();
+        assert_eq!(names.len(), 6, "{names:?}");
+        for name in names {
+            let def: TableDefinition<'_, &[u8], ()> = TableDefinition::new(&name);
+            let _ = txn.delete_table(def);
+        }
+        {
+            let mut misc = txn
+                .open_table(TableDefinition::<&str, u64>::new("misc"))
+                .unwrap();
+            assert!(misc.remove("index_format").unwrap().is_some());
+        }
+        txn.commit().unwrap();
+    }
+
+    let b = h.open().await;
+    let st = b.stats("legacy").await.unwrap();
+    assert_eq!(st.total.queued, 2);
+    assert_eq!(st.total.dead_letters, 1);
+    let got = lease(&b, "legacy", 10, 2_000).await;
+    let ids: Vec<_> = got.iter().map(|l| l.envelope.message_id.clone()).collect();
+    assert_eq!(ids, vec![sent[1].message_id.clone(), sent[2].message_id.clone()]);
+    for l in &got {
+        assert_eq!(b.settle(&l.token, Settle::Ack).await.unwrap(), Settled::Acked);
+    }
+    let st = b.stats("legacy").await.unwrap();
+    assert_eq!((st.total.queued, st.total.in_flight), (0, 0));
+    b.close().await.unwrap();
+}
