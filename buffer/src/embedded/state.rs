@@ -18,10 +18,10 @@ use super::records::{
     Counters, DeadRecord, MsgRecord, MsgState, Sizes, dead_key, dead_key_id, decode_channel,
     encode_channel, split_dead_key, split_message_key, split_queue_key,
 };
-pub(crate) use super::tables::{Fail, SResult, Tables};
 use super::tables::{
     INDEX_FORMAT, MISC_HEALTH, MISC_INDEX_FORMAT, MISC_LEASE_GEN, MISC_NEXT_DEAD,
 };
+pub(crate) use super::tables::{Fail, SResult, Tables};
 use crate::lease_policy::{AfterFailure, LeasePolicy};
 use crate::millis::{now_ms, signed_ms, ts};
 use crate::stored::{decode_stored, encode_stored};
@@ -224,7 +224,11 @@ impl Mem {
     /// file written before they existed. Unreadable records are dead-lettered.
     fn index_file(&mut self, t: &mut Tables<'_>, b: &mut Batch) -> SResult<()> {
         index::clear_all(t)?;
-        for q in self.channels.values_mut().flat_map(|c| c.queues.values_mut()) {
+        for q in self
+            .channels
+            .values_mut()
+            .flat_map(|c| c.queues.values_mut())
+        {
             q.sizes = Sizes::default();
         }
         let now = now_ms();
@@ -292,7 +296,10 @@ impl Mem {
                 b.dirty_queues.insert((name.clone(), qname.clone()));
             }
         }
-        tracing::info!(messages = found, "Embedded store indexed (first start of this version)");
+        tracing::info!(
+            messages = found,
+            "Embedded store indexed (first start of this version)"
+        );
         Ok(())
     }
 
@@ -308,7 +315,8 @@ impl Mem {
                 Some(q) => {
                     t.counters
                         .insert(key.as_slice(), q.counters.encode().as_slice())?;
-                    t.sizes.insert(key.as_slice(), q.sizes.encode().as_slice())?;
+                    t.sizes
+                        .insert(key.as_slice(), q.sizes.encode().as_slice())?;
                 }
                 None => {
                     t.counters.remove(key.as_slice())?;
@@ -652,7 +660,13 @@ impl Mem {
             return Ok(Err(BufferError::UnknownChannel(channel.to_owned())));
         }
         let prefix = super::records::channel_prefix(channel);
-        for table in [&mut t.meta, &mut t.body, &mut t.dead, &mut t.counters, &mut t.sizes] {
+        for table in [
+            &mut t.meta,
+            &mut t.body,
+            &mut t.dead,
+            &mut t.counters,
+            &mut t.sizes,
+        ] {
             index::clear_prefix(table, &prefix)?;
         }
         for table in [
@@ -892,11 +906,7 @@ impl Mem {
     }
 
     /// The current lease of a token: its record, while leased under this token's generation.
-    fn held(
-        &self,
-        t: &Tables<'_>,
-        token: &LeaseToken,
-    ) -> SResult<Option<(u64, MsgRecord)>> {
+    fn held(&self, t: &Tables<'_>, token: &LeaseToken) -> SResult<Option<(u64, MsgRecord)>> {
         let Some((seq, lease)) = token
             .handle
             .split_once('.')
@@ -913,9 +923,7 @@ impl Mem {
         }
         let key = index::Queue::new(&token.channel, &token.queue).key(seq);
         Ok(match read_rec(t, &key)? {
-            Rec::Found(rec)
-                if matches!(rec.state, MsgState::Leased { lease: held, .. } if held == lease) =>
-            {
+            Rec::Found(rec) if matches!(rec.state, MsgState::Leased { lease: held, .. } if held == lease) => {
                 Some((seq, rec))
             }
             _ => None,
@@ -1129,7 +1137,6 @@ impl Mem {
         }
         Ok(found)
     }
-
 
     pub(crate) fn replay(
         &mut self,

@@ -1,10 +1,11 @@
 //! The redb tables of the embedded store and the storage failure type.
 //!
-//! Message rows (`message_meta`, `message_body`) are keyed by queue prefix + sequence; the
-//! index tables hold one empty-valued row per indexed message, keyed by queue prefix (+ a time)
-//! + sequence, so every question the store asks ("first ready message", "leases that ran
-//! out", "expired waiting messages", "oldest waiting message") is a short range read on disk
-//! and nothing about a queued message is kept in memory ([`super::index`]).
+//! Message rows (`message_meta`, `message_body`) are keyed by queue prefix and sequence; the
+//! index tables hold one empty-valued row per indexed message, keyed by queue prefix, a time
+//! where the index is ordered by one, and sequence. So every question the store asks ("first
+//! ready message", "leases that ran out", "expired waiting messages", "oldest waiting message")
+//! is a short range read on disk, and nothing about a queued message is kept in memory
+//! ([`super::index`]).
 
 use redb::{Table, TableDefinition, WriteTransaction};
 

@@ -166,9 +166,11 @@ pub(crate) fn open_store(path: &PathBuf) -> Result<(Database, Mem), BufferError>
         .set_cache_size(CACHE_BYTES)
         .create(path)
         .map_err(|e| match e {
-        redb::DatabaseError::DatabaseAlreadyOpen => BufferError::Locked(path.display().to_string()),
-        other => BufferError::Unavailable(format!("cannot open {}: {other}", path.display())),
-    })?;
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                BufferError::Locked(path.display().to_string())
+            }
+            other => BufferError::Unavailable(format!("cannot open {}: {other}", path.display())),
+        })?;
     let mem = load(&db, true).map_err(|f| BufferError::Corrupt(f.0))?;
     Ok((db, mem))
 }

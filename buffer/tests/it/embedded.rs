@@ -521,9 +521,15 @@ async fn file_without_index_tables_is_indexed_at_open_r50() {
     assert_eq!(st.total.dead_letters, 1);
     let got = lease(&b, "legacy", 10, 2_000).await;
     let ids: Vec<_> = got.iter().map(|l| l.envelope.message_id.clone()).collect();
-    assert_eq!(ids, vec![sent[1].message_id.clone(), sent[2].message_id.clone()]);
+    assert_eq!(
+        ids,
+        vec![sent[1].message_id.clone(), sent[2].message_id.clone()]
+    );
     for l in &got {
-        assert_eq!(b.settle(&l.token, Settle::Ack).await.unwrap(), Settled::Acked);
+        assert_eq!(
+            b.settle(&l.token, Settle::Ack).await.unwrap(),
+            Settled::Acked
+        );
     }
     let st = b.stats("legacy").await.unwrap();
     assert_eq!((st.total.queued, st.total.in_flight), (0, 0));
