@@ -90,6 +90,13 @@ impl ConnectorHandle {
     }
 }
 
+/// The client the connector forwards to its HTTP targets with (TLS and outbound policy of
+/// `config`, never a proxy); the bench's bare-hop row uses it to measure the hop without the relay.
+pub fn target_http_client(config: &ConnectorConfig) -> Result<reqwest::Client, RunError> {
+    let tls = crate::tls::client_config(&config.tls).map_err(RunError::Tls)?;
+    http_client(config, &tls, true)
+}
+
 /// A client for the relay, or (`targets`) for local targets. Only the relay client uses a
 /// proxy (`proxy`, else the standard proxy variables, minus `no_proxy`); local targets are
 /// always reached directly, whatever `HTTP_PROXY` says, and every new connection of theirs

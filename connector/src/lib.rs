@@ -67,5 +67,5 @@ pub(crate) mod settings;
 pub(crate) mod stream;
 pub mod tls;
 
-pub use app::{ConnectorHandle, RunError, RunOutcome, run, start};
+pub use app::{ConnectorHandle, RunError, RunOutcome, run, start, target_http_client};
 pub use config::ConnectorConfig;

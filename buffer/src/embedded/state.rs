@@ -18,10 +18,8 @@ use super::records::{
     Counters, DeadRecord, MsgRecord, MsgState, Sizes, dead_key, dead_key_id, decode_channel,
     encode_channel, split_dead_key, split_message_key, split_queue_key,
 };
-use super::tables::{
-    INDEX_FORMAT, MISC_HEALTH, MISC_INDEX_FORMAT, MISC_LEASE_GEN, MISC_NEXT_DEAD,
-};
 pub(crate) use super::tables::{Fail, SResult, Tables};
+use super::tables::{INDEX_FORMAT, MISC_HEALTH, MISC_INDEX_FORMAT, MISC_LEASE_GEN, MISC_NEXT_DEAD};
 use crate::lease_policy::{AfterFailure, LeasePolicy};
 use crate::millis::{now_ms, signed_ms, ts};
 use crate::stored::{decode_stored, encode_stored};

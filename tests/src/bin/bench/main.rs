@@ -3,8 +3,8 @@
 //!
 //!   webhook-connect-bench --all [--messages N] [--json FILE]   (everything below, one run)
 //!   webhook-connect-bench [--backend embedded|redis|rabbitmq|all] [--messages N] [--json FILE]
-//!                         [--only limit|admin|ingest|websocket|sse|long_poll|hostile|cluster]
-//!                         [--scale 1000,10000]
+//!                         [--only limit|admin|ingest|websocket|sse|long_poll|hostile|cluster|drain]
+//!                         [--scale 1000,10000] [--depth N]
 //!
 //! Measurements, each on a fresh relay started in this process:
 //! 1. ingest: HMAC-signed 1 KiB webhooks at concurrency 1, 16 and 64 → accepted/s, p50/p99;
@@ -23,9 +23,14 @@
 //!    of 1,024 under idle, slow-header and large-body attackers while a legitimate sender posts;
 //! 7. Redis Cluster (`redis_cluster.rs`, `--only cluster` and `--all`): publish and drain with
 //!    the webhooks spread over 12 channels, on the single Redis and on the 3-master cluster.
+//! 8. drain and depth (`drain.rs`, `--only drain`, `--depth N` and `--all`): the bare-hop limit
+//!    (the connector's own HTTP client, no relay), N queued then drained by one connector process
+//!    per transport with the ratio to the bare hop and CPU per message, and for `--depth N` the
+//!    embedded store's memory, disk and restart with N queued.
 
 mod admin_ops;
 mod buffers;
+mod drain;
 mod hostile;
 mod redis_cluster;
 
@@ -41,8 +46,13 @@ const TOKEN: &str = "bench-channel-token-0123456789";
 const SECRET: &str = "bench-secret";
 
 fn channel_toml() -> String {
+    channel_toml_with(1_000_000)
+}
+
+/// The bench channel, holding up to `max_queue_size` messages.
+fn channel_toml_with(max_queue_size: u64) -> String {
     format!(
-        "[[channels]]\nname = \"bench\"\ntoken = \"{TOKEN}\"\nmax_queue_size = 1000000\nmax_in_flight = 1000\n[channels.webhooks.github]\nhmac = {{ preset = \"github\", secret = \"{SECRET}\" }}\n"
+        "[[channels]]\nname = \"bench\"\ntoken = \"{TOKEN}\"\nmax_queue_size = {max_queue_size}\nmax_in_flight = 1000\n[channels.webhooks.github]\nhmac = {{ preset = \"github\", secret = \"{SECRET}\" }}\n"
     )
 }
 
@@ -662,6 +672,17 @@ async fn start_release_relay(
     rest: &str,
     open_files: Option<u32>,
 ) -> Option<(std::process::Child, u16)> {
+    start_release_relay_at(dir, "", rest, open_files).await
+}
+
+/// [`start_release_relay`] with the store file `db` in `dir` (empty: one per port), so a
+/// relay started again finds the same store.
+async fn start_release_relay_at(
+    dir: &TempDir,
+    db: &str,
+    rest: &str,
+    open_files: Option<u32>,
+) -> Option<(std::process::Child, u16)> {
     let relay_bin = std::env::current_exe()
         .ok()?
         .with_file_name("webhook-relay");
@@ -671,7 +692,12 @@ async fn start_release_relay(
         .port();
     let config = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\n[buffer.embedded]\npath = \"{db}\"\n[state]\npath = \"{state}\"\n[log]\nlevel = \"warn\"\n{rest}",
-        db = dir.0.join(format!("r{port}.db")).display(),
+        db = if db.is_empty() {
+            dir.0.join(format!("r{port}.db"))
+        } else {
+            dir.0.join(db)
+        }
+        .display(),
         state = dir.0.join(format!("s{port}.json")).display(),
     );
     let path = dir.0.join(format!("relay{port}.toml"));
@@ -786,29 +812,9 @@ async fn process_rss(n: usize) -> Vec<Row> {
     let Some(sink) = Sink::start(([127, 0, 0, 1], 0).into(), false).await.ok() else {
         return rows;
     };
-    let config = serde_json::json!({
-        "cloud_url": base, "channel": "bench", "token": TOKEN, "protocol": "websocket",
-        "max_concurrent_requests": 64, "log_level": "warn",
-        "default_target": {"url": sink.url()}
-    });
-    let path = dir.0.join("connector.json");
-    let connector_bin = std::env::current_exe()
-        .map(|p| p.with_file_name("webhook-connector"))
-        .unwrap_or_default();
-    let spawned = std::fs::write(&path, config.to_string()).and_then(|()| {
-        std::process::Command::new(&connector_bin)
-            .arg("--config")
-            .arg(&path)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-    });
-    let mut connector = match spawned {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("rss: cannot start {}: {e}", connector_bin.display());
-            let _ = relay.kill();
-            return rows;
-        }
+    let Some(mut connector) = spawn_connector(&dir, &base, "websocket", &sink.url()) else {
+        let _ = relay.kill();
+        return rows;
     };
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (relay_pid, connector_pid) = (relay.id(), connector.id());
@@ -861,6 +867,39 @@ async fn process_rss(n: usize) -> Vec<Row> {
     }
     sink.stop();
     rows
+}
+
+/// Starts the release connector (beside this binary) for the bench channel of the relay at
+/// `base`, on `protocol`, delivering to `target` with 64 concurrent requests.
+fn spawn_connector(
+    dir: &TempDir,
+    base: &str,
+    protocol: &str,
+    target: &str,
+) -> Option<std::process::Child> {
+    let config = serde_json::json!({
+        "cloud_url": base, "channel": "bench", "token": TOKEN, "protocol": protocol,
+        "max_concurrent_requests": 64, "log_level": "warn",
+        "default_target": {"url": target}
+    });
+    let path = dir.0.join(format!("connector-{protocol}.json"));
+    let connector_bin = std::env::current_exe()
+        .map(|p| p.with_file_name("webhook-connector"))
+        .unwrap_or_default();
+    let spawned = std::fs::write(&path, config.to_string()).and_then(|()| {
+        std::process::Command::new(&connector_bin)
+            .arg("--config")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+    });
+    match spawned {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("cannot start {}: {e}", connector_bin.display());
+            None
+        }
+    }
 }
 
 fn rss_mb() -> f64 {
@@ -1005,13 +1044,26 @@ async fn main() {
     let hostile_only = only.as_deref() == Some("hostile");
     let cluster_only = only.as_deref() == Some("cluster");
     let mut tables: Vec<(String, Vec<Row>)> = Vec::new();
-    for backend in backends.iter().filter(|_| !hostile_only && !cluster_only) {
+    // The bare hop first, so every end-to-end row can be printed against it.
+    let depth: Option<usize> = arg("--depth").and_then(|v| v.parse().ok());
+    let bare = if all || only.as_deref() == Some("drain") || depth.is_some() {
+        drain::bare_hop(n).await
+    } else {
+        None
+    };
+    for backend in backends
+        .iter()
+        .filter(|_| !hostile_only && !cluster_only && only.as_deref() != Some("drain"))
+    {
         let label = match backend {
             Backend::Embedded => "embedded",
             Backend::Redis { .. } => "redis",
             Backend::RabbitMq { .. } => "rabbitmq",
         };
-        let rows = run_backend(backend, n, only.as_deref()).await;
+        let mut rows = run_backend(backend, n, only.as_deref()).await;
+        if let Some(bare) = &bare {
+            drain::note_ratio_to_bare_hop(&mut rows, bare.rate);
+        }
         print_table(label, &rows);
         tables.push((label.to_owned(), rows));
     }
@@ -1031,6 +1083,22 @@ async fn main() {
             &rows,
         );
         tables.push(("redis-cluster".to_owned(), rows));
+    }
+    // `--only drain` (and `--all`): the bare hop and the drain rows; `--depth N`: N queued.
+    if all || only.as_deref() == Some("drain") || depth.is_some() {
+        let limit = bare.as_ref().map(|r| r.rate);
+        let mut rows: Vec<Row> = bare.into_iter().collect();
+        if all || only.as_deref() == Some("drain") {
+            rows.extend(drain::drain_rows(n, limit).await);
+        }
+        if let Some(depth) = depth {
+            rows.extend(drain::depth(depth, limit).await);
+        }
+        print_table(
+            "drain (release relay and connector processes, embedded store)",
+            &rows,
+        );
+        tables.push(("drain".to_owned(), rows));
     }
     if all || hostile_only {
         let rows = hostile::hostile().await;
