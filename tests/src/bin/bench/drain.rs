@@ -22,8 +22,9 @@ use tokio::sync::Notify;
 use webhook_connect_tests::stack::TempDir;
 use webhook_connector::config::{ChannelConfig, ConnectorConfig, Protocol, TargetConfig};
 
+use crate::rss::{PeakRss, rss_of};
 use crate::{
-    Row, TOKEN, body, channel_toml_with, post_all, rss_of, spawn_connector, start_release_relay_at,
+    Row, TOKEN, body, channel_toml_with, post_all, spawn_connector, start_release_relay_at,
 };
 
 /// Concurrency of the connector's target requests in these rows, and of the bare hop.
@@ -287,29 +288,14 @@ async fn drain_into(
     let base = format!("http://127.0.0.1:{port}");
     let mut connector = spawn_connector(dir, &base, protocol_name(protocol), &sink.url)?;
     let connector_pid = connector.id();
-    let peaks = Arc::new(std::sync::Mutex::new((0.0f64, 0.0f64)));
-    let stop = tokio_util::sync::CancellationToken::new();
-    let sampler = {
-        let (peaks, stop) = (peaks.clone(), stop.clone());
-        tokio::spawn(async move {
-            while !stop.is_cancelled() {
-                let (r, c) = (rss_of(relay_pid), rss_of(connector_pid));
-                if let Ok(mut p) = peaks.lock() {
-                    p.0 = p.0.max(r);
-                    p.1 = p.1.max(c);
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
+    let sampler = PeakRss::watch(&[relay_pid, connector_pid], Duration::from_millis(100));
     let wait = Duration::from_secs(60 + (n / 500) as u64);
     let got = sink.wait_for(n, wait).await;
     let cpu = cpu_secs(relay_pid) - relay_cpu + cpu_secs(connector_pid);
-    stop.cancel();
-    let _ = sampler.await;
+    let peaks = sampler.finish().await;
     let _ = connector.kill();
     let _ = connector.wait();
-    let (relay_rss_peak, connector_rss_peak) = peaks.lock().map(|p| *p).unwrap_or_default();
+    let (relay_rss_peak, connector_rss_peak) = (peaks[0], peaks[1]);
     Some(Drained {
         got,
         rate: got as f64 / sink.counter.span_secs(),
@@ -387,25 +373,14 @@ pub(crate) async fn depth(n: usize, bare: Option<f64>) -> Vec<Row> {
     };
     let db = dir.0.join("depth.db");
     let pid = relay.id();
-    let peak = Arc::new(AtomicU64::new(0));
-    let stop = tokio_util::sync::CancellationToken::new();
-    let sampler = {
-        let (peak, stop) = (peak.clone(), stop.clone());
-        tokio::spawn(async move {
-            while !stop.is_cancelled() {
-                peak.fetch_max((rss_of(pid) * 1024.0) as u64, Ordering::AcqRel);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    };
+    let sampler = PeakRss::watch(&[pid], Duration::from_millis(200));
     let started = Instant::now();
     let (rate, _, failed) = post_all(&format!("http://127.0.0.1:{port}"), n, 64, None).await;
-    stop.cancel();
-    let _ = sampler.await;
+    let peak = sampler.finish().await[0];
     let queued = n - failed;
     rows.push(mb_row(
         format!("depth {n}: relay RSS ingesting"),
-        peak.load(Ordering::Acquire) as f64 / 1024.0,
+        peak,
         format!(
             "MB peak; {queued} x 1 KiB queued at {rate:.0}/s in {:.0} s, {failed} failed",
             started.elapsed().as_secs_f64()

@@ -33,11 +33,14 @@ mod buffers;
 mod drain;
 mod hostile;
 mod redis_cluster;
+mod rss;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use webhook_connect_buffer::Settle;
+
+use crate::rss::rss_of;
 use webhook_connect_tests::sink::Sink;
 use webhook_connect_tests::stack::{Backend, Connector, Relay, TempDir, relay_toml_with};
 use webhook_connector::config::Protocol;
@@ -587,24 +590,6 @@ fn fsync_floor(n: usize) -> Option<Row> {
     })
 }
 
-/// Resident memory of process `pid`, MB.
-fn rss_of(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
 /// Relay RSS with 0 and then `steps` idle WebSocket connectors. The relay is the release binary
 /// next to this one, run as its own process so its memory is measured alone.
 /// How `scale` holds its idle connectors open.
@@ -834,28 +819,13 @@ async fn process_rss(n: usize) -> Vec<Row> {
         rss_of(connector_pid),
         "MB; one WebSocket channel".into(),
     ));
-    let peaks = std::sync::Arc::new(std::sync::Mutex::new((0.0f64, 0.0f64)));
-    let stop = tokio_util::sync::CancellationToken::new();
-    let sampler = {
-        let (peaks, stop) = (peaks.clone(), stop.clone());
-        tokio::spawn(async move {
-            while !stop.is_cancelled() {
-                let (r, c) = (rss_of(relay_pid), rss_of(connector_pid));
-                if let Ok(mut p) = peaks.lock() {
-                    p.0 = p.0.max(r);
-                    p.1 = p.1.max(c);
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
+    let sampler = rss::PeakRss::watch(&[relay_pid, connector_pid], Duration::from_millis(50));
     let started = Instant::now();
     let (_, _, failed) = post_all(&base, n, 64, None).await;
     let got = sink.wait_for_distinct(n, Duration::from_secs(180)).await;
     let rate = got as f64 / started.elapsed().as_secs_f64();
-    stop.cancel();
-    let _ = sampler.await;
-    let (relay_peak, connector_peak) = peaks.lock().map(|p| *p).unwrap_or_default();
+    let peaks = sampler.finish().await;
+    let (relay_peak, connector_peak) = (peaks[0], peaks[1]);
     let note = format!(
         "MB peak; {n} x 1 KiB at c=64, {got} arrived ({rate:.0}/s), {failed} post failures"
     );
