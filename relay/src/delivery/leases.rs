@@ -64,6 +64,14 @@ impl Held {
     fn takes_slot(&self) -> bool {
         !self.lapsed && !self.settling
     }
+
+    /// Takes a slot and its lease has not run out on the relay's clock, even if no sweep has
+    /// marked it lapsed yet. Once `lapses_at` has passed, the buffer may already have leased
+    /// the message again (its expiry is never earlier than `lapses_at`): that new lease is the
+    /// message's next delivery, not a second copy of this one.
+    fn live_at(&self, now: Instant) -> bool {
+        self.takes_slot() && now < self.lapses_at
+    }
 }
 
 /// A settle taken out of the table: the leases to settle, handed back with [`Leases::finish`].
@@ -121,7 +129,8 @@ impl Leases {
     /// the new lease as a copy; a lapsed or settling one is replaced (its lease is over: the
     /// buffer leased the message again).
     pub(crate) fn hold(&mut self, message_id: &str, entry: Held) -> Holding {
-        if let Some(live) = self.held.get_mut(message_id).filter(|h| h.takes_slot()) {
+        let now = Instant::now();
+        if let Some(live) = self.held.get_mut(message_id).filter(|h| h.live_at(now)) {
             live.copies.push(entry.token);
             return Holding::Copy;
         }
@@ -131,7 +140,8 @@ impl Leases {
 
     /// True when a live entry of `message_id` is held (a new lease would be a copy).
     pub(crate) fn holds_live(&self, message_id: &str) -> bool {
-        self.held.get(message_id).is_some_and(Held::takes_slot)
+        let now = Instant::now();
+        self.held.get(message_id).is_some_and(|h| h.live_at(now))
     }
 
     /// Takes `message_id` out for a settle. `None` when it is not held, or another ack or nack
@@ -268,6 +278,24 @@ mod tests {
         leases.finish(&claim, None);
         assert_eq!(leases.occupied(), 1);
         assert!(leases.claim("m", false).is_some());
+    }
+
+    #[test]
+    fn a_lease_past_its_lapse_but_not_yet_swept_is_replaced_not_joined_by_the_next() {
+        // The buffer leased the message again after its lease ran out, before the sweep marked
+        // the old entry lapsed: that is the next delivery, to be sent, never a copy (a copy is
+        // acked at lapse, which would remove the message without delivering it).
+        let now = Instant::now();
+        let mut leases = Leases::default();
+        leases.hold("m", held("first", Timestamp::now(), now, Duration::ZERO));
+        assert!(!leases.holds_live("m"));
+        assert_eq!(
+            leases.hold("m", held("next", Timestamp::now(), now, ACK_TIMEOUT)),
+            Holding::New
+        );
+        let claim = leases.claim("m", false).expect("the next lease is held");
+        assert_eq!(claim.entry.token.handle, "next");
+        assert!(claim.entry.copies.is_empty());
     }
 
     #[test]
