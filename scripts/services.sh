@@ -17,6 +17,8 @@
 # interface in front of chDB, the ClickHouse engine as a library (PyPI `chdb`, installed with pip
 # when missing). That one is not a ClickHouse server: the SQL runs in the real engine, the HTTP
 # layer is ours (see the script and docs/modules.md). All on 127.0.0.1.
+# Not a server: `browser` (included when no name is given) installs Debian's chromium and
+# chromium-driver for the dashboard's browser test (scripts/browser.sh).
 # Each is started with the command a Debian machine of this project's kind uses; a server that
 # is not installed, or does not come up in time, fails the script with a message that says
 # which one and why.
@@ -123,7 +125,15 @@ install() { # name
 }
 
 wanted=("$@")
-[ ${#wanted[@]} -eq 0 ] && wanted=("${ORDER[@]}")
+[ ${#wanted[@]} -eq 0 ] && wanted=(browser "${ORDER[@]}")
+
+# The browser is installed, not started.
+if [[ " ${wanted[*]} " == *" browser "* ]]; then
+  "$HERE/browser.sh" || exit 1
+  servers=()
+  for name in "${wanted[@]}"; do [ "$name" = browser ] || servers+=("$name"); done
+  wanted=("${servers[@]}")
+fi
 
 # The redis_rq RQ-mode test runs a real RQ worker (PyPI `rq`); install it with Redis.
 if [[ " ${wanted[*]} " == *" redis "* ]] && ! python3 -c 'import rq' >/dev/null 2>&1; then

@@ -13,6 +13,7 @@ use webhook_connect_protocol::ack::AckBatchResponse;
 use webhook_connect_protocol::config_values::Secret;
 use webhook_connect_protocol::frames::AckStatus;
 use webhook_connect_protocol::frames::MAX_REASON_CHARS;
+use webhook_connect_protocol::report::DeliveryReport;
 use webhook_connect_protocol::version::{CONNECTION_ID_HEADER, PROTOCOL_HEADER};
 
 /// What to tell the relay about one message.
@@ -136,16 +137,29 @@ impl AckSink {
 
     /// Sends the decision for `message_id`.
     pub async fn send(&self, message_id: &str, decision: &Decision) -> Result<(), AckError> {
+        self.send_reporting(message_id, decision, None).await
+    }
+
+    /// Sends the decision for `message_id` with the report of its local delivery (v2 only:
+    /// the optional `report` of B.4 / B.9, for the relay's message trace).
+    pub async fn send_reporting(
+        &self,
+        message_id: &str,
+        decision: &Decision,
+        report: Option<&DeliveryReport>,
+    ) -> Result<(), AckError> {
         match self {
             AckSink::WebSocket {
                 tx,
                 version,
                 timeout,
             } => {
+                let report = report.filter(|_| version.is_v2()).cloned();
                 let frame = match decision {
                     Decision::Ack => ClientFrame::Ack {
                         message_ids: vec![message_id.to_owned()],
                         reference: None,
+                        report,
                     },
                     Decision::Nack {
                         retry,
@@ -157,13 +171,14 @@ impl AckSink {
                         delay_ms: delay_ms.filter(|_| version.is_v2()),
                         reason: version.is_v2().then(|| cut(reason)),
                         reference: None,
+                        report,
                     },
                 };
                 tx.send_timeout(Message::Text(frame.to_json().into()), *timeout)
                     .await
                     .map_err(|_| AckError::ConnectionGone)
             }
-            AckSink::Http(acker) => acker.send(message_id, decision).await,
+            AckSink::Http(acker) => acker.send(message_id, decision, report).await,
         }
     }
 }
@@ -177,6 +192,25 @@ pub struct BatchItem {
 
 /// Most entries in one batch request (the relay accepts up to 1000).
 pub const MAX_BATCH: usize = 500;
+
+/// Most bytes of entries in one batch request (the relay accepts bodies up to 1 MiB).
+const MAX_BATCH_BYTES: usize = 512 * 1024;
+
+/// The encoded size of a batch entry, roughly (reports dominate it).
+fn entry_bytes(entry: &serde_json::Value) -> usize {
+    let report = entry.get("report").map_or(0, |r| {
+        ["error", "response_snippet"]
+            .iter()
+            .filter_map(|k| r.get(k).and_then(serde_json::Value::as_str))
+            .map(|t| t.len() * 2)
+            .sum::<usize>()
+    });
+    let reason = entry
+        .get("reason")
+        .and_then(serde_json::Value::as_str)
+        .map_or(0, str::len);
+    96 + report + reason
+}
 
 impl HttpAcker {
     /// An acker for one SSE connection or long-poll session. With v2 granted, acks are sent in
@@ -236,9 +270,14 @@ impl HttpAcker {
         }
     }
 
-    async fn send(&self, message_id: &str, decision: &Decision) -> Result<(), AckError> {
+    async fn send(
+        &self,
+        message_id: &str,
+        decision: &Decision,
+        report: Option<&DeliveryReport>,
+    ) -> Result<(), AckError> {
         if let Some(tx) = &self.batch {
-            let entry = match decision {
+            let mut entry = match decision {
                 Decision::Ack => serde_json::json!({"message_id": message_id, "status": "ack"}),
                 Decision::Nack {
                     retry,
@@ -254,6 +293,9 @@ impl HttpAcker {
                     entry
                 }
             };
+            if let Some(r) = report.filter(|r| !r.is_empty()) {
+                entry["report"] = r.to_value();
+            }
             return self.submit(tx, entry).await;
         }
         let mut query: Vec<(&str, String)> = vec![("message_id", message_id.to_owned())];
@@ -328,11 +370,30 @@ struct BatchWorker {
 
 impl BatchWorker {
     async fn run(self, mut rx: mpsc::Receiver<BatchItem>) {
-        while let Some(first) = rx.recv().await {
+        let mut carried: Option<BatchItem> = None;
+        loop {
+            let first = match carried.take() {
+                Some(item) => item,
+                None => match rx.recv().await {
+                    Some(item) => item,
+                    None => break,
+                },
+            };
+            // Entries with delivery reports are larger: the body stays well under the relay's
+            // 1 MiB limit (B.9) by bytes as well as by count.
+            let mut bytes = entry_bytes(&first.entry);
             let mut items = vec![first];
             while items.len() < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(item) => items.push(item),
+                    Ok(item) => {
+                        let size = entry_bytes(&item.entry);
+                        if bytes + size > MAX_BATCH_BYTES {
+                            carried = Some(item);
+                            break;
+                        }
+                        bytes += size;
+                        items.push(item);
+                    }
                     Err(_) => break,
                 }
             }

@@ -16,6 +16,7 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use webhook_connect_protocol::WebhookMessage;
+use webhook_connect_protocol::report::DeliveryReport;
 
 use crate::ack::Decision;
 use crate::ack::{AckError, AckSink};
@@ -55,6 +56,8 @@ struct Core {
 #[derive(Debug, Clone)]
 struct Finished {
     decision: Decision,
+    /// What the local delivery reported (for the relay's message trace).
+    report: Option<DeliveryReport>,
     /// The lease ran out first: the decision is no answer for the redelivery.
     lease_lost: bool,
 }
@@ -253,10 +256,10 @@ impl Core {
     async fn process(&self, job: Job) {
         let Job { msg, held, acks } = job;
         let started = Instant::now();
-        let decision = if self.record.contains(&msg.message_id) {
+        let (decision, report) = if self.record.contains(&msg.message_id) {
             self.state.deduplicated.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(message_id = %msg.message_id, "Already completed; acking again");
-            Decision::Ack
+            (Decision::Ack, None)
         } else {
             self.work_on(&msg, &acks, started).await
         };
@@ -269,7 +272,10 @@ impl Core {
                 self.state.nacked_no_retry.fetch_add(1, Ordering::Relaxed)
             }
         };
-        match acks.send(&msg.message_id, &decision).await {
+        match acks
+            .send_reporting(&msg.message_id, &decision, report.as_ref())
+            .await
+        {
             Ok(()) => {}
             Err(AckError::NotInFlight) => {
                 tracing::warn!(message_id = %msg.message_id, "Relay says the message is no longer in flight")
@@ -287,7 +293,12 @@ impl Core {
     /// Does the work on `msg`, or waits for the work already under way on the same message (a
     /// redelivery that arrived meanwhile). Work that stopped because its lease was lost decides
     /// nothing for a later delivery, which then does the work itself.
-    async fn work_on(&self, msg: &WebhookMessage, acks: &AckSink, started: Instant) -> Decision {
+    async fn work_on(
+        &self,
+        msg: &WebhookMessage,
+        acks: &AckSink,
+        started: Instant,
+    ) -> (Decision, Option<DeliveryReport>) {
         loop {
             match self.claim(&msg.message_id) {
                 Claim::Theirs(mut rx) => {
@@ -306,20 +317,21 @@ impl Core {
                                     reason: "earlier work on this message stopped".into(),
                                     delay_ms: None,
                                 },
+                                report: None,
                                 lease_lost: false,
                             };
                         }
                     };
                     if !theirs.lease_lost {
-                        return theirs.decision;
+                        return (theirs.decision, theirs.report);
                     }
                 }
                 Claim::Mine(tx) => {
                     let lease = self.leases.start(&msg.message_id);
-                    let d = tokio::select! {
+                    let (d, report) = tokio::select! {
                         d = self.run(msg, &lease, started) => d,
                         // `keep` never returns.
-                        () = lease::keep(msg, acks, &lease) => Decision::Nack { retry: true, reason: LEASE_LOST.into(), delay_ms: None },
+                        () = lease::keep(msg, acks, &lease) => (Decision::Nack { retry: true, reason: LEASE_LOST.into(), delay_ms: None }, None),
                     };
                     self.leases.finish(&msg.message_id);
                     // Removed before the result is published, so a waiter that must do the work
@@ -327,26 +339,36 @@ impl Core {
                     self.lock_in_progress().remove(&msg.message_id);
                     tx.send_replace(Some(Finished {
                         decision: d.clone(),
+                        report: report.clone(),
                         lease_lost: lease.is_cancelled() && !matches!(d, Decision::Ack),
                     }));
-                    return d;
+                    return (d, report);
                 }
             }
         }
     }
 
-    async fn run(&self, msg: &WebhookMessage, lease: &Lease, started: Instant) -> Decision {
+    async fn run(
+        &self,
+        msg: &WebhookMessage,
+        lease: &Lease,
+        started: Instant,
+    ) -> (Decision, Option<DeliveryReport>) {
         if let Some(pipeline) = &self.pipeline {
-            return self.run_modules(pipeline, msg, lease, started).await;
+            return (self.run_modules(pipeline, msg, lease, started).await, None);
         }
         let channel = &self.channel;
         let Some(target) = channel.target_for(&msg.webhook_id) else {
             tracing::warn!(message_id = %msg.message_id, webhook_id = %msg.webhook_id, "No target for webhook id");
-            return Decision::Nack {
-                retry: false,
-                reason: format!("no target for webhook id {}", msg.webhook_id),
-                delay_ms: None,
-            };
+            let reason = format!("no target for webhook id {}", msg.webhook_id);
+            return (
+                Decision::Nack {
+                    retry: false,
+                    reason: reason.clone(),
+                    delay_ms: None,
+                },
+                Some(DeliveryReport::failed(reason)),
+            );
         };
         let label = if channel.targets.contains_key(&msg.webhook_id) {
             msg.webhook_id.as_str()
@@ -380,7 +402,7 @@ impl Core {
                 tracing::warn!(message_id = %msg.message_id, retry, reason = %reason, attempts = delivery.attempts, "Delivery failed");
             }
         }
-        delivery.decision
+        (delivery.decision, delivery.report)
     }
 
     /// Module mode (§7.2): the entry's module or chain; shutdown past the drain timeout stops

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use webhook_connect_protocol::WebhookMessage;
 use webhook_connect_protocol::backoff::Backoff;
 use webhook_connect_protocol::headers::never_forwarded;
+use webhook_connect_protocol::report::{DeliveryReport, MAX_SNIPPET_BYTES};
 
 use crate::ack::Decision;
 use crate::config::{BodyMode, ForwardHeaders, TargetConfig};
@@ -42,6 +43,9 @@ pub struct Delivery {
     pub attempts: u32,
     /// Error kinds seen (`timeout`, `connection`, `tls`, `status_5xx`, …), one per failed attempt.
     pub error_kinds: Vec<&'static str>,
+    /// What the last attempt got from the target, for the relay's message trace (sent with
+    /// the ack or nack on v2).
+    pub report: Option<DeliveryReport>,
 }
 
 /// A plain HTTP client for local targets: no redirects, default TLS (the connector itself uses
@@ -73,13 +77,14 @@ pub async fn deliver(
 ) -> Delivery {
     let attempts = target.retry.attempts();
     let mut error_kinds = Vec::new();
+    let mut report = None;
     let mut attempt = 1u32;
     loop {
         let result = {
             let permit = tokio::select! {
                 p = permits.acquire() => p,
                 () = cancel.cancelled() => {
-                    return Delivery { decision: Decision::nack(true, "connector shutting down"), attempts: attempt - 1, error_kinds };
+                    return Delivery { decision: Decision::nack(true, "connector shutting down"), attempts: attempt - 1, error_kinds, report };
                 }
             };
             let Ok(_permit) = permit else {
@@ -87,10 +92,14 @@ pub async fn deliver(
                     decision: Decision::nack(true, "connector shutting down"),
                     attempts: attempt - 1,
                     error_kinds,
+                    report,
                 };
             };
             tokio::select! {
-                r = one_attempt(client, msg, target, channel, attempt) => r,
+                (r, got) = one_attempt(client, msg, target, channel, attempt) => {
+                    report = Some(got);
+                    r
+                }
                 () = cancel.cancelled() => Attempt::Final(Decision::nack(true, "connector shutting down"), "cancelled"),
             }
         };
@@ -100,6 +109,7 @@ pub async fn deliver(
                     decision: Decision::Ack,
                     attempts: attempt,
                     error_kinds,
+                    report,
                 };
             }
             Attempt::Final(decision, kind) => {
@@ -110,6 +120,7 @@ pub async fn deliver(
                     decision,
                     attempts: attempt,
                     error_kinds,
+                    report,
                 };
             }
             Attempt::Retryable {
@@ -123,6 +134,7 @@ pub async fn deliver(
                         decision: Decision::nack(true, reason),
                         attempts: attempt,
                         error_kinds,
+                        report,
                     };
                 }
                 let delay = match retry_after {
@@ -134,10 +146,10 @@ pub async fn deliver(
                 tokio::select! {
                     biased;
                     () = cancel.cancelled() => {
-                        return Delivery { decision: Decision::nack(true, reason), attempts: attempt, error_kinds };
+                        return Delivery { decision: Decision::nack(true, reason), attempts: attempt, error_kinds, report };
                     }
                     () = lease.cancelled() => {
-                        return Delivery { decision: Decision::nack(true, format!("{reason}; {LEASE_LOST}")), attempts: attempt, error_kinds };
+                        return Delivery { decision: Decision::nack(true, format!("{reason}; {LEASE_LOST}")), attempts: attempt, error_kinds, report };
                     }
                     () = tokio::time::sleep(delay) => {}
                 }
@@ -156,16 +168,24 @@ pub fn retry_delay(target: &TargetConfig, done: u32) -> Duration {
         .delay_for(done)
 }
 
+/// One request to the target: how it went, and what to report about it (status and, for a
+/// failure, the start of the body; for no answer, the error).
 async fn one_attempt(
     client: &reqwest::Client,
     msg: &WebhookMessage,
     target: &TargetConfig,
     channel: &str,
     attempt: u32,
-) -> Attempt {
+) -> (Attempt, DeliveryReport) {
     let request = match build_request(msg, target, channel, attempt) {
         Ok(r) => r,
-        Err(reason) => return Attempt::Final(Decision::nack(false, reason), "invalid_data"),
+        Err(reason) => {
+            let report = DeliveryReport::failed(reason.clone());
+            return (
+                Attempt::Final(Decision::nack(false, reason), "invalid_data"),
+                report,
+            );
+        }
     };
     let mut builder = client
         .request(target.method.clone(), &target.url)
@@ -175,12 +195,49 @@ async fn one_attempt(
         builder = builder.body(request.body);
     }
     match builder.send().await {
-        Ok(response) => {
+        Ok(mut response) => {
             let status = response.status();
             let retry_after = retry_after(response.headers());
-            classify_status(status.as_u16(), retry_after)
+            let attempt = classify_status(status.as_u16(), retry_after);
+            let report = if matches!(attempt, Attempt::Success) {
+                DeliveryReport::answered(status.as_u16(), b"", None)
+            } else {
+                let body = body_start(&mut response).await;
+                DeliveryReport::answered(status.as_u16(), &body, attempt.reason())
+            };
+            (attempt, report)
         }
-        Err(e) => classify_error(&e),
+        Err(e) => {
+            let attempt = classify_error(&e);
+            let report =
+                DeliveryReport::failed(attempt.reason().unwrap_or_else(|| error_chain(&e)));
+            (attempt, report)
+        }
+    }
+}
+
+/// The first [`MAX_SNIPPET_BYTES`] of a response body (less when it ends or fails first).
+async fn body_start(response: &mut reqwest::Response) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < MAX_SNIPPET_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => out.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    out.truncate(MAX_SNIPPET_BYTES);
+    out
+}
+
+impl Attempt {
+    /// The reason text of a failed attempt.
+    fn reason(&self) -> Option<String> {
+        match self {
+            Attempt::Success => None,
+            Attempt::Retryable { reason, .. } => Some(reason.clone()),
+            Attempt::Final(Decision::Nack { reason, .. }, _) => Some(reason.clone()),
+            Attempt::Final(Decision::Ack, _) => None,
+        }
     }
 }
 
@@ -356,6 +413,10 @@ pub fn build_request(
     if msg.sequence > 0 {
         set("x-webhook-sequence", msg.sequence.to_string());
     }
+    if let Some(n) = msg.replay_count.filter(|n| *n > 0) {
+        set("x-webhook-replayed", "true".to_owned());
+        set("x-webhook-replay-count", n.to_string());
+    }
     set("x-webhook-channel", channel.to_owned());
     Ok(TargetRequest { headers, body })
 }
@@ -389,6 +450,17 @@ mod tests {
         assert_eq!(req.headers["x-webhook-delivery-count"], "2");
         assert_eq!(req.headers["x-webhook-sequence"], "4");
         assert_eq!(req.headers["x-webhook-channel"], "payments");
+    }
+
+    #[test]
+    fn a_replayed_message_says_so_in_its_headers() {
+        let m = msg(r#"{"message_id":"m","webhook_id":"w","payload":{},"replay_count":2}"#);
+        let req = build_request(&m, &TargetConfig::new("http://x"), "c", 1).unwrap();
+        assert_eq!(req.headers["x-webhook-replayed"], "true");
+        assert_eq!(req.headers["x-webhook-replay-count"], "2");
+        let fresh = msg(r#"{"message_id":"m","webhook_id":"w","payload":{}}"#);
+        let req = build_request(&fresh, &TargetConfig::new("http://x"), "c", 1).unwrap();
+        assert!(req.headers.get("x-webhook-replayed").is_none());
     }
 
     #[test]

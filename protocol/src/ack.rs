@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ProtocolVersion;
 use crate::frames::{AckItemResult, AckOutcome, AckStatus, MAX_IDS_PER_FRAME, MAX_REASON_CHARS};
+use crate::report::DeliveryReport;
 
 /// Largest ack request body (`413` above).
 pub const MAX_ACK_BODY_BYTES: usize = 1024 * 1024;
@@ -38,6 +39,9 @@ pub struct AckRequest {
     pub delay_ms: Option<u64>,
     /// v2 nack: reason text (cut to 1024 characters).
     pub reason: Option<String>,
+    /// v2 ack or nack: the connector's report of its local delivery (for the message trace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<DeliveryReport>,
 }
 
 /// A query or body problem; `Display` is the `422` detail.
@@ -118,6 +122,7 @@ impl AckRequest {
             retry,
             delay_ms,
             reason: reason.map(|r| r.chars().take(MAX_REASON_CHARS).collect()),
+            report: None,
         }))
     }
 }
@@ -134,6 +139,8 @@ struct BatchEntry {
     delay_ms: Option<u64>,
     #[serde(default)]
     reason: Option<String>,
+    #[serde(default)]
+    report: Option<serde_json::Value>,
 }
 
 fn default_status() -> AckAction {
@@ -181,6 +188,7 @@ pub fn parse_batch(body: &[u8]) -> Result<Vec<AckRequest>, AckBatchError> {
                 retry: e.retry.unwrap_or(true),
                 delay_ms: e.delay_ms,
                 reason: e.reason.map(|r| r.chars().take(MAX_REASON_CHARS).collect()),
+                report: DeliveryReport::from_value(e.report.as_ref()),
             })
         })
         .collect()

@@ -138,6 +138,7 @@ impl Envelope {
             namespace: None,
             raw_headers: None,
             relay_signature: None,
+            replay_count: None,
         };
         if version.is_v2() {
             message.channel = Some(self.channel.clone());

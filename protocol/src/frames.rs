@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::close::CloseNotice;
+use crate::report::DeliveryReport;
 use crate::{Timestamp, WebhookMessage};
 
 /// Most ids in one v2 ack, nack or touch frame.
@@ -319,6 +320,8 @@ pub enum ClientFrame {
         message_ids: Vec<String>,
         /// v2 `ref`, echoed in `ack_result`.
         reference: Option<String>,
+        /// v2 `report`: the local delivery, for the message trace (ignored when absent).
+        report: Option<DeliveryReport>,
     },
     /// Nack of one or more in-flight messages.
     Nack {
@@ -332,6 +335,8 @@ pub enum ClientFrame {
         reason: Option<String>,
         /// v2 `ref`.
         reference: Option<String>,
+        /// v2 `report`: the local delivery, for the message trace (ignored when absent).
+        report: Option<DeliveryReport>,
     },
     /// v2 lease extension.
     Touch {
@@ -398,6 +403,7 @@ impl ClientFrame {
             "ack" => Ok(ClientFrame::Ack {
                 message_ids: ids(&object, &reference)?,
                 reference,
+                report: DeliveryReport::from_value(object.get("report")),
             }),
             "touch" => Ok(ClientFrame::Touch {
                 message_ids: ids(&object, &reference)?,
@@ -443,6 +449,7 @@ impl ClientFrame {
                     delay_ms,
                     reason,
                     reference,
+                    report: DeliveryReport::from_value(object.get("report")),
                 })
             }
             "heartbeat" => {
@@ -466,7 +473,7 @@ impl ClientFrame {
     ///
     /// ```
     /// use webhook_connect_protocol::ClientFrame;
-    /// let ack = ClientFrame::Ack { message_ids: vec!["msg_1".into()], reference: None };
+    /// let ack = ClientFrame::Ack { message_ids: vec!["msg_1".into()], reference: None, report: None };
     /// assert_eq!(ack.to_json(), r#"{"type":"ack","message_id":"msg_1"}"#);
     /// ```
     pub fn to_json(&self) -> String {
@@ -486,14 +493,21 @@ impl ClientFrame {
                 out.insert("ref".into(), Value::String(r.clone()));
             }
         };
+        let put_report = |out: &mut Map<String, Value>, r: &Option<DeliveryReport>| {
+            if let Some(r) = r.as_ref().filter(|r| !r.is_empty()) {
+                out.insert("report".into(), r.to_value());
+            }
+        };
         match self {
             ClientFrame::Ack {
                 message_ids,
                 reference,
+                report,
             } => {
                 out.insert("type".into(), "ack".into());
                 put_ids(&mut out, message_ids);
                 put_ref(&mut out, reference);
+                put_report(&mut out, report);
             }
             ClientFrame::Touch {
                 message_ids,
@@ -509,6 +523,7 @@ impl ClientFrame {
                 delay_ms,
                 reason,
                 reference,
+                report,
             } => {
                 out.insert("type".into(), "nack".into());
                 put_ids(&mut out, message_ids);
@@ -520,6 +535,7 @@ impl ClientFrame {
                     out.insert("reason".into(), Value::String(r.clone()));
                 }
                 put_ref(&mut out, reference);
+                put_report(&mut out, report);
             }
             ClientFrame::Heartbeat { timestamp } => {
                 out.insert("type".into(), "heartbeat".into());

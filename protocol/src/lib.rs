@@ -37,6 +37,7 @@ pub mod logging;
 pub mod names;
 pub mod poll;
 pub mod redact;
+pub mod report;
 pub mod sse;
 pub mod time;
 pub mod token;

@@ -91,6 +91,11 @@ pub struct WebhookMessage {
     /// v2, optional: `v1,<base64 HMAC-SHA256>` by the relay (B.10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay_signature: Option<String>,
+    /// v2, optional: how often an administrator replayed this message from the dead letters
+    /// (absent or 0: never). The connector says so to the target in `X-Webhook-Replayed` and
+    /// `X-Webhook-Replay-Count` (`docs/reference/wire-protocol.md` B.3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_count: Option<u32>,
 }
 
 fn null_payload() -> Box<RawValue> {

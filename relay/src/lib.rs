@@ -32,6 +32,7 @@ mod state;
 mod state_store;
 mod stats;
 mod tls;
+mod trace;
 
 pub use backend::open_buffer;
 #[doc(hidden)]

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::http::error::{ApiError, json_errors};
-use crate::http::{admin, connect, health, ingest};
+use crate::http::{admin, connect, dashboard, health, ingest};
 use crate::state::AppState;
 
 async fn not_found() -> Response {
@@ -61,7 +61,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     };
     // With `admin.listen` set, the admin routes live only on that listener (docs/reference/http-api.md §4).
     let main = if state.config.file.admin.listen.is_empty() {
-        main.nest("/admin/webhook-connect", admin::router(state.clone()))
+        main.merge(admin_routes(state.clone()))
     } else {
         main
     };
@@ -87,10 +87,16 @@ pub fn served_paths(state: Arc<AppState>) -> Vec<String> {
 
 /// The admin routes alone, for the separate `admin.listen` listener.
 pub fn admin_router(state: Arc<AppState>) -> Router {
-    finish(
-        Router::new().nest("/admin/webhook-connect", admin::router(state.clone())),
-        state,
-    )
+    finish(admin_routes(state.clone()), state)
+}
+
+/// The admin API and the dashboard that uses it.
+fn admin_routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
+    Router::new()
+        .nest("/admin/webhook-connect", admin::router(state))
+        .route(dashboard::PREFIX, get(dashboard::redirect))
+        .route("/admin/ui/", get(dashboard::index))
+        .route("/admin/ui/{file}", get(dashboard::file))
 }
 
 /// `/metrics` alone, for the separate `metrics.listen` listener.

@@ -25,6 +25,7 @@ use crate::server::serve;
 pub use crate::start_error::StartError;
 use crate::state::AppState;
 use crate::state_store::StateStore;
+use crate::trace::{Limits, TraceStore};
 
 /// Builds the state: every channel and its queues exist before this returns.
 pub async fn build_state(
@@ -40,6 +41,8 @@ pub async fn build_state(
         config.admin_token.expose(),
         config.file.admin.max_failed_auth_per_minute,
     );
+    let shutdown = CancellationToken::new();
+    let trace = Arc::new(open_trace(&config, shutdown.clone()).await?);
     let metrics = Arc::new(Metrics::default());
     let admission = Admission::new(admission_limits(&config), metrics.clone());
     let openapi = crate::openapi::document(&config.file.server.public_base_url).to_string();
@@ -50,7 +53,7 @@ pub async fn build_state(
         registry: Registry::default(),
         buffer,
         trusted_proxies: trusted,
-        shutdown: CancellationToken::new(),
+        shutdown,
         buffer_ok: AtomicBool::new(true),
         buffer_progress: std::sync::atomic::AtomicU64::new(0),
         admin,
@@ -64,8 +67,10 @@ pub async fn build_state(
         hub_options: HubOptions {
             metrics: metrics.clone(),
             settle_wait,
+            trace: trace.clone(),
             ..HubOptions::default()
         },
+        trace,
         metrics,
         body_budget: crate::body::budget::BodyBudget::new(body_budget_bytes),
     });
@@ -112,6 +117,25 @@ pub async fn build_state(
         Ok(state)
     } else {
         Err(StartError::Config(errors.join("\n")))
+    }
+}
+
+/// The message trace beside the state store: in Redis when the state store is Redis, else in
+/// memory.
+async fn open_trace(
+    config: &RelayConfig,
+    shutdown: CancellationToken,
+) -> Result<TraceStore, StartError> {
+    let limits = Limits {
+        max_messages: config.file.trace.max_messages_per_channel as usize,
+        max_age: std::time::Duration::from_secs(config.file.trace.max_age_seconds),
+        max_events: crate::trace::MAX_EVENTS,
+    };
+    match StateStore::redis_location(config) {
+        Some(at) => TraceStore::redis(at.url, &at.cluster_nodes, at.prefix, limits, shutdown)
+            .await
+            .map_err(|e| StartError::Config(format!("trace store: {e}"))),
+        None => Ok(TraceStore::memory(limits)),
     }
 }
 

@@ -51,6 +51,8 @@ pub struct AppState {
     pub(crate) hub_options: HubOptions,
     /// The connection budget of every listener.
     pub(crate) admission: Arc<Admission>,
+    /// The message trace (`GET /messages/{message_id}`).
+    pub(crate) trace: Arc<crate::trace::TraceStore>,
     /// Memory for ingest bodies over all requests (`limits.max_inflight_body_bytes`).
     pub(crate) body_budget: Arc<crate::body::budget::BodyBudget>,
 }

@@ -45,8 +45,8 @@ impl Received {
 #[derive(Debug, Default)]
 struct Inner {
     received: Mutex<Vec<Received>>,
-    /// Statuses to answer, in order; once used up, `200`.
-    script: Mutex<Vec<u16>>,
+    /// Statuses and bodies to answer, in order; once used up, `200` with no body.
+    script: Mutex<Vec<(u16, String)>>,
     arrived: Notify,
     print: bool,
 }
@@ -91,10 +91,10 @@ async fn record(
         }
         println!("{}\n", String::from_utf8_lossy(&received.body));
     }
-    let status = {
+    let (status, answer) = {
         let mut script = inner.script.lock().unwrap_or_else(|p| p.into_inner());
         if script.is_empty() {
-            200
+            (200, String::new())
         } else {
             script.remove(0)
         }
@@ -105,7 +105,10 @@ async fn record(
         .unwrap_or_else(|p| p.into_inner())
         .push(received);
     inner.arrived.notify_waiters();
-    StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+        answer,
+    )
 }
 
 impl Sink {
@@ -140,7 +143,14 @@ impl Sink {
 
     /// Answers the next requests with these statuses (then `200`).
     pub fn script(&self, statuses: &[u16]) {
-        *self.inner.script.lock().unwrap_or_else(|p| p.into_inner()) = statuses.to_vec();
+        *self.inner.script.lock().unwrap_or_else(|p| p.into_inner()) =
+            statuses.iter().map(|s| (*s, String::new())).collect();
+    }
+
+    /// Answers the next requests with these statuses and bodies (then `200`).
+    pub fn script_answers(&self, answers: &[(u16, &str)]) {
+        *self.inner.script.lock().unwrap_or_else(|p| p.into_inner()) =
+            answers.iter().map(|(s, b)| (*s, (*b).to_owned())).collect();
     }
 
     /// Everything received so far.

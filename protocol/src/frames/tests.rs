@@ -66,7 +66,8 @@ fn unknown_members_and_types_are_ignored_r43() {
         ack,
         ClientFrame::Ack {
             message_ids: vec!["m".into()],
-            reference: None
+            reference: None,
+            report: None
         }
     );
 }
@@ -118,7 +119,8 @@ fn v1_client_frames_parse() {
         ClientFrame::decode(r#"{"type":"ack","message_id":"msg_1"}"#).unwrap(),
         ClientFrame::Ack {
             message_ids: vec!["msg_1".into()],
-            reference: None
+            reference: None,
+            report: None
         }
     );
     assert_eq!(
@@ -128,7 +130,8 @@ fn v1_client_frames_parse() {
             retry: false,
             delay_ms: None,
             reason: None,
-            reference: None
+            reference: None,
+            report: None
         }
     );
     assert_eq!(
@@ -150,7 +153,8 @@ fn v2_client_frames_parse() {
             retry: true,
             delay_ms: Some(5000),
             reason: Some("target returned 503".into()),
-            reference: Some("2".into())
+            reference: Some("2".into()),
+            report: None
         }
     );
     assert_eq!(
@@ -163,7 +167,8 @@ fn v2_client_frames_parse() {
         ack,
         ClientFrame::Ack {
             message_ids: vec!["a".into(), "b".into(), "a".into()],
-            reference: Some("1".into())
+            reference: Some("1".into()),
+            report: None
         }
     );
     assert_eq!(
@@ -254,4 +259,23 @@ fn error_frames_echo_a_readable_ref() {
         err.to_frame().to_json(),
         r#"{"type":"error","code":"malformed_frame","message":"Frame is not valid JSON","ref":null}"#
     );
+}
+
+#[test]
+fn ack_and_nack_carry_an_optional_delivery_report() {
+    let text = r#"{"type":"nack","message_id":"msg_1","retry":true,"report":{"target_status":500,"error":"target returned 500","response_snippet":"oops"}}"#;
+    let frame = ClientFrame::decode(text).unwrap();
+    let ClientFrame::Nack {
+        report: Some(report),
+        ..
+    } = &frame
+    else {
+        panic!("no report in {frame:?}")
+    };
+    assert_eq!(report.target_status, Some(500));
+    assert_eq!(report.response_snippet.as_deref(), Some("oops"));
+    assert_eq!(ClientFrame::decode(&frame.to_json()).unwrap(), frame);
+    // A malformed report is dropped, never an error (v1 peers and old relays ignore it).
+    let odd = ClientFrame::decode(r#"{"type":"ack","message_id":"m","report":"x"}"#).unwrap();
+    assert!(matches!(odd, ClientFrame::Ack { report: None, .. }));
 }

@@ -18,7 +18,8 @@ fn arb_client_frame() -> impl Strategy<Value = ClientFrame> {
     prop_oneof![
         (arb_ids(), reference.clone()).prop_map(|(message_ids, reference)| ClientFrame::Ack {
             message_ids,
-            reference
+            reference,
+            report: None,
         }),
         (arb_ids(), reference.clone()).prop_map(|(message_ids, reference)| ClientFrame::Touch {
             message_ids,
@@ -38,6 +39,7 @@ fn arb_client_frame() -> impl Strategy<Value = ClientFrame> {
                     delay_ms,
                     reason,
                     reference,
+                    report: None,
                 }
             }),
         proptest::option::of("[0-9T:.+-]{1,30}")
@@ -102,10 +104,11 @@ proptest! {
     fn client_frames_round_trip(frame in arb_client_frame()) {
         let decoded = ClientFrame::decode(&frame.to_json()).unwrap();
         let expected = match frame {
-            ClientFrame::Nack { message_ids, retry, delay_ms, reason, reference } => ClientFrame::Nack {
+            ClientFrame::Nack { message_ids, retry, delay_ms, reason, reference, report } => ClientFrame::Nack {
                 message_ids, retry, delay_ms,
                 reason: reason.map(|r| r.chars().take(1024).collect()),
                 reference,
+                report,
             },
             other => other,
         };

@@ -4,7 +4,7 @@
 //! `WEBHOOK_CONNECT_ADMIN_TOKEN` or a file, never from a flag (command lines are visible to
 //! other users). Errors are printed with every cause (`caused by: …`).
 //!
-//! One file per command group: [`channels`], [`dead_letters`], [`overview`]; a new group is a
+//! One file per command group: [`channels`], [`dead_letters`], [`messages`], [`overview`]; a new group is a
 //! new file with its `…Task` enum, a [`Task`] variant and a [`Command`] variant.
 
 mod channels;
@@ -12,6 +12,7 @@ mod client;
 mod confirm;
 mod dead_letters;
 mod error;
+mod messages;
 mod overview;
 mod progress;
 mod table;
@@ -27,6 +28,7 @@ pub use client::{Client, Target};
 pub use confirm::Confirm;
 pub use dead_letters::{DeadLetterTask, Filter};
 pub use error::{CliError, Report};
+pub use messages::MessageTask;
 
 /// One admin task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +37,8 @@ pub enum Task {
     Channels(ChannelTask),
     /// `dead-letters …`
     DeadLetters(DeadLetterTask),
+    /// `messages …`
+    Messages(MessageTask),
     /// `overview`
     Overview,
     /// `admin-health`
@@ -47,6 +51,7 @@ pub async fn run(task: &Task, target: &Target) -> Result<String, CliError> {
     match task {
         Task::Channels(t) => channels::run(t, &client, target).await,
         Task::DeadLetters(t) => dead_letters::run(t, &client, target).await,
+        Task::Messages(t) => messages::run(t, &client, target).await,
         Task::Overview => overview::overview(&client, target).await,
         Task::Health => overview::health(&client, target).await,
     }
@@ -97,6 +102,13 @@ pub enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Look up messages of a running relay through its admin API.
+    Messages {
+        #[command(subcommand)]
+        task: MessageTask,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Channels, connections and health of a running relay at a glance.
     Overview {
         #[command(flatten)]
@@ -114,6 +126,7 @@ impl Command {
         match self {
             Command::Channels { task, api } => (Task::Channels(task), api),
             Command::DeadLetters { task, api } => (Task::DeadLetters(task), api),
+            Command::Messages { task, api } => (Task::Messages(task), api),
             Command::Overview { api } => (Task::Overview, api),
             Command::AdminHealth { api } => (Task::Health, api),
         }

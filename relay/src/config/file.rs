@@ -20,6 +20,8 @@ pub struct RelayFile {
     pub buffer: BufferSection,
     /// `[state]`
     pub state: StateSection,
+    /// `[trace]`
+    pub trace: TraceSection,
     /// `[ingest]`
     pub ingest: IngestSection,
     /// `[streaming]`
@@ -285,6 +287,27 @@ impl Default for StateSection {
             redis_url: Secret::default(),
             key_prefix: "webhook_connect".into(),
             encryption_key_file: String::new(),
+        }
+    }
+}
+
+/// `[trace]`: how much of the message trace is kept (`docs/operations.md` "Message trace").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TraceSection {
+    /// Messages kept per channel, 0–1 000 000 (0 turns the trace off).
+    #[serde(deserialize_with = "lenient::u64")]
+    pub max_messages_per_channel: u64,
+    /// How long a message's trace is kept after it was first seen, 60–2 592 000 seconds.
+    #[serde(deserialize_with = "lenient::u64")]
+    pub max_age_seconds: u64,
+}
+
+impl Default for TraceSection {
+    fn default() -> Self {
+        TraceSection {
+            max_messages_per_channel: 10_000,
+            max_age_seconds: 86_400,
         }
     }
 }

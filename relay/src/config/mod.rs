@@ -833,6 +833,22 @@ fn validate_sections(f: &RelayFile, label: &str, errors: &mut Vec<String>) {
         1,
         10_000,
     );
+    range(
+        errors,
+        label,
+        "trace.max_messages_per_channel",
+        f.trace.max_messages_per_channel,
+        0,
+        1_000_000,
+    );
+    range(
+        errors,
+        label,
+        "trace.max_age_seconds",
+        f.trace.max_age_seconds,
+        60,
+        2_592_000,
+    );
     for (key, v) in [
         ("limits.max_channels", f.limits.max_channels),
         ("limits.max_webhooks", f.limits.max_webhooks),

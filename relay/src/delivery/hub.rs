@@ -20,6 +20,7 @@ use super::conn::{Conn, ConnInfo, Outbound, PollSlot, Session};
 use super::leases::{Held, Holding};
 use crate::config::settings::ChannelSettings;
 use crate::metrics::Metrics;
+use crate::trace::TraceStore;
 
 /// Tuning of a hub.
 #[derive(Debug, Clone)]
@@ -36,6 +37,8 @@ pub struct HubOptions {
     pub metrics: Arc<Metrics>,
     /// Longest a closing connection waits for the settles it started (the shutdown deadline).
     pub settle_wait: Duration,
+    /// Where delivery attempts are traced.
+    pub trace: Arc<TraceStore>,
 }
 
 impl Default for HubOptions {
@@ -47,6 +50,11 @@ impl Default for HubOptions {
             outbound_slack: 16,
             metrics: Arc::new(Metrics::default()),
             settle_wait: Duration::from_secs(10),
+            trace: Arc::new(TraceStore::memory(crate::trace::Limits {
+                max_messages: 10_000,
+                max_age: Duration::from_secs(86_400),
+                max_events: crate::trace::MAX_EVENTS,
+            })),
         }
     }
 }
@@ -120,6 +128,11 @@ impl Hub {
     /// The metrics the hub counts into.
     pub fn metrics(&self) -> &Metrics {
         &self.options.metrics
+    }
+
+    /// Where delivery attempts are traced.
+    pub(super) fn trace_store(&self) -> &TraceStore {
+        &self.options.trace
     }
 
     /// Channel name.
@@ -244,7 +257,7 @@ impl Hub {
                 &[("reason", reason.as_str())],
             );
         }
-        self.release(leases);
+        self.release(conn, leases);
         self.wake.notify_one();
     }
 
@@ -483,6 +496,7 @@ impl Hub {
             lease_expires_at: lease.lease_expires_at,
         };
         let message_id = lease.envelope.message_id.as_str().to_owned();
+        let replays = self.replays_of(&message_id);
         let mut encoded: [Option<String>; 2] = [None, None];
         let mut tried: Vec<ConnectionId> = Vec::new();
         loop {
@@ -501,8 +515,11 @@ impl Hub {
             let slot = usize::from(version.is_v2());
             let json = encoded[slot]
                 .get_or_insert_with(|| {
-                    ServerFrame::Webhook(Box::new(lease.envelope.to_webhook(version, delivery)))
-                        .to_json()
+                    let mut webhook = lease.envelope.to_webhook(version, delivery);
+                    if replays > 0 && version.is_v2() {
+                        webhook.replay_count = Some(replays);
+                    }
+                    ServerFrame::Webhook(Box::new(webhook)).to_json()
                 })
                 .clone();
             let delivered = {
@@ -558,6 +575,7 @@ impl Hub {
             };
             if delivered {
                 self.count("webhook_relay_messages_delivered_total", &[]);
+                self.trace_delivered(&conn, &message_id, lease.delivery_count);
                 return None;
             }
         }

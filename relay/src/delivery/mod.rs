@@ -10,6 +10,7 @@
 //!   owns their state);
 //! - `settle.rs`: the settle path every ack, nack, touch, release, lapse and return goes
 //!   through, ending in one [`SettleOutcome`];
+//! - `traced.rs`: what delivery tells the message trace (sent, and each settle's end);
 //! - `requests.rs`: ack requests of the wire protocol turned into settles and their results.
 //!
 //! A connection that goes away releases its leases, after the settles it started have finished.
@@ -21,6 +22,7 @@ pub(crate) mod requests;
 mod settle;
 #[cfg(test)]
 mod tests;
+mod traced;
 
 pub use conn::{Conn, ConnInfo, Outbound};
 pub use hub::{Hub, HubOptions, PollOpenError, effective_limit};

@@ -7,6 +7,7 @@ use std::time::Duration;
 use webhook_connect_buffer::{Settle, Settled};
 use webhook_connect_protocol::ack::{AckAction, AckRequest};
 use webhook_connect_protocol::frames::{AckItemResult, AckOutcome, AckStatus};
+use webhook_connect_protocol::report::DeliveryReport;
 
 use super::{Conn, Hub, SettleOutcome};
 
@@ -92,6 +93,7 @@ pub async fn settle_ids(
     conn: &Conn,
     ids: &[String],
     action: &Action,
+    report: Option<&DeliveryReport>,
 ) -> Vec<AckItemResult> {
     let max_delay = hub.settings().requeue_delay_max_ms;
     let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
@@ -105,7 +107,7 @@ pub async fn settle_ids(
     let outcomes = futures_util::future::join_all(
         distinct
             .iter()
-            .map(|id| hub.settle(conn, id, action.to_settle(max_delay))),
+            .map(|id| hub.settle(conn, id, action.to_settle(max_delay), report)),
     )
     .await;
     ids.iter()
@@ -130,12 +132,10 @@ pub async fn settle_requests(hub: &Hub, conn: &Conn, entries: &[AckRequest]) -> 
         })
         .collect();
     let actions: Vec<Action> = unique.iter().map(|r| Action::from(*r)).collect();
-    let settled = futures_util::future::join_all(
-        unique
-            .iter()
-            .zip(&actions)
-            .map(|(r, action)| settle_ids(hub, conn, std::slice::from_ref(&r.message_id), action)),
-    )
+    let settled = futures_util::future::join_all(unique.iter().zip(&actions).map(|(r, action)| {
+        let ids = std::slice::from_ref(&r.message_id);
+        settle_ids(hub, conn, ids, action, r.report.as_ref())
+    }))
     .await;
     entries
         .iter()

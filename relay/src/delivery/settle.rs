@@ -16,6 +16,8 @@ use tokio::task::JoinHandle;
 use webhook_connect_buffer::{BufferError, LeaseToken, Settle, Settled, SharedBuffer};
 use webhook_connect_protocol::Timestamp;
 
+use webhook_connect_protocol::report::DeliveryReport;
+
 use super::leases::{Held, Lapsed};
 use super::{Conn, Hub};
 
@@ -102,12 +104,25 @@ async fn ack_copies(buffer: &SharedBuffer, copies: &[LeaseToken]) {
 }
 
 impl Hub {
-    /// Settles `message_id` for `conn` with what its connector asked for.
-    pub async fn settle(&self, conn: &Conn, message_id: &str, action: Settle) -> SettleOutcome {
+    /// Settles `message_id` for `conn` with what its connector asked for (and reported about
+    /// its delivery, for the message trace).
+    pub async fn settle(
+        &self,
+        conn: &Conn,
+        message_id: &str,
+        action: Settle,
+        report: Option<&DeliveryReport>,
+    ) -> SettleOutcome {
         let touch = action == Settle::Touch;
         let claimed = conn.lock().leases.claim(message_id, touch);
         let Some(claim) = claimed else {
-            self.record(Some(conn), message_id, None, &SettleOutcome::NotInFlight);
+            self.record(
+                Some(conn),
+                message_id,
+                None,
+                &SettleOutcome::NotInFlight,
+                None,
+            );
             return SettleOutcome::NotInFlight;
         };
         let answer = settle_entry(self.buffer(), &claim.entry, &action).await;
@@ -126,6 +141,7 @@ impl Hub {
             message_id,
             Some(claim.entry.received_at),
             &outcome,
+            report,
         );
         if !touch {
             self.wake_dispatcher();
@@ -149,11 +165,11 @@ impl Hub {
 
     /// Hands the leases of a connection that went away back to the buffer in the background, as
     /// failed attempts (one task per closed connection).
-    pub(super) fn release(self: &Arc<Self>, entries: Vec<(String, Held)>) {
+    pub(super) fn release(self: &Arc<Self>, conn: &Arc<Conn>, entries: Vec<(String, Held)>) {
         if entries.is_empty() {
             return;
         }
-        let hub = self.clone();
+        let (hub, conn) = (self.clone(), conn.clone());
         self.tracker().spawn(async move {
             for (message_id, entry) in entries {
                 let outcome = match settle_entry(hub.buffer(), &entry, &Settle::Release).await {
@@ -163,7 +179,8 @@ impl Hub {
                         SettleOutcome::ConnectionLost(None)
                     }
                 };
-                hub.record(None, &message_id, Some(entry.received_at), &outcome);
+                let received_at = Some(entry.received_at);
+                hub.record(Some(&conn), &message_id, received_at, &outcome, None);
             }
         });
     }
@@ -180,6 +197,7 @@ impl Hub {
                 token.message_id.as_str(),
                 None,
                 &SettleOutcome::Returned,
+                None,
             );
         }
         let buffer = self.buffer().clone();
@@ -197,7 +215,13 @@ impl Hub {
     /// connection that held copies).
     pub(super) fn lapsed(&self, conn: &Conn, lapsed: Lapsed) {
         for message_id in &lapsed.message_ids {
-            self.record(Some(conn), message_id, None, &SettleOutcome::LeaseExpired);
+            self.record(
+                Some(conn),
+                message_id,
+                None,
+                &SettleOutcome::LeaseExpired,
+                None,
+            );
         }
         if !lapsed.copies.is_empty() {
             let buffer = self.buffer().clone();
@@ -206,16 +230,18 @@ impl Hub {
         }
     }
 
-    /// Where every settle ends: counts the outcome for the channel and the connection. A
-    /// per-message trace of delivery attempts hooks in here.
+    /// Where every settle ends: counts the outcome for the channel and the connection, and
+    /// adds it to the message's trace (with what the connector reported).
     pub(super) fn record(
         &self,
         conn: Option<&Conn>,
         message_id: &str,
         received_at: Option<Timestamp>,
         outcome: &SettleOutcome,
+        report: Option<&DeliveryReport>,
     ) {
         tracing::trace!(channel = %self.channel(), message_id, ?outcome, "Settled");
+        self.trace_settled(conn, message_id, outcome, report);
         let channel = self.channel();
         let metrics = self.metrics();
         let redelivered = |reason: &str| {

@@ -144,7 +144,7 @@ async fn an_ack_within_the_lease_is_settled_whatever_the_buffer_clock_says() {
     f.hub.sweep();
     assert_eq!(conn.in_flight(), 1, "the lease lapsed on the wrong clock");
     assert_eq!(
-        f.hub.settle(&conn, &id, Settle::Ack).await,
+        f.hub.settle(&conn, &id, Settle::Ack, None).await,
         SettleOutcome::Acked
     );
     assert_eq!(f.delivered().await, 1);
@@ -200,7 +200,7 @@ async fn closing_waits_for_the_settles_the_connection_started() {
     );
     let (hub, settler) = (f.hub.clone(), conn.clone());
     let settle = f.hub.start_settle(&conn, async move {
-        hub.settle(&settler, &id, Settle::Ack).await
+        hub.settle(&settler, &id, Settle::Ack, None).await
     });
     // The close comes before the settle task has run.
     f.hub.unregister_when_settled(&conn).await;

@@ -28,6 +28,7 @@ use crate::body::{BodyLimits, HeaderLimits, check_headers, parse_json_body};
 use crate::channels::WebhookRoute;
 use crate::http::error::{ApiError, json_response};
 use crate::state::AppState;
+use crate::trace::TraceEvent;
 
 impl From<Rejection> for ApiError {
     fn from(r: Rejection) -> Self {
@@ -338,6 +339,15 @@ async fn ingest(
                     ("channel", &envelope.channel),
                     ("webhook_id", metric_label(state, webhook_id)),
                 ],
+            );
+            state.trace.record(
+                &envelope.channel,
+                envelope.message_id.as_str(),
+                TraceEvent::Accepted {
+                    at: envelope.received_at,
+                    webhook_id: envelope.webhook_id.clone(),
+                    expires_at: envelope.expires_at,
+                },
             );
             tracing::debug!(channel = %envelope.channel, webhook_id, message_id = %envelope.message_id, "Webhook stored");
             Ok(envelope.message_id)

@@ -5,6 +5,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod connect;
+pub(crate) mod dashboard;
 pub(crate) mod error;
 pub(crate) mod health;
 pub(crate) mod ingest;

@@ -146,6 +146,10 @@ impl Modify for CommonErrors {
         paths::get_dead_letter,
         paths::purge_dead_letter,
         paths::replay_dead_letter,
+        paths::get_message_trace,
+        paths::dashboard_redirect,
+        paths::dashboard_page,
+        paths::dashboard_file,
     ),
     components(schemas(ErrorBody)),
     modifiers(&SecuritySchemes, &CommonErrors),
@@ -154,6 +158,7 @@ impl Modify for CommonErrors {
         (name = "streaming", description = "Connector streams and acknowledgements"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
         (name = "admin", description = "The admin API under /admin/webhook-connect"),
+        (name = "dashboard", description = "The dashboard's static files under /admin/ui/"),
     )
 )]
 struct ApiDoc;
@@ -185,16 +190,18 @@ mod tests {
                 let responses = op["responses"].as_object().unwrap();
                 let success = responses
                     .iter()
-                    .find(|(s, _)| s.starts_with('2') || *s == "101")
+                    .find(|(s, _)| s.starts_with('2') || *s == "101" || *s == "308")
                     .unwrap_or_else(|| panic!("{method} {path}: no success answer"));
-                if !matches!(success.0.as_str(), "101") {
+                if !matches!(success.0.as_str(), "101" | "308") {
                     assert!(
                         success.1["content"].is_object(),
                         "{method} {path}: success without a body schema"
                     );
                 }
                 assert!(responses.contains_key("503"), "{method} {path}");
-                if path.starts_with("/admin/") && path != "/admin/webhook-connect/health" {
+                if path.starts_with("/admin/webhook-connect/")
+                    && path != "/admin/webhook-connect/health"
+                {
                     assert_eq!(op["security"][0]["adminToken"], serde_json::json!([]));
                     assert!(responses.contains_key("401"), "{method} {path}");
                 }
@@ -205,9 +212,15 @@ mod tests {
                 assert_eq!(in_path, params, "{method} {path}: path parameters");
             }
         }
-        assert_eq!(operations, 31);
+        assert_eq!(operations, 35);
         let schemas = doc["components"]["schemas"].as_object().unwrap();
-        for name in ["Error", "ChannelDetails", "DeadLetterList", "PollResponse"] {
+        for name in [
+            "Error",
+            "ChannelDetails",
+            "DeadLetterList",
+            "PollResponse",
+            "MessageTraceView",
+        ] {
             assert!(schemas.contains_key(name), "{name}");
         }
         let list = &doc["paths"]["/admin/webhook-connect/channels/{channel}/dead-letters"]["get"];

@@ -19,6 +19,7 @@ use crate::http::admin::lifecycle::Deleted;
 use crate::http::admin::views::{ChannelDetails, ChannelSummary, DeadLetter};
 use crate::http::error::ErrorBody;
 use crate::stats::ChannelStats;
+use crate::trace::MessageTraceView;
 
 #[utoipa::path(
     post,
@@ -516,3 +517,62 @@ fn purge_dead_letter() {}
     security(("adminToken" = []))
 )]
 fn replay_dead_letter() {}
+
+#[utoipa::path(
+    get,
+    path = "/admin/webhook-connect/messages/{message_id}",
+    tag = "admin",
+    operation_id = "getMessageTrace",
+    summary = "The trace of one message: state and every delivery attempt",
+    description = "Kept within the trace retention (`[trace]`, docs/operations.md \"Message trace\").",
+    params(("message_id" = String, Path, description = "Message id")),
+    responses(
+        (status = 200, description = "The trace", body = MessageTraceView),
+        (status = 404, description = "No trace kept of this message", body = ErrorBody),
+        (status = 422, description = "Not a message id", body = ErrorBody),
+    ),
+    security(("adminToken" = []))
+)]
+fn get_message_trace() {}
+
+#[utoipa::path(
+    get,
+    path = "/admin/ui",
+    tag = "dashboard",
+    operation_id = "dashboardRedirect",
+    summary = "Redirect to the dashboard at /admin/ui/",
+    responses(
+        (status = 308, description = "To /admin/ui/"),
+    )
+)]
+fn dashboard_redirect() {}
+
+#[utoipa::path(
+    get,
+    path = "/admin/ui/",
+    tag = "dashboard",
+    operation_id = "dashboardPage",
+    summary = "The dashboard page (public file; it signs in with the admin token)",
+    description = "Served only when the admin API is enabled; 404 otherwise.",
+    responses(
+        (status = 200, description = "The page", body = String, content_type = "text/html"),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 404, description = "Admin API disabled", body = ErrorBody),
+    )
+)]
+fn dashboard_page() {}
+
+#[utoipa::path(
+    get,
+    path = "/admin/ui/{file}",
+    tag = "dashboard",
+    operation_id = "dashboardFile",
+    summary = "A file of the dashboard (app.js, app.css, index.html)",
+    params(("file" = String, Path, description = "File name")),
+    responses(
+        (status = 200, description = "The file", body = String, content_type = "text/plain"),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 404, description = "No such file, or admin API disabled", body = ErrorBody),
+    )
+)]
+fn dashboard_file() {}

@@ -102,6 +102,18 @@ pub struct StateStore {
     sealer: seal::Sealer,
 }
 
+/// Where the shared Redis store lives: one server, or a Redis Cluster when `cluster_nodes` is
+/// not empty; keys start with `prefix`.
+#[derive(Debug)]
+pub struct RedisLocation<'a> {
+    /// The server (or, for a cluster, the URL the nodes were configured beside).
+    pub url: &'a str,
+    /// The cluster's seed nodes; empty for one server.
+    pub cluster_nodes: Vec<String>,
+    /// The key prefix (`state.key_prefix`).
+    pub prefix: &'a str,
+}
+
 /// How long a state operation may take before it counts as failed.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -112,39 +124,20 @@ impl StateStore {
     /// records left by an earlier version are sealed when a key is available.
     pub async fn open(config: &RelayConfig) -> Result<StateStore, StateError> {
         let file = &config.file;
-        let backend = match file.state.backend.as_str() {
-            "auto" if config.backend == BackendKind::Redis => "redis",
-            "auto" => "embedded",
-            other => other,
-        };
         let configured_key = (!file.state.encryption_key_file.is_empty())
             .then(|| seal::Sealer::from_key_file(&file.state.encryption_key_file))
             .transpose()?;
-        let store = if backend == "redis" {
-            // `state.redis_url` names one server; without it the store shares the buffer's
-            // Redis, a cluster too.
-            let (url, cluster_nodes) = if file.state.redis_url.is_empty() {
-                (
-                    file.buffer.redis.url.expose(),
-                    file.buffer.redis.cluster_node_urls(),
-                )
-            } else {
-                (file.state.redis_url.expose(), Vec::new())
-            };
-            let store = redis::RedisStore::connect(
-                url,
-                &cluster_nodes,
-                &file.state.key_prefix,
-                OPERATION_TIMEOUT,
-            )
-            .await
-            .map_err(|e| match e {
-                StateError::Unavailable(why) => StateError::Unavailable(format!(
-                    "{why} (at {})",
-                    webhook_connect_protocol::redact::mask_url(url)
-                )),
-                other => other,
-            })?;
+        let store = if let Some(at) = Self::redis_location(config) {
+            let store =
+                redis::RedisStore::connect(at.url, &at.cluster_nodes, at.prefix, OPERATION_TIMEOUT)
+                    .await
+                    .map_err(|e| match e {
+                        StateError::Unavailable(why) => StateError::Unavailable(format!(
+                            "{why} (at {})",
+                            webhook_connect_protocol::redact::mask_url(at.url)
+                        )),
+                        other => other,
+                    })?;
             StateStore {
                 backend: Backend::Redis(Box::new(store)),
                 sealer: configured_key.unwrap_or_else(seal::Sealer::without_key),
@@ -166,6 +159,34 @@ impl StateStore {
         };
         store.check_and_migrate().await?;
         Ok(store)
+    }
+
+    /// Where the shared Redis store lives when the configuration selects it (`state.backend`;
+    /// `auto` means `redis` when the buffer is Redis), else `None` (the embedded file, one
+    /// instance). `state.redis_url` names one server; without it the store shares the buffer's
+    /// Redis, a cluster too.
+    pub fn redis_location(config: &RelayConfig) -> Option<RedisLocation<'_>> {
+        let state = &config.file.state;
+        let redis = match state.backend.as_str() {
+            "auto" => config.backend == BackendKind::Redis,
+            other => other == "redis",
+        };
+        if !redis {
+            return None;
+        }
+        let (url, cluster_nodes) = if state.redis_url.is_empty() {
+            (
+                config.file.buffer.redis.url.expose(),
+                config.file.buffer.redis.cluster_node_urls(),
+            )
+        } else {
+            (state.redis_url.expose(), Vec::new())
+        };
+        Some(RedisLocation {
+            url,
+            cluster_nodes,
+            prefix: state.key_prefix.as_str(),
+        })
     }
 
     /// Every record must open; plain ones holding webhooks are sealed now (when there is a

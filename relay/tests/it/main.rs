@@ -32,6 +32,7 @@ mod graceful_stop;
 mod ingest_hostile_bodies;
 mod ingest_store;
 mod liveness_order;
+mod message_trace;
 mod metrics_exposure;
 mod metrics_scrape;
 mod multi_instance;

@@ -40,6 +40,7 @@ fn sample(template: &str) -> String {
         .replace("{channel}", "orders")
         .replace("{connection_id}", "wsc_x")
         .replace("{message_id}", "msg_x")
+        .replace("{file}", "app.js")
 }
 
 /// Whether the running relay routes `method` on `path`: neither `405` nor the fallback's 404.

@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod config_reference;
+mod dashboard;
 mod docker_files;
+mod message_trace;
 mod operator_defects;
 mod relay_to_modules;
 mod relay_to_target;

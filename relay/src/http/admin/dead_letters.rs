@@ -18,6 +18,7 @@ use super::views;
 use crate::http::error::{ApiError, typed_body};
 use crate::http::query::parse_query;
 use crate::state::AppState;
+use crate::trace::TraceEvent;
 
 /// Pages read at most to fill one filtered page.
 const MAX_SCAN_PAGES: usize = 20;
@@ -170,6 +171,14 @@ pub struct DeadLetterList {
     /// Pass as `cursor` for the next page; `null` on the last.
     next_cursor: Option<String>,
     messages: Vec<views::DeadLetter>,
+}
+
+/// Records a replay in the message trace.
+fn note_replayed(state: &AppState, channel: &str, message_id: &str) {
+    let event = TraceEvent::Replayed {
+        at: webhook_connect_protocol::Timestamp::now(),
+    };
+    state.trace.record(channel, message_id, event);
 }
 
 /// `GET /channels/{channel}/dead-letters`
@@ -329,6 +338,9 @@ async fn one_message(
         "purged"
     };
     tracing::info!(action = status, channel = %name, message_id, count = done, client_ip = %peer.ip(), "Admin change");
+    if op == OneMessage::Replay && done > 0 {
+        note_replayed(state, name, message_id);
+    }
     if done == 0 {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -447,7 +459,12 @@ pub async fn replay_many(
             .replay_dead_letters(&name, None, Some(id))
             .await
         {
-            Ok(n) => replayed += n,
+            Ok(n) => {
+                replayed += n;
+                if n > 0 {
+                    note_replayed(&state, &name, id);
+                }
+            }
             Err(BufferError::QueueFull) => {
                 stopped = Some("queue_full");
                 break;

@@ -164,6 +164,9 @@ pub async fn delete(
         .await
         .map_err(|_| ApiError::unavailable())?;
     let _ = state.state_store.remove(&name).await;
+    if let Err(e) = state.trace.remove_channel(&name).await {
+        tracing::warn!(channel = %name, error = %e, "Traces of the deleted channel stay until they age out");
+    }
     tracing::info!(action = "delete-channel", channel = %name, result = "ok", client_ip = %peer.ip(), "Admin change");
     Ok(typed_body(
         StatusCode::OK,

@@ -7,6 +7,7 @@ pub(crate) mod channels;
 pub(crate) mod dead_letters;
 mod guard;
 pub(crate) mod lifecycle;
+mod messages;
 pub(crate) mod views;
 
 use std::sync::Arc;
@@ -58,6 +59,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
             post(dead_letters::replay_one),
         )
         .route("/overview", get(channels::overview))
+        .route("/messages/{message_id}", get(messages::show))
         .route_layer(axum::middleware::from_fn_with_state(
             state,
             guard::require_admin,

@@ -294,17 +294,19 @@ async fn read_loop(
                 }
             }
             Ok(frame) => {
-                let (ids, action, reference) = match frame {
+                let (ids, action, reference, report) = match frame {
                     ClientFrame::Ack {
                         message_ids,
                         reference,
-                    } => (message_ids, Action::Ack, reference),
+                        report,
+                    } => (message_ids, Action::Ack, reference, report),
                     ClientFrame::Nack {
                         message_ids,
                         retry,
                         delay_ms,
                         reason,
                         reference,
+                        report,
                     } => (
                         message_ids,
                         Action::Nack {
@@ -313,11 +315,12 @@ async fn read_loop(
                             reason,
                         },
                         reference,
+                        report,
                     ),
                     ClientFrame::Touch {
                         message_ids,
                         reference,
-                    } => (message_ids, Action::Touch, reference),
+                    } => (message_ids, Action::Touch, reference, None),
                     ClientFrame::Heartbeat { .. } | ClientFrame::Unknown(_) => continue,
                 };
                 // Settle frames concurrently (at most MAX_CONCURRENT_SETTLES tasks), so that
@@ -328,7 +331,8 @@ async fn read_loop(
                 };
                 let (settler, conn_ref, replies) = (hub.clone(), conn.clone(), replies.clone());
                 hub.start_settle(&conn, async move {
-                    let results = settle_ids(&settler, &conn_ref, &ids, &action).await;
+                    let results =
+                        settle_ids(&settler, &conn_ref, &ids, &action, report.as_ref()).await;
                     if version.is_v2() {
                         let reply =
                             ServerFrame::AckResult(AckResult { reference, results }).to_json();
