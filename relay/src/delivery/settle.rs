@@ -2,8 +2,8 @@
 //! an ack, nack or touch from any transport (WebSocket frames, `POST /connect/ack`, a peer
 //! instance's request), a release when the connection goes away, a lapse when the connector
 //! never answered, and a return of a lease no connection could take. Each ends in one
-//! [`SettleOutcome`] passed to [`Hub::record`], which counts it (the one place to hook a
-//! per-message record of delivery attempts).
+//! [`SettleOutcome`] passed to [`Hub::record`], which counts it and adds it to the message
+//! trace (`traced.rs`).
 //!
 //! The buffer decides every outcome: the relay only looks up which lease a connection holds
 //! (`leases.rs`) and hands the buffer's answer back.
