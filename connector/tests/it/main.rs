@@ -16,6 +16,7 @@ mod moto;
 mod operations;
 #[cfg(all(feature = "redis", feature = "nats", feature = "mqtt"))]
 mod operator_process;
+#[cfg(all(feature = "redis", feature = "nats", feature = "mqtt"))]
 mod outbound_policy;
 // Reads what the STOMP module sent through RabbitMQ, with lapin.
 #[cfg(feature = "rabbitmq")]
