@@ -872,23 +872,6 @@ fn spawn_connector(
     }
 }
 
-fn rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
 /// mimalloc instead of the system allocator: allocation was about a sixth of the CPU profile
 /// of the message path (`docs/benchmarks.md`).
 #[global_allocator]
@@ -944,7 +927,7 @@ fn print_table(label: &str, rows: &[Row]) {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
-        rss_mb()
+        rss::own_rss()
     );
     println!(
         "{:<28} {:>12} {:>9} {:>9} {:>9}  notes",

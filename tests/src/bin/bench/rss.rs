@@ -9,7 +9,17 @@ use tokio_util::sync::CancellationToken;
 
 /// Resident memory of process `pid`, MB (NaN when it cannot be read).
 pub fn rss_of(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+    rss_in(&format!("/proc/{pid}/status"))
+}
+
+/// Resident memory of this process, MB (NaN when it cannot be read).
+pub fn own_rss() -> f64 {
+    rss_in("/proc/self/status")
+}
+
+/// The `VmRSS` line of a `/proc/*/status` file, MB.
+fn rss_in(status_file: &str) -> f64 {
+    std::fs::read_to_string(status_file)
         .ok()
         .and_then(|s| {
             s.lines()
